@@ -1,0 +1,170 @@
+//! One file's recorded state, and its canonical byte encoding (what the seal covers).
+
+/// File type, stored as a stable number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Regular = 1,
+    Directory = 2,
+    Symlink = 3,
+    Fifo = 4,
+    Socket = 5,
+    CharDevice = 6,
+    BlockDevice = 7,
+}
+
+impl FileKind {
+    pub fn from_mode(mode: u32) -> FileKind {
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => FileKind::Directory,
+            libc::S_IFLNK => FileKind::Symlink,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
+            libc::S_IFCHR => FileKind::CharDevice,
+            libc::S_IFBLK => FileKind::BlockDevice,
+            _ => FileKind::Regular,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Regular => "file",
+            FileKind::Directory => "dir",
+            FileKind::Symlink => "symlink",
+            FileKind::Fifo => "fifo",
+            FileKind::Socket => "socket",
+            FileKind::CharDevice => "char_device",
+            FileKind::BlockDevice => "block_device",
+        }
+    }
+}
+
+impl TryFrom<i64> for FileKind {
+    type Error = i64;
+    fn try_from(v: i64) -> Result<Self, i64> {
+        Ok(match v {
+            1 => FileKind::Regular,
+            2 => FileKind::Directory,
+            3 => FileKind::Symlink,
+            4 => FileKind::Fifo,
+            5 => FileKind::Socket,
+            6 => FileKind::CharDevice,
+            7 => FileKind::BlockDevice,
+            other => return Err(other),
+        })
+    }
+}
+
+/// Extended attributes, sorted by name.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Absolute host path, raw bytes.
+    pub path: Vec<u8>,
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits including setuid/setgid/sticky (no type bits).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub ino: u64,
+    pub dev: u64,
+    pub nlink: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    /// SHA-256 of the content; `None` for non-regular files and files that could not be read.
+    pub sha256: Option<[u8; 32]>,
+    pub link_target: Option<Vec<u8>>,
+    pub xattrs: Xattrs,
+}
+
+impl Entry {
+    /// Appends the canonical encoding: fixed-width little-endian numbers, length-prefixed bytes.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        put_bytes(out, &self.path);
+        out.push(self.kind as u8);
+        for n in [self.size, self.ino, self.dev, self.nlink] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        for n in [self.mode, self.uid, self.gid] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        for n in [self.mtime_ns, self.ctime_ns] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        match &self.sha256 {
+            Some(h) => {
+                out.push(1);
+                out.extend_from_slice(h);
+            }
+            None => out.push(0),
+        }
+        match &self.link_target {
+            Some(t) => {
+                out.push(1);
+                put_bytes(out, t);
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&encode_xattrs(&self.xattrs));
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// Encodes xattrs as count, then length-prefixed name and value pairs.
+pub fn encode_xattrs(x: &Xattrs) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(x.len() as u64).to_le_bytes());
+    for (k, v) in x {
+        put_bytes(&mut out, k);
+        put_bytes(&mut out, v);
+    }
+    out
+}
+
+/// Decodes what `encode_xattrs` wrote; `None` if the bytes are malformed.
+pub fn decode_xattrs(mut b: &[u8]) -> Option<Xattrs> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if b.len() < n {
+            return None;
+        }
+        let (head, tail) = b.split_at(n);
+        *b = tail;
+        Some(head)
+    }
+    fn take_len(b: &mut &[u8]) -> Option<usize> {
+        let raw = take(b, 8)?;
+        usize::try_from(u64::from_le_bytes(raw.try_into().ok()?)).ok()
+    }
+    let count = take_len(&mut b)?;
+    let mut out = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        let kl = take_len(&mut b)?;
+        let k = take(&mut b, kl)?.to_vec();
+        let vl = take_len(&mut b)?;
+        let v = take(&mut b, vl)?.to_vec();
+        out.push((k, v));
+    }
+    b.is_empty().then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xattrs_round_trip_and_reject_garbage() {
+        let x: Xattrs = vec![
+            (b"security.capability".to_vec(), vec![1, 0, 0, 2]),
+            (b"user.\xff".to_vec(), Vec::new()),
+        ];
+        let enc = encode_xattrs(&x);
+        assert_eq!(decode_xattrs(&enc), Some(x));
+        assert_eq!(decode_xattrs(&enc[..enc.len() - 1]), None);
+        assert_eq!(decode_xattrs(&[0xff; 8]), None);
+    }
+}

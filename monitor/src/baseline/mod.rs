@@ -1,0 +1,4 @@
+//! The baseline: recorded file states, their sealed SQLite store, and its key.
+pub mod entry;
+pub mod seal;
+pub mod store;

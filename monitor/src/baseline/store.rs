@@ -1,0 +1,466 @@
+//! The baseline database: SQLite in WAL mode, one transaction per change so a crash at any
+//! moment leaves the previous or the new baseline, sealed with an HMAC over its whole content.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use hmac::Mac;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::entry::{Entry, FileKind, decode_xattrs, encode_xattrs};
+use super::seal::{Key, KeyError, Sealer};
+
+pub const DB_FILE: &str = "baseline.db";
+const SCHEMA_VERSION: i64 = 1;
+const SEAL_DOMAIN: &[u8] = b"fimd-baseline-seal-v1\0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("baseline database {path}: {err}")]
+    Sqlite { path: PathBuf, err: rusqlite::Error },
+    #[error("cannot create the state directory {path}: {err}")]
+    StateDir { path: PathBuf, err: std::io::Error },
+    #[error("no baseline in {path}: run `fimd init` first")]
+    NoBaseline { path: PathBuf },
+    #[error(
+        "baseline database {path} fails its integrity seal: it was changed outside fimd, or {key} is not \
+         the key it was sealed with; restore both from a trusted copy, or rebuild with `fimd init`"
+    )]
+    SealMismatch { path: PathBuf, key: String },
+    #[error("baseline database {path} has schema version {found}; this fimd reads version {SCHEMA_VERSION}")]
+    Schema { path: PathBuf, found: i64 },
+    #[error(
+        "baseline database {path} holds a malformed row ({what}); restore it or rebuild with `fimd init`"
+    )]
+    Malformed { path: PathBuf, what: String },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// One line of the baseline's history: inits and accepted changes, with when and by whom.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryRow {
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    #[serde(skip)]
+    pub path: Option<Vec<u8>>,
+    pub detail: String,
+}
+
+/// A verified baseline held in memory.
+pub struct Baseline {
+    pub entries: HashMap<Vec<u8>, Entry>,
+    pub meta: HashMap<String, String>,
+    pub history: Vec<HistoryRow>,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    key_desc: String,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `state_dir`.
+    pub fn open(state_dir: &Path, key_path: Option<&Path>) -> Result<Store, StoreError> {
+        if !state_dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(state_dir)
+                .map_err(|err| StoreError::StateDir {
+                    path: state_dir.to_owned(),
+                    err,
+                })?;
+        }
+        let path = state_dir.join(DB_FILE);
+        let sql = |err| StoreError::Sqlite {
+            path: path.clone(),
+            err,
+        };
+        let conn = Connection::open(&path).map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql)?;
+        match version {
+            0 => conn
+                .execute_batch(
+                    "BEGIN;
+                     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+                     CREATE TABLE IF NOT EXISTS entries (
+                        path BLOB PRIMARY KEY, kind INTEGER NOT NULL, size INTEGER NOT NULL,
+                        mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+                        ino INTEGER NOT NULL, dev INTEGER NOT NULL, nlink INTEGER NOT NULL,
+                        mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+                        sha256 BLOB, link_target BLOB, xattrs BLOB NOT NULL) WITHOUT ROWID;
+                     CREATE TABLE IF NOT EXISTS history (
+                        id INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL,
+                        action TEXT NOT NULL, path BLOB, detail TEXT NOT NULL);
+                     PRAGMA user_version = 1;
+                     COMMIT;",
+                )
+                .map_err(sql)?,
+            SCHEMA_VERSION => {}
+            found => return Err(StoreError::Schema { path, found }),
+        }
+        let key_desc = key_path.map_or_else(
+            || state_dir.join(super::seal::KEY_FILE).display().to_string(),
+            |p| p.display().to_string(),
+        );
+        Ok(Store { conn, path, key_desc })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        |err| StoreError::Sqlite {
+            path: self.path.clone(),
+            err,
+        }
+    }
+
+    /// Whether a sealed baseline exists.
+    pub fn has_baseline(&self) -> Result<bool, StoreError> {
+        let seal: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'seal'", [], |r| r.get(0))
+            .optional()
+            .map_err(self.sql())?;
+        Ok(seal.is_some())
+    }
+
+    /// Starts replacing the whole baseline; nothing is visible until `Replace::commit`.
+    pub fn replace(&mut self) -> Result<Replace<'_>, StoreError> {
+        let path = self.path.clone();
+        let sql = |err| StoreError::Sqlite {
+            path: path.clone(),
+            err,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        tx.execute_batch("DELETE FROM entries; DELETE FROM meta; DELETE FROM history;")
+            .map_err(sql)?;
+        Ok(Replace { tx, path })
+    }
+
+    /// Applies accepted changes: upserts, deletions and their history rows, then reseals.
+    pub fn apply(
+        &mut self,
+        key: &Key,
+        upserts: &[Entry],
+        deletes: &[Vec<u8>],
+        history: &[HistoryRow],
+        meta: &[(&str, String)],
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sql = |err| StoreError::Sqlite {
+            path: path.clone(),
+            err,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        // Refuse to build on a baseline that was tampered with.
+        read_sealed(&tx, &path, key, &self.key_desc, |_| {})?;
+        for e in upserts {
+            insert_entry(&tx, e).map_err(sql)?;
+        }
+        for p in deletes {
+            tx.execute("DELETE FROM entries WHERE path = ?1", [p])
+                .map_err(sql)?;
+        }
+        insert_history(&tx, history).map_err(sql)?;
+        set_meta(&tx, meta).map_err(sql)?;
+        write_seal(&tx, &path, key)?;
+        tx.commit().map_err(sql)
+    }
+
+    /// Loads the baseline, verifying its seal.
+    pub fn load(&self, key: &Key) -> Result<Baseline, StoreError> {
+        if !self.has_baseline()? {
+            return Err(StoreError::NoBaseline {
+                path: self.path.clone(),
+            });
+        }
+        let mut entries = HashMap::new();
+        let (meta, history) = read_sealed(&self.conn, &self.path, key, &self.key_desc, |e| {
+            entries.insert(e.path.clone(), e);
+        })?;
+        Ok(Baseline {
+            entries,
+            meta,
+            history,
+        })
+    }
+}
+
+/// A whole-baseline replacement in progress (one SQLite transaction).
+pub struct Replace<'c> {
+    tx: Transaction<'c>,
+    path: PathBuf,
+}
+
+impl Replace<'_> {
+    pub fn insert(&self, e: &Entry) -> Result<(), StoreError> {
+        insert_entry(&self.tx, e).map_err(|err| StoreError::Sqlite {
+            path: self.path.clone(),
+            err,
+        })
+    }
+
+    pub fn commit(
+        self,
+        key: &Key,
+        meta: &[(&str, String)],
+        history: &[HistoryRow],
+    ) -> Result<(), StoreError> {
+        let sql = |err| StoreError::Sqlite {
+            path: self.path.clone(),
+            err,
+        };
+        set_meta(&self.tx, meta).map_err(sql)?;
+        insert_history(&self.tx, history).map_err(sql)?;
+        write_seal(&self.tx, &self.path, key)?;
+        self.tx.commit().map_err(sql)
+    }
+}
+
+fn insert_entry(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR REPLACE INTO entries
+         (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    // SQLite integers are i64: u64 values are stored bit for bit.
+    stmt.execute(params![
+        e.path,
+        e.kind as i64,
+        e.size as i64,
+        e.mode,
+        e.uid,
+        e.gid,
+        e.ino as i64,
+        e.dev as i64,
+        e.nlink as i64,
+        e.mtime_ns,
+        e.ctime_ns,
+        e.sha256.as_ref().map(|h| &h[..]),
+        e.link_target,
+        encode_xattrs(&e.xattrs),
+    ])?;
+    Ok(())
+}
+
+fn insert_history(conn: &Connection, rows: &[HistoryRow]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO history (at, actor, action, path, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for h in rows {
+        stmt.execute(params![h.at, h.actor, h.action, h.path, h.detail])?;
+    }
+    Ok(())
+}
+
+fn set_meta(conn: &Connection, meta: &[(&str, String)]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+    for (k, v) in meta {
+        stmt.execute(params![k, v])?;
+    }
+    Ok(())
+}
+
+fn write_seal(conn: &Connection, path: &Path, key: &Key) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM meta WHERE key = 'seal'", [])
+        .map_err(|err| StoreError::Sqlite {
+            path: path.to_owned(),
+            err,
+        })?;
+    let mut mac = key.sealer();
+    feed(conn, path, &mut mac, |_| {})?;
+    let seal = hex(&mac.finalize().into_bytes());
+    set_meta(conn, &[("seal", seal)]).map_err(|err| StoreError::Sqlite {
+        path: path.to_owned(),
+        err,
+    })
+}
+
+type MetaAndHistory = (HashMap<String, String>, Vec<HistoryRow>);
+
+/// Reads everything the seal covers, hands each entry to `visit`, and checks the seal.
+fn read_sealed(
+    conn: &Connection,
+    path: &Path,
+    key: &Key,
+    key_desc: &str,
+    visit: impl FnMut(Entry),
+) -> Result<MetaAndHistory, StoreError> {
+    let sql = |err| StoreError::Sqlite {
+        path: path.to_owned(),
+        err,
+    };
+    let stored: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'seal'", [], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    let mut mac = key.sealer();
+    let (meta, history) = feed(conn, path, &mut mac, visit)?;
+    let ok = stored
+        .as_deref()
+        .and_then(unhex)
+        .is_some_and(|s| mac.verify_slice(&s).is_ok());
+    if !ok {
+        return Err(StoreError::SealMismatch {
+            path: path.to_owned(),
+            key: key_desc.to_owned(),
+        });
+    }
+    Ok((meta, history))
+}
+
+/// Feeds the canonical encoding of meta (but the seal), entries and history into `mac`.
+fn feed(
+    conn: &Connection,
+    path: &Path,
+    mac: &mut Sealer,
+    mut visit: impl FnMut(Entry),
+) -> Result<MetaAndHistory, StoreError> {
+    let sql = |err| StoreError::Sqlite {
+        path: path.to_owned(),
+        err,
+    };
+    let mut buf = Vec::with_capacity(512);
+    let put = |buf: &mut Vec<u8>, b: &[u8]| {
+        buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        buf.extend_from_slice(b);
+    };
+    mac.update(SEAL_DOMAIN);
+
+    let mut meta = HashMap::new();
+    let mut stmt = conn
+        .prepare("SELECT key, value FROM meta WHERE key <> 'seal' ORDER BY key")
+        .map_err(sql)?;
+    let mut rows = stmt.query([]).map_err(sql)?;
+    while let Some(r) = rows.next().map_err(sql)? {
+        let (k, v): (String, String) = (r.get(0).map_err(sql)?, r.get(1).map_err(sql)?);
+        buf.clear();
+        buf.push(b'M');
+        put(&mut buf, k.as_bytes());
+        put(&mut buf, v.as_bytes());
+        mac.update(&buf);
+        meta.insert(k, v);
+    }
+
+    let mut stmt = conn
+        .prepare(
+            "SELECT path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs
+             FROM entries ORDER BY path",
+        )
+        .map_err(sql)?;
+    let mut rows = stmt.query([]).map_err(sql)?;
+    while let Some(r) = rows.next().map_err(sql)? {
+        let e = row_to_entry(r, path)?;
+        buf.clear();
+        buf.push(b'E');
+        e.encode_into(&mut buf);
+        mac.update(&buf);
+        visit(e);
+    }
+
+    let mut history = Vec::new();
+    let mut stmt = conn
+        .prepare("SELECT id, at, actor, action, path, detail FROM history ORDER BY id")
+        .map_err(sql)?;
+    let mut rows = stmt.query([]).map_err(sql)?;
+    while let Some(r) = rows.next().map_err(sql)? {
+        let id: i64 = r.get(0).map_err(sql)?;
+        let h = HistoryRow {
+            at: r.get(1).map_err(sql)?,
+            actor: r.get(2).map_err(sql)?,
+            action: r.get(3).map_err(sql)?,
+            path: r.get(4).map_err(sql)?,
+            detail: r.get(5).map_err(sql)?,
+        };
+        buf.clear();
+        buf.push(b'H');
+        buf.extend_from_slice(&id.to_le_bytes());
+        for f in [
+            h.at.as_bytes(),
+            h.actor.as_bytes(),
+            h.action.as_bytes(),
+            h.detail.as_bytes(),
+        ] {
+            put(&mut buf, f);
+        }
+        match &h.path {
+            Some(p) => {
+                buf.push(1);
+                put(&mut buf, p);
+            }
+            None => buf.push(0),
+        }
+        mac.update(&buf);
+        history.push(h);
+    }
+    Ok((meta, history))
+}
+
+fn row_to_entry(r: &rusqlite::Row<'_>, path: &Path) -> Result<Entry, StoreError> {
+    let bad = |what: &str| StoreError::Malformed {
+        path: path.to_owned(),
+        what: what.to_owned(),
+    };
+    let sql = |err| StoreError::Sqlite {
+        path: path.to_owned(),
+        err,
+    };
+    let kind: i64 = r.get(1).map_err(sql)?;
+    let sha: Option<Vec<u8>> = r.get(11).map_err(sql)?;
+    let xattrs: Vec<u8> = r.get(13).map_err(sql)?;
+    Ok(Entry {
+        path: r.get(0).map_err(sql)?,
+        kind: FileKind::try_from(kind).map_err(|k| bad(&format!("file kind {k}")))?,
+        size: r.get::<_, i64>(2).map_err(sql)? as u64,
+        mode: r.get(3).map_err(sql)?,
+        uid: r.get(4).map_err(sql)?,
+        gid: r.get(5).map_err(sql)?,
+        ino: r.get::<_, i64>(6).map_err(sql)? as u64,
+        dev: r.get::<_, i64>(7).map_err(sql)? as u64,
+        nlink: r.get::<_, i64>(8).map_err(sql)? as u64,
+        mtime_ns: r.get(9).map_err(sql)?,
+        ctime_ns: r.get(10).map_err(sql)?,
+        sha256: match sha {
+            None => None,
+            Some(v) => Some(v.try_into().map_err(|_| bad("sha256 length"))?),
+        },
+        link_target: r.get(12).map_err(sql)?,
+        xattrs: decode_xattrs(&xattrs).ok_or_else(|| bad("xattrs"))?,
+    })
+}
+
+pub fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}

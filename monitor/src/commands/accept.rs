@@ -1,0 +1,86 @@
+//! `fimd accept`: take approved changes (all, or those under the named paths) into the
+//! baseline, recording when, by whom and why.
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::{EXIT_CLEAN, EXIT_ERROR, actor, exit, host_mode, open_baseline, progress, report_problems};
+use crate::baseline::store::HistoryRow;
+use crate::compare::{self, Action};
+use crate::config::Settings;
+use crate::output::alert::{human_line, now_rfc3339};
+use crate::scan;
+
+pub fn run(settings: &Settings, paths: &[PathBuf], reason: Option<&str>) -> anyhow::Result<ExitCode> {
+    for p in paths {
+        if !p.is_absolute() {
+            anyhow::bail!("{}: give an absolute path", p.display());
+        }
+        if settings.watch_for(p).is_none() {
+            anyhow::bail!(
+                "{}: not under any watch of {}",
+                p.display(),
+                settings.source.display()
+            );
+        }
+    }
+    let (mut store, key, baseline) = open_baseline(settings)?;
+    let mode = host_mode(&baseline);
+    let scan = scan::start(settings, Path::new("/"));
+    let bar = progress(&scan, "accept");
+    let cmp = compare::compare(settings, baseline.entries, &scan, mode, |_| {});
+    drop(scan);
+    bar.finish_and_clear();
+
+    let selected = |path: &[u8]| {
+        paths.is_empty()
+            || paths.iter().any(|p| {
+                let p = p.as_os_str().as_bytes();
+                path == p || (path.starts_with(p) && path.get(p.len()) == Some(&b'/'))
+            })
+    };
+    let mut upserts = Vec::new();
+    let mut deletes = Vec::new();
+    let mut history = Vec::new();
+    let (at, who) = (now_rfc3339(), actor());
+    for c in &cmp.changes {
+        let prev_path = c.previous.as_ref().map(|e| &e.path[..]);
+        if !selected(c.path()) && !prev_path.is_some_and(selected) {
+            continue;
+        }
+        if let Some(cur) = &c.current {
+            upserts.push(cur.clone());
+        }
+        if matches!(c.action, Action::Deleted | Action::Moved)
+            && let Some(prev) = &c.previous
+        {
+            deletes.push(prev.path.clone());
+        }
+        history.push(HistoryRow {
+            at: at.clone(),
+            actor: who.clone(),
+            action: format!("accept {}", c.action.as_str()),
+            path: Some(c.path().to_vec()),
+            detail: match reason {
+                Some(r) => format!("{}; reason: {r}", c.changes.join(",")),
+                None => c.changes.join(","),
+            },
+        });
+        println!("accepted {}", human_line(c));
+    }
+    report_problems(&cmp.problems);
+    if history.is_empty() {
+        eprintln!("fimd accept: nothing to accept");
+        return Ok(exit(if cmp.problems.is_empty() {
+            EXIT_CLEAN
+        } else {
+            EXIT_ERROR
+        }));
+    }
+    store.apply(&key, &upserts, &deletes, &history, &[("updated_at", at)])?;
+    eprintln!(
+        "fimd accept: {} changes taken into the baseline by {who}",
+        history.len()
+    );
+    Ok(exit(EXIT_CLEAN))
+}

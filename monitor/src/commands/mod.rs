@@ -1,0 +1,89 @@
+//! The one-shot commands. Each returns the process exit status it wants.
+pub mod accept;
+pub mod baseline;
+pub mod check;
+pub mod init;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::baseline::seal::Key;
+use crate::baseline::store::{Baseline, Store};
+use crate::compare::Mode;
+use crate::config::Settings;
+use crate::output::path::path_text;
+use crate::scan::{Problem, Scan};
+
+/// 0: clean.
+pub const EXIT_CLEAN: u8 = 0;
+/// 1: differences found.
+pub const EXIT_DIFFERENCES: u8 = 1;
+/// 2: an error, including files that could not be compared.
+pub const EXIT_ERROR: u8 = 2;
+
+/// A spinner with counts while a scan runs, only when stderr is a terminal.
+pub(crate) fn progress(scan: &Scan, what: &'static str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let p = scan.progress.clone();
+    let b = bar.clone();
+    std::thread::spawn(move || {
+        while !b.is_finished() {
+            let n = p.entries.load(Ordering::Relaxed);
+            let bytes = p.bytes.load(Ordering::Relaxed);
+            b.set_message(format!(
+                "{what}: {n} entries, {} hashed",
+                indicatif::HumanBytes(bytes)
+            ));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    bar
+}
+
+pub(crate) fn report_problems(problems: &[Problem]) {
+    for p in problems {
+        eprintln!("fimd: warning: {}: {}", path_text(&p.path).0, p.message);
+    }
+}
+
+/// The verified baseline of `settings`, with its store and key.
+pub(crate) fn open_baseline(settings: &Settings) -> anyhow::Result<(Store, Key, Baseline)> {
+    let key = Key::load(&settings.state_dir, settings.hmac_key.as_deref(), false)?;
+    let store = Store::open(&settings.state_dir, settings.hmac_key.as_deref())?;
+    let baseline = store.load(&key)?;
+    Ok((store, key, baseline))
+}
+
+/// Identity attributes count only when the baseline was taken from this same host tree.
+pub(crate) fn host_mode(baseline: &Baseline) -> Mode {
+    match baseline.meta.get("source_root").map(String::as_str) {
+        Some("/") | None => Mode::Full,
+        Some(_) => Mode::Portable,
+    }
+}
+
+/// Who is running this, for the baseline's history.
+pub(crate) fn actor() -> String {
+    let uid = nix::unistd::getuid();
+    let name = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name);
+    match std::env::var("SUDO_USER") {
+        Ok(s) if !s.is_empty() => format!("{s} via sudo as {name} (uid {uid})"),
+        _ => format!("{name} (uid {uid})"),
+    }
+}
+
+pub(crate) fn exit(code: u8) -> ExitCode {
+    ExitCode::from(code)
+}

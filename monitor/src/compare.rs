@@ -1,0 +1,279 @@
+//! Comparing a scan with the baseline: what was created, deleted, moved or changed, and how.
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::baseline::entry::{Entry, FileKind};
+use crate::config::{Policy, Settings};
+use crate::scan::{Problem, Scan, ScanItem};
+
+/// Which attributes count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The same filesystem as the baseline: identity (inode, ctime, link count) counts too.
+    Full,
+    /// A copy, an image or a snapshot of it: only what survives copying counts.
+    Portable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Created,
+    Updated,
+    Deleted,
+    Moved,
+    AttributesModified,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Updated => "updated",
+            Action::Deleted => "deleted",
+            Action::Moved => "moved",
+            Action::AttributesModified => "attributes_modified",
+        }
+    }
+}
+
+/// One difference between the baseline and what is there now.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub action: Action,
+    pub policy: Policy,
+    /// Current state; `None` when deleted.
+    pub current: Option<Entry>,
+    /// Baseline state; `None` when created. For a move, holds the old path.
+    pub previous: Option<Entry>,
+    /// Names of the attributes that differ.
+    pub changes: Vec<&'static str>,
+}
+
+impl Change {
+    pub fn path(&self) -> &[u8] {
+        self.current
+            .as_ref()
+            .or(self.previous.as_ref())
+            .map(|e| &e.path[..])
+            .unwrap_or_default()
+    }
+}
+
+/// The outcome of one full comparison.
+#[derive(Default)]
+pub struct Comparison {
+    pub changes: Vec<Change>,
+    pub problems: Vec<Problem>,
+    /// Entries seen in this scan.
+    pub scanned: u64,
+}
+
+/// Names of the attributes of `new` that differ from `old`.
+pub fn diff(old: &Entry, new: &Entry, mode: Mode) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.kind != new.kind {
+        out.push("type");
+    }
+    let is_dir = new.kind == FileKind::Directory;
+    let is_link = new.kind == FileKind::Symlink;
+    if old.sha256.is_some() && new.sha256.is_some() && old.sha256 != new.sha256 {
+        out.push("content");
+    }
+    // A directory's size and times follow its entries, which are compared one by one.
+    if !is_dir && !is_link && old.size != new.size {
+        out.push("size");
+    }
+    if old.link_target != new.link_target {
+        out.push("link_target");
+    }
+    if !is_link && old.mode != new.mode {
+        out.push("mode");
+    }
+    if old.uid != new.uid {
+        out.push("uid");
+    }
+    if old.gid != new.gid {
+        out.push("gid");
+    }
+    if old.xattrs != new.xattrs {
+        out.push("xattr");
+    }
+    if !is_dir && old.mtime_ns != new.mtime_ns {
+        out.push("mtime");
+    }
+    if mode == Mode::Full {
+        if old.ino != new.ino {
+            out.push("inode");
+        }
+        if !is_dir && old.nlink != new.nlink {
+            out.push("nlink");
+        }
+        if !is_dir && old.ctime_ns != new.ctime_ns {
+            out.push("ctime");
+        }
+    }
+    out
+}
+
+fn action_for(changes: &[&str]) -> Action {
+    let content = ["type", "content", "size", "link_target"];
+    if changes.iter().any(|c| content.contains(c)) {
+        Action::Updated
+    } else {
+        Action::AttributesModified
+    }
+}
+
+/// Runs `scan` to completion against `baseline`; `on_entry` sees every scanned entry.
+pub fn compare(
+    settings: &Settings,
+    mut baseline: HashMap<Vec<u8>, Entry>,
+    scan: &Scan,
+    mode: Mode,
+    mut on_entry: impl FnMut(&Entry),
+) -> Comparison {
+    let mut out = Comparison::default();
+    let mut created = Vec::new();
+    let policy_of = |path: &[u8]| {
+        settings
+            .watch_for(Path::new(std::ffi::OsStr::from_bytes(path)))
+            .map_or(Policy::Static, |w| w.policy)
+    };
+    while let Some(item) = scan.next_item() {
+        let entry = match item {
+            ScanItem::Entry(e) => e,
+            ScanItem::Unstable(e) => {
+                out.problems.push(Problem {
+                    path: e.path.clone(),
+                    message:
+                        "changed while being hashed (every attempt); its hash may be of no state it ever had"
+                            .into(),
+                });
+                e
+            }
+            ScanItem::Problem(p) => {
+                out.problems.push(p);
+                continue;
+            }
+        };
+        out.scanned += 1;
+        on_entry(&entry);
+        match baseline.remove(&entry.path) {
+            Some(old) => {
+                let changes = diff(&old, &entry, mode);
+                if !changes.is_empty() {
+                    out.changes.push(Change {
+                        action: action_for(&changes),
+                        policy: policy_of(&entry.path),
+                        current: Some(entry),
+                        previous: Some(old),
+                        changes,
+                    });
+                }
+            }
+            None => created.push(entry),
+        }
+    }
+    // What the baseline has under the current watches but the scan did not find is gone.
+    let mut deleted: Vec<Entry> = baseline
+        .into_values()
+        .filter(|e| settings.covers(Path::new(std::ffi::OsStr::from_bytes(&e.path))))
+        .collect();
+
+    if mode == Mode::Full {
+        // A deleted and a created entry with the same inode on the same device is a move.
+        let mut by_inode: HashMap<(u64, u64), usize> = HashMap::new();
+        for (i, d) in deleted.iter().enumerate() {
+            by_inode.insert((d.dev, d.ino), i);
+        }
+        let mut moved_from = vec![false; deleted.len()];
+        created.retain(|c| {
+            let Some(&i) = by_inode.get(&(c.dev, c.ino)) else {
+                return true;
+            };
+            if moved_from[i] || deleted[i].kind != c.kind {
+                return true;
+            }
+            moved_from[i] = true;
+            let mut changes = diff(&deleted[i], c, mode);
+            changes.insert(0, "path");
+            out.changes.push(Change {
+                action: Action::Moved,
+                policy: policy_of(&c.path),
+                current: Some(c.clone()),
+                previous: Some(deleted[i].clone()),
+                changes,
+            });
+            false
+        });
+        let mut i = 0;
+        deleted.retain(|_| {
+            i += 1;
+            !moved_from[i - 1]
+        });
+    }
+    for c in created {
+        out.changes.push(Change {
+            action: Action::Created,
+            policy: policy_of(&c.path),
+            current: Some(c),
+            previous: None,
+            changes: Vec::new(),
+        });
+    }
+    for d in deleted {
+        out.changes.push(Change {
+            action: Action::Deleted,
+            policy: policy_of(&d.path),
+            current: None,
+            previous: Some(d),
+            changes: Vec::new(),
+        });
+    }
+    out.changes.sort_by(|a, b| a.path().cmp(b.path()));
+    out.problems.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> Entry {
+        Entry {
+            path: b"/etc/x".to_vec(),
+            kind: FileKind::Regular,
+            size: 3,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            ino: 7,
+            dev: 1,
+            nlink: 1,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            sha256: Some([1; 32]),
+            link_target: None,
+            xattrs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn portable_mode_ignores_identity() {
+        let a = file();
+        let mut b = file();
+        b.ino = 99;
+        b.ctime_ns = 5;
+        b.nlink = 2;
+        assert!(diff(&a, &b, Mode::Portable).is_empty());
+        assert_eq!(diff(&a, &b, Mode::Full), vec!["inode", "nlink", "ctime"]);
+        b.sha256 = Some([2; 32]);
+        assert_eq!(action_for(&diff(&a, &b, Mode::Portable)), Action::Updated);
+        let mut c = file();
+        c.mode = 0o4755;
+        assert_eq!(diff(&a, &c, Mode::Full), vec!["mode"]);
+        assert_eq!(action_for(&diff(&a, &c, Mode::Full)), Action::AttributesModified);
+    }
+}

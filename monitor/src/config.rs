@@ -1,0 +1,450 @@
+//! Configuration: the raw TOML document (`RawConfig`) and the validated `Settings` built from it.
+//!
+//! Every error names the file, the line and the key, so an operator can fix it without guessing.
+use std::ops::Range;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration {path}: {err}")]
+    Read { path: PathBuf, err: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// The document as written. Unknown keys are refused so a typo never silently disables a watch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Spanned<PathBuf>,
+    hmac_key: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    watch: Vec<Spanned<RawWatch>>,
+    #[serde(default)]
+    alerts: RawAlerts,
+    #[serde(default)]
+    scan: RawScan,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    path: Spanned<PathBuf>,
+    #[serde(default)]
+    policy: Option<Spanned<String>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+    #[serde(default = "default_true")]
+    one_filesystem: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    jsonl: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScan {
+    /// Hashing threads; 0 or absent means one per core.
+    threads: Option<usize>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// What a watch allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Any change alerts.
+    Static,
+    /// Growth is allowed; any other change alerts (logs).
+    AppendOnly,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Static => "static",
+            Policy::AppendOnly => "append-only",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Policy> {
+        match s {
+            "static" => Some(Policy::Static),
+            "append-only" => Some(Policy::AppendOnly),
+            _ => None,
+        }
+    }
+}
+
+/// One validated watch.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    /// Absolute, normalised host path.
+    pub path: PathBuf,
+    pub policy: Policy,
+    pub exclude: Excludes,
+    pub one_filesystem: bool,
+}
+
+/// Exclusion globs: patterns starting with `/` match the whole path, others match the file name.
+#[derive(Debug, Clone)]
+pub struct Excludes {
+    full: GlobSet,
+    name: GlobSet,
+}
+
+impl Excludes {
+    pub fn is_excluded(&self, path: &[u8], name: &[u8]) -> bool {
+        use std::ffi::OsStr;
+        self.full.is_match(Path::new(OsStr::from_bytes(path)))
+            || self.name.is_match(Path::new(OsStr::from_bytes(name)))
+    }
+}
+
+/// Where alerts go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertSink {
+    Stdout,
+    File(PathBuf),
+}
+
+/// The validated configuration every command works from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub source: PathBuf,
+    pub state_dir: PathBuf,
+    pub hmac_key: Option<PathBuf>,
+    pub watches: Vec<Watch>,
+    pub alerts: Option<AlertSink>,
+    pub threads: usize,
+}
+
+impl Settings {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            err: source,
+        })?;
+        Settings::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
+        let invalid = |span: Range<usize>, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: line_of(text, span.start),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            invalid(span, e.message().trim().to_owned())
+        })?;
+
+        let state_dir =
+            absolute(&raw.state_dir, "state_dir").map_err(|m| invalid(raw.state_dir.span(), m))?;
+        let hmac_key = match &raw.hmac_key {
+            Some(k) => Some(absolute(k, "hmac_key").map_err(|m| invalid(k.span(), m))?),
+            None => None,
+        };
+
+        if raw.watch.is_empty() {
+            return Err(invalid(
+                0..0,
+                "no [[watch]] table: add at least one, e.g. [[watch]] path = \"/etc\"".into(),
+            ));
+        }
+        let mut watches: Vec<(Watch, Range<usize>)> = Vec::new();
+        for w in &raw.watch {
+            let span = w.span();
+            let w = w.get_ref();
+            let wpath = absolute(&w.path, "watch.path").map_err(|m| invalid(w.path.span(), m))?;
+            let policy = match &w.policy {
+                None => Policy::Static,
+                Some(p) => Policy::parse(p.get_ref()).ok_or_else(|| {
+                    invalid(
+                        p.span(),
+                        format!(
+                            "watch.policy: unknown policy {:?}; use \"static\" or \"append-only\"",
+                            p.get_ref()
+                        ),
+                    )
+                })?,
+            };
+            let mut full = GlobSetBuilder::new();
+            let mut name = GlobSetBuilder::new();
+            for pat in &w.exclude {
+                let glob = Glob::new(pat.get_ref()).map_err(|e| {
+                    invalid(
+                        pat.span(),
+                        format!("watch.exclude: bad glob {:?}: {}", pat.get_ref(), e.kind()),
+                    )
+                })?;
+                if pat.get_ref().starts_with('/') {
+                    full.add(glob);
+                } else {
+                    name.add(glob);
+                }
+            }
+            let build = |b: GlobSetBuilder| {
+                b.build()
+                    .map_err(|e| invalid(span.clone(), format!("watch.exclude: {e}")))
+            };
+            let exclude = Excludes {
+                full: build(full)?,
+                name: build(name)?,
+            };
+            if let Some((other, other_span)) = watches.iter().find(|(o, _)| o.path == wpath) {
+                let _ = other;
+                return Err(invalid(
+                    w.path.span(),
+                    format!(
+                        "watch.path: {} is already watched (line {}); merge the two [[watch]] tables",
+                        wpath.display(),
+                        line_of(text, other_span.start)
+                    ),
+                ));
+            }
+            for (other, other_span) in &watches {
+                let nested = wpath.starts_with(&other.path) || other.path.starts_with(&wpath);
+                if nested && other.policy != policy {
+                    return Err(invalid(
+                        w.path.span(),
+                        format!(
+                            "watch.path: {} (policy {}) is nested with {} (policy {}, line {}); \
+                             nested watches must share a policy: split the tree or exclude the inner path",
+                            wpath.display(),
+                            policy.as_str(),
+                            other.path.display(),
+                            other.policy.as_str(),
+                            line_of(text, other_span.start)
+                        ),
+                    ));
+                }
+            }
+            watches.push((
+                Watch {
+                    path: wpath,
+                    policy,
+                    exclude,
+                    one_filesystem: w.one_filesystem,
+                },
+                w.path.span(),
+            ));
+        }
+
+        let alerts = match &raw.alerts.jsonl {
+            None => None,
+            Some(s) if s.get_ref() == "-" => Some(AlertSink::Stdout),
+            Some(s) => {
+                let p = Path::new(s.get_ref());
+                if !p.is_absolute() {
+                    return Err(invalid(
+                        s.span(),
+                        format!(
+                            "alerts.jsonl: {:?} is relative; give an absolute path or \"-\" for stdout",
+                            s.get_ref()
+                        ),
+                    ));
+                }
+                Some(AlertSink::File(p.to_owned()))
+            }
+        };
+
+        let threads = match raw.scan.threads {
+            Some(n) if n > 0 => n,
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+
+        Ok(Settings {
+            source: path.to_owned(),
+            state_dir,
+            hmac_key,
+            watches: watches.into_iter().map(|(w, _)| w).collect(),
+            alerts,
+            threads,
+        })
+    }
+
+    /// Checks that every watched path exists under `root` (the host's `/` by default).
+    pub fn check_paths_exist(&self, root: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(&self.source).unwrap_or_default();
+        for w in &self.watches {
+            let real = reroot(root, &w.path);
+            if std::fs::symlink_metadata(&real).is_err() {
+                let needle = format!("{:?}", w.path.display().to_string());
+                let line = text.find(&needle).map_or(0, |at| line_of(&text, at));
+                return Err(ConfigError::Invalid {
+                    path: self.source.clone(),
+                    line,
+                    message: format!(
+                        "watch.path: {} does not exist; create it or remove this [[watch]]",
+                        real.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The watch that governs `path`: the deepest one containing it.
+    pub fn watch_for(&self, path: &Path) -> Option<&Watch> {
+        self.watches
+            .iter()
+            .filter(|w| path.starts_with(&w.path))
+            .max_by_key(|w| w.path.as_os_str().len())
+    }
+
+    /// Whether `path` is watched and not excluded by its governing watch.
+    pub fn covers(&self, path: &Path) -> bool {
+        let Some(w) = self.watch_for(path) else {
+            return false;
+        };
+        // Excludes apply to the path and to each of its ancestors below the watch root.
+        let mut cur = Some(path);
+        while let Some(p) = cur {
+            if p == w.path {
+                return true;
+            }
+            let name = p.file_name().map_or(&[][..], |n| n.as_bytes());
+            if w.exclude.is_excluded(p.as_os_str().as_bytes(), name) {
+                return false;
+            }
+            cur = p.parent();
+        }
+        true
+    }
+}
+
+/// Maps a host path into a tree mounted at `root` (`/` leaves it unchanged).
+pub fn reroot(root: &Path, path: &Path) -> PathBuf {
+    if root == Path::new("/") {
+        path.to_owned()
+    } else {
+        root.join(path.strip_prefix("/").unwrap_or(path))
+    }
+}
+
+fn absolute(p: &Spanned<PathBuf>, key: &str) -> Result<PathBuf, String> {
+    let path = p.get_ref();
+    if !path.is_absolute() {
+        return Err(format!(
+            "{key}: {:?} is relative; fimd needs absolute paths (e.g. \"/{}\")",
+            path.display().to_string(),
+            path.display()
+        ));
+    }
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                return Err(format!(
+                    "{key}: {:?} contains \"..\"; write the path without it",
+                    path.display().to_string()
+                ));
+            }
+            Component::Prefix(_) => unreachable!("no path prefixes on Unix"),
+        }
+    }
+    Ok(out)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        Settings::parse(Path::new("/etc/fimd.toml"), text)
+    }
+
+    #[test]
+    fn valid_config_is_normalised() {
+        let s = parse(
+            "state_dir = \"/var/lib/fimd\"\n[[watch]]\npath = \"/etc/\"\nexclude = [\"*.swp\", \"/etc/mtab\"]\n[alerts]\njsonl = \"-\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.watches[0].path, Path::new("/etc"));
+        assert_eq!(s.watches[0].policy, Policy::Static);
+        assert!(s.watches[0].exclude.is_excluded(b"/etc/a.swp", b"a.swp"));
+        assert!(s.watches[0].exclude.is_excluded(b"/etc/mtab", b"mtab"));
+        assert!(!s.watches[0].exclude.is_excluded(b"/etc/passwd", b"passwd"));
+        assert_eq!(s.alerts, Some(AlertSink::Stdout));
+        assert!(!s.covers(Path::new("/etc/x/y.swp")));
+        assert!(s.covers(Path::new("/etc/passwd")));
+        assert!(!s.covers(Path::new("/usr/bin")));
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let cases: &[(&str, usize, &str)] = &[
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/etc\"\nbogus = 1\n",
+                4,
+                "unknown field `bogus`",
+            ),
+            ("state_dir = \"/s\"\n[[watch]]\npath = 3\n", 3, "invalid type"),
+            (
+                "state_dir = \"rel\"\n[[watch]]\npath = \"/etc\"\n",
+                1,
+                "state_dir: \"rel\" is relative",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"etc\"\n",
+                3,
+                "watch.path: \"etc\" is relative",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/var/log\"\npolicy = \"append-only\"\n[[watch]]\npath = \"/var\"\n",
+                6,
+                "nested with /var/log (policy append-only, line 3)",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\npolicy = \"sometimes\"\n",
+                4,
+                "unknown policy",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\nexclude = [\"[\"]\n",
+                4,
+                "bad glob",
+            ),
+            ("state_dir = \"/s\"\n", 1, "no [[watch]]"),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[alerts]\njsonl = \"a.jsonl\"\n",
+                5,
+                "alerts.jsonl",
+            ),
+        ];
+        for (text, line, needle) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("/etc/fimd.toml:{line}: ")),
+                "wrong line for {text:?}: {err}"
+            );
+            assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+        }
+    }
+}

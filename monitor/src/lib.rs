@@ -1,0 +1,9 @@
+//! fimd: a file integrity monitor for Linux.
+pub mod baseline;
+pub mod cli;
+pub mod commands;
+pub mod compare;
+pub mod config;
+pub mod output;
+pub mod scan;
+pub mod sensor;

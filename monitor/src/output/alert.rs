@@ -1,0 +1,144 @@
+//! Alerts as Elastic Common Schema JSON objects, and their one-line human form.
+use serde_json::{Map, Value, json};
+
+use super::path::path_text;
+use crate::baseline::entry::{Entry, FileKind};
+use crate::baseline::store::hex;
+use crate::compare::{Action, Change};
+use crate::config::Policy;
+
+/// Where a change was found.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub host: String,
+    /// `check`, `verify` or `realtime`.
+    pub scan: &'static str,
+    /// The tree that was read, when it is not the host's own `/`.
+    pub root: Option<String>,
+}
+
+pub fn now_rfc3339() -> String {
+    rfc3339_ns(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64),
+    )
+}
+
+pub fn rfc3339_ns(ns: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ns as i128)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&fmt).unwrap_or_default()
+}
+
+fn event_type(a: Action) -> &'static str {
+    match a {
+        Action::Created => "creation",
+        Action::Deleted => "deletion",
+        _ => "change",
+    }
+}
+
+/// The ECS `file.*` fields of an entry (also used for `fim.previous`).
+pub fn file_fields(e: &Entry) -> Map<String, Value> {
+    let (text, raw) = path_text(&e.path);
+    let mut f = Map::new();
+    f.insert("path".into(), json!(text));
+    if let Some(name) = e.path.rsplit(|&b| b == b'/').next() {
+        f.insert("name".into(), json!(path_text(name).0));
+    }
+    f.insert("type".into(), json!(e.kind.as_str()));
+    f.insert("inode".into(), json!(e.ino.to_string()));
+    f.insert("mode".into(), json!(format!("{:04o}", e.mode)));
+    f.insert("uid".into(), json!(e.uid.to_string()));
+    f.insert("gid".into(), json!(e.gid.to_string()));
+    if e.kind != FileKind::Directory {
+        f.insert("size".into(), json!(e.size));
+    }
+    f.insert("mtime".into(), json!(rfc3339_ns(e.mtime_ns)));
+    f.insert("ctime".into(), json!(rfc3339_ns(e.ctime_ns)));
+    if let Some(h) = &e.sha256 {
+        f.insert("hash".into(), json!({ "sha256": hex(h) }));
+    }
+    if let Some(t) = &e.link_target {
+        let (t, _) = path_text(t);
+        f.insert("target_path".into(), json!(t));
+    }
+    if !e.xattrs.is_empty() {
+        let names: Vec<String> = e.xattrs.iter().map(|(k, _)| path_text(k).0).collect();
+        f.insert("attributes".into(), json!(names));
+    }
+    if let Some(raw) = raw {
+        f.insert("path_bytes_b64".into(), json!(raw));
+    }
+    f
+}
+
+/// The ECS document for one change.
+pub fn to_json(c: &Change, origin: &Origin) -> Value {
+    let kind = "alert";
+    let mut file = match (&c.current, &c.previous) {
+        (Some(e), _) | (None, Some(e)) => file_fields(e),
+        (None, None) => Map::new(),
+    };
+    let raw_path = file.remove("path_bytes_b64");
+    let mut fim = Map::new();
+    fim.insert("policy".into(), json!(c.policy.as_str()));
+    fim.insert("changes".into(), json!(c.changes));
+    fim.insert("scan".into(), json!(origin.scan));
+    if let Some(raw) = raw_path {
+        fim.insert("path_bytes_b64".into(), raw);
+    }
+    if let (Some(_), Some(prev)) = (&c.current, &c.previous) {
+        fim.insert("previous".into(), Value::Object(file_fields(prev)));
+    } else if c.current.is_none()
+        && let Some(prev) = &c.previous
+    {
+        fim.insert("previous".into(), Value::Object(file_fields(prev)));
+    }
+    if let Some(root) = &origin.root {
+        fim.insert("root".into(), json!(root));
+    }
+    json!({
+        "@timestamp": now_rfc3339(),
+        "event": {
+            "kind": kind,
+            "category": ["file"],
+            "type": [event_type(c.action)],
+            "action": c.action.as_str(),
+            "module": "fimd",
+        },
+        "file": file,
+        "fim": fim,
+        "host": { "name": origin.host },
+        "message": human_line(c),
+    })
+}
+
+/// One readable line: action, path, what changed.
+pub fn human_line(c: &Change) -> String {
+    let (path, _) = path_text(c.path());
+    let mut line = format!("{:<19} {}", c.action.as_str(), path);
+    if c.action == Action::Moved
+        && let Some(prev) = &c.previous
+    {
+        line.push_str(&format!(" (from {})", path_text(&prev.path).0));
+    }
+    if !c.changes.is_empty() {
+        line.push_str(&format!("  [{}]", c.changes.join(", ")));
+    }
+    if c.policy != Policy::Static {
+        line.push_str(&format!("  policy={}", c.policy.as_str()));
+    }
+    line
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,396 @@
+//! The parallel tree walk: every watched path becomes an `Entry`, every failure a `Problem`.
+//!
+//! Directories are opened relative to their parent with O_NOFOLLOW, so a symlink is recorded as
+//! a symlink and never followed out of a watch; special files are stat'ed, never opened; a mount
+//! point is recorded but not descended into unless the watch allows crossing filesystems.
+pub mod hash;
+pub mod xattr;
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use rustix::fs::{AtFlags, Mode, OFlags, Stat, openat, statat};
+
+use crate::baseline::entry::{Entry, FileKind};
+use crate::config::{Settings, Watch};
+
+/// Something that could not be recorded; the walk goes on.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub path: Vec<u8>,
+    pub message: String,
+}
+
+pub enum ScanItem {
+    Entry(Entry),
+    /// The entry was recorded, but its content changed during every read.
+    Unstable(Entry),
+    Problem(Problem),
+}
+
+/// Running totals, for progress display and the summary.
+#[derive(Default)]
+pub struct Progress {
+    pub entries: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// A scan under way; items arrive through `next_item`, in no particular order.
+pub struct Scan {
+    items: Option<Receiver<ScanItem>>,
+    pub progress: Arc<Progress>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    abort: Arc<AtomicBool>,
+}
+
+impl Scan {
+    /// The next item, or `None` once the walk is complete.
+    pub fn next_item(&self) -> Option<ScanItem> {
+        self.items.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for Scan {
+    fn drop(&mut self) {
+        // Closing the channel makes every pending send fail, which stops the workers.
+        self.abort.store(true, Ordering::Relaxed);
+        drop(self.items.take());
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Starts walking every watch of `settings`, reading the tree mounted at `root`.
+pub fn start(settings: &Settings, root: &Path) -> Scan {
+    let (tx, rx) = sync_channel(4096);
+    let progress = Arc::new(Progress::default());
+    let abort = Arc::new(AtomicBool::new(false));
+    let settings = settings.clone();
+    let root = root.to_owned();
+    let (p, a) = (progress.clone(), abort.clone());
+    let worker = std::thread::Builder::new()
+        .name("fimd-scan".into())
+        .spawn(move || {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(settings.threads)
+                .thread_name(|i| format!("fimd-hash-{i}"))
+                .build();
+            let walker = Walker {
+                settings: &settings,
+                tx,
+                progress: p,
+                abort: a,
+            };
+            match pool {
+                Ok(pool) => pool.scope(|s| walker.walk_all(s, &root)),
+                Err(e) => walker.problem(b"/".to_vec(), format!("cannot start hashing threads: {e}")),
+            }
+        })
+        .expect("spawning the scan thread");
+    Scan {
+        items: Some(rx),
+        progress,
+        worker: Some(worker),
+        abort,
+    }
+}
+
+struct Walker<'a> {
+    settings: &'a Settings,
+    tx: SyncSender<ScanItem>,
+    progress: Arc<Progress>,
+    abort: Arc<AtomicBool>,
+}
+
+/// A directory the walk holds open, shared by the jobs that read its children.
+type DirFd = Arc<OwnedFd>;
+
+impl<'a> Walker<'a> {
+    fn send(&self, item: ScanItem) {
+        if self.tx.send(item).is_err() {
+            self.abort.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn problem(&self, path: Vec<u8>, message: String) {
+        self.send(ScanItem::Problem(Problem { path, message }));
+    }
+
+    fn walk_all<'s>(&'s self, s: &rayon::Scope<'s>, root: &Path) {
+        let root_fd = match rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(e) => {
+                return self.problem(
+                    root.as_os_str().as_bytes().to_vec(),
+                    format!("cannot open the root directory: {e}"),
+                );
+            }
+        };
+        for watch in &self.settings.watches {
+            self.walk_watch(s, &root_fd, watch);
+        }
+    }
+
+    /// Resolves the watch root's parent component by component, refusing symlinks.
+    fn walk_watch<'s>(&'s self, s: &rayon::Scope<'s>, root_fd: &OwnedFd, watch: &'s Watch) {
+        let logical = watch.path.as_os_str().as_bytes().to_vec();
+        let comps: Vec<Vec<u8>> = logical
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        let Some((last, parents)) = comps.split_last() else {
+            // Watching "/" itself.
+            let fd = match rustix::io::dup(root_fd) {
+                Ok(fd) => fd,
+                Err(e) => return self.problem(logical, format!("cannot open: {e}")),
+            };
+            return self.visit(s, watch, Arc::new(fd), c".".to_owned(), logical, None);
+        };
+        let mut cur = match rustix::io::dup(root_fd) {
+            Ok(fd) => fd,
+            Err(e) => return self.problem(logical, format!("cannot open: {e}")),
+        };
+        for c in parents {
+            let name = CString::new(c.clone()).expect("no NUL in a path component");
+            match openat(
+                &cur,
+                name.as_c_str(),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => cur = fd,
+                Err(e) => {
+                    let why = if e == rustix::io::Errno::NOTDIR || e == rustix::io::Errno::LOOP {
+                        "is a symlink or not a directory; fimd never follows symlinks, so watch the real path"
+                            .to_string()
+                    } else {
+                        e.to_string()
+                    };
+                    return self.problem(
+                        logical,
+                        format!(
+                            "cannot reach the watch: component {:?} {why}",
+                            String::from_utf8_lossy(c)
+                        ),
+                    );
+                }
+            }
+        }
+        let name = CString::new(last.clone()).expect("no NUL in a path component");
+        self.visit(s, watch, Arc::new(cur), name, logical, None);
+    }
+
+    /// Records one directory entry; descends into directories.
+    fn visit<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        watch: &'s Watch,
+        parent: DirFd,
+        name: CString,
+        logical: Vec<u8>,
+        watch_dev: Option<u64>,
+    ) {
+        if self.abort.load(Ordering::Relaxed) {
+            return;
+        }
+        let st = match statat(parent.as_fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            // Gone between readdir and stat: it is not there now, so it is not recorded.
+            // Gone (or a watch root that does not exist): not there now, so not recorded; a
+            // missing watch root shows as its baseline entries being deleted.
+            Err(rustix::io::Errno::NOENT) => return,
+            Err(e) => return self.problem(logical, format!("cannot stat: {e}")),
+        };
+        let kind = FileKind::from_mode(st.st_mode as u32);
+        match kind {
+            FileKind::Regular => s.spawn(move |_| self.hash_job(parent, name, logical)),
+            FileKind::Directory => {
+                let dir = match openat(
+                    parent.as_fd(),
+                    name.as_c_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        let entry = self.entry_from(&st, logical.clone(), None, None, Vec::new());
+                        self.send(ScanItem::Entry(entry));
+                        return self.problem(logical, format!("cannot open directory: {e}"));
+                    }
+                };
+                let xattrs = xattr::read_fd(&dir).unwrap_or_else(|e| {
+                    self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
+                    Vec::new()
+                });
+                let dev = st.st_dev as u64;
+                self.send(ScanItem::Entry(self.entry_from(
+                    &st,
+                    logical.clone(),
+                    None,
+                    None,
+                    xattrs,
+                )));
+                let root_dev = watch_dev.unwrap_or(dev);
+                if watch.one_filesystem && dev != root_dev {
+                    return;
+                }
+                let dir = Arc::new(dir);
+                s.spawn(move |s| self.read_dir(s, watch, dir, logical, root_dev));
+            }
+            FileKind::Symlink => {
+                let target = match rustix::fs::readlinkat(parent.as_fd(), name.as_c_str(), Vec::new()) {
+                    Ok(t) => Some(t.into_bytes()),
+                    Err(e) => {
+                        self.problem(logical.clone(), format!("cannot read link: {e}"));
+                        None
+                    }
+                };
+                let xattrs = self.xattrs_at(&parent, &name, &logical);
+                self.send(ScanItem::Entry(
+                    self.entry_from(&st, logical, None, target, xattrs),
+                ));
+            }
+            _ => {
+                let xattrs = self.xattrs_at(&parent, &name, &logical);
+                self.send(ScanItem::Entry(self.entry_from(&st, logical, None, None, xattrs)));
+            }
+        }
+    }
+
+    fn xattrs_at(&self, parent: &DirFd, name: &CStr, logical: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        xattr::read_at(parent.as_fd(), name.to_bytes()).unwrap_or_else(|e| {
+            self.problem(logical.to_vec(), format!("cannot read extended attributes: {e}"));
+            Vec::new()
+        })
+    }
+
+    fn read_dir<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        watch: &'s Watch,
+        dir: DirFd,
+        logical: Vec<u8>,
+        root_dev: u64,
+    ) {
+        let entries = match rustix::fs::Dir::read_from(dir.as_fd()) {
+            Ok(d) => d,
+            Err(e) => return self.problem(logical, format!("cannot list directory: {e}")),
+        };
+        for ent in entries {
+            if self.abort.load(Ordering::Relaxed) {
+                return;
+            }
+            let ent = match ent {
+                Ok(e) => e,
+                Err(e) => return self.problem(logical, format!("cannot list directory: {e}")),
+            };
+            let name = ent.file_name();
+            let bytes = name.to_bytes();
+            if bytes == b"." || bytes == b".." {
+                continue;
+            }
+            let child = join(&logical, bytes);
+            if watch.exclude.is_excluded(&child, bytes) || self.is_other_watch_root(watch, &child) {
+                continue;
+            }
+            self.visit(s, watch, dir.clone(), name.to_owned(), child, Some(root_dev));
+        }
+    }
+
+    /// A nested watch (same policy, validated) walks its own subtree with its own excludes.
+    fn is_other_watch_root(&self, watch: &Watch, path: &[u8]) -> bool {
+        self.settings
+            .watches
+            .iter()
+            .any(|w| w.path != watch.path && w.path.as_os_str().as_bytes() == path)
+    }
+
+    fn hash_job(&self, parent: DirFd, name: CString, logical: Vec<u8>) {
+        if self.abort.load(Ordering::Relaxed) {
+            return;
+        }
+        match hash::hash_file(parent.as_fd(), name.as_c_str()) {
+            Ok(h) => {
+                let xattrs = xattr::read_fd(&h.fd).unwrap_or_else(|e| {
+                    self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
+                    Vec::new()
+                });
+                self.progress
+                    .bytes
+                    .fetch_add(h.stat.st_size.max(0) as u64, Ordering::Relaxed);
+                let entry = self.entry_from(&h.stat, logical, Some(h.sha256), None, xattrs);
+                self.send(if h.unstable {
+                    ScanItem::Unstable(entry)
+                } else {
+                    ScanItem::Entry(entry)
+                });
+            }
+            Err(hash::HashError::Open(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                // Record what stat says so the file is not reported deleted; content is unknown.
+                if let Ok(st) = statat(parent.as_fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    let xattrs = self.xattrs_at(&parent, &name, &logical);
+                    self.send(ScanItem::Entry(self.entry_from(
+                        &st,
+                        logical.clone(),
+                        None,
+                        None,
+                        xattrs,
+                    )));
+                }
+                self.problem(logical, e.to_string());
+            }
+        }
+    }
+
+    #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+    fn entry_from(
+        &self,
+        st: &Stat,
+        path: Vec<u8>,
+        sha256: Option<[u8; 32]>,
+        link_target: Option<Vec<u8>>,
+        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Entry {
+        self.progress.entries.fetch_add(1, Ordering::Relaxed);
+        let mode = st.st_mode as u32;
+        Entry {
+            path,
+            kind: FileKind::from_mode(mode),
+            size: st.st_size.max(0) as u64,
+            mode: mode & 0o7777,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+            nlink: st.st_nlink as u64,
+            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
+            sha256,
+            link_target,
+            xattrs,
+        }
+    }
+}
+
+/// Joins a logical directory path and a child name.
+pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+    p.extend_from_slice(dir);
+    if dir.last() != Some(&b'/') {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}

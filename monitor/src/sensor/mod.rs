@@ -1,0 +1,2 @@
+//! Kernel sensors that report changes as they happen.
+pub mod ebpf;
