@@ -1,1 +1,78 @@
-fn main() {}
+//! Developer tasks: `cargo xtask setup | demo | test | bench …`.
+mod bench;
+mod demo;
+mod setup;
+mod test;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install every prerequisite on a fresh Debian machine (idempotent).
+    Setup,
+    /// Set up, build, and show fimd catching a change in a sample tree.
+    Demo,
+    /// Set up, then run formatting, lints and every test.
+    Test,
+    /// Benchmarks against peers, side by side.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Demo => demo::run(),
+        Task::Test => test::run(),
+        Task::Bench { which } => bench::run(which),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent")
+        .to_owned()
+}
+
+/// Runs a command in the workspace root, echoing it, failing on a non-zero exit.
+pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: $ {}", show(cmd));
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot start {}", show(cmd)))?;
+    if !status.success() {
+        bail!("{} failed: {status}", show(cmd));
+    }
+    Ok(())
+}
+
+pub fn show(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Builds the release `fimd` and returns its path.
+pub fn build_fimd() -> anyhow::Result<PathBuf> {
+    run_cmd(Command::new("cargo").args(["build", "--release", "--quiet", "-p", "monitor", "--bin", "fimd"]))?;
+    Ok(root().join("target/release/fimd"))
+}

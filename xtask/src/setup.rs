@@ -1,0 +1,114 @@
+//! `cargo xtask setup`: everything a fresh Debian machine needs, installed only when missing.
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+use crate::run_cmd;
+
+/// Debian packages: LLVM 22 for bpf-linker; attr and libcap2-bin for the xattr tests;
+/// aide as the benchmark peer.
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "clang-22",
+    "attr",
+    "libcap2-bin",
+    "aide",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> anyhow::Result<()> {
+    apt()?;
+    nightly()?;
+    bpf_linker()?;
+    eprintln!("xtask: setup complete");
+    Ok(())
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        eprintln!("xtask: Debian packages present: {}", PACKAGES.join(" "));
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    let sudo = !nix_is_root();
+    let apt = |args: &[&str]| {
+        let mut c = if sudo {
+            Command::new("sudo")
+        } else {
+            Command::new("apt-get")
+        };
+        if sudo {
+            c.arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    run_cmd(&mut apt(&["update", "-q"]))?;
+    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+    install.args(&missing);
+    run_cmd(&mut install)
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn nightly() -> anyhow::Result<()> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .context("rustup is needed to build the eBPF programs (nightly + rust-src)")?;
+    if out.status.success()
+        && String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("rust-src"))
+    {
+        eprintln!("xtask: nightly toolchain with rust-src present");
+        return Ok(());
+    }
+    eprintln!("xtask: installing the nightly toolchain with rust-src (the eBPF crate needs build-std)");
+    run_cmd(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let have = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
+    if have {
+        eprintln!("xtask: bpf-linker {BPF_LINKER_VERSION} present");
+        return Ok(());
+    }
+    let llvm = "/usr/lib/llvm-22";
+    if !std::path::Path::new(llvm).exists() {
+        bail!("{llvm} is missing: the llvm-22-dev package did not install");
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 80 s)");
+    let path = format!("{llvm}/bin:{}", std::env::var("PATH").unwrap_or_default());
+    run_cmd(
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", llvm)
+            .env("PATH", path),
+    )
+}
