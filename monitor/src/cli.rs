@@ -69,6 +69,8 @@ enum BaselineCommand {
     Show,
     /// `sha256sum -c` compatible lines.
     Export,
+    /// The baseline's history (init and every accepted change: when, who, why) as JSON lines.
+    History,
 }
 
 #[derive(Subcommand)]
@@ -101,12 +103,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { json } => commands::check::run(&settings, Target::Host, json),
         Command::Verify { root, json } => commands::check::run(&settings, Target::Image(&root), json),
         Command::Accept { reason, paths } => commands::accept::run(&settings, &paths, reason.as_deref()),
-        Command::Baseline {
-            what: BaselineCommand::Show,
-        } => commands::baseline::show(&settings),
-        Command::Baseline {
-            what: BaselineCommand::Export,
-        } => commands::baseline::export(&settings),
+        Command::Baseline { what } => match what {
+            BaselineCommand::Show => commands::baseline::show(&settings),
+            BaselineCommand::Export => commands::baseline::export(&settings),
+            BaselineCommand::History => commands::baseline::history(&settings),
+        },
         Command::Config {
             what: ConfigCommand::Check,
         } => {

@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 
 use crate::run_cmd;
 
-/// Debian packages: LLVM 22 for bpf-linker; attr and libcap2-bin for the xattr tests;
+/// Debian packages: LLVM 22 for bpf-linker; attr, acl and libcap2-bin for the xattr tests;
 /// aide as the benchmark peer.
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",

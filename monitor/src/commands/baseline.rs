@@ -73,3 +73,19 @@ pub fn export(settings: &Settings) -> anyhow::Result<ExitCode> {
     out.flush()?;
     Ok(exit(EXIT_CLEAN))
 }
+
+pub fn history(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let (_store, _key, baseline) = open_baseline(settings)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for h in &baseline.history {
+        let mut doc = serde_json::to_value(h)?;
+        if let (Some(p), Some(obj)) = (&h.path, doc.as_object_mut()) {
+            obj.insert("path".into(), json!(crate::output::path::path_text(p).0));
+        }
+        serde_json::to_writer(&mut out, &doc)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(exit(EXIT_CLEAN))
+}

@@ -1,0 +1,231 @@
+//! Every attribute fimd records is detected when it changes, with the right action.
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+
+use common::{Fixture, changes, privileged, sh};
+
+#[test]
+fn unchanged_tree_is_clean() {
+    let f = Fixture::new();
+    f.init();
+    let (code, alerts) = f.check();
+    assert_eq!((code, alerts.len()), (0, 0), "{alerts:#?}");
+}
+
+#[test]
+fn same_size_content_change_with_mtime_restored_is_detected() {
+    let f = Fixture::new();
+    let p = f.path("a.txt");
+    f.init();
+    let before = fs::metadata(&p).unwrap().modified().unwrap();
+    fs::write(&p, "ALPHA\n").unwrap();
+    sh(
+        "touch",
+        &["-r", f.path("sub/b.conf").to_str().unwrap(), p.to_str().unwrap()],
+    );
+    fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(before)
+        .unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().modified().unwrap(), before);
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1);
+    let a = f.alert_for(&alerts, &p);
+    assert_eq!(a["event"]["action"], "updated");
+    assert_eq!(a["event"]["kind"], "alert");
+    let c = changes(a);
+    assert!(
+        c.contains(&"content".into()) && !c.contains(&"size".into()) && !c.contains(&"mtime".into()),
+        "{c:?}"
+    );
+    assert_ne!(
+        a["file"]["hash"]["sha256"],
+        a["fim"]["previous"]["hash"]["sha256"]
+    );
+}
+
+#[test]
+fn each_attribute_change_is_named() {
+    let f = Fixture::new();
+    let t = |n: &str| f.path(n);
+    for n in [
+        "mode", "owner", "group", "xattr", "mtime", "size", "inode", "type", "link", "nlink", "acl",
+    ] {
+        fs::write(t(n), n).unwrap();
+    }
+    symlink("mode", t("symlink")).unwrap();
+    f.init();
+
+    fs::set_permissions(t("mode"), fs::Permissions::from_mode(0o4755)).unwrap();
+    sh(
+        "setfattr",
+        &["-n", "user.tag", "-v", "x", t("xattr").to_str().unwrap()],
+    );
+    sh(
+        "touch",
+        &["-d", "2001-02-03 04:05:06", t("mtime").to_str().unwrap()],
+    );
+    fs::write(t("size"), "size grew").unwrap();
+    // Same content, new inode: the classic replace-by-rename.
+    fs::write(t("inode.new"), "inode").unwrap();
+    fs::rename(t("inode.new"), t("inode")).unwrap();
+    fs::remove_file(t("type")).unwrap();
+    fs::create_dir(t("type")).unwrap();
+    fs::remove_file(t("symlink")).unwrap();
+    symlink("size", t("symlink")).unwrap();
+    fs::hard_link(t("nlink"), f.dir.path().join("outside-link")).unwrap();
+    sh("setfacl", &["-m", "u:65534:r", t("acl").to_str().unwrap()]);
+    let root = privileged("chown tests");
+    if root {
+        std::os::unix::fs::chown(t("owner"), Some(65534), None).unwrap();
+        std::os::unix::fs::lchown(t("group"), None, Some(65534)).unwrap();
+    }
+
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1);
+    let expect = |name: &str, action: &str, want: &[&str]| {
+        let a = f.alert_for(&alerts, &t(name));
+        assert_eq!(a["event"]["action"], action, "{name}: {a:#}");
+        let got = changes(a);
+        for w in want {
+            assert!(got.contains(&w.to_string()), "{name}: {w} missing from {got:?}");
+        }
+    };
+    expect("mode", "attributes_modified", &["mode", "ctime"]);
+    expect("xattr", "attributes_modified", &["xattr"]);
+    expect("acl", "attributes_modified", &["xattr"]);
+    let acl = f.alert_for(&alerts, &t("acl"));
+    assert!(
+        acl["file"]["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "system.posix_acl_access")
+    );
+    expect("mtime", "attributes_modified", &["mtime"]);
+    expect("size", "updated", &["content", "size"]);
+    expect("inode", "attributes_modified", &["inode"]);
+    expect("type", "updated", &["type"]);
+    expect("symlink", "updated", &["link_target"]);
+    expect("nlink", "attributes_modified", &["nlink"]);
+    if root {
+        expect("owner", "attributes_modified", &["uid"]);
+        expect("group", "attributes_modified", &["gid"]);
+    }
+    let mode = f.alert_for(&alerts, &t("mode"));
+    assert_eq!(mode["file"]["mode"], "4755");
+    assert_eq!(mode["fim"]["previous"]["mode"], "0644");
+}
+
+#[test]
+fn file_capabilities_are_detected() {
+    if !privileged("setcap") {
+        return;
+    }
+    let f = Fixture::new();
+    let p = f.path("tool");
+    fs::write(&p, "binary").unwrap();
+    f.init();
+    sh("setcap", &["cap_net_raw+ep", p.to_str().unwrap()]);
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1);
+    let a = f.alert_for(&alerts, &p);
+    assert!(changes(a).contains(&"xattr".into()));
+    assert!(
+        a["file"]["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "security.capability")
+    );
+}
+
+#[test]
+fn created_deleted_and_moved() {
+    let f = Fixture::new();
+    f.init();
+    fs::write(f.path("new"), "x").unwrap();
+    fs::remove_file(f.path("a.txt")).unwrap();
+    fs::rename(f.path("sub/b.conf"), f.path("sub/c.conf")).unwrap();
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1);
+    assert_eq!(alerts.len(), 3, "{alerts:#?}");
+    assert_eq!(f.alert_for(&alerts, &f.path("new"))["event"]["action"], "created");
+    let del = f.alert_for(&alerts, &f.path("a.txt"));
+    assert_eq!(del["event"]["action"], "deleted");
+    assert_eq!(del["event"]["type"][0], "deletion");
+    let mv = f.alert_for(&alerts, &f.path("sub/c.conf"));
+    assert_eq!(mv["event"]["action"], "moved");
+    assert_eq!(
+        mv["fim"]["previous"]["path"],
+        f.path("sub/b.conf").display().to_string()
+    );
+}
+
+#[test]
+fn accept_takes_named_paths_and_records_who() {
+    let f = Fixture::new();
+    f.init();
+    fs::write(f.path("a.txt"), "changed").unwrap();
+    fs::write(f.path("sub/b.conf"), "changed too").unwrap();
+    let r = f.fimd(&[
+        "accept",
+        "--reason",
+        "ticket 42",
+        f.path("a.txt").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1);
+    assert_eq!(alerts.len(), 1, "only b.conf remains: {alerts:#?}");
+    f.alert_for(&alerts, &f.path("sub/b.conf"));
+    let outside = f.fimd(&["accept", "/nowhere/else"]);
+    assert_eq!(outside.code, 2);
+    assert!(
+        outside.stderr.contains("not under any watch"),
+        "{}",
+        outside.stderr
+    );
+    assert_eq!(f.fimd(&["accept"]).code, 0);
+    assert_eq!(f.check().0, 0);
+    let history = f.fimd(&["baseline", "history"]).json_lines();
+    let accepted: Vec<_> = history
+        .iter()
+        .filter(|h| h["action"] == "accept updated")
+        .collect();
+    assert_eq!(accepted.len(), 2, "{history:#?}");
+    assert!(accepted[0]["detail"].as_str().unwrap().contains("ticket 42"));
+    assert!(accepted[0]["actor"].as_str().unwrap().contains("uid"));
+    assert_eq!(history[0]["action"], "init");
+}
+
+#[test]
+fn exclusions_and_sink() {
+    let f =
+        Fixture::with_config_extra("exclude = [\"*.swp\", \"/nonexistent\"]\n[alerts]\njsonl = \"ALERTS\"");
+    let sink = f.dir.path().join("alerts.jsonl");
+    let cfg = fs::read_to_string(&f.config)
+        .unwrap()
+        .replace("ALERTS", sink.to_str().unwrap());
+    fs::write(&f.config, cfg).unwrap();
+    fs::write(f.path("x.swp"), "editor junk").unwrap();
+    f.init();
+    fs::write(f.path("x.swp"), "more junk").unwrap();
+    fs::write(f.path("y.swp"), "new junk").unwrap();
+    assert_eq!(f.check().0, 0);
+    fs::write(f.path("a.txt"), "tampered").unwrap();
+    let (code, alerts) = f.check();
+    assert_eq!((code, alerts.len()), (1, 1));
+    let logged: Vec<serde_json::Value> = fs::read_to_string(&sink)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0]["file"]["path"], f.path("a.txt").display().to_string());
+    assert_eq!(logged[0]["host"]["name"], alerts[0]["host"]["name"]);
+}

@@ -1,0 +1,176 @@
+//! Shared fixtures: a temporary tree, a configuration watching it, and the real `fimd` binary.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const FIMD: &str = env!("CARGO_BIN_EXE_fimd");
+
+/// Tests that need root or the kernel: run them, fail them in CI if they cannot run, skip
+/// (loudly) elsewhere.
+pub fn privileged(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    if std::env::var_os("FIMD_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") {
+        panic!("{what} needs root, and FIMD_REQUIRE_PRIVILEGED=1 forbids skipping it");
+    }
+    eprintln!("SKIPPED: {what} needs root (set FIMD_REQUIRE_PRIVILEGED=1 to make this a failure)");
+    false
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub tree: PathBuf,
+    pub config: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Fixture {
+    /// A tree with a few files, watched by a static policy.
+    pub fn new() -> Fixture {
+        Fixture::with_config_extra("")
+    }
+
+    pub fn with_config_extra(extra_watch_keys: &str) -> Fixture {
+        let dir = tempfile::Builder::new().prefix("fimd-test-").tempdir().unwrap();
+        // Tests that drop privileges must be able to traverse it.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(tree.join("sub")).unwrap();
+        fs::write(tree.join("a.txt"), "alpha\n").unwrap();
+        fs::write(tree.join("sub/b.conf"), "key = value\n").unwrap();
+        let state = dir.path().join("state");
+        let config = dir.path().join("fimd.toml");
+        let f = Fixture {
+            dir,
+            tree,
+            config,
+            state,
+        };
+        f.write_config(extra_watch_keys);
+        f
+    }
+
+    pub fn write_config(&self, extra_watch_keys: &str) {
+        fs::write(
+            &self.config,
+            format!(
+                "state_dir = {:?}\n[[watch]]\npath = {:?}\n{extra_watch_keys}\n",
+                self.state.display().to_string(),
+                self.tree.display().to_string()
+            ),
+        )
+        .unwrap();
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.tree.join(rel)
+    }
+
+    /// Runs `fimd -c CONFIG args…`, failing the test if it runs for more than a minute.
+    pub fn fimd(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(FIMD);
+        cmd.arg("-c").arg(&self.config).args(args);
+        run(cmd)
+    }
+
+    pub fn init(&self) {
+        let r = self.fimd(&["init"]);
+        assert_eq!(r.code, 0, "init failed: {}", r.stderr);
+    }
+
+    /// `fimd check --json`: the exit status and the alerts.
+    pub fn check(&self) -> (i32, Vec<serde_json::Value>) {
+        let r = self.fimd(&["check", "--json"]);
+        (r.code, r.json_lines())
+    }
+
+    /// The one alert for `path`, asserting there is exactly one.
+    pub fn alert_for<'a>(&self, alerts: &'a [serde_json::Value], path: &Path) -> &'a serde_json::Value {
+        let p = path.display().to_string();
+        let hits: Vec<_> = alerts
+            .iter()
+            .filter(|a| a["file"]["path"] == p.as_str())
+            .collect();
+        assert_eq!(hits.len(), 1, "expected one alert for {p}, got {alerts:#?}");
+        hits[0]
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub raw_stdout: Vec<u8>,
+}
+
+impl Run {
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+}
+
+pub fn run(mut cmd: Command) -> Run {
+    use std::io::Read;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut o = child.stdout.take().unwrap();
+    let mut e = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        o.read_to_end(&mut b).map(|_| b)
+    });
+    let err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        e.read_to_end(&mut b).map(|_| b)
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("fimd ran for over a minute (hung?)");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = out.join().unwrap().unwrap();
+    let stderr = err.join().unwrap().unwrap();
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        raw_stdout: stdout,
+    }
+}
+
+/// Runs a helper program (touch, setfattr, …), asserting success.
+pub fn sh(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn changes(alert: &serde_json::Value) -> Vec<String> {
+    alert["fim"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect()
+}

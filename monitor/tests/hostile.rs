@@ -1,0 +1,258 @@
+//! Trees built to trip a scanner: odd names, loops, FIFOs, unreadable and growing files.
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use base64::Engine as _;
+use common::{Fixture, privileged, run, sh};
+
+#[test]
+fn non_utf8_and_newline_names_survive_intact() {
+    let f = Fixture::new();
+    let odd: Vec<Vec<u8>> = vec![
+        b"bad\xffname".to_vec(),
+        b"new\nline".to_vec(),
+        b"back\\slash\xc3".to_vec(),
+    ];
+    for n in &odd {
+        fs::write(f.tree.join(OsStr::from_bytes(n)), "v1").unwrap();
+    }
+    f.init();
+    for n in &odd {
+        fs::write(f.tree.join(OsStr::from_bytes(n)), "v2").unwrap();
+    }
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1);
+    assert_eq!(alerts.len(), odd.len(), "{alerts:#?}");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for n in &odd {
+        let mut full = f.tree.as_os_str().as_bytes().to_vec();
+        full.push(b'/');
+        full.extend_from_slice(n);
+        let hit = alerts.iter().find(|a| match a["fim"]["path_bytes_b64"].as_str() {
+            Some(raw) => b64.decode(raw).unwrap() == full,
+            None => a["file"]["path"].as_str().unwrap().as_bytes() == &full[..],
+        });
+        assert!(
+            hit.is_some(),
+            "no alert carries {:?}: {alerts:#?}",
+            String::from_utf8_lossy(&full)
+        );
+    }
+    // sha256sum can check the export, names with newlines and backslashes included.
+    let export = f.fimd(&["baseline", "export"]);
+    assert_eq!(export.code, 0);
+    for n in &odd {
+        fs::write(f.tree.join(OsStr::from_bytes(n)), "v1").unwrap();
+    }
+    let sums = f.dir.path().join("sums");
+    fs::write(&sums, &export.raw_stdout).unwrap();
+    let out = Command::new("sha256sum")
+        .arg("-c")
+        .arg("--quiet")
+        .arg(&sums)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sha256sum -c: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn deep_trees_and_symlink_loops() {
+    let f = Fixture::new();
+    let mut deep = f.tree.clone();
+    for i in 0..300 {
+        deep.push(format!("d{i:03}"));
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("leaf"), "deep").unwrap();
+    symlink("loop2", f.path("loop1")).unwrap();
+    symlink("loop1", f.path("loop2")).unwrap();
+    symlink("..", f.path("sub/up")).unwrap();
+    symlink("/", f.path("root")).unwrap();
+    symlink("/etc/passwd", f.path("escape")).unwrap();
+    f.init();
+    let show = f.fimd(&["baseline", "show"]).json_lines();
+    assert!(
+        show.iter()
+            .any(|e| e["path"].as_str().unwrap().ends_with("d299/leaf"))
+    );
+    let loop1 = show.iter().find(|e| e["name"] == "loop1").unwrap();
+    assert_eq!(loop1["type"], "symlink");
+    assert_eq!(loop1["target_path"], "loop2");
+    // Nothing outside the tree was followed into.
+    assert!(
+        show.iter()
+            .all(|e| e["path"].as_str().unwrap().starts_with(f.tree.to_str().unwrap()))
+    );
+    assert!(show.len() < 320, "{} entries: a link was followed", show.len());
+    fs::write(deep.join("leaf"), "changed").unwrap();
+    let (code, alerts) = f.check();
+    assert_eq!((code, alerts.len()), (1, 1));
+}
+
+#[test]
+fn fifos_sockets_and_devices_are_never_opened() {
+    let f = Fixture::new();
+    let fifo = f.path("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(f.path("sock")).unwrap();
+    f.init(); // would hang on the FIFO if it were opened
+    let show = f.fimd(&["baseline", "show"]).json_lines();
+    let kinds: Vec<_> = show
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        kinds.contains(&"fifo".into()) && kinds.contains(&"socket".into()),
+        "{kinds:?}"
+    );
+    fs::set_permissions(&fifo, fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1);
+    assert_eq!(f.alert_for(&alerts, &fifo)["fim"]["changes"][0], "mode");
+}
+
+#[test]
+fn unreadable_files_are_reported_and_the_run_goes_on() {
+    if !privileged("dropping to an unprivileged user") {
+        return;
+    }
+    let f = Fixture::new();
+    fs::write(f.path("secret"), "root only").unwrap();
+    fs::set_permissions(f.path("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::create_dir(f.path("closed")).unwrap();
+    fs::write(f.path("closed/inside"), "x").unwrap();
+    fs::set_permissions(f.path("closed"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::create_dir(&f.state).unwrap();
+    std::os::unix::fs::chown(&f.state, Some(65534), Some(65534)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            common::FIMD,
+            "-c",
+        ])
+        .arg(&f.config)
+        .args(args);
+        run(c)
+    };
+    let init = as_nobody(&["init"]);
+    assert_eq!(init.code, 0, "{}", init.stderr);
+    assert!(init.stderr.contains("secret: cannot open"), "{}", init.stderr);
+    assert!(init.stderr.contains("closed: cannot"), "{}", init.stderr);
+    let show = as_nobody(&["baseline", "show"]).json_lines();
+    let secret = show
+        .iter()
+        .find(|e| e["name"] == "secret")
+        .expect("recorded without a hash");
+    assert!(secret.get("hash").is_none());
+    assert!(
+        show.iter()
+            .any(|e| e["name"] == "a.txt" && e.get("hash").is_some())
+    );
+    // Nothing changed, but files could not be compared: an error, not "clean".
+    let check = as_nobody(&["check"]);
+    assert_eq!(check.code, 2, "{}", check.stderr);
+    fs::write(f.path("a.txt"), "changed").unwrap();
+    assert_eq!(as_nobody(&["check"]).code, 1);
+}
+
+#[test]
+fn a_file_growing_while_hashed_is_reported() {
+    let f = Fixture::new();
+    let log = f.path("growing.log");
+    fs::write(&log, vec![b'x'; 64 << 20]).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, log) = (stop.clone(), log.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut fh = fs::OpenOptions::new().append(true).open(log).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                fh.write_all(&[b'y'; 512]).unwrap();
+            }
+        })
+    };
+    let r = f.fimd(&["init"]);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("growing.log: changed while being hashed"),
+        "no instability reported: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn watch_through_a_symlink_is_refused_not_followed() {
+    let f = Fixture::new();
+    let real = f.dir.path().join("real");
+    fs::create_dir(&real).unwrap();
+    fs::write(real.join("x"), "x").unwrap();
+    symlink(&real, f.path("link")).unwrap();
+    let inner = f.path("link/sub");
+    fs::create_dir(real.join("sub")).unwrap();
+    fs::write(
+        &f.config,
+        format!(
+            "state_dir = {:?}\n[[watch]]\npath = {:?}\n",
+            f.state.display().to_string(),
+            inner.display().to_string()
+        ),
+    )
+    .unwrap();
+    let r = f.fimd(&["init"]);
+    assert!(
+        r.stderr.contains("is a symlink or not a directory"),
+        "{}",
+        r.stderr
+    );
+    let show = f.fimd(&["baseline", "show"]).json_lines();
+    assert!(show.is_empty(), "followed a symlink: {show:#?}");
+}
+
+#[test]
+fn one_filesystem_per_watch() {
+    if !privileged("mounting a tmpfs") {
+        return;
+    }
+    let f = Fixture::new();
+    let mnt = f.path("mnt");
+    fs::create_dir(&mnt).unwrap();
+    sh("mount", &["-t", "tmpfs", "tmpfs", mnt.to_str().unwrap()]);
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    fs::write(mnt.join("other-fs"), "x").unwrap();
+    f.init();
+    let show = f.fimd(&["baseline", "show"]).json_lines();
+    assert!(
+        show.iter().any(|e| e["name"] == "mnt"),
+        "the mount point itself is recorded"
+    );
+    assert!(
+        !show.iter().any(|e| e["name"] == "other-fs"),
+        "crossed into another filesystem"
+    );
+    f.write_config("one_filesystem = false");
+    f.init();
+    let show = f.fimd(&["baseline", "show"]).json_lines();
+    assert!(show.iter().any(|e| e["name"] == "other-fs"));
+}

@@ -1,0 +1,232 @@
+//! The baseline survives crashes and refuses tampering; `verify` checks copies and read-only mounts.
+mod common;
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Fixture, privileged, sh};
+use rand::Rng;
+
+fn export(f: &Fixture) -> (i32, String) {
+    let r = f.fimd(&["baseline", "export"]);
+    (r.code, r.stdout)
+}
+
+#[test]
+fn kill_9_during_init_leaves_old_or_new_baseline() {
+    let f = Fixture::new();
+    for d in 0..20 {
+        let dir = f.path(&format!("d{d}"));
+        fs::create_dir(&dir).unwrap();
+        for i in 0..150 {
+            fs::write(dir.join(format!("f{i}")), format!("{d}/{i}").repeat(i + 1)).unwrap();
+        }
+    }
+    f.init();
+    let (_, mut old) = export(&f);
+    for d in 0..20 {
+        fs::write(f.path(&format!("d{d}/f0")), "state two").unwrap();
+        fs::write(f.path(&format!("d{d}/extra")), "added").unwrap();
+    }
+    // The new state's baseline, built in a second state directory for comparison.
+    let t0 = Instant::now();
+    let twin = Fixture::new();
+    fs::write(
+        &twin.config,
+        fs::read_to_string(&f.config)
+            .unwrap()
+            .replace(f.state.to_str().unwrap(), twin.state.to_str().unwrap()),
+    )
+    .unwrap();
+    twin.init();
+    let full = t0.elapsed();
+    let (_, new) = export(&twin);
+    assert_ne!(old, new);
+
+    let mut rng = rand::rng();
+    let (mut saw_old, mut saw_new) = (0, 0);
+    for _ in 0..40 {
+        let mut child = Command::new(common::FIMD)
+            .arg("-c")
+            .arg(&f.config)
+            .arg("init")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let wait = rng.random_range(0..=full.as_micros() as u64 * 3 / 2);
+        std::thread::sleep(Duration::from_micros(wait));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let (code, now) = export(&f);
+        assert_eq!(code, 0, "the baseline does not open after kill -9 at {wait} µs");
+        if now == old {
+            saw_old += 1;
+        } else if now == new {
+            saw_new += 1;
+            // Put the old baseline back so the next trial can again land on either side.
+            for d in 0..20 {
+                fs::write(f.path(&format!("d{d}/f0")), "").unwrap();
+            }
+            f.init();
+            let (_, back) = export(&f);
+            old.clone_from(&back);
+            for d in 0..20 {
+                fs::write(f.path(&format!("d{d}/f0")), "state two").unwrap();
+            }
+        } else {
+            panic!("after kill -9 at {wait} µs the baseline is neither the old nor the new one");
+        }
+    }
+    eprintln!("kill -9 trials: {saw_old} kept the old baseline, {saw_new} committed the new one");
+    assert!(
+        saw_old > 0,
+        "no kill landed before the commit: the trials tested nothing"
+    );
+}
+
+#[test]
+fn an_edited_database_is_refused() {
+    let f = Fixture::new();
+    f.init();
+    let db = rusqlite::Connection::open(f.state.join("baseline.db")).unwrap();
+    // What an intruder would do: make the baseline agree with a trojaned file.
+    fs::write(f.path("a.txt"), "trojan").unwrap();
+    db.execute(
+        "UPDATE entries SET size = 6, sha256 = NULL WHERE path = ?1",
+        [f.path("a.txt").to_str().unwrap().as_bytes()],
+    )
+    .unwrap();
+    drop(db);
+    for args in [
+        &["check"][..],
+        &["baseline", "show"],
+        &["accept"],
+        &["verify", "--root", "/"],
+    ] {
+        let r = f.fimd(args);
+        assert_eq!(r.code, 2, "{args:?} accepted an edited baseline");
+        assert!(
+            r.stderr.contains("fails its integrity seal"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    // Deleting a row is caught too; so is a different key.
+    f.init();
+    let db = rusqlite::Connection::open(f.state.join("baseline.db")).unwrap();
+    db.execute(
+        "DELETE FROM entries WHERE path = ?1",
+        [f.path("a.txt").to_str().unwrap().as_bytes()],
+    )
+    .unwrap();
+    drop(db);
+    assert_eq!(f.fimd(&["check"]).code, 2);
+    f.init();
+    fs::write(f.state.join("hmac.key"), [7u8; 32]).unwrap();
+    let r = f.fimd(&["check"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("fails its integrity seal"));
+    fs::remove_file(f.state.join("hmac.key")).unwrap();
+    let r = f.fimd(&["check"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("cannot read the baseline key"), "{}", r.stderr);
+}
+
+#[test]
+fn check_without_a_baseline_says_what_to_do() {
+    let f = Fixture::new();
+    let r = f.fimd(&["check"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("fimd init"), "{}", r.stderr);
+}
+
+/// Copies the fixture tree to `image` + the tree's own path, as a golden image would hold it.
+fn image_of(f: &Fixture) -> std::path::PathBuf {
+    let image = f.dir.path().join("image");
+    let dest = image.join(f.tree.strip_prefix("/").unwrap());
+    fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    sh("cp", &["-a", f.tree.to_str().unwrap(), dest.to_str().unwrap()]);
+    image
+}
+
+#[test]
+fn verify_a_copy_of_the_tree() {
+    let f = Fixture::new();
+    sh(
+        "setfattr",
+        &[
+            "-n",
+            "user.label",
+            "-v",
+            "gold",
+            f.path("a.txt").to_str().unwrap(),
+        ],
+    );
+    f.init();
+    let image = image_of(&f);
+    let img = image.to_str().unwrap();
+    // Different inodes and ctimes, same content and attributes: clean.
+    let r = f.fimd(&["verify", "--root", img, "--json"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let copied = image.join(f.path("sub/b.conf").strip_prefix("/").unwrap());
+    fs::write(&copied, "key = evil\n").unwrap();
+    let r = f.fimd(&["verify", "--root", img, "--json"]);
+    assert_eq!(r.code, 1);
+    let alerts = r.json_lines();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        alerts[0]["file"]["path"],
+        f.path("sub/b.conf").display().to_string()
+    );
+    assert_eq!(alerts[0]["fim"]["scan"], "verify");
+    assert_eq!(alerts[0]["fim"]["root"], img);
+    // An image can also be the baseline's source: init --root, then check the copy again.
+    let r = f.fimd(&["init", "--root", img]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(f.fimd(&["verify", "--root", img]).code, 0);
+    let r = f.fimd(&["check"]);
+    assert_eq!(
+        r.code, 1,
+        "the host differs from the image in b.conf: {}",
+        r.stdout
+    );
+}
+
+#[test]
+fn verify_a_read_only_bind_mount_without_writing() {
+    if !privileged("bind mounts") {
+        return;
+    }
+    let f = Fixture::new();
+    f.init();
+    let image = f.dir.path().join("ro");
+    let mnt = image.join(f.tree.strip_prefix("/").unwrap());
+    fs::create_dir_all(&mnt).unwrap();
+    sh(
+        "mount",
+        &["--bind", f.tree.to_str().unwrap(), mnt.to_str().unwrap()],
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    sh("mount", &["-o", "remount,bind,ro", mnt.to_str().unwrap()]);
+    assert!(
+        fs::write(mnt.join("probe"), "x").is_err(),
+        "the bind mount is not read-only"
+    );
+    let atime = |p: &std::path::Path| fs::metadata(p).unwrap().accessed().unwrap();
+    let before = atime(&f.path("a.txt"));
+    let r = f.fimd(&["verify", "--root", image.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(before, atime(&f.path("a.txt")), "verify changed an access time");
+    fs::write(f.path("a.txt"), "changed underneath").unwrap();
+    let r = f.fimd(&["verify", "--root", image.to_str().unwrap(), "--json"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.json_lines()[0]["event"]["action"], "updated");
+}
