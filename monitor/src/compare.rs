@@ -126,16 +126,19 @@ fn action_for(changes: &[&str]) -> Action {
     }
 }
 
-/// Runs `scan` to completion against `baseline`; `on_entry` sees every scanned entry.
+/// Runs `scan` to completion against `baseline` (sorted by path); `on_entry` sees every
+/// scanned entry.
 pub fn compare(
     settings: &Settings,
-    mut baseline: HashMap<Vec<u8>, Entry>,
+    baseline: Vec<Entry>,
     scan: &Scan,
     mode: Mode,
     mut on_entry: impl FnMut(&Entry),
 ) -> Comparison {
     let mut out = Comparison::default();
     let mut created = Vec::new();
+    // A sorted vector and a seen-bit per entry: no second copy of every path in a hash map.
+    let mut seen = vec![false; baseline.len()];
     let policy_of = |path: &[u8]| {
         settings
             .watch_for(Path::new(std::ffi::OsStr::from_bytes(path)))
@@ -160,26 +163,31 @@ pub fn compare(
         };
         out.scanned += 1;
         on_entry(&entry);
-        match baseline.remove(&entry.path) {
-            Some(old) => {
-                let changes = diff(&old, &entry, mode);
+        match baseline.binary_search_by(|e| e.path.as_slice().cmp(&entry.path)) {
+            Ok(i) if !seen[i] => {
+                seen[i] = true;
+                let changes = diff(&baseline[i], &entry, mode);
                 if !changes.is_empty() {
                     out.changes.push(Change {
                         action: action_for(&changes),
                         policy: policy_of(&entry.path),
                         current: Some(entry),
-                        previous: Some(old),
+                        previous: Some(baseline[i].clone()),
                         changes,
                     });
                 }
             }
-            None => created.push(entry),
+            // Seen twice (a nested watch overlapping): the first report stands.
+            Ok(_) => {}
+            Err(_) => created.push(entry),
         }
     }
     // What the baseline has under the current watches but the scan did not find is gone.
     let mut deleted: Vec<Entry> = baseline
-        .into_values()
-        .filter(|e| settings.covers(Path::new(std::ffi::OsStr::from_bytes(&e.path))))
+        .into_iter()
+        .zip(seen)
+        .filter(|(e, seen)| !seen && settings.covers(Path::new(std::ffi::OsStr::from_bytes(&e.path))))
+        .map(|(e, _)| e)
         .collect();
 
     if mode == Mode::Full {

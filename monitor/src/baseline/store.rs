@@ -49,7 +49,8 @@ pub struct HistoryRow {
 
 /// A verified baseline held in memory.
 pub struct Baseline {
-    pub entries: HashMap<Vec<u8>, Entry>,
+    /// Sorted by path (SQLite orders BLOBs bytewise, as Rust orders byte slices).
+    pub entries: Vec<Entry>,
     pub meta: HashMap<String, String>,
     pub history: Vec<HistoryRow>,
 }
@@ -192,10 +193,8 @@ impl Store {
                 path: self.path.clone(),
             });
         }
-        let mut entries = HashMap::new();
-        let (meta, history) = read_sealed(&self.conn, &self.path, key, &self.key_desc, |e| {
-            entries.insert(e.path.clone(), e);
-        })?;
+        let mut entries = Vec::new();
+        let (meta, history) = read_sealed(&self.conn, &self.path, key, &self.key_desc, |e| entries.push(e))?;
         Ok(Baseline {
             entries,
             meta,

@@ -12,8 +12,7 @@ use crate::output::alert::file_fields;
 
 pub fn show(settings: &Settings) -> anyhow::Result<ExitCode> {
     let (_store, _key, baseline) = open_baseline(settings)?;
-    let mut entries: Vec<_> = baseline.entries.into_values().collect();
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let entries = baseline.entries;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for e in &entries {
@@ -40,12 +39,7 @@ pub fn show(settings: &Settings) -> anyhow::Result<ExitCode> {
 /// escaped and its line starts with a backslash.
 pub fn export(settings: &Settings) -> anyhow::Result<ExitCode> {
     let (_store, _key, baseline) = open_baseline(settings)?;
-    let mut entries: Vec<_> = baseline
-        .entries
-        .into_values()
-        .filter(|e| e.sha256.is_some())
-        .collect();
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let entries = baseline.entries;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for e in &entries {
