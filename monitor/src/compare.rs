@@ -78,7 +78,9 @@ pub fn diff(old: &Entry, new: &Entry, mode: Mode) -> Vec<&'static str> {
     }
     let is_dir = new.kind == FileKind::Directory;
     let is_link = new.kind == FileKind::Symlink;
-    if old.sha256.is_some() && new.sha256.is_some() && old.sha256 != new.sha256 {
+    // A file whose content the baseline could not hash is unverified until it is accepted;
+    // one unreadable now is reported as a problem by the scan.
+    if new.sha256.is_some() && old.sha256 != new.sha256 && old.kind == new.kind {
         out.push("content");
     }
     // A directory's size and times follow its entries, which are compared one by one.
@@ -131,7 +133,7 @@ fn action_for(changes: &[&str]) -> Action {
 pub fn compare(
     settings: &Settings,
     baseline: Vec<Entry>,
-    scan: &Scan,
+    scan: &mut Scan,
     mode: Mode,
     mut on_entry: impl FnMut(&Entry),
 ) -> Comparison {
@@ -153,6 +155,7 @@ pub fn compare(
                     message:
                         "changed while being hashed (every attempt); its hash may be of no state it ever had"
                             .into(),
+                    subtree: false,
                 });
                 e
             }
@@ -182,11 +185,21 @@ pub fn compare(
             Err(_) => created.push(entry),
         }
     }
-    // What the baseline has under the current watches but the scan did not find is gone.
+    // What the baseline has under the current watches but the scan did not find is gone,
+    // unless it lies where the scan could not look.
+    let unread: Vec<&[u8]> = out
+        .problems
+        .iter()
+        .filter(|p| p.subtree)
+        .map(|p| &p.path[..])
+        .collect();
+    let in_unread = |path: &[u8]| unread.iter().any(|u| is_under(path, u));
     let mut deleted: Vec<Entry> = baseline
         .into_iter()
         .zip(seen)
-        .filter(|(e, seen)| !seen && settings.covers(Path::new(std::ffi::OsStr::from_bytes(&e.path))))
+        .filter(|(e, seen)| {
+            !seen && !in_unread(&e.path) && settings.covers(Path::new(std::ffi::OsStr::from_bytes(&e.path)))
+        })
         .map(|(e, _)| e)
         .collect();
 
@@ -245,6 +258,11 @@ pub fn compare(
     out
 }
 
+/// Whether `path` is `dir` or lies below it, by whole components.
+pub fn is_under(path: &[u8], dir: &[u8]) -> bool {
+    Path::new(std::ffi::OsStr::from_bytes(path)).starts_with(Path::new(std::ffi::OsStr::from_bytes(dir)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,5 +301,11 @@ mod tests {
         c.mode = 0o4755;
         assert_eq!(diff(&a, &c, Mode::Full), vec!["mode"]);
         assert_eq!(action_for(&diff(&a, &c, Mode::Full)), Action::AttributesModified);
+        let mut unhashed = file();
+        unhashed.sha256 = None;
+        assert_eq!(diff(&unhashed, &a, Mode::Portable), vec!["content"]);
+        assert!(diff(&a, &unhashed, Mode::Portable).is_empty());
+        assert!(is_under(b"/etc/x", b"/etc") && is_under(b"/etc", b"/etc/") && is_under(b"/a", b"/"));
+        assert!(!is_under(b"/etcx", b"/etc"));
     }
 }

@@ -58,7 +58,12 @@ struct RawAlerts {
 struct RawScan {
     /// Hashing threads; 0 or absent means one per core.
     threads: Option<usize>,
+    /// Files larger than this are recorded without a content hash (and reported); 0 = no limit.
+    max_file_size: Option<Spanned<toml::Value>>,
 }
+
+/// Default cap on hashed size: a sparse file of exabytes must not stall every check.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 30;
 
 fn default_true() -> bool {
     true
@@ -105,6 +110,8 @@ pub struct Watch {
 pub struct Excludes {
     full: GlobSet,
     name: GlobSet,
+    /// As written, for the baseline's record of what it covers.
+    pub patterns: Vec<String>,
 }
 
 impl Excludes {
@@ -131,6 +138,7 @@ pub struct Settings {
     pub watches: Vec<Watch>,
     pub alerts: Option<AlertSink>,
     pub threads: usize,
+    pub max_file_size: Option<u64>,
 }
 
 impl Settings {
@@ -206,6 +214,7 @@ impl Settings {
             let exclude = Excludes {
                 full: build(full)?,
                 name: build(name)?,
+                patterns: w.exclude.iter().map(|p| p.get_ref().clone()).collect(),
             };
             if let Some((other, other_span)) = watches.iter().find(|(o, _)| o.path == wpath) {
                 let _ = other;
@@ -269,6 +278,21 @@ impl Settings {
             _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
 
+        let max_file_size = match &raw.scan.max_file_size {
+            None => Some(DEFAULT_MAX_FILE_SIZE),
+            Some(v) => match parse_size(v.get_ref()) {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => {
+                    return Err(invalid(
+                        v.span(),
+                        "scan.max_file_size: give bytes as a number, or a string such as \"64GiB\" (0 = no limit)"
+                            .into(),
+                    ));
+                }
+            },
+        };
+
         Ok(Settings {
             source: path.to_owned(),
             state_dir,
@@ -276,7 +300,28 @@ impl Settings {
             watches: watches.into_iter().map(|(w, _)| w).collect(),
             alerts,
             threads,
+            max_file_size,
         })
+    }
+
+    /// What the watches cover, in one canonical line each; the baseline records it so that a
+    /// narrowed configuration cannot silently shrink what is compared.
+    pub fn coverage(&self) -> String {
+        let mut lines: Vec<String> = self
+            .watches
+            .iter()
+            .map(|w| {
+                format!(
+                    "{:?} policy={} one_filesystem={} exclude={:?}",
+                    w.path.display().to_string(),
+                    w.policy.as_str(),
+                    w.one_filesystem,
+                    w.exclude.patterns
+                )
+            })
+            .collect();
+        lines.sort();
+        lines.join("\n")
     }
 
     /// Checks that every watched path exists under `root` (the host's `/` by default).
@@ -347,6 +392,9 @@ fn absolute(p: &Spanned<PathBuf>, key: &str) -> Result<PathBuf, String> {
             path.display()
         ));
     }
+    if path.as_os_str().as_bytes().contains(&0) {
+        return Err(format!("{key}: the path contains a NUL byte"));
+    }
     let mut out = PathBuf::from("/");
     for c in path.components() {
         match c {
@@ -362,6 +410,29 @@ fn absolute(p: &Spanned<PathBuf>, key: &str) -> Result<PathBuf, String> {
         }
     }
     Ok(out)
+}
+
+/// `123`, `"123"`, `"64KiB"`, `"64MiB"`, `"64GiB"`, `"1TiB"` (also K, M, G, T).
+fn parse_size(v: &toml::Value) -> Option<u64> {
+    match v {
+        toml::Value::Integer(n) => u64::try_from(*n).ok(),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let n: u64 = num.parse().ok()?;
+            let shift = match unit.trim() {
+                "" | "B" => 0,
+                "K" | "KiB" => 10,
+                "M" | "MiB" => 20,
+                "G" | "GiB" => 30,
+                "T" | "TiB" => 40,
+                _ => return None,
+            };
+            n.checked_mul(1u64 << shift)
+        }
+        _ => None,
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -395,6 +466,9 @@ mod tests {
         assert!(!s.covers(Path::new("/etc/x/y.swp")));
         assert!(s.covers(Path::new("/etc/passwd")));
         assert!(!s.covers(Path::new("/usr/bin")));
+        assert_eq!(s.max_file_size, Some(DEFAULT_MAX_FILE_SIZE));
+        assert_eq!(parse_size(&toml::Value::String("2GiB".into())), Some(2 << 30));
+        assert_eq!(parse_size(&toml::Value::Integer(5)), Some(5));
     }
 
     #[test]

@@ -256,3 +256,118 @@ fn one_filesystem_per_watch() {
     let show = f.fimd(&["baseline", "show"]).json_lines();
     assert!(show.iter().any(|e| e["name"] == "other-fs"));
 }
+
+#[test]
+fn names_cannot_forge_output_lines_or_move_the_cursor() {
+    let f = Fixture::new();
+    f.init();
+    let evil = b"x\x1b[1A\x1b[2K\ncreated harmless".to_vec();
+    fs::write(f.tree.join(OsStr::from_bytes(&evil)), "x").unwrap();
+    let human = f.fimd(&["check"]);
+    assert_eq!(human.code, 1);
+    assert!(
+        !human.raw_stdout.contains(&0x1b),
+        "an escape byte reached the terminal"
+    );
+    assert_eq!(
+        human.stdout.lines().count(),
+        1,
+        "a name forged a line: {:?}",
+        human.stdout
+    );
+    let (_, alerts) = f.check();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(alerts[0]["fim"]["path_bytes_b64"].as_str().unwrap())
+        .unwrap();
+    assert!(raw.ends_with(&evil));
+    assert!(alerts[0]["file"]["path"].as_str().unwrap().contains("x\\x1B[1A"));
+}
+
+/// Runs fimd as root but without the capabilities that bypass file permissions.
+fn fimd_without_dac(f: &Fixture, args: &[&str]) -> common::Run {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--bounding-set=-dac_override,-dac_read_search",
+        common::FIMD,
+        "-c",
+    ])
+    .arg(&f.config)
+    .args(args);
+    run(c)
+}
+
+#[test]
+fn an_unreadable_directory_is_not_reported_deleted_nor_accepted_away() {
+    if !privileged("dropping capabilities") {
+        return;
+    }
+    let f = Fixture::new();
+    f.init();
+    fs::set_permissions(f.path("sub"), fs::Permissions::from_mode(0o000)).unwrap();
+    let check = fimd_without_dac(&f, &["check", "--json"]);
+    fs::set_permissions(f.path("sub"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(check.code, 1, "the mode change is a difference: {}", check.stderr);
+    let alerts = check.json_lines();
+    assert!(
+        check.stderr.contains("sub: cannot open directory"),
+        "{}",
+        check.stderr
+    );
+    assert!(
+        alerts.iter().all(|a| a["event"]["action"] != "deleted"),
+        "unread entries reported deleted: {alerts:#?}"
+    );
+    fs::set_permissions(f.path("sub"), fs::Permissions::from_mode(0o000)).unwrap();
+    let accept = fimd_without_dac(&f, &["accept"]);
+    fs::set_permissions(f.path("sub"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(accept.code, 2, "{}", accept.stderr);
+    assert!(
+        accept.stderr.contains("Nothing was accepted"),
+        "{}",
+        accept.stderr
+    );
+    let show = f.fimd(&["baseline", "show"]).json_lines();
+    assert!(show.iter().any(|e| e["name"] == "b.conf"));
+    assert_eq!(f.check().0, 0);
+}
+
+#[test]
+fn narrowing_the_configuration_is_not_silent() {
+    let f = Fixture::new();
+    f.init();
+    f.write_config("exclude = [\"*.conf\"]");
+    fs::write(f.path("sub/b.conf"), "tampered").unwrap();
+    let r = f.fimd(&["check"]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("watches differ from those the baseline was sealed with"),
+        "{}",
+        r.stderr
+    );
+    let a = f.fimd(&["accept"]);
+    assert_eq!(a.code, 2);
+    f.write_config("");
+    assert_eq!(f.check().0, 1);
+}
+
+#[test]
+fn files_over_the_size_cap_are_recorded_unhashed_and_reported() {
+    let f = Fixture::new();
+    fs::write(f.path("big"), vec![0u8; 4096]).unwrap();
+    // Tables come after top-level keys: append.
+    let text = fs::read_to_string(&f.config).unwrap();
+    fs::write(&f.config, format!("{text}\n[scan]\nmax_file_size = \"1K\"\n")).unwrap();
+    let r = f.fimd(&["init"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("big: larger than scan.max_file_size (1024 bytes)"),
+        "{}",
+        r.stderr
+    );
+    let show = f.fimd(&["baseline", "show"]).json_lines();
+    let big = show.iter().find(|e| e["name"] == "big").unwrap();
+    assert!(big.get("hash").is_none());
+    assert_eq!(big["size"], 4096);
+}

@@ -193,8 +193,11 @@ impl Store {
                 path: self.path.clone(),
             });
         }
+        // One read transaction: a commit by another fimd mid-read must not look like tampering.
+        let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
         let mut entries = Vec::new();
-        let (meta, history) = read_sealed(&self.conn, &self.path, key, &self.key_desc, |e| entries.push(e))?;
+        let (meta, history) = read_sealed(&tx, &self.path, key, &self.key_desc, |e| entries.push(e))?;
+        drop(tx);
         Ok(Baseline {
             entries,
             meta,

@@ -4,9 +4,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{EXIT_CLEAN, EXIT_ERROR, actor, exit, host_mode, open_baseline, progress, report_problems};
+use super::{
+    EXIT_CLEAN, EXIT_ERROR, actor, coverage_problem, exit, host_mode, open_baseline, progress,
+    report_problems,
+};
 use crate::baseline::store::HistoryRow;
-use crate::compare::{self, Action};
+use crate::compare::{self, Action, is_under};
 use crate::config::Settings;
 use crate::output::alert::{human_line, now_rfc3339};
 use crate::scan;
@@ -25,20 +28,37 @@ pub fn run(settings: &Settings, paths: &[PathBuf], reason: Option<&str>) -> anyh
         }
     }
     let (mut store, key, baseline) = open_baseline(settings)?;
+    if let Some(p) = coverage_problem(settings, &baseline) {
+        anyhow::bail!("{}: {}", settings.source.display(), p.message);
+    }
     let mode = host_mode(&baseline);
-    let scan = scan::start(settings, Path::new("/"));
+    let mut scan = scan::start(settings, Path::new("/"));
     let bar = progress(&scan, "accept");
-    let cmp = compare::compare(settings, baseline.entries, &scan, mode, |_| {});
+    let cmp = compare::compare(settings, baseline.entries, &mut scan, mode, |_| {});
     drop(scan);
     bar.finish_and_clear();
 
-    let selected = |path: &[u8]| {
-        paths.is_empty()
-            || paths.iter().any(|p| {
-                let p = p.as_os_str().as_bytes();
-                path == p || (path.starts_with(p) && path.get(p.len()) == Some(&b'/'))
-            })
-    };
+    let selected =
+        |path: &[u8]| paths.is_empty() || paths.iter().any(|p| is_under(path, p.as_os_str().as_bytes()));
+    // Never take a partial view into the baseline: what could not be read stays as it was.
+    let blocking: Vec<_> = cmp
+        .problems
+        .iter()
+        .filter(|p| {
+            selected(&p.path)
+                || (p.subtree
+                    && paths
+                        .iter()
+                        .any(|sel| is_under(sel.as_os_str().as_bytes(), &p.path)))
+        })
+        .collect();
+    if !blocking.is_empty() {
+        report_problems(&cmp.problems);
+        anyhow::bail!(
+            "{} paths could not be read (listed above); fix or exclude them, then accept again. Nothing was accepted.",
+            blocking.len()
+        );
+    }
     let mut upserts = Vec::new();
     let mut deletes = Vec::new();
     let mut history = Vec::new();

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use super::{
-    EXIT_CLEAN, EXIT_DIFFERENCES, EXIT_ERROR, exit, host_mode, open_baseline, progress, report_problems,
+    EXIT_CLEAN, EXIT_DIFFERENCES, EXIT_ERROR, coverage_problem, exit, host_mode, open_baseline, progress,
+    report_problems,
 };
 use crate::compare::{self, Comparison, Mode};
 use crate::config::{AlertSink, Settings};
@@ -23,6 +24,7 @@ pub enum Target<'a> {
 
 pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Result<ExitCode> {
     let (_store, _key, baseline) = open_baseline(settings)?;
+    let coverage = coverage_problem(settings, &baseline);
     let (root, mode, origin) = match target {
         Target::Host => (
             Path::new("/"),
@@ -52,9 +54,10 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
         }
     };
     let started = Instant::now();
-    let scan = scan::start(settings, root);
+    let mut scan = scan::start(settings, root);
     let bar = progress(&scan, origin.scan);
-    let cmp = compare::compare(settings, baseline.entries, &scan, mode, |_| {});
+    let mut cmp = compare::compare(settings, baseline.entries, &mut scan, mode, |_| {});
+    cmp.problems.extend(coverage);
     drop(scan);
     bar.finish_and_clear();
 

@@ -17,7 +17,7 @@ pub fn run(settings: &Settings, root: &Path) -> anyhow::Result<ExitCode> {
     let mut store = Store::open(&settings.state_dir, settings.hmac_key.as_deref())?;
     let key = Key::load(&settings.state_dir, settings.hmac_key.as_deref(), true)?;
     let started = Instant::now();
-    let scan = scan::start(settings, root);
+    let mut scan = scan::start(settings, root);
     let bar = progress(&scan, "init");
     let replace = store.replace()?;
     let mut problems = Vec::new();
@@ -32,6 +32,7 @@ pub fn run(settings: &Settings, root: &Path) -> anyhow::Result<ExitCode> {
                 problems.push(Problem {
                     path: e.path.clone(),
                     message: "changed while being hashed (every attempt); recorded as last read".into(),
+                    subtree: false,
                 });
                 replace.insert(&e)?;
                 count += 1;
@@ -55,6 +56,7 @@ pub fn run(settings: &Settings, root: &Path) -> anyhow::Result<ExitCode> {
         ("fimd_version", env!("CARGO_PKG_VERSION").to_string()),
         ("entries", count.to_string()),
         ("watches", watches.join(", ")),
+        ("coverage", settings.coverage()),
     ];
     let history = [HistoryRow {
         at: now,

@@ -63,6 +63,22 @@ pub(crate) fn open_baseline(settings: &Settings) -> anyhow::Result<(Store, Key, 
     Ok((store, key, baseline))
 }
 
+/// A configuration whose watches differ from the baseline's would compare something else than
+/// what was sealed: an excluded path would silently drop out.
+pub(crate) fn coverage_problem(settings: &Settings, baseline: &Baseline) -> Option<Problem> {
+    let sealed = baseline.meta.get("coverage")?;
+    (sealed != &settings.coverage()).then(|| Problem {
+        path: settings.source.as_os_str().as_encoded_bytes().to_vec(),
+        message: format!(
+            "the watches differ from those the baseline was sealed with:\n  sealed:     {}\n  configured: {}\n\
+             restore the configuration, or run `fimd init` to take the new one as the baseline",
+            sealed.replace('\n', "\n              "),
+            settings.coverage().replace('\n', "\n              ")
+        ),
+        subtree: false,
+    })
+}
+
 /// Identity attributes count only when the baseline was taken from this same host tree.
 pub(crate) fn host_mode(baseline: &Baseline) -> Mode {
     match baseline.meta.get("source_root").map(String::as_str) {

@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{Mode, OFlags, Stat, fstat, openat};
 use sha2::{Digest, Sha256};
@@ -33,6 +34,8 @@ pub enum HashError {
     Read(io::Error),
     #[error("was replaced by a {0} while being scanned")]
     Replaced(&'static str),
+    #[error("scan aborted")]
+    Aborted,
 }
 
 /// Opens `name` in `dir` for reading, with O_NOATIME where the kernel allows it.
@@ -46,7 +49,8 @@ pub fn open_regular(dir: impl AsFd, name: &CStr) -> io::Result<OwnedFd> {
     }
 }
 
-pub fn hash_file(dir: impl AsFd, name: &CStr) -> Result<Hashed, HashError> {
+/// Hashes the file; `abort` stops a long read (a huge sparse file) when the scan is cancelled.
+pub fn hash_file(dir: impl AsFd, name: &CStr, abort: &AtomicBool) -> Result<Hashed, HashError> {
     let fd = open_regular(dir, name).map_err(HashError::Open)?;
     let mut before = fstat(&fd).map_err(|e| HashError::Read(e.into()))?;
     let kind = crate::baseline::entry::FileKind::from_mode(before.st_mode as u32);
@@ -56,7 +60,7 @@ pub fn hash_file(dir: impl AsFd, name: &CStr) -> Result<Hashed, HashError> {
     let _ = rustix::fs::fadvise(&fd, 0, None, rustix::fs::Advice::Sequential);
     let mut attempt = 0;
     loop {
-        let sha256 = hash_prefix(&fd, before.st_size.max(0) as u64).map_err(HashError::Read)?;
+        let sha256 = hash_prefix(&fd, before.st_size.max(0) as u64, abort)?;
         let after = fstat(&fd).map_err(|e| HashError::Read(e.into()))?;
         attempt += 1;
         let stable = same_content_state(&before, &after);
@@ -73,17 +77,20 @@ pub fn hash_file(dir: impl AsFd, name: &CStr) -> Result<Hashed, HashError> {
 }
 
 /// SHA-256 of the first `len` bytes (fewer if the file shrank).
-fn hash_prefix(fd: &OwnedFd, len: u64) -> io::Result<[u8; 32]> {
+fn hash_prefix(fd: &OwnedFd, len: u64, abort: &AtomicBool) -> Result<[u8; 32], HashError> {
     BUF.with_borrow_mut(|buf| {
         let mut hasher = Sha256::new();
         let mut off = 0u64;
         while off < len {
+            if abort.load(Ordering::Relaxed) {
+                return Err(HashError::Aborted);
+            }
             let want = usize::try_from(len - off).unwrap_or(usize::MAX).min(buf.len());
             let n = match rustix::io::pread(fd, &mut buf[..want], off) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(HashError::Read(e.into())),
             };
             hasher.update(&buf[..n]);
             off += n as u64;

@@ -24,6 +24,8 @@ use crate::config::{Settings, Watch};
 pub struct Problem {
     pub path: Vec<u8>,
     pub message: String,
+    /// Nothing below `path` was read: absence there proves no deletion.
+    pub subtree: bool,
 }
 
 pub enum ScanItem {
@@ -49,9 +51,21 @@ pub struct Scan {
 }
 
 impl Scan {
-    /// The next item, or `None` once the walk is complete.
-    pub fn next_item(&self) -> Option<ScanItem> {
-        self.items.as_ref()?.recv().ok()
+    /// The next item, or `None` once the walk is over. A walk that ended early (its thread
+    /// panicked) ends with a whole-tree problem, so nothing unseen is taken for deleted.
+    pub fn next_item(&mut self) -> Option<ScanItem> {
+        if let Ok(item) = self.items.as_ref()?.recv() {
+            return Some(item);
+        }
+        let worker = self.worker.take()?;
+        match worker.join() {
+            Ok(()) => None,
+            Err(_) => Some(ScanItem::Problem(Problem {
+                path: b"/".to_vec(),
+                message: "the scan stopped early (internal error); nothing unseen is reported deleted".into(),
+                subtree: true,
+            })),
+        }
     }
 }
 
@@ -89,7 +103,7 @@ pub fn start(settings: &Settings, root: &Path) -> Scan {
             };
             match pool {
                 Ok(pool) => pool.scope(|s| walker.walk_all(s, &root)),
-                Err(e) => walker.problem(b"/".to_vec(), format!("cannot start hashing threads: {e}")),
+                Err(e) => walker.subtree_problem(b"/".to_vec(), format!("cannot start hashing threads: {e}")),
             }
         })
         .expect("spawning the scan thread");
@@ -119,7 +133,20 @@ impl<'a> Walker<'a> {
     }
 
     fn problem(&self, path: Vec<u8>, message: String) {
-        self.send(ScanItem::Problem(Problem { path, message }));
+        self.send(ScanItem::Problem(Problem {
+            path,
+            message,
+            subtree: false,
+        }));
+    }
+
+    /// A problem that kept a whole subtree from being read.
+    fn subtree_problem(&self, path: Vec<u8>, message: String) {
+        self.send(ScanItem::Problem(Problem {
+            path,
+            message,
+            subtree: true,
+        }));
     }
 
     fn walk_all<'s>(&'s self, s: &rayon::Scope<'s>, root: &Path) {
@@ -130,10 +157,7 @@ impl<'a> Walker<'a> {
         ) {
             Ok(fd) => fd,
             Err(e) => {
-                return self.problem(
-                    root.as_os_str().as_bytes().to_vec(),
-                    format!("cannot open the root directory: {e}"),
-                );
+                return self.subtree_problem(b"/".to_vec(), format!("cannot open {}: {e}", root.display()));
             }
         };
         for watch in &self.settings.watches {
@@ -153,13 +177,13 @@ impl<'a> Walker<'a> {
             // Watching "/" itself.
             let fd = match rustix::io::dup(root_fd) {
                 Ok(fd) => fd,
-                Err(e) => return self.problem(logical, format!("cannot open: {e}")),
+                Err(e) => return self.subtree_problem(logical, format!("cannot open: {e}")),
             };
             return self.visit(s, watch, Arc::new(fd), c".".to_owned(), logical, None);
         };
         let mut cur = match rustix::io::dup(root_fd) {
             Ok(fd) => fd,
-            Err(e) => return self.problem(logical, format!("cannot open: {e}")),
+            Err(e) => return self.subtree_problem(logical, format!("cannot open: {e}")),
         };
         for c in parents {
             let name = CString::new(c.clone()).expect("no NUL in a path component");
@@ -177,7 +201,7 @@ impl<'a> Walker<'a> {
                     } else {
                         e.to_string()
                     };
-                    return self.problem(
+                    return self.subtree_problem(
                         logical,
                         format!(
                             "cannot reach the watch: component {:?} {why}",
@@ -210,44 +234,30 @@ impl<'a> Walker<'a> {
             // Gone (or a watch root that does not exist): not there now, so not recorded; a
             // missing watch root shows as its baseline entries being deleted.
             Err(rustix::io::Errno::NOENT) => return,
-            Err(e) => return self.problem(logical, format!("cannot stat: {e}")),
+            Err(e) => return self.subtree_problem(logical, format!("cannot stat: {e}")),
         };
         let kind = FileKind::from_mode(st.st_mode as u32);
         match kind {
-            FileKind::Regular => s.spawn(move |_| self.hash_job(parent, name, logical)),
-            FileKind::Directory => {
-                let dir = match openat(
-                    parent.as_fd(),
-                    name.as_c_str(),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                ) {
-                    Ok(fd) => fd,
-                    Err(e) => {
-                        let entry = self.entry_from(&st, logical.clone(), None, None, Vec::new());
-                        self.send(ScanItem::Entry(entry));
-                        return self.problem(logical, format!("cannot open directory: {e}"));
-                    }
-                };
-                let xattrs = xattr::read_fd(&dir).unwrap_or_else(|e| {
-                    self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
-                    Vec::new()
-                });
-                let dev = st.st_dev as u64;
-                self.send(ScanItem::Entry(self.entry_from(
-                    &st,
-                    logical.clone(),
-                    None,
-                    None,
-                    xattrs,
-                )));
-                let root_dev = watch_dev.unwrap_or(dev);
-                if watch.one_filesystem && dev != root_dev {
-                    return;
+            FileKind::Regular => match self.settings.max_file_size {
+                Some(max) if st.st_size.max(0) as u64 > max => {
+                    let xattrs = self.xattrs_at(&parent, &name, &logical);
+                    self.send(ScanItem::Entry(self.entry_from(
+                        &st,
+                        logical.clone(),
+                        None,
+                        None,
+                        xattrs,
+                    )));
+                    self.problem(
+                        logical,
+                        format!("larger than scan.max_file_size ({max} bytes): content not hashed"),
+                    );
                 }
-                let dir = Arc::new(dir);
-                s.spawn(move |s| self.read_dir(s, watch, dir, logical, root_dev));
-            }
+                _ => s.spawn(move |_| self.hash_job(parent, name, logical)),
+            },
+            // Opened inside the job, so a directory with a million subdirectories holds
+            // pending jobs, not a million descriptors.
+            FileKind::Directory => s.spawn(move |s| self.dir_job(s, watch, parent, name, logical, watch_dev)),
             FileKind::Symlink => {
                 let target = match rustix::fs::readlinkat(parent.as_fd(), name.as_c_str(), Vec::new()) {
                     Ok(t) => Some(t.into_bytes()),
@@ -275,6 +285,64 @@ impl<'a> Walker<'a> {
         })
     }
 
+    fn dir_job<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        watch: &'s Watch,
+        parent: DirFd,
+        name: CString,
+        logical: Vec<u8>,
+        watch_dev: Option<u64>,
+    ) {
+        if self.abort.load(Ordering::Relaxed) {
+            return;
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let opened = match openat(
+            parent.as_fd(),
+            name.as_c_str(),
+            flags | OFlags::NOATIME,
+            Mode::empty(),
+        ) {
+            Err(rustix::io::Errno::PERM) => openat(parent.as_fd(), name.as_c_str(), flags, Mode::empty()),
+            other => other,
+        };
+        // What is recorded is what was opened, not what a stat saw a moment before.
+        let (dir, st) = match opened.and_then(|fd| rustix::fs::fstat(&fd).map(|st| (fd, st))) {
+            Ok(pair) => pair,
+            Err(rustix::io::Errno::NOENT) => return,
+            Err(e) => {
+                if let Ok(st) = statat(parent.as_fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    self.send(ScanItem::Entry(self.entry_from(
+                        &st,
+                        logical.clone(),
+                        None,
+                        None,
+                        Vec::new(),
+                    )));
+                }
+                return self.subtree_problem(logical, format!("cannot open directory: {e}"));
+            }
+        };
+        let xattrs = xattr::read_fd(&dir).unwrap_or_else(|e| {
+            self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
+            Vec::new()
+        });
+        let dev = st.st_dev as u64;
+        self.send(ScanItem::Entry(self.entry_from(
+            &st,
+            logical.clone(),
+            None,
+            None,
+            xattrs,
+        )));
+        let root_dev = watch_dev.unwrap_or(dev);
+        if watch.one_filesystem && dev != root_dev {
+            return;
+        }
+        self.read_dir(s, watch, Arc::new(dir), logical, root_dev);
+    }
+
     fn read_dir<'s>(
         &'s self,
         s: &rayon::Scope<'s>,
@@ -285,7 +353,7 @@ impl<'a> Walker<'a> {
     ) {
         let entries = match rustix::fs::Dir::read_from(dir.as_fd()) {
             Ok(d) => d,
-            Err(e) => return self.problem(logical, format!("cannot list directory: {e}")),
+            Err(e) => return self.subtree_problem(logical, format!("cannot list directory: {e}")),
         };
         for ent in entries {
             if self.abort.load(Ordering::Relaxed) {
@@ -293,7 +361,7 @@ impl<'a> Walker<'a> {
             }
             let ent = match ent {
                 Ok(e) => e,
-                Err(e) => return self.problem(logical, format!("cannot list directory: {e}")),
+                Err(e) => return self.subtree_problem(logical, format!("cannot list directory: {e}")),
             };
             let name = ent.file_name();
             let bytes = name.to_bytes();
@@ -320,7 +388,7 @@ impl<'a> Walker<'a> {
         if self.abort.load(Ordering::Relaxed) {
             return;
         }
-        match hash::hash_file(parent.as_fd(), name.as_c_str()) {
+        match hash::hash_file(parent.as_fd(), name.as_c_str(), &self.abort) {
             Ok(h) => {
                 let xattrs = xattr::read_fd(&h.fd).unwrap_or_else(|e| {
                     self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
@@ -337,6 +405,7 @@ impl<'a> Walker<'a> {
                 });
             }
             Err(hash::HashError::Open(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(hash::HashError::Aborted) => {}
             Err(e) => {
                 // Record what stat says so the file is not reported deleted; content is unknown.
                 if let Ok(st) = statat(parent.as_fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
