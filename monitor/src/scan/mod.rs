@@ -328,14 +328,9 @@ impl<'a> Walker<'a> {
             self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
             Vec::new()
         });
-        let dev = st.st_dev as u64;
-        self.send(ScanItem::Entry(self.entry_from(
-            &st,
-            logical.clone(),
-            None,
-            None,
-            xattrs,
-        )));
+        let entry = self.entry_from(&st, logical.clone(), None, None, xattrs);
+        let dev = entry.dev;
+        self.send(ScanItem::Entry(entry));
         let root_dev = watch_dev.unwrap_or(dev);
         if watch.one_filesystem && dev != root_dev {
             return;
