@@ -9,19 +9,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustix::fs::{Mode, OFlags, Stat, fstat, openat};
 use sha2::{Digest, Sha256};
 
-const BUF_SIZE: usize = 256 * 1024;
+/// Measured on /usr: 128 KiB reads cost a quarter of the kernel time of 256 KiB ones (the
+/// destination stays in L2, where the hash then reads it).
+const BUF_SIZE: usize = 128 * 1024;
 /// How often a file that keeps changing under us is re-read before it is reported unstable.
 const ATTEMPTS: usize = 3;
 
+/// The read buffer, page-aligned: the kernel's copy from the page cache into a buffer at a
+/// 16-byte offset (where malloc puts it) measured 3.3 times slower on this machine's AMD EPYC.
+#[repr(C, align(4096))]
+struct AlignedBuf([u8; BUF_SIZE]);
+
 thread_local! {
-    static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; BUF_SIZE]);
+    static BUF: RefCell<Box<AlignedBuf>> = RefCell::new(Box::new(AlignedBuf([0; BUF_SIZE])));
 }
 
 pub struct Hashed {
     /// The file's status after the final read: what the hash describes.
     pub stat: Stat,
     pub fd: OwnedFd,
-    pub sha256: [u8; 32],
+    /// `None` when the file is larger than the configured cap.
+    pub sha256: Option<[u8; 32]>,
     /// The file changed during every attempt; the hash may describe no state it ever had.
     pub unstable: bool,
 }
@@ -49,15 +57,32 @@ pub fn open_regular(dir: impl AsFd, name: &CStr) -> io::Result<OwnedFd> {
     }
 }
 
-/// Hashes the file; `abort` stops a long read (a huge sparse file) when the scan is cancelled.
-pub fn hash_file(dir: impl AsFd, name: &CStr, abort: &AtomicBool) -> Result<Hashed, HashError> {
+/// Hashes the file unless it is larger than `max`; `abort` stops a long read when the scan is
+/// cancelled. The type is checked on the open descriptor, whatever the directory listing said.
+pub fn hash_file(
+    dir: impl AsFd,
+    name: &CStr,
+    max: Option<u64>,
+    abort: &AtomicBool,
+) -> Result<Hashed, HashError> {
     let fd = open_regular(dir, name).map_err(HashError::Open)?;
     let mut before = fstat(&fd).map_err(|e| HashError::Read(e.into()))?;
     let kind = crate::baseline::entry::FileKind::from_mode(before.st_mode as u32);
     if kind != crate::baseline::entry::FileKind::Regular {
         return Err(HashError::Replaced(kind.as_str()));
     }
-    let _ = rustix::fs::fadvise(&fd, 0, None, rustix::fs::Advice::Sequential);
+    let size = before.st_size.max(0) as u64;
+    if max.is_some_and(|max| size > max) {
+        return Ok(Hashed {
+            stat: before,
+            fd,
+            sha256: None,
+            unstable: false,
+        });
+    }
+    if size > BUF_SIZE as u64 {
+        let _ = rustix::fs::fadvise(&fd, 0, None, rustix::fs::Advice::Sequential);
+    }
     let mut attempt = 0;
     loop {
         let sha256 = hash_prefix(&fd, before.st_size.max(0) as u64, abort)?;
@@ -68,7 +93,7 @@ pub fn hash_file(dir: impl AsFd, name: &CStr, abort: &AtomicBool) -> Result<Hash
             return Ok(Hashed {
                 stat: after,
                 fd,
-                sha256,
+                sha256: Some(sha256),
                 unstable: !stable,
             });
         }
@@ -79,6 +104,7 @@ pub fn hash_file(dir: impl AsFd, name: &CStr, abort: &AtomicBool) -> Result<Hash
 /// SHA-256 of the first `len` bytes (fewer if the file shrank).
 fn hash_prefix(fd: &OwnedFd, len: u64, abort: &AtomicBool) -> Result<[u8; 32], HashError> {
     BUF.with_borrow_mut(|buf| {
+        let buf = &mut buf.0;
         let mut hasher = Sha256::new();
         let mut off = 0u64;
         while off < len {

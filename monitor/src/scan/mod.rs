@@ -42,9 +42,21 @@ pub struct Progress {
     pub bytes: AtomicU64,
 }
 
+/// Items travel in batches: one channel operation (and at most one wake-up) per batch.
+const BATCH: usize = 256;
+/// Regular files hashed by one job: few enough to spread a big directory over the cores,
+/// many enough that scheduling costs little next to the hashing.
+const FILES_PER_JOB: usize = 32;
+
+thread_local! {
+    /// Each hashing thread's unsent items.
+    static OUTBOX: std::cell::RefCell<Vec<ScanItem>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A scan under way; items arrive through `next_item`, in no particular order.
 pub struct Scan {
-    items: Option<Receiver<ScanItem>>,
+    items: Option<Receiver<Vec<ScanItem>>>,
+    pending: std::vec::IntoIter<ScanItem>,
     pub progress: Arc<Progress>,
     worker: Option<std::thread::JoinHandle<()>>,
     abort: Arc<AtomicBool>,
@@ -54,8 +66,14 @@ impl Scan {
     /// The next item, or `None` once the walk is over. A walk that ended early (its thread
     /// panicked) ends with a whole-tree problem, so nothing unseen is taken for deleted.
     pub fn next_item(&mut self) -> Option<ScanItem> {
-        if let Ok(item) = self.items.as_ref()?.recv() {
-            return Some(item);
+        loop {
+            if let Some(item) = self.pending.next() {
+                return Some(item);
+            }
+            match self.items.as_ref()?.recv() {
+                Ok(batch) => self.pending = batch.into_iter(),
+                Err(_) => break,
+            }
         }
         let worker = self.worker.take()?;
         match worker.join() {
@@ -82,7 +100,8 @@ impl Drop for Scan {
 
 /// Starts walking every watch of `settings`, reading the tree mounted at `root`.
 pub fn start(settings: &Settings, root: &Path) -> Scan {
-    let (tx, rx) = sync_channel(4096);
+    // Bounded: at most 16 batches wait for the consumer.
+    let (tx, rx) = sync_channel(16);
     let progress = Arc::new(Progress::default());
     let abort = Arc::new(AtomicBool::new(false));
     let settings = settings.clone();
@@ -102,13 +121,18 @@ pub fn start(settings: &Settings, root: &Path) -> Scan {
                 abort: a,
             };
             match pool {
-                Ok(pool) => pool.scope(|s| walker.walk_all(s, &root)),
+                Ok(pool) => {
+                    pool.scope(|s| walker.walk_all(s, &root));
+                    pool.broadcast(|_| walker.flush());
+                }
                 Err(e) => walker.subtree_problem(b"/".to_vec(), format!("cannot start hashing threads: {e}")),
             }
+            walker.flush();
         })
         .expect("spawning the scan thread");
     Scan {
         items: Some(rx),
+        pending: Vec::new().into_iter(),
         progress,
         worker: Some(worker),
         abort,
@@ -117,7 +141,7 @@ pub fn start(settings: &Settings, root: &Path) -> Scan {
 
 struct Walker<'a> {
     settings: &'a Settings,
-    tx: SyncSender<ScanItem>,
+    tx: SyncSender<Vec<ScanItem>>,
     progress: Arc<Progress>,
     abort: Arc<AtomicBool>,
 }
@@ -127,7 +151,19 @@ type DirFd = Arc<OwnedFd>;
 
 impl<'a> Walker<'a> {
     fn send(&self, item: ScanItem) {
-        if self.tx.send(item).is_err() {
+        let full = OUTBOX.with_borrow_mut(|out| {
+            out.push(item);
+            out.len() >= BATCH
+        });
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Sends this thread's unsent items.
+    fn flush(&self) {
+        let batch = OUTBOX.with_borrow_mut(std::mem::take);
+        if !batch.is_empty() && self.tx.send(batch).is_err() {
             self.abort.store(true, Ordering::Relaxed);
         }
     }
@@ -238,23 +274,7 @@ impl<'a> Walker<'a> {
         };
         let kind = FileKind::from_mode(st.st_mode as u32);
         match kind {
-            FileKind::Regular => match self.settings.max_file_size {
-                Some(max) if st.st_size.max(0) as u64 > max => {
-                    let xattrs = self.xattrs_at(&parent, &name, &logical);
-                    self.send(ScanItem::Entry(self.entry_from(
-                        &st,
-                        logical.clone(),
-                        None,
-                        None,
-                        xattrs,
-                    )));
-                    self.problem(
-                        logical,
-                        format!("larger than scan.max_file_size ({max} bytes): content not hashed"),
-                    );
-                }
-                _ => s.spawn(move |_| self.hash_job(parent, name, logical)),
-            },
+            FileKind::Regular => s.spawn(move |_| self.hash_job(parent, name, logical)),
             // Opened inside the job, so a directory with a million subdirectories holds
             // pending jobs, not a million descriptors.
             FileKind::Directory => s.spawn(move |s| self.dir_job(s, watch, parent, name, logical, watch_dev)),
@@ -350,6 +370,7 @@ impl<'a> Walker<'a> {
             Ok(d) => d,
             Err(e) => return self.subtree_problem(logical, format!("cannot list directory: {e}")),
         };
+        let mut files: Vec<(CString, Vec<u8>)> = Vec::new();
         for ent in entries {
             if self.abort.load(Ordering::Relaxed) {
                 return;
@@ -367,7 +388,31 @@ impl<'a> Walker<'a> {
             if watch.exclude.is_excluded(&child, bytes) || self.is_other_watch_root(watch, &child) {
                 continue;
             }
-            self.visit(s, watch, dir.clone(), name.to_owned(), child, Some(root_dev));
+            // The listing's type saves a stat; the open descriptor is checked again anyway.
+            match ent.file_type() {
+                rustix::fs::FileType::RegularFile => {
+                    files.push((name.to_owned(), child));
+                    if files.len() == FILES_PER_JOB {
+                        let batch = std::mem::take(&mut files);
+                        let dir = dir.clone();
+                        s.spawn(move |_| self.hash_files(dir, batch));
+                    }
+                }
+                rustix::fs::FileType::Directory => {
+                    let (dir, name) = (dir.clone(), name.to_owned());
+                    s.spawn(move |s| self.dir_job(s, watch, dir, name, child, Some(root_dev)));
+                }
+                _ => self.visit(s, watch, dir.clone(), name.to_owned(), child, Some(root_dev)),
+            }
+        }
+        if !files.is_empty() {
+            self.hash_files(dir, files);
+        }
+    }
+
+    fn hash_files(&self, dir: DirFd, files: Vec<(CString, Vec<u8>)>) {
+        for (name, logical) in files {
+            self.hash_job(dir.clone(), name, logical);
         }
     }
 
@@ -383,8 +428,22 @@ impl<'a> Walker<'a> {
         if self.abort.load(Ordering::Relaxed) {
             return;
         }
-        match hash::hash_file(parent.as_fd(), name.as_c_str(), &self.abort) {
+        match hash::hash_file(
+            parent.as_fd(),
+            name.as_c_str(),
+            self.settings.max_file_size,
+            &self.abort,
+        ) {
             Ok(h) => {
+                if h.sha256.is_none() {
+                    self.problem(
+                        logical.clone(),
+                        format!(
+                            "larger than scan.max_file_size ({} bytes): content not hashed",
+                            self.settings.max_file_size.unwrap_or_default()
+                        ),
+                    );
+                }
                 let xattrs = xattr::read_fd(&h.fd).unwrap_or_else(|e| {
                     self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
                     Vec::new()
@@ -392,7 +451,7 @@ impl<'a> Walker<'a> {
                 self.progress
                     .bytes
                     .fetch_add(h.stat.st_size.max(0) as u64, Ordering::Relaxed);
-                let entry = self.entry_from(&h.stat, logical, Some(h.sha256), None, xattrs);
+                let entry = self.entry_from(&h.stat, logical, h.sha256, None, xattrs);
                 self.send(if h.unstable {
                     ScanItem::Unstable(entry)
                 } else {
