@@ -56,7 +56,7 @@ struct RawAlerts {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScan {
-    /// Hashing threads; 0 or absent means one per core.
+    /// Scanning threads; 0 or absent means four per core.
     threads: Option<usize>,
     /// Files larger than this are recorded without a content hash (and reported); 0 = no limit.
     max_file_size: Option<Spanned<toml::Value>>,
@@ -273,9 +273,11 @@ impl Settings {
             }
         };
 
+        // Reads from a cold cache wait on the disk: more threads than cores keep the cores busy
+        // (measured on /usr: cold 32.7 s with 2 threads, 22.2 s with 8; warm unchanged).
         let threads = match raw.scan.threads {
             Some(n) if n > 0 => n,
-            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            _ => (std::thread::available_parallelism().map_or(1, |n| n.get()) * 4).min(64),
         };
 
         let max_file_size = match &raw.scan.max_file_size {

@@ -167,6 +167,33 @@ fn unreadable_files_are_reported_and_the_run_goes_on() {
     assert_eq!(check.code, 2, "{}", check.stderr);
     fs::write(f.path("a.txt"), "changed").unwrap();
     assert_eq!(as_nobody(&["check"]).code, 1);
+    // The periodic check's sink carries what could not be compared, beside the alerts.
+    let sink = f.dir.path().join("alerts.jsonl");
+    fs::write(
+        &f.config,
+        format!(
+            "{}\n[alerts]\njsonl = {:?}\n",
+            fs::read_to_string(&f.config).unwrap(),
+            sink.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(f.dir.path(), Some(65534), None).unwrap();
+    assert_eq!(as_nobody(&["check"]).code, 1);
+    let logged = fs::read_to_string(&sink).unwrap();
+    let docs: Vec<serde_json::Value> = logged.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(docs.iter().any(|d| d["event"]["action"] == "updated"));
+    let failures: Vec<_> = docs
+        .iter()
+        .filter(|d| d["event"]["action"] == "not_compared")
+        .collect();
+    assert!(failures.iter().all(|d| d["event"]["outcome"] == "failure"));
+    assert!(
+        failures
+            .iter()
+            .any(|d| d["file"]["path"].as_str().unwrap().ends_with("secret")),
+        "{failures:#?}"
+    );
 }
 
 #[test]

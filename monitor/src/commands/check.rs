@@ -11,7 +11,7 @@ use super::{
 };
 use crate::compare::{self, Comparison, Mode};
 use crate::config::{AlertSink, Settings};
-use crate::output::alert::{Origin, hostname, human_line, to_json};
+use crate::output::alert::{Origin, hostname, human_line, problem_json, to_json};
 use crate::output::jsonl::JsonlSink;
 use crate::scan;
 
@@ -69,6 +69,10 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
         let mut out = JsonlSink::open(sink)?;
         for c in &cmp.changes {
             out.write(&to_json(c, &origin))?;
+        }
+        // A file the check could not compare is evidence too: the SIEM sees it, not just stderr.
+        for p in &cmp.problems {
+            out.write(&problem_json(p, &origin))?;
         }
         out.flush()?;
     }

@@ -118,6 +118,31 @@ pub fn to_json(c: &Change, origin: &Origin) -> Value {
     })
 }
 
+/// An ECS event for a path the scan could not compare (unreadable, unstable, unreachable).
+pub fn problem_json(p: &crate::scan::Problem, origin: &Origin) -> Value {
+    let (text, raw) = path_text(&p.path);
+    let mut fim = Map::new();
+    fim.insert("scan".into(), json!(origin.scan));
+    if let Some(raw) = raw {
+        fim.insert("path_bytes_b64".into(), json!(raw));
+    }
+    json!({
+        "@timestamp": now_rfc3339(),
+        "event": {
+            "kind": "event",
+            "category": ["file"],
+            "type": ["error"],
+            "action": "not_compared",
+            "outcome": "failure",
+            "module": "fimd",
+        },
+        "file": { "path": text },
+        "error": { "message": p.message },
+        "fim": fim,
+        "host": { "name": origin.host },
+    })
+}
+
 /// One readable line: action, path, what changed.
 pub fn human_line(c: &Change) -> String {
     let (path, _) = path_text(c.path());
