@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine as _;
-use common::{Fixture, privileged, run, sh};
+use common::{Fixture, privileged, run};
 
 #[test]
 fn non_utf8_and_newline_names_survive_intact() {
@@ -259,14 +259,7 @@ fn one_filesystem_per_watch() {
     let f = Fixture::new();
     let mnt = f.path("mnt");
     fs::create_dir(&mnt).unwrap();
-    sh("mount", &["-t", "tmpfs", "tmpfs", mnt.to_str().unwrap()]);
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let _tmpfs = common::Mount::new(&["-t", "tmpfs", "tmpfs"], &mnt);
     fs::write(mnt.join("other-fs"), "x").unwrap();
     f.init();
     let show = f.fimd(&["baseline", "show"]).json_lines();

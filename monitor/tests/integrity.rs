@@ -204,17 +204,7 @@ fn verify_a_read_only_bind_mount_without_writing() {
     let image = f.dir.path().join("ro");
     let mnt = image.join(f.tree.strip_prefix("/").unwrap());
     fs::create_dir_all(&mnt).unwrap();
-    sh(
-        "mount",
-        &["--bind", f.tree.to_str().unwrap(), mnt.to_str().unwrap()],
-    );
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let _bind = common::Mount::new(&["--bind", f.tree.to_str().unwrap()], &mnt);
     sh("mount", &["-o", "remount,bind,ro", mnt.to_str().unwrap()]);
     assert!(
         fs::write(mnt.join("probe"), "x").is_err(),

@@ -174,3 +174,21 @@ pub fn changes(alert: &serde_json::Value) -> Vec<String> {
         .map(|c| c.as_str().unwrap().to_owned())
         .collect()
 }
+
+/// Runs `mount args… target` and unmounts `target` when dropped, even if the test fails.
+pub struct Mount(PathBuf);
+
+impl Mount {
+    pub fn new(args: &[&str], target: &Path) -> Mount {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push(target.to_str().unwrap());
+        sh("mount", &all);
+        Mount(target.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
