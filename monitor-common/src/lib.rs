@@ -2,6 +2,7 @@
 //!
 //! Everything here is `#[repr(C)]` with explicit padding: these structs cross the
 //! kernel/user boundary as raw bytes, and uninitialised padding fails the verifier.
+//! Tags are plain `u32`s, decoded in userspace with `TryFrom`: never transmuted.
 #![no_std]
 
 /// Index of the self-test counter in `SELFTEST_HITS`.
@@ -9,3 +10,86 @@ pub const SELFTEST_SLOT: u32 = 0;
 
 /// Name of the global the loader sets to the tgid whose system calls the self-test counts.
 pub const SELFTEST_TGID_GLOBAL: &str = "SELFTEST_TGID";
+
+/// Globals the loader fills with struct member offsets read from the running kernel's BTF.
+pub const OFF_INODE_I_SB: &str = "OFF_INODE_I_SB";
+pub const OFF_INODE_I_INO: &str = "OFF_INODE_I_INO";
+pub const OFF_SB_S_DEV: &str = "OFF_SB_S_DEV";
+pub const OFF_INODE_I_MAPPING: &str = "OFF_INODE_I_MAPPING";
+pub const OFF_AS_I_MMAP_WRITABLE: &str = "OFF_AS_I_MMAP_WRITABLE";
+
+/// A watched inode: the kernel's `dev_t` (`major << 20 | minor`, not userspace's `st_dev`
+/// encoding) and the inode number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// What userspace knows of a watched inode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchVal {
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// `WatchVal::flags`: the inode is a directory (a change means: rescan its entries).
+pub const WATCH_IS_DIR: u32 = 1;
+
+/// The hook that saw a change.
+pub const HOOK_CTIME_XCHG: u32 = 1;
+pub const HOOK_CTIME_SET: u32 = 2;
+
+/// One change to a watched inode, sent when the inode was armed (at most one per re-arm).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ChangeRecord {
+    pub key: InodeKey,
+    pub ktime_ns: u64,
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub hook: u32,
+    /// `RECORD_*` bits.
+    pub flags: u32,
+    pub comm: [u8; 16],
+}
+
+/// `ChangeRecord::flags`: the file has shared writable mappings, so stores through them
+/// change it without a system call; userspace writes it back (write-protecting the pages,
+/// so the next store faults and reports) before hashing.
+pub const RECORD_MMAP_WRITABLE: u32 = 1;
+
+/// Changes since the last record, kept per inode until userspace takes them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Pending {
+    pub count: u64,
+    pub last_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub _pad: u32,
+    pub comm: [u8; 16],
+}
+
+/// Per-CPU counters in `COUNTERS`.
+pub const COUNTER_HITS: u32 = 0;
+pub const COUNTER_EMITTED: u32 = 1;
+pub const COUNTER_RB_DROPS: u32 = 2;
+pub const COUNTER_PENDING_FULL: u32 = 3;
+pub const COUNTERS_LEN: u32 = 4;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data, repr(C), every padding byte is an explicit field.
+    unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::WatchVal {}
+    unsafe impl aya::Pod for super::ChangeRecord {}
+    unsafe impl aya::Pod for super::Pending {}
+}

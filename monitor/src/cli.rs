@@ -59,6 +59,8 @@ enum Command {
         #[command(subcommand)]
         what: ConfigCommand,
     },
+    /// The realtime daemon: report each change of a watched file as it happens, with who made it.
+    Run,
     /// Load the eBPF programs and prove they see system calls.
     Selftest,
 }
@@ -100,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&cli.config)?;
     match cli.command {
         Command::Init { root } => commands::init::run(&settings, root.as_deref().unwrap_or(Path::new("/"))),
+        Command::Run => commands::run::run(&settings),
         Command::Check { json } => commands::check::run(&settings, Target::Host, json),
         Command::Verify { root, json } => commands::check::run(&settings, Target::Image(&root), json),
         Command::Accept { reason, paths } => commands::accept::run(&settings, &paths, reason.as_deref()),

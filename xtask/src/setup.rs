@@ -6,13 +6,17 @@ use anyhow::{Context, bail};
 use crate::run_cmd;
 
 /// Debian packages: LLVM 22 for bpf-linker; attr, acl and libcap2-bin for the xattr tests;
-/// aide as the benchmark peer.
+/// bpftool for the BTF test; fio for io_uring writes in the realtime tests; aide as the
+/// benchmark peer.
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "clang-22",
     "attr",
+    "acl",
     "libcap2-bin",
+    "bpftool",
+    "fio",
     "aide",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";

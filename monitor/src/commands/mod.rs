@@ -3,6 +3,7 @@ pub mod accept;
 pub mod baseline;
 pub mod check;
 pub mod init;
+pub mod run;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -100,6 +100,23 @@ impl Drop for Scan {
 
 /// Starts walking every watch of `settings`, reading the tree mounted at `root`.
 pub fn start(settings: &Settings, root: &Path) -> Scan {
+    let targets = settings
+        .watches
+        .iter()
+        .map(|w| (w.path.clone(), u32::MAX))
+        .collect();
+    start_targets(settings, root, targets)
+}
+
+/// Starts scanning chosen paths of the host, each to a depth: 0 records the path alone, 1 also
+/// its entries (a directory that changed), `u32::MAX` its whole subtree (a new directory).
+/// Paths outside every watch, or excluded, are skipped.
+pub fn start_at(settings: &Settings, targets: Vec<(std::path::PathBuf, u32)>) -> Scan {
+    let targets = targets.into_iter().filter(|(p, _)| settings.covers(p)).collect();
+    start_targets(settings, Path::new("/"), targets)
+}
+
+fn start_targets(settings: &Settings, root: &Path, targets: Vec<(std::path::PathBuf, u32)>) -> Scan {
     // Bounded: at most 16 batches wait for the consumer.
     let (tx, rx) = sync_channel(16);
     let progress = Arc::new(Progress::default());
@@ -122,7 +139,7 @@ pub fn start(settings: &Settings, root: &Path) -> Scan {
             };
             match pool {
                 Ok(pool) => {
-                    pool.scope(|s| walker.walk_all(s, &root));
+                    pool.scope(|s| walker.walk_all(s, &root, &targets));
                     pool.broadcast(|_| walker.flush());
                 }
                 Err(e) => walker.subtree_problem(b"/".to_vec(), format!("cannot start hashing threads: {e}")),
@@ -185,7 +202,7 @@ impl<'a> Walker<'a> {
         }));
     }
 
-    fn walk_all<'s>(&'s self, s: &rayon::Scope<'s>, root: &Path) {
+    fn walk_all<'s>(&'s self, s: &rayon::Scope<'s>, root: &Path, targets: &[(std::path::PathBuf, u32)]) {
         let root_fd = match rustix::fs::open(
             root,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -196,14 +213,23 @@ impl<'a> Walker<'a> {
                 return self.subtree_problem(b"/".to_vec(), format!("cannot open {}: {e}", root.display()));
             }
         };
-        for watch in &self.settings.watches {
-            self.walk_watch(s, &root_fd, watch);
+        for (path, depth) in targets {
+            if let Some(watch) = self.settings.watch_for(path) {
+                self.walk_watch(s, &root_fd, watch, path, *depth);
+            }
         }
     }
 
-    /// Resolves the watch root's parent component by component, refusing symlinks.
-    fn walk_watch<'s>(&'s self, s: &rayon::Scope<'s>, root_fd: &OwnedFd, watch: &'s Watch) {
-        let logical = watch.path.as_os_str().as_bytes().to_vec();
+    /// Resolves the path's parent component by component, refusing symlinks.
+    fn walk_watch<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        root_fd: &OwnedFd,
+        watch: &'s Watch,
+        path: &Path,
+        depth: u32,
+    ) {
+        let logical = path.as_os_str().as_bytes().to_vec();
         let comps: Vec<Vec<u8>> = logical
             .split(|&b| b == b'/')
             .filter(|c| !c.is_empty())
@@ -215,7 +241,7 @@ impl<'a> Walker<'a> {
                 Ok(fd) => fd,
                 Err(e) => return self.subtree_problem(logical, format!("cannot open: {e}")),
             };
-            return self.visit(s, watch, Arc::new(fd), c".".to_owned(), logical, None);
+            return self.visit(s, watch, Arc::new(fd), c".".to_owned(), logical, None, depth);
         };
         let mut cur = match rustix::io::dup(root_fd) {
             Ok(fd) => fd,
@@ -248,10 +274,11 @@ impl<'a> Walker<'a> {
             }
         }
         let name = CString::new(last.clone()).expect("no NUL in a path component");
-        self.visit(s, watch, Arc::new(cur), name, logical, None);
+        self.visit(s, watch, Arc::new(cur), name, logical, None, depth);
     }
 
     /// Records one directory entry; descends into directories.
+    #[allow(clippy::too_many_arguments)] // one job's whole context; a struct would only rename it
     fn visit<'s>(
         &'s self,
         s: &rayon::Scope<'s>,
@@ -260,6 +287,7 @@ impl<'a> Walker<'a> {
         name: CString,
         logical: Vec<u8>,
         watch_dev: Option<u64>,
+        depth: u32,
     ) {
         if self.abort.load(Ordering::Relaxed) {
             return;
@@ -277,7 +305,9 @@ impl<'a> Walker<'a> {
             FileKind::Regular => s.spawn(move |_| self.hash_job(parent, name, logical)),
             // Opened inside the job, so a directory with a million subdirectories holds
             // pending jobs, not a million descriptors.
-            FileKind::Directory => s.spawn(move |s| self.dir_job(s, watch, parent, name, logical, watch_dev)),
+            FileKind::Directory => {
+                s.spawn(move |s| self.dir_job(s, watch, parent, name, logical, watch_dev, depth))
+            }
             FileKind::Symlink => {
                 let target = match rustix::fs::readlinkat(parent.as_fd(), name.as_c_str(), Vec::new()) {
                     Ok(t) => Some(t.into_bytes()),
@@ -305,6 +335,7 @@ impl<'a> Walker<'a> {
         })
     }
 
+    #[allow(clippy::too_many_arguments)] // as `visit`
     fn dir_job<'s>(
         &'s self,
         s: &rayon::Scope<'s>,
@@ -313,6 +344,7 @@ impl<'a> Walker<'a> {
         name: CString,
         logical: Vec<u8>,
         watch_dev: Option<u64>,
+        depth: u32,
     ) {
         if self.abort.load(Ordering::Relaxed) {
             return;
@@ -352,12 +384,13 @@ impl<'a> Walker<'a> {
         let dev = entry.dev;
         self.send(ScanItem::Entry(entry));
         let root_dev = watch_dev.unwrap_or(dev);
-        if watch.one_filesystem && dev != root_dev {
+        if depth == 0 || (watch.one_filesystem && dev != root_dev) {
             return;
         }
-        self.read_dir(s, watch, Arc::new(dir), logical, root_dev);
+        self.read_dir(s, watch, Arc::new(dir), logical, root_dev, depth - 1);
     }
 
+    /// Lists a directory; its subdirectories are read `depth` levels further.
     fn read_dir<'s>(
         &'s self,
         s: &rayon::Scope<'s>,
@@ -365,6 +398,7 @@ impl<'a> Walker<'a> {
         dir: DirFd,
         logical: Vec<u8>,
         root_dev: u64,
+        depth: u32,
     ) {
         let entries = match rustix::fs::Dir::read_from(dir.as_fd()) {
             Ok(d) => d,
@@ -400,9 +434,17 @@ impl<'a> Walker<'a> {
                 }
                 rustix::fs::FileType::Directory => {
                     let (dir, name) = (dir.clone(), name.to_owned());
-                    s.spawn(move |s| self.dir_job(s, watch, dir, name, child, Some(root_dev)));
+                    s.spawn(move |s| self.dir_job(s, watch, dir, name, child, Some(root_dev), depth));
                 }
-                _ => self.visit(s, watch, dir.clone(), name.to_owned(), child, Some(root_dev)),
+                _ => self.visit(
+                    s,
+                    watch,
+                    dir.clone(),
+                    name.to_owned(),
+                    child,
+                    Some(root_dev),
+                    depth,
+                ),
             }
         }
         if !files.is_empty() {

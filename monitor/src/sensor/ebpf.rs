@@ -1,8 +1,13 @@
 //! Loading fimd's eBPF object (built by `build.rs` with aya-build and embedded in the binary).
-use aya::maps::Array;
-use aya::programs::TracePoint;
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use monitor_common::{SELFTEST_SLOT, SELFTEST_TGID_GLOBAL};
+use monitor_common::{
+    COUNTERS_LEN, InodeKey, OFF_AS_I_MMAP_WRITABLE, OFF_INODE_I_INO, OFF_INODE_I_MAPPING, OFF_INODE_I_SB,
+    OFF_SB_S_DEV, Pending, SELFTEST_SLOT, SELFTEST_TGID_GLOBAL, WATCH_IS_DIR, WatchVal,
+};
+
+use super::btf::KernelBtf;
 
 /// The object compiled from monitor-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
@@ -23,6 +28,155 @@ pub enum EbpfError {
     },
     #[error("eBPF self-test failed: {0}")]
     Selftest(String),
+    #[error("cannot read struct layouts from the kernel's BTF: {0}")]
+    Btf(#[from] super::btf::BtfError),
+    #[error(
+        "this kernel has no timestamp tracepoints (btf_trace_ctime_ns_xchg): the realtime sensor needs \
+         Linux 6.13 or newer; use `fimd check` on a schedule instead"
+    )]
+    NoHooks,
+    #[error("eBPF map {name}: {reason}")]
+    Map { name: &'static str, reason: String },
+}
+
+/// Member offsets of this kernel's structs, passed to the programs as globals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    pub inode_i_sb: u32,
+    pub inode_i_ino: u32,
+    pub sb_s_dev: u32,
+    pub inode_i_mapping: u32,
+    pub as_i_mmap_writable: u32,
+}
+
+impl Offsets {
+    pub fn from_btf(btf: &KernelBtf) -> Result<Offsets, EbpfError> {
+        Ok(Offsets {
+            inode_i_sb: btf.member_offset("inode", "i_sb")?,
+            inode_i_ino: btf.member_offset("inode", "i_ino")?,
+            sb_s_dev: btf.member_offset("super_block", "s_dev")?,
+            inode_i_mapping: btf.member_offset("inode", "i_mapping")?,
+            as_i_mmap_writable: btf.member_offset("address_space", "i_mmap_writable")?,
+        })
+    }
+}
+
+/// The kernel's `dev_t` for a userspace `st_dev` (the two encode major and minor differently).
+pub fn kernel_dev(st_dev: u64) -> u32 {
+    let (major, minor) = (libc::major(st_dev), libc::minor(st_dev));
+    (major << 20) | (minor & 0xfffff)
+}
+
+/// The loaded change sensor: its programs stay attached while this lives.
+pub struct Sensor {
+    _ebpf: Ebpf,
+    watch: HashMap<MapData, InodeKey, WatchVal>,
+    armed: HashMap<MapData, InodeKey, u32>,
+    pending: HashMap<MapData, InodeKey, Pending>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Taken by the event loop.
+    pub events: Option<RingBuf<MapData>>,
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
+    ebpf.take_map(name).ok_or_else(|| EbpfError::Map {
+        name,
+        reason: "not in the object".into(),
+    })
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
+    move |e| EbpfError::Map {
+        name,
+        reason: e.to_string(),
+    }
+}
+
+impl Sensor {
+    /// Loads and attaches the change programs, with offsets from the running kernel's BTF.
+    pub fn load() -> Result<Sensor, EbpfError> {
+        ensure_tracefs()?;
+        let btf = KernelBtf::from_sys_fs()?;
+        if !btf.has_typedef("btf_trace_ctime_ns_xchg") {
+            return Err(EbpfError::NoHooks);
+        }
+        let off = Offsets::from_btf(&btf)?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(SELFTEST_TGID_GLOBAL, &0u32, true)
+            .override_global(OFF_INODE_I_SB, &off.inode_i_sb, true)
+            .override_global(OFF_INODE_I_INO, &off.inode_i_ino, true)
+            .override_global(OFF_SB_S_DEV, &off.sb_s_dev, true)
+            .override_global(OFF_INODE_I_MAPPING, &off.inode_i_mapping, true)
+            .override_global(OFF_AS_I_MMAP_WRITABLE, &off.as_i_mmap_writable, true)
+            .load(OBJECT)
+            .map_err(|e| EbpfError::Load(format!("{e:#}")))?;
+        for (program, tracepoint) in [
+            ("fimd_ctime_xchg", "ctime_ns_xchg"),
+            ("fimd_ctime_set", "inode_set_ctime_to_ts"),
+        ] {
+            let err = |reason: String| EbpfError::Attach {
+                program,
+                category: "raw_tracepoint",
+                name: tracepoint,
+                reason,
+            };
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| err("not in the object".into()))?
+                .try_into()
+                .map_err(|e| err(format!("{e}")))?;
+            prog.load()
+                .map_err(|e| EbpfError::Load(format!("{program}: {e:#}")))?;
+            prog.attach(tracepoint).map_err(|e| err(format!("{e}")))?;
+        }
+        Ok(Sensor {
+            watch: HashMap::try_from(take_map(&mut ebpf, "WATCH")?).map_err(map_err("WATCH"))?,
+            armed: HashMap::try_from(take_map(&mut ebpf, "ARMED")?).map_err(map_err("ARMED"))?,
+            pending: HashMap::try_from(take_map(&mut ebpf, "PENDING")?).map_err(map_err("PENDING"))?,
+            counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?,
+            events: Some(RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?),
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Watches an inode and arms it: its next change is reported.
+    pub fn watch(&mut self, key: InodeKey, is_dir: bool) -> Result<(), EbpfError> {
+        let val = WatchVal {
+            flags: if is_dir { WATCH_IS_DIR } else { 0 },
+            _pad: 0,
+        };
+        self.watch.insert(key, val, 0).map_err(map_err("WATCH"))?;
+        self.arm(key)
+    }
+
+    pub fn unwatch(&mut self, key: &InodeKey) {
+        let _ = self.watch.remove(key);
+        let _ = self.armed.remove(key);
+        let _ = self.pending.remove(key);
+    }
+
+    /// Re-arms an inode after its record was taken: the next change reports again.
+    pub fn arm(&mut self, key: InodeKey) -> Result<(), EbpfError> {
+        self.armed.insert(key, 1, 0).map_err(map_err("ARMED"))
+    }
+
+    /// What changed since the record: count and last modifier (best effort).
+    pub fn take_pending(&mut self, key: &InodeKey) -> Option<Pending> {
+        let p = self.pending.get(key, 0).ok()?;
+        let _ = self.pending.remove(key);
+        Some(p)
+    }
+
+    /// Kernel counters summed over CPUs, indexed by `monitor_common::COUNTER_*`.
+    pub fn counters(&self) -> [u64; COUNTERS_LEN as usize] {
+        let mut out = [0; COUNTERS_LEN as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(v) = self.counters.get(&(i as u32), 0) {
+                *slot = v.iter().sum();
+            }
+        }
+        out
+    }
 }
 
 fn load(tgid: u32) -> Result<Ebpf, EbpfError> {

@@ -1,0 +1,182 @@
+//! The change sensor: every ctime change of a watched inode, with the task that made it.
+//!
+//! Hooks (see docs/sensor-design.md): `ctime_ns_xchg` fires for every real ctime change on
+//! multigrain filesystems (data, metadata and, through the parent directory, names);
+//! `inode_set_ctime_to_ts` for explicit ctime sets. Both run in the modifying task.
+//! Coalescing: userspace arms an inode by inserting it in ARMED; the first hit deletes the key
+//! (the atomic test-and-clear) and emits one record; later hits only update PENDING.
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
+    macros::{map, raw_tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::RawTracePointContext,
+};
+use monitor_common::{
+    COUNTER_EMITTED, COUNTER_HITS, COUNTER_PENDING_FULL, COUNTER_RB_DROPS, COUNTERS_LEN, ChangeRecord,
+    HOOK_CTIME_SET, HOOK_CTIME_XCHG, InodeKey, Pending, RECORD_MMAP_WRITABLE, WatchVal,
+};
+
+/// Member offsets, set by the loader from the running kernel's BTF.
+#[unsafe(no_mangle)]
+static OFF_INODE_I_SB: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_INODE_I_INO: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_SB_S_DEV: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_INODE_I_MAPPING: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_AS_I_MMAP_WRITABLE: u32 = 0;
+
+#[map]
+static WATCH: HashMap<InodeKey, WatchVal> = HashMap::with_max_entries(262_144, 0);
+#[map]
+static ARMED: HashMap<InodeKey, u32> = HashMap::with_max_entries(262_144, 0);
+#[map]
+static PENDING: HashMap<InodeKey, Pending> = HashMap::with_max_entries(65_536, 0);
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+#[raw_tracepoint(tracepoint = "ctime_ns_xchg")]
+pub fn fimd_ctime_xchg(ctx: RawTracePointContext) -> i32 {
+    let _ = try_change(&ctx, HOOK_CTIME_XCHG);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "inode_set_ctime_to_ts")]
+pub fn fimd_ctime_set(ctx: RawTracePointContext) -> i32 {
+    let _ = try_change(&ctx, HOOK_CTIME_SET);
+    0
+}
+
+fn bump(counter: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter) {
+        // SAFETY: a per-CPU slot: no other writer while this program runs on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+fn offset(global: &u32) -> u64 {
+    // SAFETY: read-only globals set by the loader; volatile so the load is not folded to 0.
+    u64::from(unsafe { core::ptr::read_volatile(global) })
+}
+
+/// Whether `inode->i_mapping->i_mmap_writable > 0`.
+fn mmap_writable(inode: u64) -> bool {
+    // SAFETY: probe reads; failures read as "no".
+    unsafe {
+        let Ok(mapping) = bpf_probe_read_kernel((inode + offset(&OFF_INODE_I_MAPPING)) as *const u64) else {
+            return false;
+        };
+        if mapping == 0 {
+            return false;
+        }
+        bpf_probe_read_kernel((mapping + offset(&OFF_AS_I_MMAP_WRITABLE)) as *const i32).is_ok_and(|n| n > 0)
+    }
+}
+
+fn try_change(ctx: &RawTracePointContext, hook: u32) -> Result<(), i64> {
+    let inode: u64 = ctx.arg(0);
+    if inode == 0 {
+        return Ok(());
+    }
+    // SAFETY: probe reads of kernel memory; a bad address yields an error, not a fault.
+    let (sb, ino) = unsafe {
+        let sb: u64 =
+            bpf_probe_read_kernel((inode + offset(&OFF_INODE_I_SB)) as *const u64).map_err(|e| e as i64)?;
+        let ino: u64 =
+            bpf_probe_read_kernel((inode + offset(&OFF_INODE_I_INO)) as *const u64).map_err(|e| e as i64)?;
+        (sb, ino)
+    };
+    if sb == 0 || ino == 0 {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let dev: u32 =
+        unsafe { bpf_probe_read_kernel((sb + offset(&OFF_SB_S_DEV)) as *const u32).map_err(|e| e as i64)? };
+    let key = InodeKey { dev, _pad: 0, ino };
+    if WATCH.get_ptr(&key).is_none() {
+        return Ok(());
+    }
+    // Only watched inodes get this far.
+    bump(COUNTER_HITS);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let (pid, tgid, uid, gid) = (
+        pid_tgid as u32,
+        (pid_tgid >> 32) as u32,
+        uid_gid as u32,
+        (uid_gid >> 32) as u32,
+    );
+
+    match PENDING.get_ptr_mut(&key) {
+        Some(p) => {
+            // SAFETY: a map value; concurrent updates may interleave, which only blurs the
+            // best-effort count and last modifier.
+            unsafe {
+                (*p).count += 1;
+                (*p).last_ns = now;
+                (*p).pid = pid;
+                (*p).tgid = tgid;
+                (*p).uid = uid;
+                (*p).comm = comm;
+            }
+        }
+        None => {
+            let p = Pending {
+                count: 1,
+                last_ns: now,
+                pid,
+                tgid,
+                uid,
+                _pad: 0,
+                comm,
+            };
+            if PENDING.insert(&key, &p, u64::from(BPF_NOEXIST)).is_err() {
+                bump(COUNTER_PENDING_FULL);
+            }
+        }
+    }
+
+    // The first hit after userspace armed the inode wins the delete and reports.
+    if ARMED.remove(&key).is_ok() {
+        let flags = if mmap_writable(inode) {
+            RECORD_MMAP_WRITABLE
+        } else {
+            0
+        };
+        match EVENTS.reserve::<ChangeRecord>(0) {
+            Some(mut entry) => {
+                entry.write(ChangeRecord {
+                    key,
+                    ktime_ns: now,
+                    // SAFETY: helper without preconditions.
+                    cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+                    pid,
+                    tgid,
+                    uid,
+                    gid,
+                    hook,
+                    flags,
+                    comm,
+                });
+                entry.submit(0);
+                bump(COUNTER_EMITTED);
+            }
+            None => {
+                // Re-arm so the next hit retries; userspace sees the drop and sweeps PENDING.
+                let _ = ARMED.insert(&key, &1, 0);
+                bump(COUNTER_RB_DROPS);
+            }
+        }
+    }
+    Ok(())
+}

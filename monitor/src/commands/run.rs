@@ -1,0 +1,474 @@
+//! `fimd run`: the realtime daemon. The eBPF sensor reports each change of a watched inode with
+//! the task that made it; the daemon re-arms the inode, rehashes what changed, compares it with
+//! the baseline and alerts. See docs/sensor-design.md for the protocol.
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use monitor_common::{
+    COUNTER_PENDING_FULL, COUNTER_RB_DROPS, ChangeRecord, HOOK_CTIME_SET, HOOK_CTIME_XCHG, InodeKey,
+    RECORD_MMAP_WRITABLE,
+};
+use serde_json::{Value, json};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{EXIT_CLEAN, exit, open_baseline};
+use crate::baseline::entry::{Entry, FileKind};
+use crate::compare::{self, Action, Change, Mode, diff};
+use crate::config::{AlertSink, Policy, Settings};
+use crate::output::alert::{Origin, hostname, to_json};
+use crate::output::jsonl::JsonlSink;
+use crate::scan::{self, ScanItem};
+use crate::sensor::ebpf::{Sensor, kernel_dev};
+
+/// The task a kernel record names.
+#[derive(Debug, Clone)]
+struct Modifier {
+    pid: u32,
+    tgid: u32,
+    uid: u32,
+    comm: String,
+    cgroup_id: u64,
+    hook: &'static str,
+}
+
+impl Modifier {
+    fn from_record(r: &ChangeRecord) -> Modifier {
+        let end = r.comm.iter().position(|&b| b == 0).unwrap_or(r.comm.len());
+        Modifier {
+            pid: r.pid,
+            tgid: r.tgid,
+            uid: r.uid,
+            comm: crate::output::path::path_text(&r.comm[..end]).0,
+            cgroup_id: r.cgroup_id,
+            hook: match r.hook {
+                HOOK_CTIME_XCHG => "ctime_ns_xchg",
+                HOOK_CTIME_SET => "inode_set_ctime_to_ts",
+                _ => "unknown",
+            },
+        }
+    }
+
+    /// ECS `process.*`, `user.id` and `container.id`; the executable and container come from
+    /// /proc while the process lives.
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", self.tgid))
+            .ok()
+            .map(|p| crate::output::path::path_text(p.as_os_str().as_bytes()).0);
+        // The record names the thread (an io_uring worker is "iou-wrk-N"); the process name is
+        // the thread group leader's, while it lives.
+        let name = std::fs::read_to_string(format!("/proc/{}/comm", self.tgid))
+            .map(|s| s.trim_end().to_owned())
+            .unwrap_or_else(|_| self.comm.clone());
+        let mut process = json!({
+            "pid": self.tgid,
+            "name": name,
+            "thread": { "id": self.pid, "name": self.comm },
+        });
+        if let Some(exe) = exe {
+            process["executable"] = json!(exe);
+        }
+        let mut out = vec![
+            ("process", process),
+            ("user", json!({ "id": self.uid.to_string() })),
+        ];
+        if let Some(id) = container_id(self.tgid) {
+            out.push(("container", json!({ "id": id })));
+        }
+        out
+    }
+}
+
+/// A 64-hex-digit id in the process's cgroup path (docker, containerd, cri-o all use one).
+fn container_id(tgid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{tgid}/cgroup")).ok()?;
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .find(|w| w.len() == 64)
+        .map(str::to_owned)
+}
+
+fn key_of(e: &Entry) -> InodeKey {
+    InodeKey {
+        dev: kernel_dev(e.dev),
+        _pad: 0,
+        ino: e.ino,
+    }
+}
+
+struct Daemon {
+    settings: Settings,
+    /// The sealed baseline, by path: what alerts compare against.
+    baseline: HashMap<Vec<u8>, Entry>,
+    /// The last state seen of every watched path.
+    seen: HashMap<Vec<u8>, Entry>,
+    /// Watched inodes and the paths they have.
+    paths: HashMap<InodeKey, Vec<Vec<u8>>>,
+    sensor: Sensor,
+    sink: JsonlSink,
+    origin: Origin,
+    mode: Mode,
+}
+
+pub fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(daemon(settings.clone()))
+}
+
+async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
+    let (_store, _key, baseline) = open_baseline(&settings)?;
+    let mode = super::host_mode(&baseline);
+    let mut sensor = Sensor::load()?;
+    let sink = JsonlSink::open(settings.alerts.as_ref().unwrap_or(&AlertSink::Stdout))?;
+    // Arm what the baseline knows before looking, so nothing changing meanwhile slips by.
+    for e in &baseline.entries {
+        sensor.watch(key_of(e), e.kind == FileKind::Directory)?;
+    }
+    let mut d = Daemon {
+        baseline: baseline
+            .entries
+            .iter()
+            .map(|e| (e.path.clone(), e.clone()))
+            .collect(),
+        seen: HashMap::new(),
+        paths: HashMap::new(),
+        sensor,
+        sink,
+        origin: Origin {
+            host: hostname(),
+            scan: "realtime",
+            root: None,
+        },
+        mode,
+        settings,
+    };
+    d.reconcile(baseline.entries)?;
+    let ring = d.sensor.events.take().expect("ring buffer taken once");
+    // SAFETY: the ring buffer owns its map descriptor for as long as the AsyncFd holds it.
+    let mut events = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the eBPF ring buffer: {e}"))?;
+    let (mut term, mut int, mut hup) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::hangup())?,
+    );
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut lost = 0u64;
+    eprintln!("fimd run: watching {} inodes; ready", d.paths.len());
+    loop {
+        tokio::select! {
+            guard = events.readable_mut() => {
+                let mut guard = guard?;
+                let mut records = Vec::new();
+                while let Some(item) = guard.get_inner_mut().next() {
+                    if item.len() >= std::mem::size_of::<ChangeRecord>() {
+                        // SAFETY: ChangeRecord is plain integers (any bytes are valid) and the
+                        // item holds at least its size; read_unaligned needs no alignment.
+                        records.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ChangeRecord>()) });
+                    }
+                }
+                guard.clear_ready();
+                tokio::task::block_in_place(|| d.handle(&records))?;
+            }
+            _ = tick.tick() => {
+                // Any record the kernel could not deliver means a full comparison repairs it.
+                let c = d.sensor.counters();
+                let now = c[COUNTER_RB_DROPS as usize] + c[COUNTER_PENDING_FULL as usize];
+                if now > lost {
+                    eprintln!("fimd run: {} kernel events lost; rescanning", now - lost);
+                    lost = now;
+                    tokio::task::block_in_place(|| d.rescan_all())?;
+                }
+            }
+            _ = hup.recv() => {
+                eprintln!("fimd run: SIGHUP: configuration reload is not supported yet; restart to apply changes");
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    d.sink.flush()?;
+    eprintln!("fimd run: stopped");
+    Ok(exit(EXIT_CLEAN))
+}
+
+impl Daemon {
+    /// Changes made while fimd was down: a full comparison, which also learns every current inode.
+    fn reconcile(&mut self, baseline: Vec<Entry>) -> anyhow::Result<()> {
+        let mut scan = scan::start(&self.settings, Path::new("/"));
+        let mut current = Vec::new();
+        let cmp = compare::compare(&self.settings, baseline, &mut scan, self.mode, |e| {
+            current.push(e.clone())
+        });
+        drop(scan);
+        for e in current {
+            self.learn(e)?;
+        }
+        for c in &cmp.changes {
+            self.alert(c, None)?;
+        }
+        super::report_problems(&cmp.problems);
+        self.sink.flush()?;
+        Ok(())
+    }
+
+    fn rescan_all(&mut self) -> anyhow::Result<()> {
+        let roots: Vec<PathBuf> = self.settings.watches.iter().map(|w| w.path.clone()).collect();
+        let targets = roots.into_iter().map(|p| (p, u32::MAX)).collect();
+        self.rescan(targets, None)
+    }
+
+    /// Records a path's current state and watches its inode.
+    fn learn(&mut self, e: Entry) -> anyhow::Result<()> {
+        let key = key_of(&e);
+        let paths = self.paths.entry(key).or_default();
+        if !paths.contains(&e.path) {
+            paths.push(e.path.clone());
+        }
+        self.sensor.watch(key, e.kind == FileKind::Directory)?;
+        self.seen.insert(e.path.clone(), e);
+        Ok(())
+    }
+
+    fn forget(&mut self, path: &[u8]) {
+        if let Some(e) = self.seen.remove(path) {
+            let key = key_of(&e);
+            if let Some(paths) = self.paths.get_mut(&key) {
+                paths.retain(|p| p != path);
+                if paths.is_empty() {
+                    self.paths.remove(&key);
+                    self.sensor.unwatch(&key);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, records: &[ChangeRecord]) -> anyhow::Result<()> {
+        let mut targets = Vec::new();
+        let mut who: HashMap<Vec<u8>, Modifier> = HashMap::new();
+        for r in records {
+            // Re-arm first: a change from now on reports again (docs/sensor-design.md §5).
+            self.sensor.arm(r.key)?;
+            let _ = self.sensor.take_pending(&r.key);
+            let modifier = Modifier::from_record(r);
+            for p in self.paths.get(&r.key).cloned().unwrap_or_default() {
+                let is_dir = self.seen.get(&p).is_some_and(|e| e.kind == FileKind::Directory);
+                barrier(&p, r.flags & RECORD_MMAP_WRITABLE != 0);
+                who.insert(p.clone(), modifier.clone());
+                targets.push((PathBuf::from(std::ffi::OsStr::from_bytes(&p)), u32::from(is_dir)));
+            }
+        }
+        if targets.is_empty() {
+            return Ok(());
+        }
+        self.rescan(targets, Some(&who))
+    }
+
+    /// Scans `targets` and alerts on every difference from what was last seen.
+    fn rescan(
+        &mut self,
+        targets: Vec<(PathBuf, u32)>,
+        who: Option<&HashMap<Vec<u8>, Modifier>>,
+    ) -> anyhow::Result<()> {
+        // Where absence means deletion: the entries of listed directories, and everything
+        // below a subtree scanned whole.
+        let listed: Vec<(Vec<u8>, u32)> = targets
+            .iter()
+            .filter(|(_, d)| *d > 0)
+            .map(|(p, d)| (p.as_os_str().as_bytes().to_vec(), *d))
+            .collect();
+        let mut scan = scan::start_at(&self.settings, targets);
+        let mut found: HashMap<Vec<u8>, Entry> = HashMap::new();
+        let mut problems = Vec::new();
+        while let Some(item) = scan.next_item() {
+            match item {
+                ScanItem::Entry(e) | ScanItem::Unstable(e) => {
+                    found.insert(e.path.clone(), e);
+                }
+                ScanItem::Problem(p) => problems.push(p),
+            }
+        }
+        drop(scan);
+        super::report_problems(&problems);
+        let modifier_for = |path: &[u8]| -> Option<Modifier> {
+            let who = who?;
+            let mut p = Some(Path::new(std::ffi::OsStr::from_bytes(path)));
+            while let Some(cur) = p {
+                if let Some(m) = who.get(cur.as_os_str().as_bytes()) {
+                    return Some(m.clone());
+                }
+                p = cur.parent();
+            }
+            None
+        };
+        // Entries gone from a listed directory (or, in a full rescan, from anywhere).
+        let gone: Vec<Vec<u8>> = self
+            .seen
+            .keys()
+            .filter(|p| !found.contains_key(*p))
+            .filter(|p| {
+                listed.iter().any(|(dir, depth)| {
+                    parent_of(p) == Some(&dir[..])
+                        || (*depth == u32::MAX && compare::is_under(p, dir) && *p != dir)
+                })
+            })
+            .cloned()
+            .collect();
+        let mut created: Vec<Entry> = Vec::new();
+        let mut new_dirs = Vec::new();
+        for (path, e) in found {
+            match self.seen.get(&path) {
+                Some(old) if diff(old, &e, self.mode).is_empty() => {}
+                Some(old) => {
+                    let change = self.change_against_baseline(&e, Some(old));
+                    self.learn(e)?;
+                    if let Some(c) = change {
+                        self.alert(&c, modifier_for(&path).as_ref())?;
+                    }
+                }
+                None => {
+                    if e.kind == FileKind::Directory {
+                        new_dirs.push(PathBuf::from(std::ffi::OsStr::from_bytes(&path)));
+                    }
+                    created.push(e);
+                }
+            }
+        }
+        for path in gone {
+            let old = self.seen.get(&path).cloned().expect("listed from seen");
+            self.forget(&path);
+            // Same inode at a new name: a move.
+            let moved = created
+                .iter()
+                .position(|c| key_of(c) == key_of(&old) && c.kind == old.kind);
+            let change = match moved {
+                Some(i) => {
+                    let c = created.remove(i);
+                    let mut changes = diff(&old, &c, self.mode);
+                    changes.insert(0, "path");
+                    self.learn(c.clone())?;
+                    Change {
+                        action: Action::Moved,
+                        policy: self.policy(&c.path),
+                        current: Some(c),
+                        previous: Some(old),
+                        changes,
+                    }
+                }
+                None => Change {
+                    action: Action::Deleted,
+                    policy: self.policy(&path),
+                    current: None,
+                    previous: Some(self.baseline.get(&path).cloned().unwrap_or(old)),
+                    changes: Vec::new(),
+                },
+            };
+            self.alert(&change, modifier_for(&path).as_ref())?;
+        }
+        for c in created {
+            let path = c.path.clone();
+            let change = self.change_against_baseline(&c, None);
+            self.learn(c)?;
+            if let Some(change) = change {
+                self.alert(&change, modifier_for(&path).as_ref())?;
+            }
+        }
+        self.sink.flush()?;
+        // A new directory may already hold files: watch its whole subtree.
+        if !new_dirs.is_empty() {
+            self.rescan(new_dirs.into_iter().map(|p| (p, u32::MAX)).collect(), who)?;
+        }
+        Ok(())
+    }
+
+    fn policy(&self, path: &[u8]) -> Policy {
+        self.settings
+            .watch_for(Path::new(std::ffi::OsStr::from_bytes(path)))
+            .map_or(Policy::Static, |w| w.policy)
+    }
+
+    /// The alert for `e` against the baseline (static policy: every difference stays reported
+    /// until `fimd accept`), or for a path the baseline lacks, against its last seen state;
+    /// `None` when it matches again.
+    fn change_against_baseline(&self, e: &Entry, seen: Option<&Entry>) -> Option<Change> {
+        let policy = self.policy(&e.path);
+        match self.baseline.get(&e.path).or(seen) {
+            None => Some(Change {
+                action: Action::Created,
+                policy,
+                current: Some(e.clone()),
+                previous: None,
+                changes: Vec::new(),
+            }),
+            Some(b) => {
+                let changes = diff(b, e, self.mode);
+                if changes.is_empty() {
+                    return None;
+                }
+                let action = if changes
+                    .iter()
+                    .any(|c| ["type", "content", "size", "link_target"].contains(c))
+                {
+                    Action::Updated
+                } else {
+                    Action::AttributesModified
+                };
+                Some(Change {
+                    action,
+                    policy,
+                    current: Some(e.clone()),
+                    previous: Some(b.clone()),
+                    changes,
+                })
+            }
+        }
+    }
+
+    fn alert(&mut self, c: &Change, who: Option<&Modifier>) -> anyhow::Result<()> {
+        let mut doc = to_json(c, &self.origin);
+        if let (Some(m), Some(obj)) = (who, doc.as_object_mut()) {
+            for (k, v) in m.fields() {
+                obj.insert(k.into(), v);
+            }
+            if let Some(fim) = obj.get_mut("fim").and_then(Value::as_object_mut) {
+                fim.insert(
+                    "kernel".into(),
+                    json!({ "hook": m.hook, "cgroup_id": m.cgroup_id }),
+                );
+            }
+        }
+        self.sink.write(&doc)?;
+        Ok(())
+    }
+}
+
+fn parent_of(path: &[u8]) -> Option<&[u8]> {
+    let i = path.iter().rposition(|&b| b == b'/')?;
+    Some(if i == 0 { b"/" } else { &path[..i] })
+}
+
+/// Waits for a write in progress: its timestamp changed before its data landed, and the
+/// filesystems take the inode lock here (docs/sensor-design.md §5, measured). A file mapped
+/// shared and writable is written back first: that write-protects its pages, so a store after
+/// this point faults and reports again, and one before it is in what is hashed.
+fn barrier(path: &[u8], mmap_writable: bool) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME)
+        .open(std::ffi::OsStr::from_bytes(path))
+    else {
+        return;
+    };
+    if f.metadata().is_ok_and(|m| m.is_file()) {
+        if mmap_writable {
+            let _ = rustix::fs::fdatasync(&f);
+        }
+        let _ = rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(0));
+        let _ = rustix::io::pread(&f, &mut [0u8; 1], 0);
+    }
+}
