@@ -17,6 +17,14 @@ pub const OFF_INODE_I_INO: &str = "OFF_INODE_I_INO";
 pub const OFF_SB_S_DEV: &str = "OFF_SB_S_DEV";
 pub const OFF_INODE_I_MAPPING: &str = "OFF_INODE_I_MAPPING";
 pub const OFF_AS_I_MMAP_WRITABLE: &str = "OFF_AS_I_MMAP_WRITABLE";
+pub const OFF_SB_S_MAGIC: &str = "OFF_SB_S_MAGIC";
+/// btrfs reports a subvolume's own device in `st_dev`: these find it from the inode. Zero
+/// `BTRFS_ENABLED` when the kernel's BTF lacks the btrfs types.
+pub const BTRFS_ENABLED: &str = "BTRFS_ENABLED";
+pub const OFF_BTRFS_INODE_VFS_INODE: &str = "OFF_BTRFS_INODE_VFS_INODE";
+pub const OFF_BTRFS_INODE_ROOT: &str = "OFF_BTRFS_INODE_ROOT";
+pub const OFF_BTRFS_ROOT_ANON_DEV: &str = "OFF_BTRFS_ROOT_ANON_DEV";
+pub const BTRFS_SUPER_MAGIC: u64 = 0x9123_683E;
 
 /// A watched inode: the kernel's `dev_t` (`major << 20 | minor`, not userspace's `st_dev`
 /// encoding) and the inode number.
@@ -39,9 +47,36 @@ pub struct WatchVal {
 /// `WatchVal::flags`: the inode is a directory (a change means: rescan its entries).
 pub const WATCH_IS_DIR: u32 = 1;
 
-/// The hook that saw a change.
+/// The hook that saw a change (`ChangeRecord::hook`).
 pub const HOOK_CTIME_XCHG: u32 = 1;
 pub const HOOK_CTIME_SET: u32 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    CtimeXchg,
+    CtimeSet,
+}
+
+impl TryFrom<u32> for Hook {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Hook, u32> {
+        match v {
+            HOOK_CTIME_XCHG => Ok(Hook::CtimeXchg),
+            HOOK_CTIME_SET => Ok(Hook::CtimeSet),
+            other => Err(other),
+        }
+    }
+}
+
+impl Hook {
+    /// The tracepoint's name.
+    pub fn tracepoint(self) -> &'static str {
+        match self {
+            Hook::CtimeXchg => "ctime_ns_xchg",
+            Hook::CtimeSet => "inode_set_ctime_to_ts",
+        }
+    }
+}
 
 /// One change to a watched inode, sent when the inode was armed (at most one per re-arm).
 #[repr(C)]

@@ -16,8 +16,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use monitor_common::{
-    COUNTER_EMITTED, COUNTER_HITS, COUNTER_PENDING_FULL, COUNTER_RB_DROPS, COUNTERS_LEN, ChangeRecord,
-    HOOK_CTIME_SET, HOOK_CTIME_XCHG, InodeKey, Pending, RECORD_MMAP_WRITABLE, WatchVal,
+    BTRFS_SUPER_MAGIC, COUNTER_EMITTED, COUNTER_HITS, COUNTER_PENDING_FULL, COUNTER_RB_DROPS, COUNTERS_LEN,
+    ChangeRecord, HOOK_CTIME_SET, HOOK_CTIME_XCHG, InodeKey, Pending, RECORD_MMAP_WRITABLE, WatchVal,
 };
 
 /// Member offsets, set by the loader from the running kernel's BTF.
@@ -31,6 +31,16 @@ static OFF_SB_S_DEV: u32 = 0;
 static OFF_INODE_I_MAPPING: u32 = 0;
 #[unsafe(no_mangle)]
 static OFF_AS_I_MMAP_WRITABLE: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_SB_S_MAGIC: u32 = 0;
+#[unsafe(no_mangle)]
+static BTRFS_ENABLED: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_BTRFS_INODE_VFS_INODE: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_BTRFS_INODE_ROOT: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_BTRFS_ROOT_ANON_DEV: u32 = 0;
 
 #[map]
 static WATCH: HashMap<InodeKey, WatchVal> = HashMap::with_max_entries(262_144, 0);
@@ -67,6 +77,27 @@ fn offset(global: &u32) -> u64 {
     u64::from(unsafe { core::ptr::read_volatile(global) })
 }
 
+/// The device userspace sees in `st_dev`: the superblock's, but on btrfs the subvolume's own
+/// anonymous device (`BTRFS_I(inode)->root->anon_dev`), as `btrfs_getattr` reports it.
+fn device(inode: u64, sb: u64) -> Result<u32, i64> {
+    // SAFETY: probe reads of kernel memory.
+    unsafe {
+        if offset(&BTRFS_ENABLED) != 0 {
+            let magic: u64 =
+                bpf_probe_read_kernel((sb + offset(&OFF_SB_S_MAGIC)) as *const u64).map_err(|e| e as i64)?;
+            if magic == BTRFS_SUPER_MAGIC {
+                let btrfs_inode = inode - offset(&OFF_BTRFS_INODE_VFS_INODE);
+                let root: u64 =
+                    bpf_probe_read_kernel((btrfs_inode + offset(&OFF_BTRFS_INODE_ROOT)) as *const u64)
+                        .map_err(|e| e as i64)?;
+                return bpf_probe_read_kernel((root + offset(&OFF_BTRFS_ROOT_ANON_DEV)) as *const u32)
+                    .map_err(|e| e as i64);
+            }
+        }
+        bpf_probe_read_kernel((sb + offset(&OFF_SB_S_DEV)) as *const u32).map_err(|e| e as i64)
+    }
+}
+
 /// Whether `inode->i_mapping->i_mmap_writable > 0`.
 fn mmap_writable(inode: u64) -> bool {
     // SAFETY: probe reads; failures read as "no".
@@ -97,9 +128,7 @@ fn try_change(ctx: &RawTracePointContext, hook: u32) -> Result<(), i64> {
     if sb == 0 || ino == 0 {
         return Ok(());
     }
-    // SAFETY: as above.
-    let dev: u32 =
-        unsafe { bpf_probe_read_kernel((sb + offset(&OFF_SB_S_DEV)) as *const u32).map_err(|e| e as i64)? };
+    let dev = device(inode, sb)?;
     let key = InodeKey { dev, _pad: 0, ino };
     if WATCH.get_ptr(&key).is_none() {
         return Ok(());

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use monitor_common::{
-    COUNTER_PENDING_FULL, COUNTER_RB_DROPS, ChangeRecord, HOOK_CTIME_SET, HOOK_CTIME_XCHG, InodeKey,
-    RECORD_MMAP_WRITABLE,
+    COUNTER_PENDING_FULL, COUNTER_RB_DROPS, ChangeRecord, Hook, InodeKey, RECORD_MMAP_WRITABLE,
 };
 use serde_json::{Value, json};
 use tokio::io::unix::AsyncFd;
@@ -43,11 +42,7 @@ impl Modifier {
             uid: r.uid,
             comm: crate::output::path::path_text(&r.comm[..end]).0,
             cgroup_id: r.cgroup_id,
-            hook: match r.hook {
-                HOOK_CTIME_XCHG => "ctime_ns_xchg",
-                HOOK_CTIME_SET => "inode_set_ctime_to_ts",
-                _ => "unknown",
-            },
+            hook: Hook::try_from(r.hook).map_or("unknown", Hook::tracepoint),
         }
     }
 

@@ -3,8 +3,9 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use monitor_common::{
-    COUNTERS_LEN, InodeKey, OFF_AS_I_MMAP_WRITABLE, OFF_INODE_I_INO, OFF_INODE_I_MAPPING, OFF_INODE_I_SB,
-    OFF_SB_S_DEV, Pending, SELFTEST_SLOT, SELFTEST_TGID_GLOBAL, WATCH_IS_DIR, WatchVal,
+    BTRFS_ENABLED, COUNTERS_LEN, InodeKey, OFF_AS_I_MMAP_WRITABLE, OFF_BTRFS_INODE_ROOT,
+    OFF_BTRFS_INODE_VFS_INODE, OFF_BTRFS_ROOT_ANON_DEV, OFF_INODE_I_INO, OFF_INODE_I_MAPPING, OFF_INODE_I_SB,
+    OFF_SB_S_DEV, OFF_SB_S_MAGIC, Pending, SELFTEST_SLOT, SELFTEST_TGID_GLOBAL, WATCH_IS_DIR, WatchVal,
 };
 
 use super::btf::KernelBtf;
@@ -47,6 +48,10 @@ pub struct Offsets {
     pub sb_s_dev: u32,
     pub inode_i_mapping: u32,
     pub as_i_mmap_writable: u32,
+    pub sb_s_magic: u32,
+    /// `btrfs_inode.vfs_inode`, `btrfs_inode.root`, `btrfs_root.anon_dev`; `None` when the
+    /// kernel's BTF has no btrfs types (btrfs not built in), so no btrfs inode can be watched.
+    pub btrfs: Option<(u32, u32, u32)>,
 }
 
 impl Offsets {
@@ -57,6 +62,15 @@ impl Offsets {
             sb_s_dev: btf.member_offset("super_block", "s_dev")?,
             inode_i_mapping: btf.member_offset("inode", "i_mapping")?,
             as_i_mmap_writable: btf.member_offset("address_space", "i_mmap_writable")?,
+            sb_s_magic: btf.member_offset("super_block", "s_magic")?,
+            btrfs: match (
+                btf.member_offset("btrfs_inode", "vfs_inode"),
+                btf.member_offset("btrfs_inode", "root"),
+                btf.member_offset("btrfs_root", "anon_dev"),
+            ) {
+                (Ok(a), Ok(b), Ok(c)) => Some((a, b, c)),
+                _ => None,
+            },
         })
     }
 }
@@ -101,6 +115,7 @@ impl Sensor {
             return Err(EbpfError::NoHooks);
         }
         let off = Offsets::from_btf(&btf)?;
+        let btrfs = off.btrfs.unwrap_or_default();
         let mut ebpf = EbpfLoader::new()
             .override_global(SELFTEST_TGID_GLOBAL, &0u32, true)
             .override_global(OFF_INODE_I_SB, &off.inode_i_sb, true)
@@ -108,6 +123,11 @@ impl Sensor {
             .override_global(OFF_SB_S_DEV, &off.sb_s_dev, true)
             .override_global(OFF_INODE_I_MAPPING, &off.inode_i_mapping, true)
             .override_global(OFF_AS_I_MMAP_WRITABLE, &off.as_i_mmap_writable, true)
+            .override_global(OFF_SB_S_MAGIC, &off.sb_s_magic, true)
+            .override_global(BTRFS_ENABLED, &u32::from(off.btrfs.is_some()), true)
+            .override_global(OFF_BTRFS_INODE_VFS_INODE, &btrfs.0, true)
+            .override_global(OFF_BTRFS_INODE_ROOT, &btrfs.1, true)
+            .override_global(OFF_BTRFS_ROOT_ANON_DEV, &btrfs.2, true)
             .load(OBJECT)
             .map_err(|e| EbpfError::Load(format!("{e:#}")))?;
         for (program, tracepoint) in [
