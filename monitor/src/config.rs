@@ -33,6 +33,15 @@ struct RawConfig {
     alerts: RawAlerts,
     #[serde(default)]
     scan: RawScan,
+    #[serde(default)]
+    realtime: RawRealtime,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRealtime {
+    /// Kernel-to-daemon ring buffer size in bytes: a power of two, at least 4096.
+    ring_buffer_bytes: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +148,7 @@ pub struct Settings {
     pub alerts: Option<AlertSink>,
     pub threads: usize,
     pub max_file_size: Option<u64>,
+    pub ring_buffer_bytes: u32,
 }
 
 impl Settings {
@@ -295,6 +305,20 @@ impl Settings {
             },
         };
 
+        let ring_buffer_bytes = match &raw.realtime.ring_buffer_bytes {
+            None => crate::sensor::ebpf::DEFAULT_RING_BYTES,
+            Some(n) if n.get_ref().is_power_of_two() && *n.get_ref() >= 4096 => *n.get_ref(),
+            Some(n) => {
+                return Err(invalid(
+                    n.span(),
+                    format!(
+                        "realtime.ring_buffer_bytes: {} is not a power of two of at least 4096",
+                        n.get_ref()
+                    ),
+                ));
+            }
+        };
+
         Ok(Settings {
             source: path.to_owned(),
             state_dir,
@@ -303,6 +327,7 @@ impl Settings {
             alerts,
             threads,
             max_file_size,
+            ring_buffer_bytes,
         })
     }
 

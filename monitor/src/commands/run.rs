@@ -2,13 +2,12 @@
 //! the task that made it; the daemon re-arms the inode, rehashes what changed, compares it with
 //! the baseline and alerts. See docs/sensor-design.md for the protocol.
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use monitor_common::{
-    COUNTER_PENDING_FULL, COUNTER_RB_DROPS, ChangeRecord, Hook, InodeKey, RECORD_MMAP_WRITABLE,
-};
+use monitor_common::{ChangeRecord, Hook, InodeKey, RECORD_MMAP_WRITABLE};
 use serde_json::{Value, json};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
@@ -20,7 +19,8 @@ use crate::config::{AlertSink, Policy, Settings};
 use crate::output::alert::{Origin, hostname, to_json};
 use crate::output::jsonl::JsonlSink;
 use crate::scan::{self, ScanItem};
-use crate::sensor::ebpf::{Sensor, kernel_dev};
+use crate::sensor::Sensor;
+use crate::sensor::ebpf::{EbpfSensor, kernel_dev};
 
 /// The task a kernel record names.
 #[derive(Debug, Clone)]
@@ -100,10 +100,23 @@ struct Daemon {
     seen: HashMap<Vec<u8>, Entry>,
     /// Watched inodes and the paths they have.
     paths: HashMap<InodeKey, Vec<Vec<u8>>>,
-    sensor: Sensor,
+    sensor: Box<dyn Sensor>,
     sink: JsonlSink,
     origin: Origin,
     mode: Mode,
+}
+
+/// What a signal asks of the daemon.
+enum Control {
+    Shutdown,
+    Reload,
+}
+
+/// The process's signal streams, made once and kept across reloads.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 pub fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -111,13 +124,39 @@ pub fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(daemon(settings.clone()))
+    rt.block_on(async {
+        let mut signals = Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        };
+        let mut settings = settings.clone();
+        loop {
+            match serve(&settings, &mut signals).await? {
+                Control::Shutdown => return Ok(exit(EXIT_CLEAN)),
+                // The new configuration and baseline take over; the full comparison at start
+                // covers whatever changed while the sensor was being replaced.
+                Control::Reload => match Settings::load(&settings.source) {
+                    Ok(s) => {
+                        eprintln!("fimd run: SIGHUP: reloading {}", s.source.display());
+                        settings = s;
+                    }
+                    Err(e) => eprintln!("fimd run: SIGHUP: keeping the running configuration: {e}"),
+                },
+            }
+        }
+    })
 }
 
-async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
-    let (_store, _key, baseline) = open_baseline(&settings)?;
+/// Runs until a signal: loads the baseline, attaches the sensor, reconciles, then reports
+/// every change the sensor sees.
+async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Control> {
+    let (_store, _key, baseline) = open_baseline(settings)?;
+    if let Some(p) = super::coverage_problem(settings, &baseline) {
+        anyhow::bail!("{}: {}", settings.source.display(), p.message);
+    }
     let mode = super::host_mode(&baseline);
-    let mut sensor = Sensor::load()?;
+    let mut sensor: Box<dyn Sensor> = Box::new(EbpfSensor::load(settings.ring_buffer_bytes)?);
     let sink = JsonlSink::open(settings.alerts.as_ref().unwrap_or(&AlertSink::Stdout))?;
     // Arm what the baseline knows before looking, so nothing changing meanwhile slips by.
     for e in &baseline.entries {
@@ -139,56 +178,58 @@ async fn daemon(settings: Settings) -> anyhow::Result<ExitCode> {
             root: None,
         },
         mode,
-        settings,
+        settings: settings.clone(),
     };
     d.reconcile(baseline.entries)?;
-    let ring = d.sensor.events.take().expect("ring buffer taken once");
-    // SAFETY: the ring buffer owns its map descriptor for as long as the AsyncFd holds it.
-    let mut events = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("cannot poll the eBPF ring buffer: {e}"))?;
-    let (mut term, mut int, mut hup) = (
-        signal(SignalKind::terminate())?,
-        signal(SignalKind::interrupt())?,
-        signal(SignalKind::hangup())?,
-    );
+    let fd = Readiness(d.sensor.ready_fd().as_raw_fd());
+    // SAFETY: the descriptor belongs to the sensor, which outlives this AsyncFd (both end with
+    // this function, the AsyncFd first).
+    let events = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the {} sensor: {e}", d.sensor.name()))?;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    let mut lost = 0u64;
-    eprintln!("fimd run: watching {} inodes; ready", d.paths.len());
-    loop {
+    let mut lost = d.sensor.lost();
+    let mut records = Vec::new();
+    eprintln!(
+        "fimd run: {} sensor attached, watching {} inodes; ready",
+        d.sensor.name(),
+        d.paths.len()
+    );
+    let control = loop {
         tokio::select! {
-            guard = events.readable_mut() => {
+            guard = events.readable() => {
                 let mut guard = guard?;
-                let mut records = Vec::new();
-                while let Some(item) = guard.get_inner_mut().next() {
-                    if item.len() >= std::mem::size_of::<ChangeRecord>() {
-                        // SAFETY: ChangeRecord is plain integers (any bytes are valid) and the
-                        // item holds at least its size; read_unaligned needs no alignment.
-                        records.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ChangeRecord>()) });
-                    }
-                }
+                records.clear();
+                d.sensor.drain(&mut records);
                 guard.clear_ready();
                 tokio::task::block_in_place(|| d.handle(&records))?;
             }
             _ = tick.tick() => {
-                // Any record the kernel could not deliver means a full comparison repairs it.
-                let c = d.sensor.counters();
-                let now = c[COUNTER_RB_DROPS as usize] + c[COUNTER_PENDING_FULL as usize];
+                // Anything the sensor could not deliver is repaired by a full comparison.
+                let now = d.sensor.lost();
                 if now > lost {
-                    eprintln!("fimd run: {} kernel events lost; rescanning", now - lost);
+                    eprintln!("fimd run: {} kernel events lost; rescanning every watch", now - lost);
                     lost = now;
                     tokio::task::block_in_place(|| d.rescan_all())?;
                 }
             }
-            _ = hup.recv() => {
-                eprintln!("fimd run: SIGHUP: configuration reload is not supported yet; restart to apply changes");
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = signals.hup.recv() => break Control::Reload,
+            _ = signals.term.recv() => break Control::Shutdown,
+            _ = signals.int.recv() => break Control::Shutdown,
         }
-    }
+    };
+    drop(events);
     d.sink.flush()?;
     eprintln!("fimd run: stopped");
-    Ok(exit(EXIT_CLEAN))
+    Ok(control)
+}
+
+/// The sensor's descriptor, for the reactor.
+struct Readiness(std::os::fd::RawFd);
+
+impl AsRawFd for Readiness {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
 }
 
 impl Daemon {
@@ -247,8 +288,7 @@ impl Daemon {
         let mut who: HashMap<Vec<u8>, Modifier> = HashMap::new();
         for r in records {
             // Re-arm first: a change from now on reports again (docs/sensor-design.md §5).
-            self.sensor.arm(r.key)?;
-            let _ = self.sensor.take_pending(&r.key);
+            self.sensor.rearm(r.key)?;
             let modifier = Modifier::from_record(r);
             for p in self.paths.get(&r.key).cloned().unwrap_or_default() {
                 let is_dir = self.seen.get(&p).is_some_and(|e| e.kind == FileKind::Directory);

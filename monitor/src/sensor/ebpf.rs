@@ -3,9 +3,10 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use monitor_common::{
-    BTRFS_ENABLED, COUNTERS_LEN, InodeKey, OFF_AS_I_MMAP_WRITABLE, OFF_BTRFS_INODE_ROOT,
-    OFF_BTRFS_INODE_VFS_INODE, OFF_BTRFS_ROOT_ANON_DEV, OFF_INODE_I_INO, OFF_INODE_I_MAPPING, OFF_INODE_I_SB,
-    OFF_SB_S_DEV, OFF_SB_S_MAGIC, Pending, SELFTEST_SLOT, SELFTEST_TGID_GLOBAL, WATCH_IS_DIR, WatchVal,
+    BTRFS_ENABLED, COUNTER_PENDING_FULL, COUNTER_RB_DROPS, COUNTERS_LEN, ChangeRecord, InodeKey,
+    OFF_AS_I_MMAP_WRITABLE, OFF_BTRFS_INODE_ROOT, OFF_BTRFS_INODE_VFS_INODE, OFF_BTRFS_ROOT_ANON_DEV,
+    OFF_INODE_I_INO, OFF_INODE_I_MAPPING, OFF_INODE_I_SB, OFF_SB_S_DEV, OFF_SB_S_MAGIC, Pending,
+    SELFTEST_SLOT, SELFTEST_TGID_GLOBAL, WATCH_IS_DIR, WatchVal,
 };
 
 use super::btf::KernelBtf;
@@ -82,15 +83,17 @@ pub fn kernel_dev(st_dev: u64) -> u32 {
 }
 
 /// The loaded change sensor: its programs stay attached while this lives.
-pub struct Sensor {
+pub struct EbpfSensor {
     _ebpf: Ebpf,
     watch: HashMap<MapData, InodeKey, WatchVal>,
     armed: HashMap<MapData, InodeKey, u32>,
     pending: HashMap<MapData, InodeKey, Pending>,
     counters: PerCpuArray<MapData, u64>,
-    /// Taken by the event loop.
-    pub events: Option<RingBuf<MapData>>,
+    events: RingBuf<MapData>,
 }
+
+/// Ring buffer size when the configuration names none: 4 MiB, about 50,000 records.
+pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
     ebpf.take_map(name).ok_or_else(|| EbpfError::Map {
@@ -106,9 +109,10 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
     }
 }
 
-impl Sensor {
+impl EbpfSensor {
     /// Loads and attaches the change programs, with offsets from the running kernel's BTF.
-    pub fn load() -> Result<Sensor, EbpfError> {
+    /// `ring_bytes` is the ring buffer's size: a power of two, at least a page.
+    pub fn load(ring_bytes: u32) -> Result<EbpfSensor, EbpfError> {
         ensure_tracefs()?;
         let btf = KernelBtf::from_sys_fs()?;
         if !btf.has_typedef("btf_trace_ctime_ns_xchg") {
@@ -117,6 +121,7 @@ impl Sensor {
         let off = Offsets::from_btf(&btf)?;
         let btrfs = off.btrfs.unwrap_or_default();
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", ring_bytes)
             .override_global(SELFTEST_TGID_GLOBAL, &0u32, true)
             .override_global(OFF_INODE_I_SB, &off.inode_i_sb, true)
             .override_global(OFF_INODE_I_INO, &off.inode_i_ino, true)
@@ -149,42 +154,14 @@ impl Sensor {
                 .map_err(|e| EbpfError::Load(format!("{program}: {e:#}")))?;
             prog.attach(tracepoint).map_err(|e| err(format!("{e}")))?;
         }
-        Ok(Sensor {
+        Ok(EbpfSensor {
             watch: HashMap::try_from(take_map(&mut ebpf, "WATCH")?).map_err(map_err("WATCH"))?,
             armed: HashMap::try_from(take_map(&mut ebpf, "ARMED")?).map_err(map_err("ARMED"))?,
             pending: HashMap::try_from(take_map(&mut ebpf, "PENDING")?).map_err(map_err("PENDING"))?,
             counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?,
-            events: Some(RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?),
+            events: RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
             _ebpf: ebpf,
         })
-    }
-
-    /// Watches an inode and arms it: its next change is reported.
-    pub fn watch(&mut self, key: InodeKey, is_dir: bool) -> Result<(), EbpfError> {
-        let val = WatchVal {
-            flags: if is_dir { WATCH_IS_DIR } else { 0 },
-            _pad: 0,
-        };
-        self.watch.insert(key, val, 0).map_err(map_err("WATCH"))?;
-        self.arm(key)
-    }
-
-    pub fn unwatch(&mut self, key: &InodeKey) {
-        let _ = self.watch.remove(key);
-        let _ = self.armed.remove(key);
-        let _ = self.pending.remove(key);
-    }
-
-    /// Re-arms an inode after its record was taken: the next change reports again.
-    pub fn arm(&mut self, key: InodeKey) -> Result<(), EbpfError> {
-        self.armed.insert(key, 1, 0).map_err(map_err("ARMED"))
-    }
-
-    /// What changed since the record: count and last modifier (best effort).
-    pub fn take_pending(&mut self, key: &InodeKey) -> Option<Pending> {
-        let p = self.pending.get(key, 0).ok()?;
-        let _ = self.pending.remove(key);
-        Some(p)
     }
 
     /// Kernel counters summed over CPUs, indexed by `monitor_common::COUNTER_*`.
@@ -196,6 +173,53 @@ impl Sensor {
             }
         }
         out
+    }
+}
+
+impl super::Sensor for EbpfSensor {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn ready_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.events.as_fd()
+    }
+
+    fn drain(&mut self, out: &mut Vec<ChangeRecord>) {
+        while let Some(item) = self.events.next() {
+            if item.len() >= std::mem::size_of::<ChangeRecord>() {
+                // SAFETY: ChangeRecord is plain integers (any bytes are valid) and the item holds
+                // at least its size; read_unaligned needs no alignment.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ChangeRecord>()) });
+            }
+        }
+    }
+
+    fn watch(&mut self, key: InodeKey, is_dir: bool) -> Result<(), EbpfError> {
+        let val = WatchVal {
+            flags: if is_dir { WATCH_IS_DIR } else { 0 },
+            _pad: 0,
+        };
+        self.watch.insert(key, val, 0).map_err(map_err("WATCH"))?;
+        self.rearm(key)
+    }
+
+    fn unwatch(&mut self, key: &InodeKey) {
+        let _ = self.watch.remove(key);
+        let _ = self.armed.remove(key);
+        let _ = self.pending.remove(key);
+    }
+
+    fn rearm(&mut self, key: InodeKey) -> Result<(), EbpfError> {
+        // What piled up since the record is superseded by the rescan that follows.
+        let _ = self.pending.remove(&key);
+        self.armed.insert(key, 1, 0).map_err(map_err("ARMED"))
+    }
+
+    fn lost(&self) -> u64 {
+        let c = self.counters();
+        c[COUNTER_RB_DROPS as usize] + c[COUNTER_PENDING_FULL as usize]
     }
 }
 
