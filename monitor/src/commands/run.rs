@@ -491,19 +491,35 @@ fn parent_of(path: &[u8]) -> Option<&[u8]> {
 /// shared and writable is written back first: that write-protects its pages, so a store after
 /// this point faults and reports again, and one before it is in what is hashed.
 fn barrier(path: &[u8], mmap_writable: bool) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(f) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME)
-        .open(std::ffi::OsStr::from_bytes(path))
-    else {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    // O_PATH first: no symlink anywhere on the way, and nothing but a regular file is opened
+    // for reading (a device swapped in must not be opened).
+    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let Ok(fd) = rustix::fs::openat2(
+        rustix::fs::CWD,
+        std::ffi::OsStr::from_bytes(path),
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        resolve,
+    ) else {
         return;
     };
-    if f.metadata().is_ok_and(|m| m.is_file()) {
-        if mmap_writable {
-            let _ = rustix::fs::fdatasync(&f);
-        }
-        let _ = rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(0));
-        let _ = rustix::io::pread(&f, &mut [0u8; 1], 0);
+    let regular = rustix::fs::fstat(&fd)
+        .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile);
+    if !regular {
+        return;
     }
+    // Reopened through /proc: the same inode, read-only, never re-resolved.
+    let Ok(f) = rustix::fs::open(
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    if mmap_writable {
+        let _ = rustix::fs::fdatasync(&f);
+    }
+    let _ = rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(0));
+    let _ = rustix::io::pread(&f, &mut [0u8; 1], 0);
 }
