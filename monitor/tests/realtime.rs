@@ -1,5 +1,7 @@
 //! `fimd run`: each modification, made by a separate process, is alerted with that process's
-//! pid and name. These need root and a kernel with the timestamp tracepoints.
+//! pid and name. These need root and a kernel with the timestamp tracepoints. The content and
+//! metadata suites run on the temporary directory's filesystem (ext4 here) and on fresh tmpfs,
+//! xfs and btrfs mounts (the last two on loop devices; mkfs.xfs and mkfs.btrfs are needed).
 mod common;
 
 use std::fs;
@@ -8,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, privileged};
+use common::{Fixture, Fs, FsFixture, privileged};
 use serde_json::Value;
 
 struct Daemon {
@@ -81,23 +83,129 @@ impl Daemon {
 
     /// As `expect`, for an alert that also satisfies `and`.
     fn expect_where(&self, path: &Path, action: &str, pid: u32, and: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(path, &[action], pid, and)
+            .unwrap_or_else(|e| panic!("{e}; all alerts: {:#?}", self.alerts()))
+    }
+
+    /// Waits up to 10 s for an alert on `path` with one of `actions`, made by process `pid`
+    /// and satisfying `and`; the error lists the alerts that did arrive for `path` or by `pid`.
+    fn wait_for(
+        &self,
+        path: &Path,
+        actions: &[&str],
+        pid: u32,
+        and: impl Fn(&Value) -> bool,
+    ) -> Result<Value, String> {
         let p = path.display().to_string();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let all = self.alerts();
             if let Some(a) = all.iter().find(|a| {
                 a["file"]["path"] == p.as_str()
-                    && a["event"]["action"] == action
+                    && actions.iter().any(|act| a["event"]["action"] == *act)
                     && a["process"]["pid"] == pid
                     && and(a)
             }) {
-                return a.clone();
+                return Ok(a.clone());
             }
             if Instant::now() > deadline {
-                panic!("no {action} alert for {p} by pid {pid}; alerts: {all:#?}");
+                return Err(format!(
+                    "no {} alert for {p} by pid {pid} within 10 s; alerts for that path or by that pid: {}",
+                    actions.join("/"),
+                    summary(
+                        all.iter()
+                            .filter(|a| a["file"]["path"] == p.as_str() || a["process"]["pid"] == pid)
+                    )
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// One line per alert: action, path, pid, process name and the start of the content hash.
+fn summary<'a>(alerts: impl Iterator<Item = &'a Value>) -> String {
+    let lines: Vec<String> = alerts
+        .map(|a| {
+            format!(
+                "{} {} by pid {} ({}), sha256 {:.12}",
+                a["event"]["action"],
+                a["file"]["path"],
+                a["process"]["pid"],
+                a["process"]["name"],
+                a["file"]["hash"]["sha256"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("[{}]", lines.join("; "))
+    }
+}
+
+/// The failures of one suite, collected so a run reports every operation that was not
+/// alerted (on which filesystem) instead of stopping at the first.
+struct Misses {
+    suite: String,
+    list: Vec<String>,
+}
+
+impl Misses {
+    fn new(suite: &str, f: &Fixture) -> Misses {
+        Misses {
+            suite: format!("{suite} on {} ({})", fs_name(&f.tree), f.tree.display()),
+            list: Vec::new(),
+        }
+    }
+
+    fn check(&mut self, case: &str, r: Result<Value, String>) -> Option<Value> {
+        match r {
+            Ok(a) => Some(a),
+            Err(e) => {
+                self.fail(case, e);
+                None
+            }
+        }
+    }
+
+    fn fail(&mut self, case: &str, why: String) {
+        self.list.push(format!("{case}: {why}"));
+    }
+
+    fn finish(self) {
+        assert!(
+            self.list.is_empty(),
+            "{}: {} failure(s):\n  {}",
+            self.suite,
+            self.list.len(),
+            self.list.join("\n  ")
+        );
+    }
+}
+
+/// The filesystem type of `p`, from statfs(2).
+fn fs_magic(p: &Path) -> libc::c_long {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statfs(2) on a NUL-terminated path into a zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::statfs(c.as_ptr(), &mut st) },
+        0,
+        "statfs {}",
+        p.display()
+    );
+    st.f_type
+}
+
+fn fs_name(p: &Path) -> String {
+    match fs_magic(p) {
+        libc::TMPFS_MAGIC => "tmpfs".to_owned(),
+        libc::XFS_SUPER_MAGIC => "xfs".to_owned(),
+        libc::BTRFS_SUPER_MAGIC => "btrfs".to_owned(),
+        libc::EXT4_SUPER_MAGIC => "ext4".to_owned(),
+        m => format!("fs {m:#x}"),
     }
 }
 
@@ -129,89 +237,163 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Every way of changing a file's content, each by its own process.
-fn content_operations(f: &Fixture, d: &Daemon) {
-    let t = |n: &str| {
-        let p = f.path(n);
-        fs::write(&p, vec![b'x'; 8192]).unwrap();
-        p
-    };
+/// Every way of changing a file's content, each by its own process, on the filesystem that
+/// holds `f.tree`. `outside` is a directory on the same filesystem but outside the watch.
+fn content_suite(f: &Fixture, outside: &Path) {
+    let tmpfs = fs_magic(&f.tree) == libc::TMPFS_MAGIC;
+    let d = Daemon::start(f);
+    let mut m = Misses::new("content changes", f);
+    let p = |n: &str| f.path(n);
     // Created while the daemon runs (by this test process), then modified by others.
-    let files: Vec<PathBuf> = [
-        "write", "pwrite", "writev", "append", "otrunc", "truncate", "falloc", "punch", "mmap", "cfr",
-        "splice", "sendfile", "direct", "uring",
-    ]
-    .iter()
-    .map(|n| t(n))
-    .collect();
-    for p in &files {
-        d.expect(p, "created", std::process::id());
+    for n in [
+        "write",
+        "pwrite",
+        "writev",
+        "append",
+        "otrunc",
+        "truncate",
+        "ftruncate",
+        "falloc",
+        "punch",
+        "zero",
+        "mmap",
+        "mmap-noflush",
+        "cfr",
+        "splice",
+        "sendfile",
+        "direct",
+        "uring",
+    ] {
+        fs::write(p(n), vec![b'x'; 8192]).unwrap();
+        let r = d.wait_for(&p(n), &["created"], std::process::id(), |_| true);
+        m.check(&format!("create {n}"), r);
     }
-    let src = f.dir.path().join("source");
+    let src = outside.join("source");
     fs::write(&src, vec![b'y'; 8192]).unwrap();
-    let cases: Vec<(&str, u32, &str)> = vec![
+    // An empty directory for a bind mount of the tree in another mount namespace.
+    let bind = f.dir.path().join("bind");
+    fs::create_dir(&bind).unwrap();
+    // tmpfs has no FALLOC_FL_ZERO_RANGE: there the call must fail (EOPNOTSUPP), change
+    // nothing, and so raise no alert; that is checked after the others.
+    let zero = if tmpfs {
+        let out = Command::new("fallocate")
+            .args(["-z", "-o", "0", "-l", "4096", s(&p("zero"))])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !err.contains("not supported") {
+            m.fail(
+                "zero",
+                format!(
+                    "fallocate -z on tmpfs: {} ({err}), expected EOPNOTSUPP",
+                    out.status
+                ),
+            );
+        }
+        None
+    } else {
+        Some((
+            "zero",
+            by("fallocate", &["-z", "-o", "0", "-l", "4096", s(&p("zero"))]),
+            "fallocate",
+            false,
+        ))
+    };
+    // (file, writer's pid, writer's process name if it is certain, whether the alert must
+    // carry the hash of the file's final content)
+    let cases: Vec<(&str, u32, &str, bool)> = vec![
         (
             "write",
             by(
                 "dd",
                 &[
                     "if=/dev/zero",
-                    &format!("of={}", s(&files[0])),
+                    &format!("of={}", s(&p("write"))),
                     "bs=1",
                     "count=1",
                     "conv=notrunc",
                 ],
             ),
             "dd",
+            false,
         ),
         (
             "pwrite",
             py(
                 "import os,sys; fd=os.open(sys.argv[1],os.O_WRONLY); os.pwrite(fd,b'z',100)",
-                &files[1],
+                &p("pwrite"),
             ),
             "",
+            false,
         ),
         (
             "writev",
             py(
                 "import os,sys; fd=os.open(sys.argv[1],os.O_WRONLY); os.pwritev(fd,[b'a',b'b'],5,os.RWF_DSYNC)",
-                &files[2],
+                &p("writev"),
             ),
             "",
+            false,
         ),
         (
             "append",
-            by("sh", &["-c", &format!("echo more >> '{}'", s(&files[3]))]),
+            by("sh", &["-c", &format!("echo more >> '{}'", s(&p("append")))]),
             "sh",
+            false,
         ),
         (
             "otrunc",
-            by("sh", &["-c", &format!(": > '{}'", s(&files[4]))]),
+            by("sh", &["-c", &format!(": > '{}'", s(&p("otrunc")))]),
             "sh",
+            false,
         ),
         (
             "truncate",
-            by("truncate", &["-s", "10", s(&files[5])]),
+            by("truncate", &["-s", "10", s(&p("truncate"))]),
             "truncate",
+            false,
+        ),
+        (
+            // ftruncate(2) on an open fd, not truncate(2) on a path.
+            "ftruncate",
+            py(
+                "import os,sys; fd=os.open(sys.argv[1],os.O_WRONLY); os.ftruncate(fd,100)",
+                &p("ftruncate"),
+            ),
+            "",
+            false,
         ),
         (
             "falloc",
-            by("fallocate", &["-l", "1M", s(&files[6])]),
+            by("fallocate", &["-l", "1M", s(&p("falloc"))]),
             "fallocate",
+            false,
         ),
         (
             "punch",
-            by("fallocate", &["-p", "-o", "0", "-l", "4096", s(&files[7])]),
+            by("fallocate", &["-p", "-o", "0", "-l", "4096", s(&p("punch"))]),
             "fallocate",
+            false,
         ),
         (
             "mmap",
             py(
                 "import mmap,sys; f=open(sys.argv[1],'r+b'); m=mmap.mmap(f.fileno(),0); m[0:1]=b'M'; m.flush()",
-                &files[8],
+                &p("mmap"),
             ),
             "",
+            false,
+        ),
+        (
+            // A MAP_SHARED store, then munmap without msync; the writer is gone before the
+            // daemon looks. The alert must have the stored byte in its hash.
+            "mmap-noflush",
+            py(
+                "import mmap,sys; f=open(sys.argv[1],'r+b'); m=mmap.mmap(f.fileno(),0); m[0:1]=b'N'; m.close(); f.close()",
+                &p("mmap-noflush"),
+            ),
+            "",
+            true,
         ),
         (
             "cfr",
@@ -220,17 +402,19 @@ fn content_operations(f: &Fixture, d: &Daemon) {
                     "import os,sys; s=os.open('{}',os.O_RDONLY); d=os.open(sys.argv[1],os.O_WRONLY); os.copy_file_range(s,d,10,0,0)",
                     s(&src)
                 ),
-                &files[9],
+                &p("cfr"),
             ),
             "",
+            false,
         ),
         (
             "splice",
             py(
                 "import os,sys; r,w=os.pipe(); os.write(w,b'spliced'); d=os.open(sys.argv[1],os.O_WRONLY); os.splice(r,d,7,offset_dst=0)",
-                &files[10],
+                &p("splice"),
             ),
             "",
+            false,
         ),
         (
             "sendfile",
@@ -239,17 +423,19 @@ fn content_operations(f: &Fixture, d: &Daemon) {
                     "import os,sys; s=os.open('{}',os.O_RDONLY); d=os.open(sys.argv[1],os.O_WRONLY); os.sendfile(d,s,0,16)",
                     s(&src)
                 ),
-                &files[11],
+                &p("sendfile"),
             ),
             "",
+            false,
         ),
         (
+            // tmpfs included: it has supported O_DIRECT since Linux 6.6 (this kernel is 6.18).
             "direct",
             by(
                 "dd",
                 &[
                     "if=/dev/urandom",
-                    &format!("of={}", s(&files[12])),
+                    &format!("of={}", s(&p("direct"))),
                     "bs=4096",
                     "count=1",
                     "oflag=direct",
@@ -257,6 +443,7 @@ fn content_operations(f: &Fixture, d: &Daemon) {
                 ],
             ),
             "dd",
+            false,
         ),
         (
             "uring",
@@ -264,7 +451,7 @@ fn content_operations(f: &Fixture, d: &Daemon) {
                 "fio",
                 &[
                     "--name=u",
-                    &format!("--filename={}", s(&files[13])),
+                    &format!("--filename={}", s(&p("uring"))),
                     "--ioengine=io_uring",
                     "--rw=write",
                     "--bs=4k",
@@ -275,16 +462,197 @@ fn content_operations(f: &Fixture, d: &Daemon) {
                 ],
             ),
             "", // an io-wq worker thread ("iou-wrk-N") of fio
+            false,
+        ),
+        (
+            // From another mount namespace, through a bind mount of the tree: the alert is for
+            // the watched path. unshare execs sh in place and `echo` is a builtin, so the pid
+            // of `unshare` is the writer's.
+            "a.txt",
+            by(
+                "unshare",
+                &[
+                    "-m",
+                    "sh",
+                    "-c",
+                    &format!(
+                        "mount --bind '{}' '{b}' && echo x >> '{b}/a.txt'",
+                        s(&f.tree),
+                        b = s(&bind)
+                    ),
+                ],
+            ),
+            "sh",
+            false,
         ),
     ];
-    for (name, pid, comm) in cases {
-        let a = d.expect(&f.path(name), "updated", pid);
-        if !comm.is_empty() {
-            assert_eq!(a["process"]["name"], comm, "{name}: {a:#}");
+    for (name, pid, comm, exact) in zero.into_iter().chain(cases) {
+        let path = f.path(name);
+        let want = exact.then(|| sha256_hex(&fs::read(&path).unwrap()));
+        let r = d
+            .wait_for(&path, &["updated"], pid, |a| {
+                want.as_ref()
+                    .is_none_or(|h| a["file"]["hash"]["sha256"] == h.as_str())
+            })
+            .map_err(|e| match &want {
+                Some(h) => format!("{e} (wanted the final content, sha256 {h:.12})"),
+                None => e,
+            });
+        let Some(a) = m.check(name, r) else {
+            continue;
+        };
+        if !comm.is_empty() && a["process"]["name"] != comm {
+            m.fail(
+                name,
+                format!("process.name {} instead of {comm:?}", a["process"]["name"]),
+            );
         }
         // The executable is read from /proc while the writer lives; these exit at once.
-        assert_eq!(a["user"]["id"], "0");
+        if a["user"]["id"] != "0" {
+            m.fail(name, format!("user.id {} instead of \"0\"", a["user"]["id"]));
+        }
     }
+    if tmpfs {
+        let z = s(&p("zero")).to_owned();
+        let late: Vec<Value> = d
+            .alerts()
+            .into_iter()
+            .filter(|a| a["file"]["path"] == z.as_str() && a["event"]["action"] != "created")
+            .collect();
+        if !late.is_empty() {
+            m.fail(
+                "zero",
+                format!("alerted after a failed fallocate -z: {}", summary(late.iter())),
+            );
+        }
+    }
+    m.finish();
+}
+
+/// Every kind of metadata and name change, each by its own process, on the filesystem that
+/// holds `f.tree`. `outside` is a directory on the same filesystem but outside the watch.
+fn metadata_suite(f: &Fixture, outside: &Path) {
+    let p = |n: &str| f.path(n);
+    for n in [
+        "chmod", "chown", "xattr", "rmxattr", "cap", "times", "unlink", "over", "victim", "linked",
+    ] {
+        fs::write(p(n), n).unwrap();
+    }
+    common::sh("setfattr", &["-n", "user.k", "-v", "v", s(&p("rmxattr"))]);
+    fs::create_dir(p("rmdir")).unwrap();
+    let incoming = outside.join("incoming");
+    fs::write(&incoming, "from outside").unwrap();
+    let d = Daemon::start(f);
+    let mut m = Misses::new("metadata and name changes", f);
+    let mut expect = |case: &str, path: &Path, actions: &[&str], pid: u32| {
+        m.check(case, d.wait_for(path, actions, pid, |_| true));
+    };
+
+    expect(
+        "chmod",
+        &p("chmod"),
+        &["attributes_modified"],
+        by("chmod", &["600", s(&p("chmod"))]),
+    );
+    expect(
+        "chown",
+        &p("chown"),
+        &["attributes_modified"],
+        by("chown", &["65534", s(&p("chown"))]),
+    );
+    expect(
+        "setxattr",
+        &p("xattr"),
+        &["attributes_modified"],
+        by("setfattr", &["-n", "user.k", "-v", "v", s(&p("xattr"))]),
+    );
+    // The attribute was set before the baseline.
+    expect(
+        "removexattr",
+        &p("rmxattr"),
+        &["attributes_modified"],
+        by("setfattr", &["-x", "user.k", s(&p("rmxattr"))]),
+    );
+    expect(
+        "setcap",
+        &p("cap"),
+        &["attributes_modified"],
+        by("setcap", &["cap_net_raw+ep", s(&p("cap"))]),
+    );
+    expect(
+        "utimensat",
+        &p("times"),
+        &["attributes_modified"],
+        by("touch", &["-d", "2001-01-01", s(&p("times"))]),
+    );
+    expect("unlink", &p("unlink"), &["deleted"], by("rm", &[s(&p("unlink"))]));
+    expect(
+        "rename within",
+        &p("renamed"),
+        &["moved"],
+        by("mv", &[s(&p("a.txt")), s(&p("renamed"))]),
+    );
+    // Renamed over an existing watched file: the victim's content is replaced.
+    expect(
+        "rename over",
+        &p("victim"),
+        &["updated"],
+        by("mv", &[s(&p("over")), s(&p("victim"))]),
+    );
+    expect(
+        "link",
+        &p("hardlink"),
+        &["created"],
+        by("ln", &[s(&p("linked")), s(&p("hardlink"))]),
+    );
+    expect(
+        "symlink",
+        &p("symlink"),
+        &["created"],
+        by("ln", &["-s", "target", s(&p("symlink"))]),
+    );
+    expect("rmdir", &p("rmdir"), &["deleted"], by("rmdir", &[s(&p("rmdir"))]));
+    expect(
+        "mkdir",
+        &p("newdir"),
+        &["created"],
+        by("mkdir", &[s(&p("newdir"))]),
+    );
+    // A file in the new directory is watched from then on.
+    expect(
+        "create in new dir",
+        &p("newdir/file"),
+        &["created"],
+        by("touch", &[s(&p("newdir/file"))]),
+    );
+    expect(
+        "write in new dir",
+        &p("newdir/file"),
+        &["updated"],
+        by("sh", &["-c", &format!("echo x > '{}'", s(&p("newdir/file")))]),
+    );
+    // Into the tree from outside (a rename(2) on the same filesystem): the file is watched
+    // from then on.
+    expect(
+        "rename into",
+        &p("incoming"),
+        &["created", "moved"],
+        by("mv", &[s(&incoming), s(&p("incoming"))]),
+    );
+    expect(
+        "write after rename into",
+        &p("incoming"),
+        &["updated"],
+        by("sh", &["-c", &format!("echo later >> '{}'", s(&p("incoming")))]),
+    );
+    // Out of the tree: the file is gone from the watch.
+    expect(
+        "rename out",
+        &p("sub/b.conf"),
+        &["deleted"],
+        by("mv", &[s(&p("sub/b.conf")), s(&outside.join("moved-out"))]),
+    );
+    m.finish();
 }
 
 #[test]
@@ -293,8 +661,7 @@ fn every_content_change_is_alerted_with_its_process() {
         return;
     }
     let f = Fixture::new();
-    let d = Daemon::start(&f);
-    content_operations(&f, &d);
+    content_suite(&f, f.dir.path());
 }
 
 #[test]
@@ -303,78 +670,46 @@ fn metadata_and_name_changes_are_alerted_with_their_process() {
         return;
     }
     let f = Fixture::new();
-    for n in [
-        "chmod", "chown", "xattr", "cap", "times", "unlink", "over", "victim", "linked",
-    ] {
-        fs::write(f.path(n), n).unwrap();
-    }
-    fs::create_dir(f.path("rmdir")).unwrap();
-    let d = Daemon::start(&f);
-    let p = |n: &str| f.path(n);
+    metadata_suite(&f, f.dir.path());
+}
 
-    d.expect(
-        &p("chmod"),
-        "attributes_modified",
-        by("chmod", &["600", s(&p("chmod"))]),
-    );
-    d.expect(
-        &p("chown"),
-        "attributes_modified",
-        by("chown", &["65534", s(&p("chown"))]),
-    );
-    d.expect(
-        &p("xattr"),
-        "attributes_modified",
-        by("setfattr", &["-n", "user.k", "-v", "v", s(&p("xattr"))]),
-    );
-    d.expect(
-        &p("cap"),
-        "attributes_modified",
-        by("setcap", &["cap_net_raw+ep", s(&p("cap"))]),
-    );
-    d.expect(
-        &p("times"),
-        "attributes_modified",
-        by("touch", &["-d", "2001-01-01", s(&p("times"))]),
-    );
-    d.expect(&p("unlink"), "deleted", by("rm", &[s(&p("unlink"))]));
-    d.expect(
-        &p("renamed"),
-        "moved",
-        by("mv", &[s(&p("a.txt")), s(&p("renamed"))]),
-    );
-    // Renamed over an existing watched file: the victim's content is replaced.
-    d.expect(
-        &p("victim"),
-        "updated",
-        by("mv", &[s(&p("over")), s(&p("victim"))]),
-    );
-    d.expect(
-        &p("hardlink"),
-        "created",
-        by("ln", &[s(&p("linked")), s(&p("hardlink"))]),
-    );
-    d.expect(
-        &p("symlink"),
-        "created",
-        by("ln", &["-s", "target", s(&p("symlink"))]),
-    );
-    d.expect(&p("rmdir"), "deleted", by("rmdir", &[s(&p("rmdir"))]));
-    d.expect(&p("newdir"), "created", by("mkdir", &[s(&p("newdir"))]));
-    // A file in the new directory is watched from then on.
-    d.expect(&p("newdir/file"), "created", by("touch", &[s(&p("newdir/file"))]));
-    d.expect(
-        &p("newdir/file"),
-        "updated",
-        by("sh", &["-c", &format!("echo x > '{}'", s(&p("newdir/file")))]),
-    );
-    // Out of the tree: the file is gone from the watch.
-    let outside = f.dir.path().join("moved-out");
-    d.expect(
-        &p("sub/b.conf"),
-        "deleted",
-        by("mv", &[s(&p("sub/b.conf")), s(&outside)]),
-    );
+/// Runs `suite` with the watch root on a fresh `kind` filesystem.
+fn on(kind: Fs, suite: fn(&Fixture, &Path)) {
+    if !privileged(&format!("the realtime sensor on {kind:?} (mount)")) {
+        return;
+    }
+    let m = FsFixture::new(kind);
+    suite(&m.fixture, &m.outside);
+}
+
+#[test]
+fn content_changes_on_tmpfs() {
+    on(Fs::Tmpfs, content_suite);
+}
+
+#[test]
+fn content_changes_on_xfs() {
+    on(Fs::Xfs, content_suite);
+}
+
+#[test]
+fn content_changes_on_btrfs() {
+    on(Fs::Btrfs, content_suite);
+}
+
+#[test]
+fn metadata_changes_on_tmpfs() {
+    on(Fs::Tmpfs, metadata_suite);
+}
+
+#[test]
+fn metadata_changes_on_xfs() {
+    on(Fs::Xfs, metadata_suite);
+}
+
+#[test]
+fn metadata_changes_on_btrfs() {
+    on(Fs::Btrfs, metadata_suite);
 }
 
 #[test]

@@ -6,8 +6,9 @@ use anyhow::{Context, bail};
 use crate::run_cmd;
 
 /// Debian packages: LLVM 22 for bpf-linker; attr, acl and libcap2-bin for the xattr tests;
-/// bpftool for the BTF test; fio for io_uring writes in the realtime tests; aide as the
-/// benchmark peer.
+/// bpftool for the BTF test; fio for io_uring writes in the realtime tests; btrfs-progs and
+/// xfsprogs (mkfs.btrfs, mkfs.xfs) for the realtime tests' loop-device filesystems; aide as the
+/// benchmark peer; auditd as the realtime benchmark's peer (`cargo xtask bench realtime`).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -17,7 +18,10 @@ const PACKAGES: &[&str] = &[
     "libcap2-bin",
     "bpftool",
     "fio",
+    "btrfs-progs",
+    "xfsprogs",
     "aide",
+    "auditd",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

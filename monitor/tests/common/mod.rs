@@ -192,3 +192,65 @@ impl Drop for Mount {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// Filesystems the realtime suites run on besides the one holding the temporary directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fs {
+    Tmpfs,
+    /// A sparse 300 MiB image (mkfs.xfs refuses smaller ones) on a loop device.
+    Xfs,
+    /// A sparse 256 MiB image on a loop device.
+    Btrfs,
+}
+
+/// A fixture whose watched tree is on a fresh filesystem: `DIR/fs` is the mount point,
+/// `DIR/fs/tree` the watch root and `DIR/fs/outside` a directory on the same filesystem but
+/// outside the watch, so renames into and out of the tree are real rename(2)s, not copies.
+pub struct FsFixture {
+    // Declared first so it is dropped (unmounted) before `fixture` removes the directory that
+    // holds the image. A daemon created after this value is dropped before it.
+    _mount: Mount,
+    pub fixture: Fixture,
+    pub outside: PathBuf,
+}
+
+impl FsFixture {
+    pub fn new(kind: Fs) -> FsFixture {
+        let dir = tempfile::Builder::new().prefix("fimd-test-").tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let mnt = dir.path().join("fs");
+        fs::create_dir(&mnt).unwrap();
+        let image = |size: &str, mkfs: &str| {
+            let img = dir.path().join(format!("{mkfs}.img"));
+            let img_s = img.to_str().unwrap().to_owned();
+            sh("truncate", &["-s", size, &img_s]);
+            sh(mkfs, &["-q", "-f", &img_s]);
+            img_s
+        };
+        let mount = match kind {
+            Fs::Tmpfs => Mount::new(&["-t", "tmpfs", "tmpfs"], &mnt),
+            Fs::Xfs => Mount::new(&["-o", "loop", &image("300M", "mkfs.xfs")], &mnt),
+            Fs::Btrfs => Mount::new(&["-o", "loop", &image("256M", "mkfs.btrfs")], &mnt),
+        };
+        let outside = mnt.join("outside");
+        fs::create_dir(&outside).unwrap();
+        let tree = mnt.join("tree");
+        fs::create_dir_all(tree.join("sub")).unwrap();
+        fs::write(tree.join("a.txt"), "alpha\n").unwrap();
+        fs::write(tree.join("sub/b.conf"), "key = value\n").unwrap();
+        let state = dir.path().join("state");
+        let config = dir.path().join("fimd.toml");
+        let fixture = Fixture {
+            dir,
+            tree,
+            config,
+            state,
+        };
+        fixture.write_config("");
+        FsFixture {
+            _mount: mount,
+            fixture,
+            outside,
+        }
+    }
+}
