@@ -5,6 +5,10 @@
 //! prints wall time and peak RSS of each tool, the speed-up of fimd over AIDE, and fimd's hashing
 //! throughput against the machine's SHA-256 limit (one core's `openssl speed` times the cores),
 //! each beside its goal. It never fails on a missed goal: it measures and prints.
+//!
+//! `bench realtime` runs `fimd run` and measures the latency from a writer's close() to the alert,
+//! the cost to writers of 1-byte writes with fimd and with auditd watching, and a write storm (see
+//! bench/realtime.rs).
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -13,6 +17,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+
+mod realtime;
 
 #[derive(Subcommand)]
 pub enum Which {
@@ -28,11 +34,28 @@ pub enum Which {
         #[arg(long)]
         no_cold: bool,
     },
+    /// `fimd run` against auditd: alert latency, writer overhead, and a write storm (needs root).
+    Realtime {
+        /// Sequential changes timed from the writer's close() to their alert line.
+        #[arg(long, default_value_t = 1000)]
+        changes: usize,
+        /// One-byte writes per dd run, for the writer overhead and the storm.
+        #[arg(long, default_value_t = 1_000_000)]
+        writes: u64,
+        /// dd runs per cell of the writer overhead table; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Baseline { tree, runs, no_cold } => baseline(&tree, runs.max(1), !no_cold),
+        Which::Realtime {
+            changes,
+            writes,
+            runs,
+        } => realtime::run(changes.max(1), writes.max(1), runs.max(1)),
     }
 }
 
@@ -278,24 +301,8 @@ impl Bench {
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", crate::show(cmd)))?;
-        let pid = libc::pid_t::try_from(child.id())?;
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        loop {
-            // SAFETY: pid is our own unreaped child; status and usage are valid for writes. `child`
-            // is never waited on through std afterwards (dropping a Child does not wait).
-            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-            if r == pid {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e).context("wait4");
-            }
-        }
+        let (status, usage) = wait_usage(child)?;
         let secs = started.elapsed().as_secs_f64();
-        drop(child);
         let code = if libc::WIFEXITED(status) {
             libc::WEXITSTATUS(status)
         } else {
@@ -314,8 +321,7 @@ impl Bench {
             );
         }
         let rss_kib = u64::try_from(usage.ru_maxrss).unwrap_or(0);
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        let cpu_secs = tv(usage.ru_utime) + tv(usage.ru_stime);
+        let cpu_secs = usage_cpu_secs(&usage);
         eprintln!(
             "xtask: [{label}] {secs:.2} s ({cpu_secs:.2} s CPU), peak RSS {:.1} MB, exit status {code}",
             mb(rss_kib)
@@ -344,6 +350,34 @@ impl Bench {
         let line = text.lines().find(|l| l.starts_with("Number of entries:"))?;
         line["Number of entries:".len()..].trim().parse().ok()
     }
+}
+
+/// Waits for `child` (std's wait gives no resource usage), returning its wait status and usage.
+fn wait_usage(child: std::process::Child) -> anyhow::Result<(libc::c_int, libc::rusage)> {
+    let pid = libc::pid_t::try_from(child.id())?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: pid is our own unreaped child; status and usage are valid for writes. `child`
+        // is never waited on through std afterwards (dropping a Child does not wait).
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e).context("wait4");
+        }
+    }
+    drop(child);
+    Ok((status, usage))
+}
+
+/// CPU time, user plus system, in seconds.
+fn usage_cpu_secs(usage: &libc::rusage) -> f64 {
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn summarise(mut samples: Vec<Sample>) -> Sample {

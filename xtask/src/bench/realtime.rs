@@ -1,0 +1,1159 @@
+//! `cargo xtask bench realtime`: `fimd run` side by side with auditd, printing ratios.
+//!
+//! In a temporary directory under /tmp it baselines a watched tree, then measures:
+//! 1. the latency from a writer's close() to the alert line, over sequential changes to one file
+//!    (each of a distinct size, so its alert is recognised by path and `file.size`; the alert file
+//!    is followed with inotify);
+//! 2. the cost to a writer of 1-byte writes (`dd bs=1 conv=notrunc`) to an unwatched and to a
+//!    watched file with nothing running, with `fimd run`, and with auditd holding one
+//!    `-w TREE -p wa` watch: median wall and CPU time of dd, and the overhead over nothing;
+//! 3. a storm of 1-byte writes to one watched file under `fimd run`: the alert lines for it (each
+//!    kernel record leads to at most one alert), fimd's CPU time, and whether the last alert shows
+//!    the file's final state.
+//!
+//! It needs root (fimd's eBPF sensor, auditd). auditd is skipped, with the reason printed, when it
+//! cannot run here or another audit configuration is present. It never fails on a missed goal.
+use std::ffi::CString;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use super::{tail, verdict};
+
+/// Goals, printed beside the measurements.
+const LATENCY_P99_GOAL_MS: f64 = 20.0;
+const UNWATCHED_GOAL_PCT: f64 = 5.0;
+const WATCHED_GOAL_PCT: f64 = 25.0;
+/// auditd's cost to the watched writer as measured in the issue, for reference.
+const AUDITD_ISSUE_PCT: f64 = 28.0;
+/// A storm is bounded when at most this share of its writes leaves the kernel as a record.
+const STORM_BOUND: f64 = 0.01;
+
+/// How long one change may take to be alerted before it counts as missing.
+const ALERT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The latency run gives up after this many missing alerts in a row.
+const MAX_MISSING_IN_A_ROW: usize = 10;
+/// The audit key of the benchmark's watch, to find it in auditd's log.
+const AUDIT_KEY: &str = "fimd-bench";
+
+pub(super) fn run(changes: usize, writes: u64, runs: usize) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("bench realtime needs root: fimd run loads an eBPF sensor, and auditd needs root too");
+    }
+    let load_start = load_average();
+    let fimd = crate::build_fimd()?;
+    let dir = tempfile::Builder::new()
+        .prefix("fimd-bench-rt-")
+        .tempdir_in("/tmp")?;
+    let l = Layout::new(dir.path(), writes)?;
+    fimd_init(&fimd, &l)?;
+
+    // Whether auditd can be the peer here; decided before anything is measured.
+    let audit = Audit::probe();
+    if let Err(why) = &audit.peer {
+        eprintln!("xtask: no auditd column: {why}");
+    }
+
+    // 1 and 3 share one daemon.
+    let daemon = Daemon::start(&fimd, &l.config, l.logs.join("fimd-run-latency-storm.err"))?;
+    let mut alerts = Tail::open(&l.alerts)?;
+    eprintln!(
+        "xtask: latency: {changes} sequential changes to {}",
+        l.latency.display()
+    );
+    let latency = latency(&l, &daemon, &mut alerts, changes)?;
+    eprintln!("xtask: storm: {writes} one-byte writes to {}", l.storm.display());
+    let storm = storm(&l, &daemon, &mut alerts, writes)?;
+    let lost = daemon.stop()?;
+
+    let overhead = overhead(&fimd, &l, &audit, writes, runs)?;
+
+    print_report(&Report {
+        dir: &l.dir,
+        changes,
+        writes,
+        runs,
+        load_start,
+        latency: &latency,
+        overhead: &overhead,
+        audit: &audit,
+        storm: &storm,
+        lost,
+    });
+    Ok(())
+}
+
+/// The temporary tree and files.
+struct Layout {
+    dir: PathBuf,
+    /// The watched tree.
+    tree: PathBuf,
+    /// Rewritten for the latency measurement.
+    latency: PathBuf,
+    /// Written by dd for the watched overhead cells.
+    watched: PathBuf,
+    /// Outside the watched tree: written by dd for the unwatched overhead cells.
+    unwatched: PathBuf,
+    /// Written by dd for the storm.
+    storm: PathBuf,
+    config: PathBuf,
+    alerts: PathBuf,
+    logs: PathBuf,
+}
+
+impl Layout {
+    fn new(dir: &Path, writes: u64) -> anyhow::Result<Layout> {
+        let dir = fs::canonicalize(dir)?;
+        let tree = dir.join("tree");
+        let logs = dir.join("logs");
+        fs::create_dir_all(&tree)?;
+        fs::create_dir_all(dir.join("plain"))?;
+        fs::create_dir_all(&logs)?;
+        let size = usize::try_from(writes)?;
+        let l = Layout {
+            latency: tree.join("latency"),
+            watched: tree.join("dd"),
+            unwatched: dir.join("plain/dd"),
+            storm: tree.join("storm"),
+            config: dir.join("fimd.toml"),
+            alerts: dir.join("alerts.jsonl"),
+            tree,
+            logs,
+            dir,
+        };
+        // Every size used by the latency run is larger.
+        fs::write(&l.latency, "initial\n")?;
+        // dd writes zeros over zeros here: the same work in every run.
+        fs::write(&l.watched, vec![0u8; size])?;
+        fs::write(&l.unwatched, vec![0u8; size])?;
+        // dd's zeros replace this, so the final state differs from every state before it.
+        fs::write(&l.storm, vec![b'x'; size])?;
+        let toml = |p: &Path| serde_json::to_string(&p.to_string_lossy());
+        fs::write(
+            &l.config,
+            format!(
+                "state_dir = {}\n\n[[watch]]\npath = {}\n\n[alerts]\njsonl = {}\n",
+                toml(&l.dir.join("state"))?,
+                toml(&l.tree)?,
+                toml(&l.alerts)?
+            ),
+        )?;
+        Ok(l)
+    }
+}
+
+fn fimd_init(fimd: &Path, l: &Layout) -> anyhow::Result<()> {
+    let mut cmd = Command::new(fimd);
+    cmd.arg("-c").arg(&l.config).arg("init").stdin(Stdio::null());
+    eprintln!("xtask: $ {}", crate::show(&cmd));
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {}", crate::show(&cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}\n{}",
+            crate::show(&cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A running `fimd run`, stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
+struct Daemon {
+    child: Option<Child>,
+    pid: u32,
+    log: PathBuf,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Starts `fimd run` and waits until it says it is ready; its stderr goes to `log`.
+    fn start(fimd: &Path, config: &Path, log: PathBuf) -> anyhow::Result<Daemon> {
+        let mut cmd = Command::new(fimd);
+        cmd.arg("-c")
+            .arg(config)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        eprintln!("xtask: $ {}", crate::show(&cmd));
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", crate::show(&cmd)))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut out = fs::File::create(&log)?;
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(out, "{line}");
+                // `fimd run: … watching N inodes; ready`
+                if line.starts_with("fimd run: ") && line.ends_with("; ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let mut d = Daemon {
+            pid: child.id(),
+            child: Some(child),
+            log,
+            reader: Some(reader),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(()) => return Ok(d),
+                // The reader ends at EOF: fimd exited.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = d.halt();
+                    bail!(
+                        "fimd run exited before it was ready ({status}):\n{}",
+                        tail(&d.log)
+                    );
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() > deadline => {
+                    d.halt();
+                    bail!("fimd run was not ready after 60 s:\n{}", tail(&d.log));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    /// fimd's CPU time so far, user plus system, all threads.
+    fn cpu_secs(&self) -> anyhow::Result<f64> {
+        proc_cpu_secs(self.pid)
+    }
+
+    /// Stops fimd, returning how many kernel events it reported lost.
+    fn stop(mut self) -> anyhow::Result<u64> {
+        let status = self.halt();
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        if !log.lines().any(|l| l == "fimd run: stopped") {
+            bail!("fimd run did not stop cleanly ({status}):\n{}", tail(&self.log));
+        }
+        Ok(lost_events(&log))
+    }
+
+    /// SIGTERM, SIGKILL after 10 s; waits, and joins the stderr reader.
+    fn halt(&mut self) -> String {
+        let Some(mut child) = self.child.take() else {
+            return "already stopped".into();
+        };
+        let status = stop_child(&mut child, libc::SIGTERM, Duration::from_secs(10));
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Sends `signal`, waits up to `grace`, then SIGKILL and waits; describes the exit.
+fn stop_child(child: &mut Child, signal: libc::c_int, grace: Duration) -> String {
+    if let Ok(Some(st)) = child.try_wait() {
+        return st.to_string();
+    }
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: pid is our own unreaped child.
+        unsafe { libc::kill(pid, signal) };
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(st)) => return st.to_string(),
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return format!("cannot wait: {e}"),
+        }
+    }
+    let _ = child.kill();
+    match child.wait() {
+        Ok(st) => format!("killed after {} s: {st}", grace.as_secs()),
+        Err(e) => format!("cannot wait: {e}"),
+    }
+}
+
+/// The sum of N over fimd's `fimd run: N kernel events lost; rescanning` lines.
+fn lost_events(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| {
+            l.strip_prefix("fimd run: ")?
+                .strip_suffix(" kernel events lost; rescanning")
+        })
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
+}
+
+/// utime + stime of a process (all its threads) from /proc/PID/stat, in seconds.
+fn proc_cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    // The command name may hold spaces and parentheses: the fields that follow start after the last ')'.
+    let rest = &text[text.rfind(')').context("no ')' in /proc/PID/stat")? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
+    let ticks =
+        |i: usize| -> anyhow::Result<u64> { Ok(fields.get(i).context("short /proc/PID/stat")?.parse()?) };
+    let total = ticks(11)? + ticks(12)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Ok(total as f64 / hz as f64)
+}
+
+/// Follows the alert file from its current end, one JSON document per complete line.
+struct Tail {
+    file: fs::File,
+    partial: Vec<u8>,
+    /// IN_MODIFY on the alert file, to wake as soon as a line lands; polling when unavailable.
+    inotify: Option<OwnedFd>,
+}
+
+impl Tail {
+    fn open(path: &Path) -> anyhow::Result<Tail> {
+        let mut file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        file.seek(SeekFrom::End(0))?;
+        Ok(Tail {
+            file,
+            partial: Vec::new(),
+            inotify: inotify_modify(path),
+        })
+    }
+
+    /// The documents of the lines completed since the last call.
+    fn lines(&mut self) -> anyhow::Result<Vec<Value>> {
+        let before = self.partial.len();
+        self.file.read_to_end(&mut self.partial)?;
+        let mut out = Vec::new();
+        if self.partial.len() == before {
+            return Ok(out);
+        }
+        let mut start = 0;
+        while let Some(i) = self.partial[start..].iter().position(|&b| b == b'\n') {
+            if let Ok(v) = serde_json::from_slice(&self.partial[start..start + i]) {
+                out.push(v);
+            }
+            start += i + 1;
+        }
+        self.partial.drain(..start);
+        Ok(out)
+    }
+
+    /// Hands every new document to `hit` until it returns true for one (the instant that line was
+    /// read is returned) or `timeout` passes (None). Every document read is handed over, even
+    /// those in the same read after a hit.
+    fn wait(
+        &mut self,
+        timeout: Duration,
+        mut hit: impl FnMut(&Value) -> bool,
+    ) -> anyhow::Result<Option<Instant>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let docs = self.lines()?;
+            let read_at = Instant::now();
+            let mut found = false;
+            for d in &docs {
+                found |= hit(d);
+            }
+            if found {
+                return Ok(Some(read_at));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            self.block(deadline - now);
+        }
+    }
+
+    /// Sleeps until the alert file is modified, at most `max` (and at most 5 ms, in case a
+    /// notification is missed).
+    fn block(&self, max: Duration) {
+        let Some(fd) = &self.inotify else {
+            std::thread::sleep(max.min(Duration::from_micros(200)));
+            return;
+        };
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(max.as_millis().clamp(1, 5)).unwrap_or(5);
+        // SAFETY: p is one valid pollfd.
+        if unsafe { libc::poll(&mut p, 1, ms) } > 0 {
+            let mut buf = [0u8; 4096];
+            // SAFETY: buf is valid for writes of its length; the descriptor is non-blocking.
+            while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        }
+    }
+}
+
+/// A non-blocking inotify descriptor watching `path` for IN_MODIFY.
+fn inotify_modify(path: &Path) -> Option<OwnedFd> {
+    // SAFETY: inotify_init1 has no preconditions.
+    let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: raw is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: fd is an inotify descriptor and c a NUL-terminated path.
+    let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) };
+    (wd >= 0).then_some(fd)
+}
+
+fn alert_path(v: &Value) -> Option<&str> {
+    v.get("file")?.get("path")?.as_str()
+}
+
+fn alert_size(v: &Value) -> Option<u64> {
+    v.get("file")?.get("size")?.as_u64()
+}
+
+fn alert_sha256(v: &Value) -> Option<&str> {
+    v.get("file")?.get("hash")?.get("sha256")?.as_str()
+}
+
+struct Latency {
+    /// Per change, from close() to the alert line; None when it never came.
+    samples: Vec<Option<Duration>>,
+    /// Alert lines on the file during the run.
+    lines: usize,
+    fimd_cpu: f64,
+    /// The run stopped early after this many missing alerts in a row.
+    gave_up: bool,
+}
+
+/// Sequential changes to one watched file: open(O_TRUNC), one write of a distinct size, close;
+/// then wait for the alert line with that size.
+fn latency(l: &Layout, d: &Daemon, alerts: &mut Tail, changes: usize) -> anyhow::Result<Latency> {
+    let path = l.latency.to_string_lossy().into_owned();
+    let cpu0 = d.cpu_secs()?;
+    let mut samples = Vec::with_capacity(changes);
+    let mut lines = 0;
+    let mut missing_in_a_row = 0;
+    let mut gave_up = false;
+    for i in 0..changes {
+        let len = 20 + i;
+        let mut content = format!("change {i} ").into_bytes();
+        content.resize(len - 1, b'.');
+        content.push(b'\n');
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&l.latency)?;
+        f.write_all(&content)?;
+        drop(f);
+        let closed = Instant::now();
+        let want = u64::try_from(len)?;
+        let seen = alerts.wait(ALERT_TIMEOUT, |v| {
+            if alert_path(v) != Some(&path) {
+                return false;
+            }
+            lines += 1;
+            alert_size(v) == Some(want)
+        })?;
+        samples.push(seen.map(|t| t.duration_since(closed)));
+        if seen.is_some() {
+            missing_in_a_row = 0;
+        } else {
+            missing_in_a_row += 1;
+            eprintln!("xtask: latency: no alert for change {i} within {ALERT_TIMEOUT:?}");
+            if missing_in_a_row == MAX_MISSING_IN_A_ROW {
+                eprintln!("xtask: latency: {MAX_MISSING_IN_A_ROW} missing in a row; giving up");
+                gave_up = true;
+                break;
+            }
+        }
+    }
+    // Late extra alerts for the last change.
+    alerts.wait(Duration::from_millis(200), |v| {
+        if alert_path(v) == Some(&path) {
+            lines += 1;
+        }
+        false
+    })?;
+    Ok(Latency {
+        samples,
+        lines,
+        fimd_cpu: d.cpu_secs()? - cpu0,
+        gave_up,
+    })
+}
+
+struct Storm {
+    dd: Sample,
+    /// Alert lines on the file from the storm's start until 1 s of quiet.
+    lines: usize,
+    /// fimd's CPU time from dd's start to the alert of the final state (or the timeout).
+    fimd_cpu: f64,
+    /// Wall time over which fimd_cpu was spent.
+    span: f64,
+    /// From dd's exit to the alert showing the final state.
+    catch_up: Option<Duration>,
+    final_size: u64,
+    final_sha256: String,
+    /// The last alert on the file shows the final size and SHA-256.
+    last_matches: bool,
+    last: Option<(Option<u64>, Option<String>)>,
+}
+
+fn storm(l: &Layout, d: &Daemon, alerts: &mut Tail, writes: u64) -> anyhow::Result<Storm> {
+    let path = l.storm.to_string_lossy().into_owned();
+    let mut lines = 0;
+    let mut last: Option<Value> = None;
+    // Whatever is left of the latency run is not the storm's.
+    alerts.lines()?;
+    let started = Instant::now();
+    let cpu0 = d.cpu_secs()?;
+    let ran = dd(&l.storm, writes, &l.logs.join("dd-storm.err"))?;
+    let dd_exit = Instant::now();
+    let final_size = fs::metadata(&l.storm)?.len();
+    let final_sha256 = sha256sum(&l.storm)?;
+    let on_storm = |v: &Value, lines: &mut usize, last: &mut Option<Value>| {
+        if alert_path(v) != Some(&path) {
+            return false;
+        }
+        *lines += 1;
+        *last = Some(v.clone());
+        alert_size(v) == Some(final_size) && alert_sha256(v) == Some(final_sha256.as_str())
+    };
+    let seen = alerts.wait(Duration::from_secs(30), |v| on_storm(v, &mut lines, &mut last))?;
+    let fimd_cpu = d.cpu_secs()? - cpu0;
+    let span = started.elapsed().as_secs_f64();
+    // Then until 1 s passes without another alert on the file (at most 10 s more).
+    let quiet_from = Instant::now();
+    loop {
+        let before = lines;
+        alerts.wait(Duration::from_secs(1), |v| {
+            on_storm(v, &mut lines, &mut last);
+            false
+        })?;
+        if lines == before || quiet_from.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+    }
+    let last = last.map(|v| (alert_size(&v), alert_sha256(&v).map(str::to_owned)));
+    Ok(Storm {
+        dd: ran,
+        lines,
+        fimd_cpu,
+        span,
+        catch_up: seen.map(|t| t.saturating_duration_since(dd_exit)),
+        last_matches: last
+            .as_ref()
+            .is_some_and(|(s, h)| *s == Some(final_size) && h.as_deref() == Some(final_sha256.as_str())),
+        final_size,
+        final_sha256,
+        last,
+    })
+}
+
+fn sha256sum(path: &Path) -> anyhow::Result<String> {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .context("cannot run sha256sum")?;
+    if !out.status.success() {
+        bail!("sha256sum {} failed: {}", path.display(), out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .split_whitespace()
+        .next()
+        .context("no output from sha256sum")?
+        .to_owned())
+}
+
+/// One dd run: wall time, and dd's CPU time (user plus system).
+#[derive(Clone, Copy)]
+struct Sample {
+    wall: f64,
+    cpu: f64,
+}
+
+/// `dd if=/dev/zero of=FILE bs=1 count=WRITES conv=notrunc`: as many reads as writes.
+fn dd(file: &Path, writes: u64, err: &Path) -> anyhow::Result<Sample> {
+    let mut cmd = Command::new("dd");
+    cmd.arg("if=/dev/zero")
+        .arg(format!("of={}", file.display()))
+        .arg("bs=1")
+        .arg(format!("count={writes}"))
+        .args(["conv=notrunc", "status=none"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(err)?);
+    let started = Instant::now();
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", crate::show(&cmd)))?;
+    let (status, usage) = super::wait_usage(child)?;
+    let wall = started.elapsed().as_secs_f64();
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!(
+            "{} failed (wait status {status}):\n{}",
+            crate::show(&cmd),
+            tail(err)
+        );
+    }
+    let cpu = super::usage_cpu_secs(&usage);
+    eprintln!("xtask: [{:.3} s, {cpu:.3} s CPU] $ {}", wall, crate::show(&cmd));
+    Ok(Sample { wall, cpu })
+}
+
+/// The columns of the writer overhead table.
+const NOTHING: usize = 0;
+const FIMD: usize = 1;
+const AUDITD: usize = 2;
+/// Its rows.
+const UNWATCHED: usize = 0;
+const WATCHED: usize = 1;
+
+struct Overhead {
+    /// [column][row]: the dd samples.
+    cells: [[Vec<Sample>; 2]; 3],
+    /// fimd's CPU time while dd wrote the watched file, per run.
+    fimd_cpu_watched: Vec<f64>,
+    /// Records auditd logged with the benchmark's key, per auditd run.
+    audit_records: Vec<usize>,
+    /// Why the auditd column is empty, when it is.
+    audit_skipped: Option<String>,
+}
+
+/// dd to the unwatched then the watched file, with nothing running, with fimd, with auditd; the
+/// three conditions in turn, `runs` times.
+fn overhead(fimd: &Path, l: &Layout, audit: &Audit, writes: u64, runs: usize) -> anyhow::Result<Overhead> {
+    let mut o = Overhead {
+        cells: Default::default(),
+        fimd_cpu_watched: Vec::new(),
+        audit_records: Vec::new(),
+        audit_skipped: audit.peer.clone().err(),
+    };
+    let err = l.logs.join("dd.err");
+    for run in 1..=runs {
+        eprintln!("xtask: writer overhead, run {run} of {runs}: nothing running");
+        {
+            let _quiet = audit.quiet()?;
+            o.cells[NOTHING][UNWATCHED].push(dd(&l.unwatched, writes, &err)?);
+            o.cells[NOTHING][WATCHED].push(dd(&l.watched, writes, &err)?);
+        }
+        eprintln!("xtask: writer overhead, run {run} of {runs}: fimd run");
+        {
+            let _quiet = audit.quiet()?;
+            let d = Daemon::start(
+                fimd,
+                &l.config,
+                l.logs.join(format!("fimd-run-overhead-{run}.err")),
+            )?;
+            o.cells[FIMD][UNWATCHED].push(dd(&l.unwatched, writes, &err)?);
+            let cpu0 = d.cpu_secs()?;
+            o.cells[FIMD][WATCHED].push(dd(&l.watched, writes, &err)?);
+            o.fimd_cpu_watched.push(d.cpu_secs()? - cpu0);
+            d.stop()?;
+        }
+        if o.audit_skipped.is_some() {
+            continue;
+        }
+        eprintln!("xtask: writer overhead, run {run} of {runs}: auditd");
+        match Auditd::start(audit, l, run) {
+            Ok(a) => {
+                o.cells[AUDITD][UNWATCHED].push(dd(&l.unwatched, writes, &err)?);
+                o.cells[AUDITD][WATCHED].push(dd(&l.watched, writes, &err)?);
+                o.audit_records.push(a.stop()?);
+            }
+            Err(e) => {
+                eprintln!("xtask: auditd could not start; no auditd column: {e:#}");
+                o.audit_skipped = Some(format!("{e:#}"));
+                for row in &mut o.cells[AUDITD] {
+                    row.clear();
+                }
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// The kernel's audit state, probed once.
+struct Audit {
+    /// auditctl works here (the kernel has audit, nothing else configures it): the benchmark may
+    /// add and remove its own rules.
+    control: bool,
+    /// `enabled` before the benchmark, restored after each auditd run.
+    enabled: u32,
+    /// Ok when auditd can be measured, else why not.
+    peer: Result<(), String>,
+}
+
+impl Audit {
+    fn probe() -> Audit {
+        let mut a = Audit {
+            control: false,
+            enabled: 0,
+            peer: Ok(()),
+        };
+        match Audit::status() {
+            Err(why) => a.peer = Err(why),
+            Ok((_, pid)) if pid != 0 => {
+                a.peer = Err(format!(
+                    "an audit daemon (pid {pid}) already runs; not touching its rules"
+                ));
+            }
+            Ok((2, _)) => a.peer = Err("the audit configuration is locked (enabled 2)".into()),
+            Ok((enabled, _)) => match auditctl(&["-l"]) {
+                Ok(rules) if rules.trim() == "No rules" => {
+                    a.control = true;
+                    a.enabled = enabled;
+                }
+                Ok(rules) => {
+                    a.peer = Err(format!(
+                        "the kernel already holds audit rules; not touching them: {}",
+                        rules.trim().replace('\n', "; ")
+                    ));
+                }
+                Err(why) => a.peer = Err(why),
+            },
+        }
+        if a.peer.is_ok() && which("auditd").is_none() {
+            a.peer = Err("auditd is not installed (cargo xtask setup installs it)".into());
+        }
+        a
+    }
+
+    /// `enabled` and `pid` from `auditctl -s`.
+    fn status() -> Result<(u32, u32), String> {
+        let text = auditctl(&["-s"])?;
+        let field = |name: &str| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+            })
+        };
+        match (field("enabled"), field("pid")) {
+            (Some(enabled), Some(pid)) => Ok((enabled, pid)),
+            _ => Err(format!("cannot read auditctl -s: {}", text.trim())),
+        }
+    }
+
+    /// Keeps syscall auditing off for tasks started while the guard lives (`-a never,task`).
+    ///
+    /// Once audit has been enabled since boot, every new task gets an audit context and takes
+    /// the syscall audit slow path, even with auditd stopped and audit disabled; this keeps the
+    /// "nothing" and "fimd" columns free of that whatever ran before.
+    fn quiet(&self) -> anyhow::Result<Option<NeverTask>> {
+        if !self.control {
+            return Ok(None);
+        }
+        auditctl(&["-a", "never,task"]).map_err(anyhow::Error::msg)?;
+        Ok(Some(NeverTask))
+    }
+}
+
+/// Removes `-a never,task` when dropped.
+struct NeverTask;
+
+impl Drop for NeverTask {
+    fn drop(&mut self) {
+        if let Err(e) = auditctl(&["-d", "never,task"]) {
+            eprintln!("xtask: cannot remove the audit rule -a never,task: {e}");
+        }
+    }
+}
+
+/// Runs auditctl, returning its standard output, or why it failed.
+fn auditctl(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("auditctl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run auditctl (cargo xtask setup installs auditd): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "auditctl {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The first `name` on PATH (sbin included).
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// A running `auditd -n` with the benchmark's watch on the tree; torn down when dropped: the rule
+/// removed, auditd stopped, and the kernel's `enabled` flag restored.
+struct Auditd {
+    child: Option<Child>,
+    tree: PathBuf,
+    watch_added: bool,
+    /// The kernel's `enabled` flag to restore (auditd leaves it set when it exits), until done.
+    restore_enabled: Option<u32>,
+    log: PathBuf,
+    daemon_log: PathBuf,
+}
+
+impl Auditd {
+    fn start(audit: &Audit, l: &Layout, run: usize) -> anyhow::Result<Auditd> {
+        let conf_dir = l.dir.join(format!("audit-{run}"));
+        fs::DirBuilder::new().mode(0o750).create(&conf_dir)?;
+        let log = conf_dir.join("audit.log");
+        // The system's configuration, but logging here.
+        let system = fs::read_to_string("/etc/audit/auditd.conf").unwrap_or_default();
+        let mut conf: String = system
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("log_file"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        conf.push_str(&format!("log_file = {}\n", log.display()));
+        // auditd refuses a configuration that others may write.
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(conf_dir.join("auditd.conf"))?
+            .write_all(conf.as_bytes())?;
+        let daemon_log = l.logs.join(format!("auditd-{run}.err"));
+        let out = fs::File::create(&daemon_log)?;
+        let mut cmd = Command::new(which("auditd").context("auditd is not installed")?);
+        cmd.arg("-n")
+            .arg("-c")
+            .arg(&conf_dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        eprintln!("xtask: $ {}", crate::show(&cmd));
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", crate::show(&cmd)))?;
+        let mut a = Auditd {
+            child: Some(child),
+            tree: l.tree.clone(),
+            watch_added: false,
+            restore_enabled: Some(audit.enabled),
+            log,
+            daemon_log,
+        };
+        // Ready once the kernel knows it as the audit daemon.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let child = a.child.as_mut().expect("started");
+            if let Some(st) = child.try_wait()? {
+                a.child = None;
+                bail!("auditd exited at once ({st}):\n{}", tail(&a.daemon_log));
+            }
+            if let Ok((_, pid)) = Audit::status()
+                && pid == child.id()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("auditd did not register with the kernel within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let tree = a.tree.to_string_lossy().into_owned();
+        auditctl(&["-w", &tree, "-p", "wa", "-k", AUDIT_KEY]).map_err(anyhow::Error::msg)?;
+        a.watch_added = true;
+        Ok(a)
+    }
+
+    /// Tears down, returning how many records auditd logged with the benchmark's key.
+    fn stop(mut self) -> anyhow::Result<usize> {
+        self.teardown()?;
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        Ok(text.lines().filter(|l| l.contains(AUDIT_KEY)).count())
+    }
+
+    fn teardown(&mut self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if self.watch_added {
+            let tree = self.tree.to_string_lossy().into_owned();
+            match auditctl(&["-W", &tree, "-p", "wa", "-k", AUDIT_KEY]) {
+                Ok(_) => self.watch_added = false,
+                Err(e) => problems.push(e),
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let st = stop_child(&mut child, libc::SIGTERM, Duration::from_secs(10));
+            eprintln!("xtask: auditd stopped: {st}");
+        }
+        if let Some(enabled) = self.restore_enabled {
+            match auditctl(&["-e", &enabled.to_string()]) {
+                Ok(_) => self.restore_enabled = None,
+                Err(e) => problems.push(e),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("cannot tear auditd down: {}", problems.join("; "))
+        }
+    }
+}
+
+impl Drop for Auditd {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            eprintln!("xtask: {e:#}");
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+struct Report<'a> {
+    dir: &'a Path,
+    changes: usize,
+    writes: u64,
+    runs: usize,
+    load_start: String,
+    latency: &'a Latency,
+    overhead: &'a Overhead,
+    audit: &'a Audit,
+    storm: &'a Storm,
+    /// Kernel events fimd reported lost during the latency and storm runs.
+    lost: u64,
+}
+
+/// Nearest-rank percentile; a missing alert counts as slower than any.
+fn percentile(sorted: &[Option<Duration>], p: f64) -> Option<Duration> {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "missing".into(),
+        |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
+    )
+}
+
+fn pct(x: f64, base: f64) -> f64 {
+    (x / base.max(1e-9) - 1.0) * 100.0
+}
+
+fn print_report(r: &Report) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!();
+    println!(
+        "fimd run vs auditd in {}: Linux {}, {cores} cores; load average at the start {}",
+        r.dir.display(),
+        kernel.trim(),
+        r.load_start
+    );
+
+    // 1. Latency.
+    let lat = r.latency;
+    let mut sorted = lat.samples.clone();
+    // None (missing) sorts last.
+    sorted.sort_by_key(|s| s.unwrap_or(Duration::MAX));
+    let found: Vec<Duration> = sorted.iter().flatten().copied().collect();
+    let missing = sorted.len() - found.len();
+    let (p50, p99) = (percentile(&sorted, 50.0), percentile(&sorted, 99.0));
+    let mean = (!found.is_empty()).then(|| found.iter().sum::<Duration>() / found.len() as u32);
+    let p99_ok = p99.is_some_and(|d| d.as_secs_f64() * 1e3 < LATENCY_P99_GOAL_MS);
+    println!();
+    println!(
+        "1. Latency, writer's close() to its alert line: {} sequential changes to one watched file",
+        sorted.len()
+    );
+    println!("   (open O_TRUNC, one write of a distinct size, close; alert matched by path and size)");
+    println!(
+        "   p50 {}   p99 {}   max {}   mean {}   missing {missing} of {}   goal p99 < {LATENCY_P99_GOAL_MS:.0} ms {}",
+        ms(p50),
+        ms(p99),
+        ms(found.last().copied()),
+        ms(mean),
+        sorted.len(),
+        verdict(p99_ok)
+    );
+    if lat.gave_up {
+        println!(
+            "   stopped after {MAX_MISSING_IN_A_ROW} missing alerts in a row ({} of {} changes made)",
+            sorted.len(),
+            r.changes
+        );
+    }
+    println!(
+        "   alert lines on the file: {} ({:.2} per change); fimd CPU {:.2} s ({:.2} ms per change)",
+        lat.lines,
+        lat.lines as f64 / sorted.len().max(1) as f64,
+        lat.fimd_cpu,
+        lat.fimd_cpu * 1e3 / sorted.len().max(1) as f64
+    );
+
+    // 2. Writer overhead.
+    let o = r.overhead;
+    let med = |col: usize, row: usize| -> Option<Sample> {
+        let cell = &o.cells[col][row];
+        Some(Sample {
+            wall: median(cell.iter().map(|s| s.wall).collect())?,
+            cpu: median(cell.iter().map(|s| s.cpu).collect())?,
+        })
+    };
+    println!();
+    println!(
+        "2. Writer overhead: dd if=/dev/zero bs=1 count={} conv=notrunc ({} reads and writes), median of {} run(s)",
+        r.writes, r.writes, r.runs
+    );
+    println!("   wall s, and CPU s of dd (user + system); % over nothing running");
+    let groups = format!(
+        "   {:<15}{:^17}|{:^49}|{:^40}",
+        "", "nothing", "fimd run", "auditd, one -w TREE -p wa watch"
+    );
+    println!("{}", groups.trim_end());
+    println!(
+        "   {:<15}{:>8}{:>8} |{:>8}{:>8}{:>8}{:>8}  {:<15}|{:>8}{:>8}{:>8}{:>8}{:>7}",
+        "", "wall", "cpu", "wall", "cpu", "wall%", "cpu%", "goal", "wall", "cpu", "wall%", "cpu%", "a/f"
+    );
+    for (row, name, goal) in [
+        (UNWATCHED, "unwatched file", UNWATCHED_GOAL_PCT),
+        (WATCHED, "watched file", WATCHED_GOAL_PCT),
+    ] {
+        let Some(base) = med(NOTHING, row) else {
+            continue;
+        };
+        let mut line = format!("   {name:<15}{:>8.3}{:>8.3} |", base.wall, base.cpu);
+        let f = med(FIMD, row);
+        match f {
+            Some(f) => {
+                let wall = pct(f.wall, base.wall);
+                line.push_str(&format!(
+                    "{:>8.3}{:>8.3}{:>+7.1}%{:>+7.1}%  {:<15}|",
+                    f.wall,
+                    f.cpu,
+                    wall,
+                    pct(f.cpu, base.cpu),
+                    format!("<= +{goal:.0}% {}", verdict(wall <= goal))
+                ));
+            }
+            None => line.push_str(&format!("{:^49}|", "-")),
+        }
+        match med(AUDITD, row) {
+            Some(a) => {
+                line.push_str(&format!(
+                    "{:>8.3}{:>8.3}{:>+7.1}%{:>+7.1}%",
+                    a.wall,
+                    a.cpu,
+                    pct(a.wall, base.wall),
+                    pct(a.cpu, base.cpu)
+                ));
+                if let Some(f) = f {
+                    line.push_str(&format!("{:>6.2}x", a.wall / f.wall.max(1e-9)));
+                }
+            }
+            None => line.push_str(&format!("{:^40}", "skipped")),
+        }
+        println!("{}", line.trim_end());
+    }
+    println!(
+        "   a/f: dd's wall time under auditd over under fimd; the issue measured auditd at about +{AUDITD_ISSUE_PCT:.0}% \
+         on the watched file"
+    );
+    if let Some(cpu) = median(o.fimd_cpu_watched.clone()) {
+        println!("   fimd's own CPU time while dd wrote the watched file: {cpu:.2} s (median)");
+    }
+    match &o.audit_skipped {
+        Some(why) => println!("   auditd column skipped: {why}"),
+        None => {
+            if let Some(n) = median(o.audit_records.iter().map(|&n| n as f64).collect()) {
+                println!("   auditd logged {n:.0} record line(s) with the watch's key per run (median)");
+            }
+        }
+    }
+    if r.audit.control {
+        println!(
+            "   nothing and fimd columns ran with `auditctl -a never,task`: once audit has been enabled since \
+             boot, new tasks take the syscall audit slow path even with auditd stopped"
+        );
+    }
+
+    // 3. Storm.
+    let s = r.storm;
+    let bound = (r.writes as f64 * STORM_BOUND).max(1.0);
+    println!();
+    println!(
+        "3. Storm: {} one-byte writes to one watched file (dd conv=notrunc, zeros over 'x'), fimd run active",
+        r.writes
+    );
+    println!(
+        "   dd {:.3} s wall ({:.3} s CPU); final state alerted {} after dd exited",
+        s.dd.wall,
+        s.dd.cpu,
+        ms(s.catch_up)
+    );
+    println!(
+        "   alert lines on the file (~ kernel records that left the kernel): {} = {:.4}% of writes, {:.0} per s \
+         of storm   goal <= {:.0} {}",
+        s.lines,
+        s.lines as f64 * 100.0 / r.writes as f64,
+        s.lines as f64 / s.span.max(1e-9),
+        bound,
+        verdict((s.lines as f64) <= bound)
+    );
+    println!(
+        "   fimd CPU from dd's start to the final alert: {:.2} s over {:.2} s = {:.0}% of one core",
+        s.fimd_cpu,
+        s.span,
+        s.fimd_cpu * 100.0 / s.span.max(1e-9)
+    );
+    let last = match &s.last {
+        Some((size, sha)) => format!(
+            "size {}, sha256 {}",
+            size.map_or_else(|| "?".into(), |n| n.to_string()),
+            sha.as_deref().unwrap_or("?")
+        ),
+        None => "no alert".into(),
+    };
+    println!(
+        "   last alert: {last}\n   file:       size {}, sha256 {}   goal equal {}",
+        s.final_size,
+        s.final_sha256,
+        verdict(s.last_matches)
+    );
+    println!(
+        "   kernel events fimd reported lost (latency and storm): {}   goal 0 {}",
+        r.lost,
+        verdict(r.lost == 0)
+    );
+    println!();
+    println!("load average at the end: {}", load_average());
+}
