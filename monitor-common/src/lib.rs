@@ -25,6 +25,12 @@ pub const OFF_BTRFS_INODE_VFS_INODE: &str = "OFF_BTRFS_INODE_VFS_INODE";
 pub const OFF_BTRFS_INODE_ROOT: &str = "OFF_BTRFS_INODE_ROOT";
 pub const OFF_BTRFS_ROOT_ANON_DEV: &str = "OFF_BTRFS_ROOT_ANON_DEV";
 pub const BTRFS_SUPER_MAGIC: u64 = 0x9123_683E;
+/// For `iomap_dio_complete`: direct I/O data has landed (its ctime changed before it did).
+pub const OFF_KIOCB_KI_FILP: &str = "OFF_KIOCB_KI_FILP";
+pub const OFF_FILE_F_INODE: &str = "OFF_FILE_F_INODE";
+pub const OFF_FILE_F_MODE: &str = "OFF_FILE_F_MODE";
+/// `FMODE_WRITE`, a stable kernel ABI bit.
+pub const FMODE_WRITE: u32 = 0x2;
 
 /// A watched inode: the kernel's `dev_t` (`major << 20 | minor`, not userspace's `st_dev`
 /// encoding) and the inode number.
@@ -50,11 +56,13 @@ pub const WATCH_IS_DIR: u32 = 1;
 /// The hook that saw a change (`ChangeRecord::hook`).
 pub const HOOK_CTIME_XCHG: u32 = 1;
 pub const HOOK_CTIME_SET: u32 = 2;
+pub const HOOK_DIO_COMPLETE: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     CtimeXchg,
     CtimeSet,
+    DioComplete,
 }
 
 impl TryFrom<u32> for Hook {
@@ -63,6 +71,7 @@ impl TryFrom<u32> for Hook {
         match v {
             HOOK_CTIME_XCHG => Ok(Hook::CtimeXchg),
             HOOK_CTIME_SET => Ok(Hook::CtimeSet),
+            HOOK_DIO_COMPLETE => Ok(Hook::DioComplete),
             other => Err(other),
         }
     }
@@ -74,6 +83,7 @@ impl Hook {
         match self {
             Hook::CtimeXchg => "ctime_ns_xchg",
             Hook::CtimeSet => "inode_set_ctime_to_ts",
+            Hook::DioComplete => "iomap_dio_complete",
         }
     }
 }

@@ -17,7 +17,8 @@ use aya_ebpf::{
 };
 use monitor_common::{
     BTRFS_SUPER_MAGIC, COUNTER_EMITTED, COUNTER_HITS, COUNTER_PENDING_FULL, COUNTER_RB_DROPS, COUNTERS_LEN,
-    ChangeRecord, HOOK_CTIME_SET, HOOK_CTIME_XCHG, InodeKey, Pending, RECORD_MMAP_WRITABLE, WatchVal,
+    ChangeRecord, FMODE_WRITE, HOOK_CTIME_SET, HOOK_CTIME_XCHG, HOOK_DIO_COMPLETE, InodeKey, Pending,
+    RECORD_MMAP_WRITABLE, WatchVal,
 };
 
 /// Member offsets, set by the loader from the running kernel's BTF.
@@ -41,6 +42,12 @@ static OFF_BTRFS_INODE_VFS_INODE: u32 = 0;
 static OFF_BTRFS_INODE_ROOT: u32 = 0;
 #[unsafe(no_mangle)]
 static OFF_BTRFS_ROOT_ANON_DEV: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_KIOCB_KI_FILP: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_FILE_F_INODE: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_FILE_F_MODE: u32 = 0;
 
 #[map]
 static WATCH: HashMap<InodeKey, WatchVal> = HashMap::with_max_entries(262_144, 0);
@@ -63,6 +70,36 @@ pub fn fimd_ctime_xchg(ctx: RawTracePointContext) -> i32 {
 pub fn fimd_ctime_set(ctx: RawTracePointContext) -> i32 {
     let _ = try_change(&ctx, HOOK_CTIME_SET);
     0
+}
+
+/// Direct I/O completed: its ctime changed when it started, before the data landed (xfs
+/// holds only a shared lock meanwhile), so the landing is a change of its own.
+#[raw_tracepoint(tracepoint = "iomap_dio_complete")]
+pub fn fimd_dio_complete(ctx: RawTracePointContext) -> i32 {
+    let _ = try_dio_complete(&ctx);
+    0
+}
+
+fn try_dio_complete(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let iocb: u64 = ctx.arg(0);
+    if iocb == 0 {
+        return Ok(());
+    }
+    // SAFETY: probe reads of kernel memory.
+    let inode = unsafe {
+        let file: u64 =
+            bpf_probe_read_kernel((iocb + offset(&OFF_KIOCB_KI_FILP)) as *const u64).map_err(|e| e as i64)?;
+        if file == 0 {
+            return Ok(());
+        }
+        let mode: u32 =
+            bpf_probe_read_kernel((file + offset(&OFF_FILE_F_MODE)) as *const u32).map_err(|e| e as i64)?;
+        if mode & FMODE_WRITE == 0 {
+            return Ok(());
+        }
+        bpf_probe_read_kernel((file + offset(&OFF_FILE_F_INODE)) as *const u64).map_err(|e| e as i64)?
+    };
+    report(inode, HOOK_DIO_COMPLETE)
 }
 
 fn bump(counter: u32) {
@@ -113,7 +150,11 @@ fn mmap_writable(inode: u64) -> bool {
 }
 
 fn try_change(ctx: &RawTracePointContext, hook: u32) -> Result<(), i64> {
-    let inode: u64 = ctx.arg(0);
+    report(ctx.arg(0), hook)
+}
+
+/// Filters `inode` against the watch set, coalesces, and reports the first change after an arm.
+fn report(inode: u64, hook: u32) -> Result<(), i64> {
     if inode == 0 {
         return Ok(());
     }

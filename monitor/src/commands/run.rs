@@ -102,6 +102,10 @@ struct Daemon {
     paths: HashMap<InodeKey, Vec<Vec<u8>>>,
     sensor: Box<dyn Sensor>,
     sink: JsonlSink,
+    /// Alerts of the rescan under way, written once it (and any new subtree) is done.
+    outbox: Vec<Value>,
+    /// Memory-mapped files to rehash later: path, when, who wrote, how many looks so far.
+    rechecks: Vec<(Vec<u8>, std::time::Instant, Modifier, usize)>,
     origin: Origin,
     mode: Mode,
 }
@@ -172,6 +176,8 @@ async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Con
         paths: HashMap::new(),
         sensor,
         sink,
+        outbox: Vec::new(),
+        rechecks: Vec::new(),
         origin: Origin {
             host: hostname(),
             scan: "realtime",
@@ -186,7 +192,7 @@ async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Con
     // this function, the AsyncFd first).
     let events = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the {} sensor: {e}", d.sensor.name()))?;
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut tick = tokio::time::interval(RECHECK_TICK);
     let mut lost = d.sensor.lost();
     let mut records = Vec::new();
     eprintln!(
@@ -204,6 +210,11 @@ async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Con
                 tokio::task::block_in_place(|| d.handle(&records))?;
             }
             _ = tick.tick() => {
+                // A wakeup can be missed (a record committed as readiness was cleared): drain on
+                // every tick too, so nothing waits longer than one tick.
+                records.clear();
+                d.sensor.drain(&mut records);
+                tokio::task::block_in_place(|| d.handle(&records).and_then(|()| d.recheck_due()))?;
                 // Anything the sensor could not deliver is repaired by a full comparison.
                 let now = d.sensor.lost();
                 if now > lost {
@@ -222,6 +233,17 @@ async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Con
     eprintln!("fimd run: stopped");
     Ok(control)
 }
+
+/// How often the loop drains the sensor without a wakeup, checks for losses and rehashes
+/// memory-mapped files.
+const RECHECK_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+/// After a change through a shared writable mapping: when to look again. Stores through an
+/// already-writable page raise no event (on tmpfs, writeback never write-protects it).
+const MMAP_RECHECKS: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(2),
+];
 
 /// The sensor's descriptor, for the reactor.
 struct Readiness(std::os::fd::RawFd);
@@ -248,7 +270,7 @@ impl Daemon {
             self.alert(c, None)?;
         }
         super::report_problems(&cmp.problems);
-        self.sink.flush()?;
+        self.send_alerts()?;
         Ok(())
     }
 
@@ -292,7 +314,17 @@ impl Daemon {
             let modifier = Modifier::from_record(r);
             for p in self.paths.get(&r.key).cloned().unwrap_or_default() {
                 let is_dir = self.seen.get(&p).is_some_and(|e| e.kind == FileKind::Directory);
-                barrier(&p, r.flags & RECORD_MMAP_WRITABLE != 0);
+                let mapped = r.flags & RECORD_MMAP_WRITABLE != 0;
+                barrier(&p, mapped);
+                if mapped {
+                    self.rechecks.retain(|(q, ..)| *q != p);
+                    self.rechecks.push((
+                        p.clone(),
+                        std::time::Instant::now() + MMAP_RECHECKS[0],
+                        modifier.clone(),
+                        0,
+                    ));
+                }
                 who.insert(p.clone(), modifier.clone());
                 targets.push((PathBuf::from(std::ffi::OsStr::from_bytes(&p)), u32::from(is_dir)));
             }
@@ -300,6 +332,28 @@ impl Daemon {
         if targets.is_empty() {
             return Ok(());
         }
+        self.rescan(targets, Some(&who))
+    }
+
+    /// Rehashes memory-mapped files whose next look is due.
+    fn recheck_due(&mut self) -> anyhow::Result<()> {
+        let now = std::time::Instant::now();
+        if !self.rechecks.iter().any(|(_, at, ..)| *at <= now) {
+            return Ok(());
+        }
+        let (due, mut later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rechecks)
+            .into_iter()
+            .partition(|(_, at, ..)| *at <= now);
+        let mut who = HashMap::new();
+        let mut targets = Vec::new();
+        for (path, _, m, looks) in due {
+            if let Some(next) = MMAP_RECHECKS.get(looks + 1) {
+                later.push((path.clone(), now + *next, m.clone(), looks + 1));
+            }
+            targets.push((PathBuf::from(std::ffi::OsStr::from_bytes(&path)), 0));
+            who.insert(path, m);
+        }
+        self.rechecks = later;
         self.rescan(targets, Some(&who))
     }
 
@@ -412,11 +466,19 @@ impl Daemon {
                 self.alert(&change, modifier_for(&path).as_ref())?;
             }
         }
-        self.sink.flush()?;
-        // A new directory may already hold files: watch its whole subtree.
+        // A new directory may already hold files: watch its whole subtree, and only then say
+        // it was created, so a change made after that alert is seen as its own.
         if !new_dirs.is_empty() {
             self.rescan(new_dirs.into_iter().map(|p| (p, u32::MAX)).collect(), who)?;
         }
+        self.send_alerts()
+    }
+
+    fn send_alerts(&mut self) -> anyhow::Result<()> {
+        for doc in std::mem::take(&mut self.outbox) {
+            self.sink.write(&doc)?;
+        }
+        self.sink.flush()?;
         Ok(())
     }
 
@@ -476,7 +538,7 @@ impl Daemon {
                 );
             }
         }
-        self.sink.write(&doc)?;
+        self.outbox.push(doc);
         Ok(())
     }
 }

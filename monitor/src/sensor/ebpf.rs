@@ -5,8 +5,9 @@ use aya::{Ebpf, EbpfLoader};
 use monitor_common::{
     BTRFS_ENABLED, COUNTER_PENDING_FULL, COUNTER_RB_DROPS, COUNTERS_LEN, ChangeRecord, InodeKey,
     OFF_AS_I_MMAP_WRITABLE, OFF_BTRFS_INODE_ROOT, OFF_BTRFS_INODE_VFS_INODE, OFF_BTRFS_ROOT_ANON_DEV,
-    OFF_INODE_I_INO, OFF_INODE_I_MAPPING, OFF_INODE_I_SB, OFF_SB_S_DEV, OFF_SB_S_MAGIC, Pending,
-    SELFTEST_SLOT, SELFTEST_TGID_GLOBAL, WATCH_IS_DIR, WatchVal,
+    OFF_FILE_F_INODE, OFF_FILE_F_MODE, OFF_INODE_I_INO, OFF_INODE_I_MAPPING, OFF_INODE_I_SB,
+    OFF_KIOCB_KI_FILP, OFF_SB_S_DEV, OFF_SB_S_MAGIC, Pending, SELFTEST_SLOT, SELFTEST_TGID_GLOBAL,
+    WATCH_IS_DIR, WatchVal,
 };
 
 use super::btf::KernelBtf;
@@ -53,6 +54,9 @@ pub struct Offsets {
     /// `btrfs_inode.vfs_inode`, `btrfs_inode.root`, `btrfs_root.anon_dev`; `None` when the
     /// kernel's BTF has no btrfs types (btrfs not built in), so no btrfs inode can be watched.
     pub btrfs: Option<(u32, u32, u32)>,
+    pub kiocb_ki_filp: u32,
+    pub file_f_inode: u32,
+    pub file_f_mode: u32,
 }
 
 impl Offsets {
@@ -72,6 +76,9 @@ impl Offsets {
                 (Ok(a), Ok(b), Ok(c)) => Some((a, b, c)),
                 _ => None,
             },
+            kiocb_ki_filp: btf.member_offset("kiocb", "ki_filp")?,
+            file_f_inode: btf.member_offset("file", "f_inode")?,
+            file_f_mode: btf.member_offset("file", "f_mode")?,
         })
     }
 }
@@ -133,11 +140,15 @@ impl EbpfSensor {
             .override_global(OFF_BTRFS_INODE_VFS_INODE, &btrfs.0, true)
             .override_global(OFF_BTRFS_INODE_ROOT, &btrfs.1, true)
             .override_global(OFF_BTRFS_ROOT_ANON_DEV, &btrfs.2, true)
+            .override_global(OFF_KIOCB_KI_FILP, &off.kiocb_ki_filp, true)
+            .override_global(OFF_FILE_F_INODE, &off.file_f_inode, true)
+            .override_global(OFF_FILE_F_MODE, &off.file_f_mode, true)
             .load(OBJECT)
             .map_err(|e| EbpfError::Load(format!("{e:#}")))?;
         for (program, tracepoint) in [
             ("fimd_ctime_xchg", "ctime_ns_xchg"),
             ("fimd_ctime_set", "inode_set_ctime_to_ts"),
+            ("fimd_dio_complete", "iomap_dio_complete"),
         ] {
             let err = |reason: String| EbpfError::Attach {
                 program,
