@@ -16,6 +16,8 @@ use serde_json::Value;
 struct Daemon {
     child: Child,
     sink: PathBuf,
+    /// What the daemon printed on stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Daemon {
@@ -44,28 +46,42 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
+        let sink_log = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("fimd run: {line}");
-                let _ = tx.send(line);
+                sink_log.lock().unwrap().push(line);
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(l) if l.contains("ready") => break,
-                Ok(_) => {}
-                Err(_) => {
-                    if let Ok(Some(st)) = child.try_wait() {
-                        panic!("fimd run exited before it was ready: {st}");
-                    }
-                    assert!(Instant::now() < deadline, "fimd run not ready after 30 s");
-                }
-            }
+        let mut d = Daemon { child, sink, log };
+        d.wait_log("ready");
+        if let Ok(Some(st)) = d.child.try_wait() {
+            panic!("fimd run exited: {st}");
         }
-        Daemon { child, sink }
+        d
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits up to 30 s for a stderr line containing `needle`.
+    fn wait_log(&self, needle: &str) {
+        self.wait_log_count(needle, 1);
+    }
+
+    fn wait_log_count(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log().iter().filter(|l| l.contains(needle)).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "fimd run never said {needle:?} ({n}×): {:?}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn alerts(&self) -> Vec<Value> {
@@ -780,4 +796,150 @@ fn sha256_hex(b: &[u8]) -> String {
         .next()
         .unwrap()
         .to_owned()
+}
+
+#[test]
+fn lost_records_are_counted_and_repaired_by_a_rescan() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    for i in 0..400 {
+        fs::write(f.path(&format!("sub/f{i}")), "v1").unwrap();
+    }
+    // A one-page ring holds about 46 records: 400 changes at once overflow it.
+    f.write_config("[realtime]\nring_buffer_bytes = 4096");
+    let d = Daemon::start(&f);
+    let pid = py(
+        "import sys\nfor i in range(400):\n    open(f'{sys.argv[1]}/f{i}', 'w').write('v2 changed')",
+        &f.path("sub"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alerts = d.alerts();
+        let updated: std::collections::HashSet<String> = alerts
+            .iter()
+            .filter(|a| a["event"]["action"] == "updated" && a["file"]["size"] == 10)
+            .map(|a| a["file"]["path"].as_str().unwrap().to_owned())
+            .collect();
+        if updated.len() == 400 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of 400 changes reported (writer pid {pid})",
+            updated.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        d.log()
+            .iter()
+            .any(|l| l.contains("kernel events lost; rescanning")),
+        "no loss was counted: the test did not overflow the ring: {:?}",
+        d.log()
+    );
+}
+
+#[test]
+fn sighup_reloads_the_configuration_and_baseline() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    let second = f.dir.path().join("second");
+    fs::create_dir(&second).unwrap();
+    fs::write(second.join("file"), "v1").unwrap();
+    let d = Daemon::start(&f);
+    // Widen the watches, rebuild the baseline, and tell the running daemon.
+    let text = fs::read_to_string(&f.config).unwrap();
+    let widened = text.replacen(
+        "[alerts]",
+        &format!("[[watch]]\npath = {:?}\n[alerts]", s(&second)),
+        1,
+    );
+    fs::write(&f.config, widened).unwrap();
+    f.init();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    d.wait_log("reloading");
+    d.wait_log_count("ready", 2);
+    let pid = by("sh", &["-c", &format!("echo v2 > '{}'", s(&second.join("file")))]);
+    d.expect(&second.join("file"), "updated", pid);
+}
+
+#[test]
+fn without_privilege_run_fails_with_a_reason() {
+    if !privileged("dropping privileges") {
+        return;
+    }
+    let f = Fixture::new();
+    f.init();
+    let chown = |p: &Path| std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+    chown(&f.state);
+    for e in fs::read_dir(&f.state).unwrap() {
+        chown(&e.unwrap().path());
+    }
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        common::FIMD,
+        "-c",
+    ])
+    .arg(&f.config)
+    .arg("run");
+    let r = common::run(c);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot load the eBPF programs"), "{}", r.stderr);
+    assert!(r.stderr.contains("CAP_BPF"), "{}", r.stderr);
+}
+
+#[test]
+fn a_storm_of_writes_yields_a_bounded_number_of_records_and_the_final_state() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    let target = f.path("storm");
+    fs::write(&target, vec![b'x'; 200_000]).unwrap();
+    let d = Daemon::start(&f);
+    let pid = by(
+        "dd",
+        &[
+            "if=/dev/zero",
+            &format!("of={}", s(&target)),
+            "bs=1",
+            "count=200000",
+            "conv=notrunc",
+            "status=none",
+        ],
+    );
+    let hash = sha256_hex(&fs::read(&target).unwrap());
+    d.expect_where(&target, "updated", pid, |a| {
+        a["file"]["hash"]["sha256"] == hash.as_str()
+    });
+    let n = d
+        .alerts()
+        .iter()
+        .filter(|a| a["file"]["path"] == s(&target))
+        .count();
+    assert!(
+        n < 5_000,
+        "{n} alerts for 200,000 writes: coalescing is not bounding them"
+    );
+}
+
+#[test]
+fn fimd_own_reads_make_no_events() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    let d = Daemon::start(&f);
+    // A full comparison reads every watched file.
+    assert_eq!(f.fimd(&["check"]).code, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.alerts().is_empty(), "{:#?}", d.alerts());
 }

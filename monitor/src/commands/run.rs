@@ -370,6 +370,7 @@ impl Daemon {
             .filter(|(_, d)| *d > 0)
             .map(|(p, d)| (p.as_os_str().as_bytes().to_vec(), *d))
             .collect();
+        let target_paths: Vec<PathBuf> = targets.iter().map(|(p, _)| p.clone()).collect();
         let mut scan = scan::start_at(&self.settings, targets);
         let mut found: HashMap<Vec<u8>, Entry> = HashMap::new();
         let mut problems = Vec::new();
@@ -382,6 +383,16 @@ impl Daemon {
             }
         }
         drop(scan);
+        // A target stat'ed while being removed (its own record raced its parent's) was seen by
+        // the stat but not by the parent's listing, which waits for the removal to finish:
+        // what no longer exists now was not found.
+        let vanished: Vec<Vec<u8>> = target_paths
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .filter(|p| found.contains_key(p))
+            .filter(|p| std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(p)).is_err())
+            .collect();
+        found.retain(|p, _| !vanished.iter().any(|v| compare::is_under(p, v)));
         super::report_problems(&problems);
         let modifier_for = |path: &[u8]| -> Option<Modifier> {
             let who = who?;
