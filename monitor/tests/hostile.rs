@@ -135,19 +135,7 @@ fn unreadable_files_are_reported_and_the_run_goes_on() {
     fs::set_permissions(f.path("closed"), fs::Permissions::from_mode(0o000)).unwrap();
     fs::create_dir(&f.state).unwrap();
     std::os::unix::fs::chown(&f.state, Some(65534), Some(65534)).unwrap();
-    let as_nobody = |args: &[&str]| {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            common::FIMD,
-            "-c",
-        ])
-        .arg(&f.config)
-        .args(args);
-        run(c)
-    };
+    let as_nobody = |args: &[&str]| common::fimd_as_nobody(&f.config, args);
     let init = as_nobody(&["init"]);
     assert_eq!(init.code, 0, "{}", init.stderr);
     assert!(init.stderr.contains("secret: cannot open"), "{}", init.stderr);

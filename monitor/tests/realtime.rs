@@ -880,17 +880,7 @@ fn without_privilege_run_fails_with_a_reason() {
     for e in fs::read_dir(&f.state).unwrap() {
         chown(&e.unwrap().path());
     }
-    let mut c = Command::new("setpriv");
-    c.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        common::FIMD,
-        "-c",
-    ])
-    .arg(&f.config)
-    .arg("run");
-    let r = common::run(c);
+    let r = common::fimd_as_nobody(&f.config, &["run"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("cannot load the eBPF programs"), "{}", r.stderr);
     assert!(r.stderr.contains("CAP_BPF"), "{}", r.stderr);

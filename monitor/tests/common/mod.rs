@@ -153,6 +153,15 @@ pub fn run(mut cmd: Command) -> Run {
     }
 }
 
+/// Runs `fimd -c CONFIG args…` as the unprivileged user nobody (65534).
+pub fn fimd_as_nobody(config: &Path, args: &[&str]) -> Run {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", FIMD, "-c"])
+        .arg(config)
+        .args(args);
+    run(c)
+}
+
 /// Runs a helper program (touch, setfattr, …), asserting success.
 pub fn sh(program: &str, args: &[&str]) {
     let out = Command::new(program)
