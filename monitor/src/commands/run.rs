@@ -283,6 +283,10 @@ impl Daemon {
     /// Records a path's current state and watches its inode.
     fn learn(&mut self, e: Entry) -> anyhow::Result<()> {
         let key = key_of(&e);
+        // Replaced by another inode (renamed over): the old inode no longer has this name.
+        if self.seen.get(&e.path).is_some_and(|old| key_of(old) != key) {
+            self.forget(&e.path.clone());
+        }
         let paths = self.paths.entry(key).or_default();
         if !paths.contains(&e.path) {
             paths.push(e.path.clone());
