@@ -313,6 +313,10 @@ impl Daemon {
         let mut targets = Vec::new();
         let mut who: HashMap<Vec<u8>, Modifier> = HashMap::new();
         for r in records {
+            // A record still in the ring for an inode no longer watched: nothing to re-arm.
+            if !self.paths.contains_key(&r.key) {
+                continue;
+            }
             // Re-arm first: a change from now on reports again (docs/sensor-design.md §5).
             self.sensor.rearm(r.key)?;
             let modifier = Modifier::from_record(r);

@@ -3,7 +3,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use monitor_common::{
-    BTRFS_ENABLED, COUNTER_PENDING_FULL, COUNTER_RB_DROPS, COUNTERS_LEN, ChangeRecord, InodeKey,
+    BTRFS_ENABLED, COUNTER_RB_DROPS, COUNTERS_LEN, ChangeRecord, InodeKey,
     OFF_AS_I_MMAP_WRITABLE, OFF_BTRFS_INODE_ROOT, OFF_BTRFS_INODE_VFS_INODE, OFF_BTRFS_ROOT_ANON_DEV,
     OFF_FILE_F_INODE, OFF_FILE_F_MODE, OFF_INODE_I_INO, OFF_INODE_I_MAPPING, OFF_INODE_I_SB,
     OFF_KIOCB_KI_FILP, OFF_SB_S_DEV, OFF_SB_S_MAGIC, Pending, SELFTEST_SLOT, SELFTEST_TGID_GLOBAL,
@@ -229,8 +229,8 @@ impl super::Sensor for EbpfSensor {
     }
 
     fn lost(&self) -> u64 {
-        let c = self.counters();
-        c[COUNTER_RB_DROPS as usize] + c[COUNTER_PENDING_FULL as usize]
+        // A full PENDING map loses only the best-effort count; the record still goes out.
+        self.counters()[COUNTER_RB_DROPS as usize]
     }
 }
 
