@@ -166,6 +166,18 @@ struct Walker<'a> {
 /// A directory the walk holds open, shared by the jobs that read its children.
 type DirFd = Arc<OwnedFd>;
 
+/// One directory entry to record, and how many levels below it to read.
+struct Node<'s> {
+    watch: &'s Watch,
+    parent: DirFd,
+    name: CString,
+    /// Its host path.
+    logical: Vec<u8>,
+    /// The watch root's device, once known: the walk stays on it unless told otherwise.
+    watch_dev: Option<u64>,
+    depth: u32,
+}
+
 impl<'a> Walker<'a> {
     fn send(&self, item: ScanItem) {
         let full = OUTBOX.with_borrow_mut(|out| {
@@ -241,7 +253,15 @@ impl<'a> Walker<'a> {
                 Ok(fd) => fd,
                 Err(e) => return self.subtree_problem(logical, format!("cannot open: {e}")),
             };
-            return self.visit(s, watch, Arc::new(fd), c".".to_owned(), logical, None, depth);
+            let node = Node {
+                watch,
+                parent: Arc::new(fd),
+                name: c".".to_owned(),
+                logical,
+                watch_dev: None,
+                depth,
+            };
+            return self.visit(s, node);
         };
         let mut cur = match rustix::io::dup(root_fd) {
             Ok(fd) => fd,
@@ -274,58 +294,65 @@ impl<'a> Walker<'a> {
             }
         }
         let name = CString::new(last.clone()).expect("no NUL in a path component");
-        self.visit(s, watch, Arc::new(cur), name, logical, None, depth);
+        self.visit(
+            s,
+            Node {
+                watch,
+                parent: Arc::new(cur),
+                name,
+                logical,
+                watch_dev: None,
+                depth,
+            },
+        );
     }
 
     /// Records one directory entry; descends into directories.
-    #[allow(clippy::too_many_arguments)] // one job's whole context; a struct would only rename it
-    fn visit<'s>(
-        &'s self,
-        s: &rayon::Scope<'s>,
-        watch: &'s Watch,
-        parent: DirFd,
-        name: CString,
-        logical: Vec<u8>,
-        watch_dev: Option<u64>,
-        depth: u32,
-    ) {
+    fn visit<'s>(&'s self, s: &rayon::Scope<'s>, node: Node<'s>) {
         if self.abort.load(Ordering::Relaxed) {
             return;
         }
-        let st = match statat(parent.as_fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+        let st = match statat(
+            node.parent.as_fd(),
+            node.name.as_c_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ) {
             Ok(st) => st,
-            // Gone between readdir and stat: it is not there now, so it is not recorded.
             // Gone (or a watch root that does not exist): not there now, so not recorded; a
             // missing watch root shows as its baseline entries being deleted.
             Err(rustix::io::Errno::NOENT) => return,
-            Err(e) => return self.subtree_problem(logical, format!("cannot stat: {e}")),
+            Err(e) => return self.subtree_problem(node.logical, format!("cannot stat: {e}")),
         };
         let kind = FileKind::from_mode(st.st_mode as u32);
         match kind {
-            FileKind::Regular => s.spawn(move |_| self.hash_job(parent, name, logical)),
+            FileKind::Regular => {
+                return s.spawn(move |_| self.hash_job(node.parent, node.name, node.logical));
+            }
             // Opened inside the job, so a directory with a million subdirectories holds
             // pending jobs, not a million descriptors.
-            FileKind::Directory => {
-                s.spawn(move |s| self.dir_job(s, watch, parent, name, logical, watch_dev, depth))
-            }
-            FileKind::Symlink => {
-                let target = match rustix::fs::readlinkat(parent.as_fd(), name.as_c_str(), Vec::new()) {
-                    Ok(t) => Some(t.into_bytes()),
-                    Err(e) => {
-                        self.problem(logical.clone(), format!("cannot read link: {e}"));
-                        None
-                    }
-                };
-                let xattrs = self.xattrs_at(&parent, &name, &logical);
-                self.send(ScanItem::Entry(
-                    self.entry_from(&st, logical, None, target, xattrs),
-                ));
-            }
-            _ => {
-                let xattrs = self.xattrs_at(&parent, &name, &logical);
-                self.send(ScanItem::Entry(self.entry_from(&st, logical, None, None, xattrs)));
-            }
+            FileKind::Directory => return s.spawn(move |s| self.dir_job(s, node)),
+            _ => {}
         }
+        let Node {
+            parent,
+            name,
+            logical,
+            ..
+        } = node;
+        let target = match kind {
+            FileKind::Symlink => match rustix::fs::readlinkat(parent.as_fd(), name.as_c_str(), Vec::new()) {
+                Ok(t) => Some(t.into_bytes()),
+                Err(e) => {
+                    self.problem(logical.clone(), format!("cannot read link: {e}"));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let xattrs = self.xattrs_at(&parent, &name, &logical);
+        self.send(ScanItem::Entry(
+            self.entry_from(&st, logical, None, target, xattrs),
+        ));
     }
 
     fn xattrs_at(&self, parent: &DirFd, name: &CStr, logical: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -335,20 +362,18 @@ impl<'a> Walker<'a> {
         })
     }
 
-    #[allow(clippy::too_many_arguments)] // as `visit`
-    fn dir_job<'s>(
-        &'s self,
-        s: &rayon::Scope<'s>,
-        watch: &'s Watch,
-        parent: DirFd,
-        name: CString,
-        logical: Vec<u8>,
-        watch_dev: Option<u64>,
-        depth: u32,
-    ) {
+    fn dir_job<'s>(&'s self, s: &rayon::Scope<'s>, node: Node<'s>) {
         if self.abort.load(Ordering::Relaxed) {
             return;
         }
+        let Node {
+            watch,
+            parent,
+            name,
+            logical,
+            watch_dev,
+            depth,
+        } = node;
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let opened = match openat(
             parent.as_fd(),
@@ -433,17 +458,26 @@ impl<'a> Walker<'a> {
                     }
                 }
                 rustix::fs::FileType::Directory => {
-                    let (dir, name) = (dir.clone(), name.to_owned());
-                    s.spawn(move |s| self.dir_job(s, watch, dir, name, child, Some(root_dev), depth));
+                    let node = Node {
+                        watch,
+                        parent: dir.clone(),
+                        name: name.to_owned(),
+                        logical: child,
+                        watch_dev: Some(root_dev),
+                        depth,
+                    };
+                    s.spawn(move |s| self.dir_job(s, node));
                 }
                 _ => self.visit(
                     s,
-                    watch,
-                    dir.clone(),
-                    name.to_owned(),
-                    child,
-                    Some(root_dev),
-                    depth,
+                    Node {
+                        watch,
+                        parent: dir.clone(),
+                        name: name.to_owned(),
+                        logical: child,
+                        watch_dev: Some(root_dev),
+                        depth,
+                    },
                 ),
             }
         }
