@@ -457,7 +457,7 @@ impl<'a> Walker<'a> {
                         s.spawn(move |_| self.hash_files(dir, batch));
                     }
                 }
-                rustix::fs::FileType::Directory => {
+                file_type => {
                     let node = Node {
                         watch,
                         parent: dir.clone(),
@@ -466,19 +466,12 @@ impl<'a> Walker<'a> {
                         watch_dev: Some(root_dev),
                         depth,
                     };
-                    s.spawn(move |s| self.dir_job(s, node));
+                    if file_type == rustix::fs::FileType::Directory {
+                        s.spawn(move |s| self.dir_job(s, node));
+                    } else {
+                        self.visit(s, node);
+                    }
                 }
-                _ => self.visit(
-                    s,
-                    Node {
-                        watch,
-                        parent: dir.clone(),
-                        name: name.to_owned(),
-                        logical: child,
-                        watch_dev: Some(root_dev),
-                        depth,
-                    },
-                ),
             }
         }
         if !files.is_empty() {

@@ -149,17 +149,8 @@ impl EbpfSensor {
             ("fimd_ctime_set", "inode_set_ctime_to_ts"),
             ("fimd_dio_complete", "iomap_dio_complete"),
         ] {
-            let err = |reason: String| EbpfError::Attach {
-                program,
-                category: "raw_tracepoint",
-                name: tracepoint,
-                reason,
-            };
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| err("not in the object".into()))?
-                .try_into()
-                .map_err(|e| err(format!("{e}")))?;
+            let err = attach_error(program, "raw_tracepoint", tracepoint);
+            let prog: &mut RawTracePoint = find_program(&mut ebpf, program, "raw_tracepoint", tracepoint)?;
             prog.load()
                 .map_err(|e| EbpfError::Load(format!("{program}: {e:#}")))?;
             prog.attach(tracepoint).map_err(|e| err(format!("{e}")))?;
@@ -266,23 +257,44 @@ fn ensure_tracefs() -> Result<(), EbpfError> {
     })
 }
 
+fn attach_error(
+    program: &'static str,
+    category: &'static str,
+    name: &'static str,
+) -> impl Fn(String) -> EbpfError {
+    move |reason| EbpfError::Attach {
+        program,
+        category,
+        name,
+        reason,
+    }
+}
+
+/// The program `program` of the object, as its expected type.
+fn find_program<'e, P>(
+    ebpf: &'e mut Ebpf,
+    program: &'static str,
+    category: &'static str,
+    name: &'static str,
+) -> Result<&'e mut P, EbpfError>
+where
+    &'e mut P: TryFrom<&'e mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let err = attach_error(program, category, name);
+    ebpf.program_mut(program)
+        .ok_or_else(|| err("not in the object".into()))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| err(e.to_string()))
+}
+
 fn attach_tracepoint(
     ebpf: &mut Ebpf,
     program: &'static str,
     category: &'static str,
     name: &'static str,
 ) -> Result<(), EbpfError> {
-    let err = |reason: String| EbpfError::Attach {
-        program,
-        category,
-        name,
-        reason,
-    };
-    let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| err("not in the object".into()))?
-        .try_into()
-        .map_err(|e| err(format!("{e}")))?;
+    let err = attach_error(program, category, name);
+    let prog: &mut TracePoint = find_program(ebpf, program, category, name)?;
     prog.load()
         .map_err(|e| EbpfError::Load(format!("{program}: {e:#}")))?;
     prog.attach(category, name).map_err(|e| err(format!("{e}")))?;
