@@ -104,7 +104,8 @@ struct Daemon {
     sink: JsonlSink,
     /// Alerts of the rescan under way, written once it (and any new subtree) is done.
     outbox: Vec<Value>,
-    /// Memory-mapped files to rehash later: path, when, who wrote, how many looks so far.
+    /// Files to rehash later (memory-mapped, or found empty right after a truncation): path,
+    /// when, who wrote, how many looks so far.
     rechecks: Vec<(Vec<u8>, std::time::Instant, Modifier, usize)>,
     origin: Origin,
     mode: Mode,
@@ -340,7 +341,21 @@ impl Daemon {
         if targets.is_empty() {
             return Ok(());
         }
-        self.rescan(targets, Some(&who))
+        self.rescan(targets, Some(&who))?;
+        // A file found empty was most likely just truncated (`>`, O_TRUNC) with its write
+        // still to land; on an empty file the barrier takes no lock, so look once more.
+        let now = std::time::Instant::now();
+        for (path, m) in who {
+            let empty = self
+                .seen
+                .get(&path)
+                .is_some_and(|e| e.kind == FileKind::Regular && e.size == 0);
+            if empty && !self.rechecks.iter().any(|(q, ..)| *q == path) {
+                self.rechecks
+                    .push((path, now + MMAP_RECHECKS[0], m, MMAP_RECHECKS.len() - 1));
+            }
+        }
+        Ok(())
     }
 
     /// Rehashes memory-mapped files whose next look is due.
