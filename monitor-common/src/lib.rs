@@ -31,6 +31,17 @@ pub const OFF_FILE_F_INODE: &str = "OFF_FILE_F_INODE";
 pub const OFF_FILE_F_MODE: &str = "OFF_FILE_F_MODE";
 /// `FMODE_WRITE`, a stable kernel ABI bit.
 pub const FMODE_WRITE: u32 = 0x2;
+/// Offsets the append-only checks need: from the current task to a descriptor's `struct file`,
+/// its position and flags, and an inode's size.
+pub const OFF_TASK_FILES: &str = "OFF_TASK_FILES";
+pub const OFF_FILES_FDT: &str = "OFF_FILES_FDT";
+pub const OFF_FDT_MAX_FDS: &str = "OFF_FDT_MAX_FDS";
+pub const OFF_FDT_FD: &str = "OFF_FDT_FD";
+pub const OFF_FILE_F_POS: &str = "OFF_FILE_F_POS";
+pub const OFF_FILE_F_FLAGS: &str = "OFF_FILE_F_FLAGS";
+pub const OFF_INODE_I_SIZE: &str = "OFF_INODE_I_SIZE";
+pub const O_APPEND: u32 = 0o2000;
+pub const RWF_APPEND: u64 = 0x10;
 
 /// A watched inode: the kernel's `dev_t` (`major << 20 | minor`, not userspace's `st_dev`
 /// encoding) and the inode number.
@@ -48,10 +59,25 @@ pub struct InodeKey {
 pub struct WatchVal {
     pub flags: u32,
     pub _pad: u32,
+    /// Append-only files: the length up to which the content is verified. A write below it,
+    /// or a size seen below it, is recorded in VIOLATIONS.
+    pub verified_len: u64,
 }
 
 /// `WatchVal::flags`: the inode is a directory (a change means: rescan its entries).
 pub const WATCH_IS_DIR: u32 = 1;
+pub const WATCH_APPEND_ONLY: u32 = 2;
+
+/// VIOLATIONS flags: why an append-only file's verified bytes may have changed.
+/// A write (write, pwrite, writev, splice, copy_file_range, sendfile) at an offset below the
+/// verified length, or fallocate punching, zeroing, collapsing or inserting there.
+pub const VIOLATION_WRITE_BELOW: u32 = 1;
+/// The size was seen below the verified length (truncation).
+pub const VIOLATION_SHRINK: u32 = 2;
+/// Changed while mapped shared and writable: stores leave no offsets behind.
+pub const VIOLATION_MMAP: u32 = 4;
+/// An io_uring request took the file: its offsets are not seen.
+pub const VIOLATION_URING: u32 = 8;
 
 /// The hook that saw a change (`ChangeRecord::hook`).
 pub const HOOK_CTIME_XCHG: u32 = 1;

@@ -45,12 +45,12 @@ static OFF_BTRFS_ROOT_ANON_DEV: u32 = 0;
 #[unsafe(no_mangle)]
 static OFF_KIOCB_KI_FILP: u32 = 0;
 #[unsafe(no_mangle)]
-static OFF_FILE_F_INODE: u32 = 0;
+pub(crate) static OFF_FILE_F_INODE: u32 = 0;
 #[unsafe(no_mangle)]
 static OFF_FILE_F_MODE: u32 = 0;
 
 #[map]
-static WATCH: HashMap<InodeKey, WatchVal> = HashMap::with_max_entries(262_144, 0);
+pub(crate) static WATCH: HashMap<InodeKey, WatchVal> = HashMap::with_max_entries(262_144, 0);
 #[map]
 static ARMED: HashMap<InodeKey, u32> = HashMap::with_max_entries(262_144, 0);
 #[map]
@@ -109,13 +109,14 @@ fn bump(counter: u32) {
     }
 }
 
-fn offset(global: &u32) -> u64 {
+pub(crate) fn offset(global: &u32) -> u64 {
     // SAFETY: read-only globals set by the loader; volatile so the load is not folded to 0.
     u64::from(unsafe { core::ptr::read_volatile(global) })
 }
 
 /// The device userspace sees in `st_dev`: the superblock's, but on btrfs the subvolume's own
 /// anonymous device (`BTRFS_I(inode)->root->anon_dev`), as `btrfs_getattr` reports it.
+#[inline(always)]
 fn device(inode: u64, sb: u64) -> Result<u32, i64> {
     // SAFETY: probe reads of kernel memory.
     unsafe {
@@ -136,7 +137,8 @@ fn device(inode: u64, sb: u64) -> Result<u32, i64> {
 }
 
 /// Whether `inode->i_mapping->i_mmap_writable > 0`.
-fn mmap_writable(inode: u64) -> bool {
+#[inline(always)]
+pub(crate) fn mmap_writable(inode: u64) -> bool {
     // SAFETY: probe reads; failures read as "no".
     unsafe {
         let Ok(mapping) = bpf_probe_read_kernel((inode + offset(&OFF_INODE_I_MAPPING)) as *const u64) else {
@@ -153,10 +155,11 @@ fn try_change(ctx: &RawTracePointContext, hook: u32) -> Result<(), i64> {
     report(ctx.arg(0), hook)
 }
 
-/// Filters `inode` against the watch set, coalesces, and reports the first change after an arm.
-fn report(inode: u64, hook: u32) -> Result<(), i64> {
+/// The watch-map key of `inode`: its device as userspace sees it, and its number.
+#[inline(always)]
+pub(crate) fn inode_key(inode: u64) -> Result<Option<InodeKey>, i64> {
     if inode == 0 {
-        return Ok(());
+        return Ok(None);
     }
     // SAFETY: probe reads of kernel memory; a bad address yields an error, not a fault.
     let (sb, ino) = unsafe {
@@ -167,13 +170,22 @@ fn report(inode: u64, hook: u32) -> Result<(), i64> {
         (sb, ino)
     };
     if sb == 0 || ino == 0 {
-        return Ok(());
+        return Ok(None);
     }
     let dev = device(inode, sb)?;
-    let key = InodeKey { dev, _pad: 0, ino };
-    if WATCH.get_ptr(&key).is_none() {
+    Ok(Some(InodeKey { dev, _pad: 0, ino }))
+}
+
+/// Filters `inode` against the watch set, coalesces, and reports the first change after an arm.
+fn report(inode: u64, hook: u32) -> Result<(), i64> {
+    let Some(key) = inode_key(inode)? else {
         return Ok(());
-    }
+    };
+    // SAFETY: a map value copied out.
+    let Some(w) = (unsafe { WATCH.get(&key) }).copied() else {
+        return Ok(());
+    };
+    crate::append::note_change(inode, &key, &w);
     // Only watched inodes get this far.
     bump(COUNTER_HITS);
     let pid_tgid = bpf_get_current_pid_tgid();

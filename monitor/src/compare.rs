@@ -24,6 +24,29 @@ pub enum Action {
     Deleted,
     Moved,
     AttributesModified,
+    /// Append-only: the file grew and its verified bytes are intact.
+    Appended,
+    /// Append-only: shorter than its verified length.
+    Truncated,
+    /// Append-only: a log rotated within the configured names, its content verified.
+    Rotated,
+}
+
+/// Whether a change breaks the policy (`alert`) or is allowed and only recorded (`event`),
+/// as ECS `event.kind` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Alert,
+    Event,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Alert => "alert",
+            Kind::Event => "event",
+        }
+    }
 }
 
 impl Action {
@@ -34,6 +57,9 @@ impl Action {
             Action::Deleted => "deleted",
             Action::Moved => "moved",
             Action::AttributesModified => "attributes_modified",
+            Action::Appended => "appended",
+            Action::Truncated => "truncated",
+            Action::Rotated => "rotated",
         }
     }
 }
@@ -42,6 +68,7 @@ impl Action {
 #[derive(Debug, Clone)]
 pub struct Change {
     pub action: Action,
+    pub kind: Kind,
     pub policy: Policy,
     /// Current state; `None` when deleted.
     pub current: Option<Entry>,
@@ -49,6 +76,8 @@ pub struct Change {
     pub previous: Option<Entry>,
     /// Names of the attributes that differ.
     pub changes: Vec<&'static str>,
+    /// Details under `fim.*` (what an append or rotation verified).
+    pub extra: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl Change {
@@ -173,6 +202,8 @@ pub fn compare(
                 if !changes.is_empty() {
                     out.changes.push(Change {
                         action: action_for(&changes),
+                        kind: Kind::Alert,
+                        extra: Vec::new(),
                         policy: policy_of(&entry.path),
                         current: Some(entry),
                         previous: Some(baseline[i].clone()),
@@ -222,6 +253,8 @@ pub fn compare(
             changes.insert(0, "path");
             out.changes.push(Change {
                 action: Action::Moved,
+                kind: Kind::Alert,
+                extra: Vec::new(),
                 policy: policy_of(&c.path),
                 current: Some(c.clone()),
                 previous: Some(deleted[i].clone()),
@@ -238,6 +271,8 @@ pub fn compare(
     for c in created {
         out.changes.push(Change {
             action: Action::Created,
+            kind: Kind::Alert,
+            extra: Vec::new(),
             policy: policy_of(&c.path),
             current: Some(c),
             previous: None,
@@ -247,6 +282,8 @@ pub fn compare(
     for d in deleted {
         out.changes.push(Change {
             action: Action::Deleted,
+            kind: Kind::Alert,
+            extra: Vec::new(),
             policy: policy_of(&d.path),
             current: None,
             previous: Some(d),

@@ -54,6 +54,9 @@ struct RawWatch {
     exclude: Vec<Spanned<String>>,
     #[serde(default = "default_true")]
     one_filesystem: bool,
+    /// Append-only watches: names (globs) that rotated logs take, e.g. `app.log.*`.
+    #[serde(default)]
+    rotate: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +115,29 @@ pub struct Watch {
     pub policy: Policy,
     pub exclude: Excludes,
     pub one_filesystem: bool,
+    /// Names a rotated log takes (append-only watches); rotations outside them alert.
+    pub rotate: Rotate,
+}
+
+/// Rotation name globs, matched against file names.
+#[derive(Debug, Clone, Default)]
+pub struct Rotate {
+    set: Option<GlobSet>,
+    pub patterns: Vec<String>,
+}
+
+impl Rotate {
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Whether `name` (a file name, not a path) is one a rotated log takes.
+    pub fn matches(&self, name: &[u8]) -> bool {
+        use std::ffi::OsStr;
+        self.set
+            .as_ref()
+            .is_some_and(|s| s.is_match(Path::new(OsStr::from_bytes(name))))
+    }
 }
 
 /// Exclusion globs: patterns starting with `/` match the whole path, others match the file name.
@@ -254,12 +280,47 @@ impl Settings {
                     ));
                 }
             }
+            if !w.rotate.is_empty() && policy != Policy::AppendOnly {
+                return Err(invalid(
+                    w.rotate[0].span(),
+                    "watch.rotate: rotation is allowed only for policy = \"append-only\"; remove it or set the policy"
+                        .into(),
+                ));
+            }
+            let mut rb = GlobSetBuilder::new();
+            for r in &w.rotate {
+                if r.get_ref().contains('/') || r.get_ref().is_empty() {
+                    return Err(invalid(
+                        r.span(),
+                        format!(
+                            "watch.rotate: {:?} must be a file name glob such as \"app.log.*\" (no '/'): \
+                             rotated logs stay in the log's directory",
+                            r.get_ref()
+                        ),
+                    ));
+                }
+                let g = Glob::new(r.get_ref())
+                    .map_err(|e| invalid(r.span(), format!("watch.rotate: {:?}: {e}", r.get_ref())))?;
+                rb.add(g);
+            }
+            let rotate = Rotate {
+                set: if w.rotate.is_empty() {
+                    None
+                } else {
+                    Some(
+                        rb.build()
+                            .map_err(|e| invalid(w.rotate[0].span(), format!("watch.rotate: {e}")))?,
+                    )
+                },
+                patterns: w.rotate.iter().map(|p| p.get_ref().clone()).collect(),
+            };
             watches.push((
                 Watch {
                     path: wpath,
                     policy,
                     exclude,
                     one_filesystem: w.one_filesystem,
+                    rotate,
                 },
                 w.path.span(),
             ));

@@ -1,4 +1,5 @@
 //! fimd: a file integrity monitor for Linux.
+pub mod append;
 pub mod baseline;
 pub mod cli;
 pub mod commands;

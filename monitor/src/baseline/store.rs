@@ -8,10 +8,24 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::entry::{Entry, FileKind, decode_xattrs, encode_xattrs};
 use super::seal::{Key, KeyError, Sealer};
+use crate::append::state::AppendState;
 
 pub const DB_FILE: &str = "baseline.db";
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const SEAL_DOMAIN: &[u8] = b"fimd-baseline-seal-v1\0";
+const LEDGER_DOMAIN: &[u8] = b"fimd-ledger-v1\0";
+const EVIDENCE_DOMAIN: &[u8] = b"fimd-evidence-v1\0";
+
+/// Version 2: the ledger (what policy advanced since the seal: verified appends, rotations)
+/// and the evidence log of comparisons.
+const SCHEMA_V2: &str = "
+    CREATE TABLE IF NOT EXISTS ledger (
+        path BLOB PRIMARY KEY, kind INTEGER, size INTEGER,
+        mode INTEGER, uid INTEGER, gid INTEGER, ino INTEGER, dev INTEGER, nlink INTEGER,
+        mtime_ns INTEGER, ctime_ns INTEGER, sha256 BLOB, link_target BLOB, xattrs BLOB,
+        deleted INTEGER NOT NULL, append_at INTEGER, append_state BLOB, mac BLOB NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS evidence (id INTEGER PRIMARY KEY, record TEXT NOT NULL, mac BLOB NOT NULL);
+    PRAGMA user_version = 2;";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -28,6 +42,11 @@ pub enum StoreError {
     SealMismatch { path: PathBuf, key: String },
     #[error("baseline database {path} has schema version {found}; this fimd reads version {SCHEMA_VERSION}")]
     Schema { path: PathBuf, found: i64 },
+    #[error(
+        "baseline database {path}: the ledger row for {row} fails its MAC: it was changed outside fimd; \
+         restore the database from a trusted copy, or run `fimd accept` for that path after checking it"
+    )]
+    LedgerMismatch { path: PathBuf, row: String },
     #[error(
         "baseline database {path} holds a malformed row ({what}); restore it or rebuild with `fimd init`"
     )]
@@ -47,10 +66,26 @@ pub struct HistoryRow {
     pub detail: String,
 }
 
+/// What a policy advanced after the seal, for one path: its new state (`None`: deleted, as
+/// rotation retires old logs) and, for an append-only file, the hash state of its content.
+#[derive(Debug, Clone)]
+pub struct LedgerRow {
+    pub path: Vec<u8>,
+    pub entry: Option<Entry>,
+    pub append: Option<AppendState>,
+}
+
 /// A verified baseline held in memory.
 pub struct Baseline {
-    /// Sorted by path (SQLite orders BLOBs bytewise, as Rust orders byte slices).
+    /// Sorted by path (SQLite orders BLOBs bytewise, as Rust orders byte slices): the sealed
+    /// entries with the ledger applied.
     pub entries: Vec<Entry>,
+    /// Hash states of append-only files, by path.
+    pub appends: HashMap<Vec<u8>, AppendState>,
+    /// The seal (hex): which baseline this is, for evidence records.
+    pub seal: String,
+    /// Paths a rotation retired (their log moved to a rotated name).
+    pub retired: std::collections::HashSet<Vec<u8>>,
     pub meta: HashMap<String, String>,
     pub history: Vec<HistoryRow>,
 }
@@ -101,10 +136,12 @@ impl Store {
                         sha256 BLOB, link_target BLOB, xattrs BLOB NOT NULL) WITHOUT ROWID;
                      CREATE TABLE IF NOT EXISTS history (
                         id INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL,
-                        action TEXT NOT NULL, path BLOB, detail TEXT NOT NULL);
-                     PRAGMA user_version = 1;
-                     COMMIT;",
+                        action TEXT NOT NULL, path BLOB, detail TEXT NOT NULL);",
                 )
+                .and_then(|()| conn.execute_batch(&format!("{SCHEMA_V2} COMMIT;")))
+                .map_err(sql)?,
+            1 => conn
+                .execute_batch(&format!("BEGIN; {SCHEMA_V2} COMMIT;"))
                 .map_err(sql)?,
             SCHEMA_VERSION => {}
             found => return Err(StoreError::Schema { path, found }),
@@ -148,7 +185,7 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql)?;
-        tx.execute_batch("DELETE FROM entries; DELETE FROM meta; DELETE FROM history;")
+        tx.execute_batch("DELETE FROM entries; DELETE FROM meta; DELETE FROM history; DELETE FROM ledger;")
             .map_err(sql)?;
         Ok(Replace { tx, path })
     }
@@ -180,6 +217,11 @@ impl Store {
             tx.execute("DELETE FROM entries WHERE path = ?1", [p])
                 .map_err(sql)?;
         }
+        // What is accepted supersedes what the policy advanced.
+        for p in deletes.iter().chain(upserts.iter().map(|e| &e.path)) {
+            tx.execute("DELETE FROM ledger WHERE path = ?1", [p])
+                .map_err(sql)?;
+        }
         insert_history(&tx, history).map_err(sql)?;
         set_meta(&tx, meta).map_err(sql)?;
         write_seal(&tx, &path, key)?;
@@ -197,12 +239,173 @@ impl Store {
         let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
         let mut entries = Vec::new();
         let (meta, history) = read_sealed(&tx, &self.path, key, &self.key_desc, |e| entries.push(e))?;
+        let seal: String = tx
+            .query_row("SELECT value FROM meta WHERE key = 'seal'", [], |r| r.get(0))
+            .map_err(self.sql())?;
+        let ledger = self.read_ledger(&tx, key)?;
         drop(tx);
+        let mut appends = HashMap::new();
+        let mut retired = std::collections::HashSet::new();
+        if !ledger.is_empty() {
+            let mut by_path: HashMap<Vec<u8>, Option<Entry>> = HashMap::new();
+            for row in ledger {
+                if let Some(a) = row.append {
+                    appends.insert(row.path.clone(), a);
+                }
+                if row.entry.is_none() {
+                    retired.insert(row.path.clone());
+                }
+                by_path.insert(row.path, row.entry);
+            }
+            entries.retain_mut(|e| match by_path.remove(&e.path) {
+                None => true,
+                Some(None) => false,
+                Some(Some(new)) => {
+                    *e = new;
+                    true
+                }
+            });
+            entries.extend(by_path.into_values().flatten());
+            entries.sort_by(|a, b| a.path.cmp(&b.path));
+        }
         Ok(Baseline {
             entries,
+            appends,
+            seal,
+            retired,
             meta,
             history,
         })
+    }
+
+    /// Records what a policy advanced (an append verified, a rotation judged), each row with
+    /// its own MAC: one small write per change, not a reseal of the whole baseline.
+    pub fn ledger_put(&self, key: &Key, rows: &[LedgerRow]) -> Result<(), StoreError> {
+        let sql = self.sql();
+        let tx = self.conn.unchecked_transaction().map_err(&sql)?;
+        for row in rows {
+            let mac = ledger_mac(key, row);
+            let e = row.entry.as_ref();
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO ledger
+                 (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target,
+                  xattrs, deleted, append_at, append_state, mac)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    row.path,
+                    e.map(|e| e.kind as i64),
+                    e.map(|e| e.size as i64),
+                    e.map(|e| e.mode),
+                    e.map(|e| e.uid),
+                    e.map(|e| e.gid),
+                    e.map(|e| e.ino as i64),
+                    e.map(|e| e.dev as i64),
+                    e.map(|e| e.nlink as i64),
+                    e.map(|e| e.mtime_ns),
+                    e.map(|e| e.ctime_ns),
+                    e.and_then(|e| e.sha256.as_ref().map(|h| h.to_vec())),
+                    e.and_then(|e| e.link_target.clone()),
+                    e.map(|e| encode_xattrs(&e.xattrs)),
+                    i64::from(e.is_none()),
+                    row.append.as_ref().map(|a| a.at as i64),
+                    row.append.as_ref().map(|a| a.state.clone()),
+                    mac,
+                ])
+            })
+            .map_err(&sql)?;
+        }
+        tx.commit().map_err(&sql)
+    }
+
+    fn read_ledger(&self, conn: &Connection, key: &Key) -> Result<Vec<LedgerRow>, StoreError> {
+        let sql = self.sql();
+        let mut stmt = conn
+            .prepare(
+                "SELECT path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256,
+                        link_target, xattrs, deleted, append_at, append_state, mac FROM ledger ORDER BY path",
+            )
+            .map_err(&sql)?;
+        let mut rows = stmt.query([]).map_err(&sql)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(&sql)? {
+            let path: Vec<u8> = r.get(0).map_err(&sql)?;
+            let deleted: i64 = r.get(14).map_err(&sql)?;
+            let entry = if deleted != 0 {
+                None
+            } else {
+                Some(row_to_entry(r, &self.path)?)
+            };
+            let at: Option<i64> = r.get(15).map_err(&sql)?;
+            let state: Option<Vec<u8>> = r.get(16).map_err(&sql)?;
+            let append = match (at, state, &entry) {
+                (Some(at), Some(state), Some(e)) => e.sha256.map(|sha256| AppendState {
+                    len: e.size,
+                    sha256,
+                    at: at as u64,
+                    state,
+                }),
+                _ => None,
+            };
+            let mac: Vec<u8> = r.get(17).map_err(&sql)?;
+            let row = LedgerRow { path, entry, append };
+            if ledger_mac(key, &row) != mac {
+                return Err(StoreError::LedgerMismatch {
+                    path: self.path.clone(),
+                    row: crate::output::path::path_text(&row.path).0,
+                });
+            }
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    /// Appends an evidence record (a comparison: when, what, outcome) to a MAC chain: each
+    /// record's MAC covers the previous one, so a record cannot be dropped or edited unseen.
+    pub fn evidence_append(&self, key: &Key, record: &serde_json::Value) -> Result<(), StoreError> {
+        let sql = self.sql();
+        let tx = self.conn.unchecked_transaction().map_err(&sql)?;
+        let last: Option<(i64, Vec<u8>)> = tx
+            .query_row("SELECT id, mac FROM evidence ORDER BY id DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(&sql)?;
+        let (id, prev) = last.map_or((1, Vec::new()), |(id, mac)| (id + 1, mac));
+        let text = record.to_string();
+        let mac = evidence_mac(key, &prev, id, &text);
+        tx.execute(
+            "INSERT INTO evidence (id, record, mac) VALUES (?1, ?2, ?3)",
+            params![id, text, mac],
+        )
+        .map_err(&sql)?;
+        tx.commit().map_err(&sql)
+    }
+
+    /// Every evidence record, oldest first, each with whether the chain verifies up to it.
+    pub fn evidence(&self, key: &Key) -> Result<Vec<(i64, serde_json::Value, bool)>, StoreError> {
+        let sql = self.sql();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, record, mac FROM evidence ORDER BY id")
+            .map_err(&sql)?;
+        let mut rows = stmt.query([]).map_err(&sql)?;
+        let mut out = Vec::new();
+        let mut prev = Vec::new();
+        let mut intact = true;
+        while let Some(r) = rows.next().map_err(&sql)? {
+            let (id, text, mac): (i64, String, Vec<u8>) = (
+                r.get(0).map_err(&sql)?,
+                r.get(1).map_err(&sql)?,
+                r.get(2).map_err(&sql)?,
+            );
+            intact &= evidence_mac(key, &prev, id, &text) == mac;
+            let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+            out.push((id, value, intact));
+            prev = mac;
+        }
+        Ok(out)
     }
 }
 
@@ -235,6 +438,38 @@ impl Replace<'_> {
         write_seal(&self.tx, &self.path, key)?;
         self.tx.commit().map_err(sql)
     }
+}
+
+fn ledger_mac(key: &Key, row: &LedgerRow) -> Vec<u8> {
+    let mut mac = key.sealer();
+    let mut buf = Vec::with_capacity(256);
+    buf.extend_from_slice(LEDGER_DOMAIN);
+    buf.extend_from_slice(&(row.path.len() as u64).to_le_bytes());
+    buf.extend_from_slice(&row.path);
+    match &row.entry {
+        Some(e) => {
+            buf.push(1);
+            e.encode_into(&mut buf);
+        }
+        None => buf.push(0),
+    }
+    if let Some(a) = &row.append {
+        buf.extend_from_slice(&a.at.to_le_bytes());
+        buf.extend_from_slice(&(a.state.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&a.state);
+    }
+    mac.update(&buf);
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn evidence_mac(key: &Key, prev: &[u8], id: i64, text: &str) -> Vec<u8> {
+    let mut mac = key.sealer();
+    mac.update(EVIDENCE_DOMAIN);
+    mac.update(&(prev.len() as u64).to_le_bytes());
+    mac.update(prev);
+    mac.update(&id.to_le_bytes());
+    mac.update(text.as_bytes());
+    mac.finalize().into_bytes().to_vec()
 }
 
 fn insert_entry(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {

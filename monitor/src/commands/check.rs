@@ -1,5 +1,6 @@
 //! `fimd check` (the host against its baseline) and `fimd verify` (a read-only snapshot or
 //! mounted image against a baseline, writing nothing to it).
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,7 +10,10 @@ use super::{
     EXIT_CLEAN, EXIT_DIFFERENCES, EXIT_ERROR, coverage_problem, exit, host_mode, open_baseline, progress,
     report_problems,
 };
-use crate::compare::{self, Comparison, Mode};
+use crate::append::review;
+use crate::baseline::entry::Entry;
+use crate::compare::{self, Comparison, Kind, Mode};
+use crate::config::Policy;
 use crate::config::{AlertSink, Settings};
 use crate::output::alert::{Origin, hostname, human_line, problem_json, to_json};
 use crate::output::jsonl::JsonlSink;
@@ -23,9 +27,9 @@ pub enum Target<'a> {
 }
 
 pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Result<ExitCode> {
-    let (_store, _key, baseline) = open_baseline(settings)?;
+    let (store, key, baseline) = open_baseline(settings)?;
     let coverage = coverage_problem(settings, &baseline);
-    let (root, mode, origin) = match target {
+    let (root, mode, origin) = match &target {
         Target::Host => (
             Path::new("/"),
             host_mode(&baseline),
@@ -43,7 +47,7 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
                 );
             }
             (
-                dir,
+                *dir,
                 Mode::Portable,
                 Origin {
                     host: hostname(),
@@ -54,12 +58,27 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
         }
     };
     let started = Instant::now();
+    let append_base = append_only_entries(settings, &baseline.entries);
     let mut scan = scan::start(settings, root);
     let bar = progress(&scan, origin.scan);
     let mut cmp = compare::compare(settings, baseline.entries, &mut scan, mode, |_| {});
     cmp.problems.extend(coverage);
     drop(scan);
     bar.finish_and_clear();
+    let ctx = review::Context {
+        settings,
+        root,
+        mode,
+        base: &append_base,
+        retired: &baseline.retired,
+        checkpoints: &HashMap::new(),
+    };
+    let reviewed = review::review(&ctx, std::mem::take(&mut cmp.changes));
+    cmp.changes = reviewed.changes;
+    // On the host, what the policy allowed advances the baseline (an image is only read).
+    if matches!(target, Target::Host) && !reviewed.ledger.is_empty() {
+        store.ledger_put(&key, &reviewed.ledger)?;
+    }
 
     print_changes(&cmp, &origin, json)?;
     // The periodic check also feeds the configured sink (a SIEM); verify reads someone else's image.
@@ -78,11 +97,12 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
     }
     report_problems(&cmp.problems);
     eprintln!(
-        "fimd {}: {} entries compared in {:.2} s: {} differences, {} warnings",
+        "fimd {}: {} entries compared in {:.2} s: {} differences, {} allowed by policy, {} warnings",
         origin.scan,
         cmp.scanned,
         started.elapsed().as_secs_f64(),
-        cmp.changes.len(),
+        alerts(&cmp),
+        cmp.changes.len() - alerts(&cmp),
         cmp.problems.len()
     );
     Ok(exit(status(&cmp)))
@@ -103,9 +123,33 @@ fn print_changes(cmp: &Comparison, origin: &Origin, json: bool) -> anyhow::Resul
     Ok(())
 }
 
+fn alerts(cmp: &Comparison) -> usize {
+    cmp.changes.iter().filter(|c| c.kind == Kind::Alert).count()
+}
+
+/// The baseline entries under append-only watches, by path: what the policy judges against.
+pub(crate) fn append_only_entries(
+    settings: &crate::config::Settings,
+    entries: &[Entry],
+) -> HashMap<Vec<u8>, Entry> {
+    use std::os::unix::ffi::OsStrExt;
+    if !settings.watches.iter().any(|w| w.policy == Policy::AppendOnly) {
+        return HashMap::new();
+    }
+    entries
+        .iter()
+        .filter(|e| {
+            settings
+                .watch_for(Path::new(std::ffi::OsStr::from_bytes(&e.path)))
+                .is_some_and(|w| w.policy == Policy::AppendOnly)
+        })
+        .map(|e| (e.path.clone(), e.clone()))
+        .collect()
+}
+
 /// Differences win; otherwise files that could not be compared make the run an error.
 fn status(cmp: &Comparison) -> u8 {
-    if !cmp.changes.is_empty() {
+    if alerts(cmp) > 0 {
         EXIT_DIFFERENCES
     } else if !cmp.problems.is_empty() {
         EXIT_ERROR

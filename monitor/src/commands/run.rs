@@ -1,7 +1,7 @@
 //! `fimd run`: the realtime daemon. The eBPF sensor reports each change of a watched inode with
 //! the task that made it; the daemon re-arms the inode, rehashes what changed, compares it with
 //! the baseline and alerts. See docs/sensor-design.md for the protocol.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -13,8 +13,12 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{EXIT_CLEAN, exit, open_baseline};
+use crate::append::review::{self, open_regular};
+use crate::append::state::{self as append_state, AppendState, Extended};
 use crate::baseline::entry::{Entry, FileKind};
-use crate::compare::{self, Action, Change, Mode, diff};
+use crate::baseline::seal::Key;
+use crate::baseline::store::{LedgerRow, Store};
+use crate::compare::{self, Action, Change, Kind, Mode, diff};
 use crate::config::{AlertSink, Policy, Settings};
 use crate::output::alert::{Origin, hostname, to_json};
 use crate::output::jsonl::JsonlSink;
@@ -109,7 +113,35 @@ struct Daemon {
     rechecks: Vec<(Vec<u8>, std::time::Instant, Modifier, usize)>,
     origin: Origin,
     mode: Mode,
+    store: Store,
+    key: Key,
+    /// Append-only files: the hash state at their verified length, by path.
+    appends: HashMap<Vec<u8>, AppendState>,
+    /// Recent verified (length, SHA-256) of each append-only file, oldest first: a copy
+    /// taken by copytruncate is judged against the last one it holds.
+    checkpoints: HashMap<Vec<u8>, Vec<(u64, [u8; 32])>>,
+    /// Log paths a rotation retired.
+    retired: HashSet<Vec<u8>>,
+    /// Append-only files to verify whole (not from their checkpoint) until then: the kernel
+    /// reported a write below the verified length that may not have landed yet.
+    full_until: HashMap<Vec<u8>, std::time::Instant>,
+    /// Directories of rotating logs with changes waiting for quiet before they are judged as a
+    /// whole (a rotation is several steps: rename, create, compress, delete).
+    settling: HashMap<Vec<u8>, Settling>,
 }
+
+struct Settling {
+    due: std::time::Instant,
+    paths: HashSet<Vec<u8>>,
+    who: HashMap<Vec<u8>, Modifier>,
+}
+
+/// How long a rotating log's directory must stay quiet before its changes are judged.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+/// Recent verified states kept per append-only file.
+const CHECKPOINTS: usize = 16;
+/// After a write below the verified length was reported: how long to keep verifying whole.
+const FULL_AFTER_VIOLATION: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a signal asks of the daemon.
 enum Control {
@@ -156,12 +188,15 @@ pub fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
 /// Runs until a signal: loads the baseline, attaches the sensor, reconciles, then reports
 /// every change the sensor sees.
 async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Control> {
-    let (_store, _key, baseline) = open_baseline(settings)?;
+    let (store, key, baseline) = open_baseline(settings)?;
     if let Some(p) = super::coverage_problem(settings, &baseline) {
         anyhow::bail!("{}: {}", settings.source.display(), p.message);
     }
     let mode = super::host_mode(&baseline);
-    let mut sensor: Box<dyn Sensor> = Box::new(EbpfSensor::load(settings.ring_buffer_bytes)?);
+    let mut sensor: Box<dyn Sensor> = Box::new(EbpfSensor::load(
+        settings.ring_buffer_bytes,
+        settings.watches.iter().any(|w| w.policy == Policy::AppendOnly),
+    )?);
     let sink = JsonlSink::open(settings.alerts.as_ref().unwrap_or(&AlertSink::Stdout))?;
     // Arm what the baseline knows before looking, so nothing changing meanwhile slips by.
     for e in &baseline.entries {
@@ -186,6 +221,13 @@ async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Con
         },
         mode,
         settings: settings.clone(),
+        store,
+        key,
+        appends: baseline.appends.clone(),
+        checkpoints: HashMap::new(),
+        retired: baseline.retired.clone(),
+        full_until: HashMap::new(),
+        settling: HashMap::new(),
     };
     d.reconcile(baseline.entries)?;
     let fd = Readiness(d.sensor.ready_fd().as_raw_fd());
@@ -215,7 +257,11 @@ async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Con
                 // every tick too, so nothing waits longer than one tick.
                 records.clear();
                 d.sensor.drain(&mut records);
-                tokio::task::block_in_place(|| d.handle(&records).and_then(|()| d.recheck_due()))?;
+                tokio::task::block_in_place(|| {
+                    d.handle(&records)?;
+                    d.recheck_due()?;
+                    d.settle_due()
+                })?;
                 // Anything the sensor could not deliver is repaired by a full comparison.
                 let now = d.sensor.lost();
                 if now > lost {
@@ -267,9 +313,9 @@ impl Daemon {
         for e in current {
             self.learn(e)?;
         }
-        for c in &cmp.changes {
-            self.alert(c, None)?;
-        }
+        // Everything at once, rotations while fimd was down included: judged here, not settled.
+        let changes = cmp.changes.into_iter().map(|c| (c, None)).collect();
+        self.judge(changes, None)?;
         super::report_problems(&cmp.problems);
         self.send_alerts()?;
         Ok(())
@@ -293,6 +339,10 @@ impl Daemon {
             paths.push(e.path.clone());
         }
         self.sensor.watch(key, e.kind == FileKind::Directory)?;
+        if e.kind == FileKind::Regular && self.policy(&e.path) == Policy::AppendOnly {
+            let verified = self.verified_len(&e);
+            self.sensor.watch_append(key, verified)?;
+        }
         self.seen.insert(e.path.clone(), e);
         Ok(())
     }
@@ -313,6 +363,7 @@ impl Daemon {
     fn handle(&mut self, records: &[ChangeRecord]) -> anyhow::Result<()> {
         let mut targets = Vec::new();
         let mut who: HashMap<Vec<u8>, Modifier> = HashMap::new();
+        let mut appends = Vec::new();
         for r in records {
             // A record still in the ring for an inode no longer watched: nothing to re-arm.
             if !self.paths.contains_key(&r.key) {
@@ -321,10 +372,21 @@ impl Daemon {
             // Re-arm first: a change from now on reports again (docs/sensor-design.md §5).
             self.sensor.rearm(r.key)?;
             let modifier = Modifier::from_record(r);
+            let mut violations = None;
             for p in self.paths.get(&r.key).cloned().unwrap_or_default() {
                 let is_dir = self.seen.get(&p).is_some_and(|e| e.kind == FileKind::Directory);
                 let mapped = r.flags & RECORD_MMAP_WRITABLE != 0;
                 barrier(&p, mapped);
+                if self.append_verifiable(&p) {
+                    let v = *violations.get_or_insert_with(|| self.sensor.take_violations(&r.key));
+                    let v = if mapped {
+                        v | monitor_common::VIOLATION_MMAP
+                    } else {
+                        v
+                    };
+                    appends.push((p, v, modifier.clone()));
+                    continue;
+                }
                 if mapped {
                     self.rechecks.retain(|(q, ..)| *q != p);
                     self.rechecks.push((
@@ -338,6 +400,13 @@ impl Daemon {
                 targets.push((PathBuf::from(std::ffi::OsStr::from_bytes(&p)), u32::from(is_dir)));
             }
         }
+        for (path, violations, m) in appends {
+            if let Some(target) = self.verify_append(&path, violations, &m)? {
+                who.insert(path, m);
+                targets.push(target);
+            }
+        }
+        self.send_alerts()?;
         if targets.is_empty() {
             return Ok(());
         }
@@ -443,6 +512,7 @@ impl Daemon {
             .collect();
         let mut created: Vec<Entry> = Vec::new();
         let mut new_dirs = Vec::new();
+        let mut changes: Vec<(Change, Option<Modifier>)> = Vec::new();
         for (path, e) in found {
             match self.seen.get(&path) {
                 Some(old) if diff(old, &e, self.mode).is_empty() => {}
@@ -450,7 +520,7 @@ impl Daemon {
                     let change = self.change_against_baseline(&e, Some(old));
                     self.learn(e)?;
                     if let Some(c) = change {
-                        self.alert(&c, modifier_for(&path).as_ref())?;
+                        changes.push((c, modifier_for(&path)));
                     }
                 }
                 None => {
@@ -476,6 +546,8 @@ impl Daemon {
                     self.learn(c.clone())?;
                     Change {
                         action: Action::Moved,
+                        kind: Kind::Alert,
+                        extra: Vec::new(),
                         policy: self.policy(&c.path),
                         current: Some(c),
                         previous: Some(old),
@@ -484,26 +556,350 @@ impl Daemon {
                 }
                 None => Change {
                     action: Action::Deleted,
+                    kind: Kind::Alert,
+                    extra: Vec::new(),
                     policy: self.policy(&path),
                     current: None,
                     previous: Some(self.baseline.get(&path).cloned().unwrap_or(old)),
                     changes: Vec::new(),
                 },
             };
-            self.alert(&change, modifier_for(&path).as_ref())?;
+            changes.push((change, modifier_for(&path)));
         }
         for c in created {
             let path = c.path.clone();
             let change = self.change_against_baseline(&c, None);
             self.learn(c)?;
             if let Some(change) = change {
-                self.alert(&change, modifier_for(&path).as_ref())?;
+                changes.push((change, modifier_for(&path)));
             }
         }
+        self.judge(changes, Some(SETTLE))?;
         // A new directory may already hold files: watch its whole subtree, and only then say
         // it was created, so a change made after that alert is seen as its own.
         if !new_dirs.is_empty() {
             self.rescan(new_dirs.into_iter().map(|p| (p, u32::MAX)).collect(), who)?;
+        }
+        self.send_alerts()
+    }
+
+    /// Whether a change of `path` can be judged as an append: an append-only regular file with
+    /// a known content to verify against.
+    /// A file created since the baseline, or a rotated log (which must not change at all),
+    /// is judged by the general path.
+    fn append_verifiable(&self, path: &[u8]) -> bool {
+        let watch = self
+            .settings
+            .watch_for(Path::new(std::ffi::OsStr::from_bytes(path)));
+        watch.is_some_and(|w| w.policy == Policy::AppendOnly && !w.rotate.matches(name_of(path)))
+            && self.seen.get(path).is_some_and(|e| e.kind == FileKind::Regular)
+            && self
+                .baseline
+                .get(path)
+                .is_some_and(|b| b.kind == FileKind::Regular && b.sha256.is_some())
+    }
+
+    /// The length up to which an append-only file's content is verified.
+    fn verified_len(&self, e: &Entry) -> u64 {
+        match self.baseline.get(&e.path) {
+            Some(b) if b.ino == e.ino && b.dev == e.dev => b.size,
+            // Not the baseline's inode: nothing of it is vouched for yet.
+            Some(_) => 0,
+            None => e.size,
+        }
+    }
+
+    /// Judges a change of an append-only file from what was verified: reads only the bytes
+    /// past its checkpoint unless the kernel saw a write below the verified length. Returns a
+    /// rescan target when the path is no longer the same regular file.
+    fn verify_append(
+        &mut self,
+        path: &[u8],
+        violations: u32,
+        who: &Modifier,
+    ) -> anyhow::Result<Option<(PathBuf, u32)>> {
+        use monitor_common::{VIOLATION_SHRINK, VIOLATION_WRITE_BELOW};
+        let rescan = Some((PathBuf::from(std::ffi::OsStr::from_bytes(path)), 0));
+        let Some(base) = self.baseline.get(path).cloned() else {
+            return Ok(rescan);
+        };
+        let Some(fd) = open_regular(Path::new("/"), path) else {
+            return Ok(rescan);
+        };
+        let st = rustix::fs::fstat(&fd)?;
+        #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+        let (dev, ino, size) = (st.st_dev as u64, st.st_ino as u64, st.st_size.max(0) as u64);
+        if (dev, ino) != (base.dev, base.ino) {
+            return Ok(rescan);
+        }
+        let key = key_of(&base);
+        // From here on, a write below what is about to be read is recorded by the kernel.
+        self.sensor.watch_append(key, size.max(base.size))?;
+        let now = std::time::Instant::now();
+        let st_now = self
+            .appends
+            .get(path)
+            .filter(|a| a.len == base.size && Some(a.sha256) == base.sha256);
+        let whole =
+            violations != 0 || st_now.is_none() || self.full_until.get(path).is_some_and(|t| *t > now);
+        let sha = base.sha256.expect("verifiable entries have a hash");
+        let outcome = match st_now {
+            Some(a) if !whole => append_state::extend(&fd, a, size),
+            _ => append_state::full(&fd, size, Some((base.size, sha))),
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("fimd run: {}: {e}", crate::output::path::path_text(path).0);
+                return Ok(rescan);
+            }
+        };
+        let current_sha = match &outcome {
+            Extended::Intact { state, .. } => Some(state.sha256),
+            _ => match append_state::full(&fd, size, None) {
+                Ok(Extended::Intact { state, .. }) => Some(state.sha256),
+                _ => None,
+            },
+        };
+        let xattrs = crate::scan::xattr::read_fd(&fd).unwrap_or_default();
+        #[allow(clippy::unnecessary_cast)]
+        let cur = Entry {
+            path: path.to_vec(),
+            kind: FileKind::Regular,
+            size,
+            mode: st.st_mode as u32 & 0o7777,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            ino,
+            dev,
+            nlink: st.st_nlink as u64,
+            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
+            sha256: current_sha,
+            link_target: None,
+            xattrs,
+        };
+        let policy = Policy::AppendOnly;
+        let change = |action, kind, changes: Vec<&'static str>| Change {
+            action,
+            kind,
+            policy,
+            current: Some(cur.clone()),
+            previous: Some(base.clone()),
+            changes,
+            extra: Vec::new(),
+        };
+        let meta: Vec<&'static str> = diff(&base, &cur, self.mode)
+            .into_iter()
+            .filter(|k| !["content", "size", "mtime", "ctime"].contains(k))
+            .collect();
+        let rotating = self.watch_rotates(path);
+        let mut out = None;
+        if !meta.is_empty() {
+            out = Some(change(Action::AttributesModified, Kind::Alert, meta));
+        } else {
+            match outcome {
+                // The kernel saw it shorter than verified: truncated, whatever was written since.
+                Extended::Intact { .. } | Extended::Changed if violations & VIOLATION_SHRINK != 0 => {
+                    out = Some(change(Action::Truncated, Kind::Alert, vec!["size", "content"]));
+                }
+                Extended::Intact { state, read } => {
+                    if violations & VIOLATION_WRITE_BELOW != 0 {
+                        self.full_until.insert(path.to_vec(), now + FULL_AFTER_VIOLATION);
+                    }
+                    if size > base.size {
+                        let mut c = change(Action::Appended, Kind::Event, vec!["size", "content"]);
+                        c.extra.push((
+                            "append",
+                            json!({
+                                "verified_bytes": base.size,
+                                "appended_bytes": size - base.size,
+                                "read_bytes": read,
+                            }),
+                        ));
+                        out = Some(c);
+                        self.advance(&cur, state)?;
+                    }
+                }
+                Extended::Changed => out = Some(change(Action::Updated, Kind::Alert, vec!["content"])),
+                Extended::Shorter if rotating => {
+                    // Perhaps copytruncate: judged with the rest of the rotation.
+                    self.defer(path, Some(who.clone()));
+                }
+                Extended::Shorter => {
+                    out = Some(change(Action::Truncated, Kind::Alert, vec!["size", "content"]))
+                }
+            }
+        }
+        self.learn(cur)?;
+        if let Some(c) = out {
+            self.alert(&c, Some(who))?;
+        }
+        Ok(None)
+    }
+
+    /// The baseline advances to `cur`, verified: in memory, in the kernel and in the ledger.
+    fn advance(&mut self, cur: &Entry, state: AppendState) -> anyhow::Result<()> {
+        let prev = self.baseline.get(&cur.path).or(self.seen.get(&cur.path));
+        if let Some(sha) = prev.and_then(|p| p.sha256.map(|s| (p.size, s))) {
+            let cps = self.checkpoints.entry(cur.path.clone()).or_default();
+            cps.push(sha);
+            if cps.len() > CHECKPOINTS {
+                cps.remove(0);
+            }
+        }
+        let row = LedgerRow {
+            path: cur.path.clone(),
+            entry: Some(cur.clone()),
+            append: Some(state),
+        };
+        self.apply_ledger(vec![row])
+    }
+
+    /// Persists what policy advanced and takes it as the baseline.
+    fn apply_ledger(&mut self, rows: Vec<LedgerRow>) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.store.ledger_put(&self.key, &rows)?;
+        for row in rows {
+            match row.entry {
+                Some(e) => {
+                    self.retired.remove(&row.path);
+                    // A new log at this path: the old one's checkpoints describe other bytes.
+                    if self.baseline.get(&row.path).is_none_or(|b| b.ino != e.ino) {
+                        self.checkpoints.remove(&row.path);
+                    }
+                    if e.kind == FileKind::Regular && self.policy(&e.path) == Policy::AppendOnly {
+                        self.sensor.watch_append(key_of(&e), e.size)?;
+                    }
+                    self.baseline.insert(row.path.clone(), e);
+                }
+                None => {
+                    self.baseline.remove(&row.path);
+                    self.checkpoints.remove(&row.path);
+                    self.retired.insert(row.path.clone());
+                }
+            }
+            match row.append {
+                Some(a) => self.appends.insert(row.path, a),
+                None => self.appends.remove(&row.path),
+            };
+        }
+        Ok(())
+    }
+
+    fn watch_rotates(&self, path: &[u8]) -> bool {
+        self.settings
+            .watch_for(Path::new(std::ffi::OsStr::from_bytes(path)))
+            .is_some_and(|w| w.policy == Policy::AppendOnly && !w.rotate.is_empty())
+    }
+
+    /// Holds a change in a rotating log's directory until the directory is quiet.
+    fn defer(&mut self, path: &[u8], who: Option<Modifier>) {
+        let dir = parent_of(path).unwrap_or(b"/").to_vec();
+        let s = self.settling.entry(dir).or_insert_with(|| Settling {
+            due: std::time::Instant::now(),
+            paths: HashSet::new(),
+            who: HashMap::new(),
+        });
+        s.due = std::time::Instant::now() + SETTLE;
+        s.paths.insert(path.to_vec());
+        if let Some(m) = who {
+            s.who.insert(path.to_vec(), m);
+        }
+    }
+
+    /// Alerts on changes, after the append-only policy judged them. Under a rotating watch they
+    /// wait (`settle`) for the rotation to finish, unless told to judge now.
+    fn judge(
+        &mut self,
+        changes: Vec<(Change, Option<Modifier>)>,
+        settle: Option<std::time::Duration>,
+    ) -> anyhow::Result<()> {
+        let mut now = Vec::new();
+        for (c, m) in changes {
+            if settle.is_some() && c.policy == Policy::AppendOnly && self.watch_rotates(c.path()) {
+                if let Some(prev) = &c.previous {
+                    self.defer(&prev.path.clone(), m.clone());
+                }
+                self.defer(c.path(), m);
+            } else {
+                now.push((c, m));
+            }
+        }
+        if now.is_empty() {
+            return Ok(());
+        }
+        let who: HashMap<Vec<u8>, Modifier> = now
+            .iter()
+            .filter_map(|(c, m)| Some((c.path().to_vec(), m.clone()?)))
+            .collect();
+        let reviewed = review::review(
+            &review::Context {
+                settings: &self.settings,
+                root: Path::new("/"),
+                mode: self.mode,
+                base: &self.baseline,
+                retired: &self.retired,
+                checkpoints: &self.checkpoints,
+            },
+            now.into_iter().map(|(c, _)| c).collect(),
+        );
+        self.apply_ledger(reviewed.ledger)?;
+        for c in &reviewed.changes {
+            let m = who
+                .get(c.path())
+                .or_else(|| c.previous.as_ref().and_then(|p| who.get(&p.path)));
+            self.alert(c, m)?;
+        }
+        Ok(())
+    }
+
+    /// Judges the rotating directories that have been quiet long enough: the baseline's entries
+    /// there against what is there now, as one comparison.
+    fn settle_due(&mut self) -> anyhow::Result<()> {
+        let now = std::time::Instant::now();
+        let due: Vec<Vec<u8>> = self
+            .settling
+            .iter()
+            .filter(|(_, s)| s.due <= now)
+            .map(|(d, _)| d.clone())
+            .collect();
+        for dir in due {
+            let s = self.settling.remove(&dir).expect("listed");
+            let mut base: Vec<Entry> = self
+                .baseline
+                .values()
+                .filter(|e| e.path == dir || parent_of(&e.path) == Some(&dir[..]))
+                .cloned()
+                .collect();
+            base.sort_by(|a, b| a.path.cmp(&b.path));
+            let target = PathBuf::from(std::ffi::OsStr::from_bytes(&dir));
+            let mut scan = scan::start_at(&self.settings, vec![(target, 1)]);
+            let mut found = Vec::new();
+            let cmp = compare::compare(&self.settings, base, &mut scan, self.mode, |e| {
+                found.push(e.clone())
+            });
+            drop(scan);
+            for e in found {
+                self.learn(e)?;
+            }
+            super::report_problems(&cmp.problems);
+            // Only what this settling was about: older differences were reported already.
+            let ours: Vec<(Change, Option<Modifier>)> = cmp
+                .changes
+                .into_iter()
+                .filter(|c| {
+                    s.paths.contains(c.path())
+                        || c.previous.as_ref().is_some_and(|p| s.paths.contains(&p.path))
+                })
+                .map(|c| {
+                    let m = s.who.get(c.path()).cloned();
+                    (c, m)
+                })
+                .collect();
+            self.judge(ours, None)?;
         }
         self.send_alerts()
     }
@@ -530,6 +926,8 @@ impl Daemon {
         match self.baseline.get(&e.path).or(seen) {
             None => Some(Change {
                 action: Action::Created,
+                kind: Kind::Alert,
+                extra: Vec::new(),
                 policy,
                 current: Some(e.clone()),
                 previous: None,
@@ -550,6 +948,8 @@ impl Daemon {
                 };
                 Some(Change {
                     action,
+                    kind: Kind::Alert,
+                    extra: Vec::new(),
                     policy,
                     current: Some(e.clone()),
                     previous: Some(b.clone()),
@@ -575,6 +975,10 @@ impl Daemon {
         self.outbox.push(doc);
         Ok(())
     }
+}
+
+fn name_of(path: &[u8]) -> &[u8] {
+    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
 }
 
 fn parent_of(path: &[u8]) -> Option<&[u8]> {

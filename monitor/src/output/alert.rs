@@ -38,6 +38,7 @@ fn event_type(a: Action) -> &'static str {
     match a {
         Action::Created => "creation",
         Action::Deleted => "deletion",
+        Action::Appended => "change",
         _ => "change",
     }
 }
@@ -79,7 +80,7 @@ pub fn file_fields(e: &Entry) -> Map<String, Value> {
 
 /// The ECS document for one change.
 pub fn to_json(c: &Change, origin: &Origin) -> Value {
-    let kind = "alert";
+    let kind = c.kind.as_str();
     let mut file = match (&c.current, &c.previous) {
         (Some(e), _) | (None, Some(e)) => file_fields(e),
         (None, None) => Map::new(),
@@ -101,6 +102,9 @@ pub fn to_json(c: &Change, origin: &Origin) -> Value {
     }
     if let Some(root) = &origin.root {
         fim.insert("root".into(), json!(root));
+    }
+    for (k, v) in &c.extra {
+        fim.insert((*k).into(), v.clone());
     }
     json!({
         "@timestamp": now_rfc3339(),
@@ -147,6 +151,9 @@ pub fn problem_json(p: &crate::scan::Problem, origin: &Origin) -> Value {
 pub fn human_line(c: &Change) -> String {
     let (path, _) = path_text(c.path());
     let mut line = format!("{:<19} {}", c.action.as_str(), path);
+    if c.kind == crate::compare::Kind::Event {
+        line = format!("{:<19} {}", format!("({})", c.action.as_str()), path);
+    }
     if c.action == Action::Moved
         && let Some(prev) = &c.previous
     {

@@ -103,16 +103,29 @@ pub fn hash_file(
 
 /// SHA-256 of the first `len` bytes (fewer if the file shrank).
 fn hash_prefix(fd: &OwnedFd, len: u64, abort: &AtomicBool) -> Result<[u8; 32], HashError> {
+    let mut hasher = Sha256::new();
+    feed(fd, &mut hasher, 0, len, abort)?;
+    Ok(hasher.finalize().into())
+}
+
+/// Feeds bytes `from..to` of `fd` into `hasher`; returns where it stopped (before `to` if the
+/// file is shorter).
+pub fn feed(
+    fd: impl AsFd,
+    hasher: &mut Sha256,
+    from: u64,
+    to: u64,
+    abort: &AtomicBool,
+) -> Result<u64, HashError> {
     BUF.with_borrow_mut(|buf| {
         let buf = &mut buf.0;
-        let mut hasher = Sha256::new();
-        let mut off = 0u64;
-        while off < len {
+        let mut off = from;
+        while off < to {
             if abort.load(Ordering::Relaxed) {
                 return Err(HashError::Aborted);
             }
-            let want = usize::try_from(len - off).unwrap_or(usize::MAX).min(buf.len());
-            let n = match rustix::io::pread(fd, &mut buf[..want], off) {
+            let want = usize::try_from(to - off).unwrap_or(usize::MAX).min(buf.len());
+            let n = match rustix::io::pread(fd.as_fd(), &mut buf[..want], off) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(rustix::io::Errno::INTR) => continue,
@@ -121,7 +134,7 @@ fn hash_prefix(fd: &OwnedFd, len: u64, abort: &AtomicBool) -> Result<[u8; 32], H
             hasher.update(&buf[..n]);
             off += n as u64;
         }
-        Ok(hasher.finalize().into())
+        Ok(off)
     })
 }
 

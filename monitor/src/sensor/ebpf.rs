@@ -4,9 +4,10 @@ use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use monitor_common::{
     BTRFS_ENABLED, COUNTER_RB_DROPS, COUNTERS_LEN, ChangeRecord, InodeKey, OFF_AS_I_MMAP_WRITABLE,
-    OFF_BTRFS_INODE_ROOT, OFF_BTRFS_INODE_VFS_INODE, OFF_BTRFS_ROOT_ANON_DEV, OFF_FILE_F_INODE,
-    OFF_FILE_F_MODE, OFF_INODE_I_INO, OFF_INODE_I_MAPPING, OFF_INODE_I_SB, OFF_KIOCB_KI_FILP, OFF_SB_S_DEV,
-    OFF_SB_S_MAGIC, Pending, SELFTEST_SLOT, SELFTEST_TGID_GLOBAL, WATCH_IS_DIR, WatchVal,
+    OFF_BTRFS_INODE_ROOT, OFF_BTRFS_INODE_VFS_INODE, OFF_BTRFS_ROOT_ANON_DEV, OFF_FDT_FD, OFF_FDT_MAX_FDS,
+    OFF_FILE_F_FLAGS, OFF_FILE_F_INODE, OFF_FILE_F_MODE, OFF_FILE_F_POS, OFF_FILES_FDT, OFF_INODE_I_INO,
+    OFF_INODE_I_MAPPING, OFF_INODE_I_SB, OFF_INODE_I_SIZE, OFF_KIOCB_KI_FILP, OFF_SB_S_DEV, OFF_SB_S_MAGIC,
+    OFF_TASK_FILES, Pending, SELFTEST_SLOT, SELFTEST_TGID_GLOBAL, WATCH_APPEND_ONLY, WATCH_IS_DIR, WatchVal,
 };
 
 use super::btf::KernelBtf;
@@ -56,6 +57,13 @@ pub struct Offsets {
     pub kiocb_ki_filp: u32,
     pub file_f_inode: u32,
     pub file_f_mode: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_f_pos: u32,
+    pub file_f_flags: u32,
+    pub inode_i_size: u32,
 }
 
 impl Offsets {
@@ -78,6 +86,13 @@ impl Offsets {
             kiocb_ki_filp: btf.member_offset("kiocb", "ki_filp")?,
             file_f_inode: btf.member_offset("file", "f_inode")?,
             file_f_mode: btf.member_offset("file", "f_mode")?,
+            task_files: btf.member_offset("task_struct", "files")?,
+            files_fdt: btf.member_offset("files_struct", "fdt")?,
+            fdt_max_fds: btf.member_offset("fdtable", "max_fds")?,
+            fdt_fd: btf.member_offset("fdtable", "fd")?,
+            file_f_pos: btf.member_offset("file", "f_pos")?,
+            file_f_flags: btf.member_offset("file", "f_flags")?,
+            inode_i_size: btf.member_offset("inode", "i_size")?,
         })
     }
 }
@@ -94,6 +109,7 @@ pub struct EbpfSensor {
     watch: HashMap<MapData, InodeKey, WatchVal>,
     armed: HashMap<MapData, InodeKey, u32>,
     pending: HashMap<MapData, InodeKey, Pending>,
+    violations: HashMap<MapData, InodeKey, u32>,
     counters: PerCpuArray<MapData, u64>,
     events: RingBuf<MapData>,
 }
@@ -117,8 +133,10 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
 
 impl EbpfSensor {
     /// Loads and attaches the change programs, with offsets from the running kernel's BTF.
-    /// `ring_bytes` is the ring buffer's size: a power of two, at least a page.
-    pub fn load(ring_bytes: u32) -> Result<EbpfSensor, EbpfError> {
+    /// `ring_bytes` is the ring buffer's size: a power of two, at least a page. `append_hooks`
+    /// attaches the write-offset checks of the append-only policy (they run on every write
+    /// syscall of the host, so only when some watch needs them).
+    pub fn load(ring_bytes: u32, append_hooks: bool) -> Result<EbpfSensor, EbpfError> {
         ensure_tracefs()?;
         let btf = KernelBtf::from_sys_fs()?;
         if !btf.has_typedef("btf_trace_ctime_ns_xchg") {
@@ -142,6 +160,13 @@ impl EbpfSensor {
             .override_global(OFF_KIOCB_KI_FILP, &off.kiocb_ki_filp, true)
             .override_global(OFF_FILE_F_INODE, &off.file_f_inode, true)
             .override_global(OFF_FILE_F_MODE, &off.file_f_mode, true)
+            .override_global(OFF_TASK_FILES, &off.task_files, true)
+            .override_global(OFF_FILES_FDT, &off.files_fdt, true)
+            .override_global(OFF_FDT_MAX_FDS, &off.fdt_max_fds, true)
+            .override_global(OFF_FDT_FD, &off.fdt_fd, true)
+            .override_global(OFF_FILE_F_POS, &off.file_f_pos, true)
+            .override_global(OFF_FILE_F_FLAGS, &off.file_f_flags, true)
+            .override_global(OFF_INODE_I_SIZE, &off.inode_i_size, true)
             .load(OBJECT)
             .map_err(|e| EbpfError::Load(format!("{e:#}")))?;
         for (program, tracepoint) in [
@@ -155,10 +180,33 @@ impl EbpfSensor {
                 .map_err(|e| EbpfError::Load(format!("{program}: {e:#}")))?;
             prog.attach(tracepoint).map_err(|e| err(format!("{e}")))?;
         }
+        if append_hooks {
+            for (program, name) in [
+                ("fimd_write", "sys_enter_write"),
+                ("fimd_writev", "sys_enter_writev"),
+                ("fimd_pwrite64", "sys_enter_pwrite64"),
+                ("fimd_pwritev", "sys_enter_pwritev"),
+                ("fimd_pwritev2", "sys_enter_pwritev2"),
+                ("fimd_sendfile", "sys_enter_sendfile64"),
+                ("fimd_splice", "sys_enter_splice"),
+                ("fimd_copy_file_range", "sys_enter_copy_file_range"),
+                ("fimd_fallocate", "sys_enter_fallocate"),
+            ] {
+                attach_tracepoint(&mut ebpf, program, "syscalls", name)?;
+            }
+            let (program, tracepoint) = ("fimd_uring_file", "io_uring_file_get");
+            let err = attach_error(program, "raw_tracepoint", tracepoint);
+            let prog: &mut RawTracePoint = find_program(&mut ebpf, program, "raw_tracepoint", tracepoint)?;
+            prog.load()
+                .map_err(|e| EbpfError::Load(format!("{program}: {e:#}")))?;
+            prog.attach(tracepoint).map_err(|e| err(format!("{e}")))?;
+        }
         Ok(EbpfSensor {
             watch: HashMap::try_from(take_map(&mut ebpf, "WATCH")?).map_err(map_err("WATCH"))?,
             armed: HashMap::try_from(take_map(&mut ebpf, "ARMED")?).map_err(map_err("ARMED"))?,
             pending: HashMap::try_from(take_map(&mut ebpf, "PENDING")?).map_err(map_err("PENDING"))?,
+            violations: HashMap::try_from(take_map(&mut ebpf, "VIOLATIONS")?)
+                .map_err(map_err("VIOLATIONS"))?,
             counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?,
             events: RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
             _ebpf: ebpf,
@@ -201,15 +249,36 @@ impl super::Sensor for EbpfSensor {
         let val = WatchVal {
             flags: if is_dir { WATCH_IS_DIR } else { 0 },
             _pad: 0,
+            verified_len: 0,
         };
         self.watch.insert(key, val, 0).map_err(map_err("WATCH"))?;
         self.rearm(key)
+    }
+
+    fn watch_append(&mut self, key: InodeKey, verified_len: u64) -> Result<(), EbpfError> {
+        let val = WatchVal {
+            flags: WATCH_APPEND_ONLY,
+            _pad: 0,
+            verified_len,
+        };
+        self.watch.insert(key, val, 0).map_err(map_err("WATCH"))
+    }
+
+    fn take_violations(&mut self, key: &InodeKey) -> u32 {
+        // Read, then delete: a flag set in between is lost only if the same kind of write
+        // raced the verification that this read starts.
+        let v = self.violations.get(key, 0).unwrap_or(0);
+        if v != 0 {
+            let _ = self.violations.remove(key);
+        }
+        v
     }
 
     fn unwatch(&mut self, key: &InodeKey) {
         let _ = self.watch.remove(key);
         let _ = self.armed.remove(key);
         let _ = self.pending.remove(key);
+        let _ = self.violations.remove(key);
     }
 
     fn rearm(&mut self, key: InodeKey) -> Result<(), EbpfError> {

@@ -19,6 +19,12 @@ pub trait Sensor {
     /// Watches an inode and arms it: its next change is reported.
     fn watch(&mut self, key: InodeKey, is_dir: bool) -> Result<(), SensorError>;
     fn unwatch(&mut self, key: &InodeKey);
+    /// Marks a watched file append-only, verified up to `verified_len`: the sensor records
+    /// any sign that bytes below it changed. Called again as the verified length grows.
+    fn watch_append(&mut self, key: InodeKey, verified_len: u64) -> Result<(), SensorError>;
+    /// The `monitor_common::VIOLATION_*` flags recorded for an append-only file since the
+    /// last call, cleared.
+    fn take_violations(&mut self, key: &InodeKey) -> u32;
     /// Re-arms an inode after its change was taken: the next change reports again.
     fn rearm(&mut self, key: InodeKey) -> Result<(), SensorError>;
     /// Changes the sensor could not deliver so far (each one calls for a rescan).

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod daemon;
+
 pub const FIMD: &str = env!("CARGO_BIN_EXE_fimd");
 
 /// Tests that need root or the kernel: run them, fail them in CI if they cannot run, skip

@@ -1,0 +1,257 @@
+//! What the append-only policy needs to know from the kernel: whether bytes an append-only
+//! file already had (below its verified length) may have been written.
+//!
+//! The write-family syscalls are checked at entry, before their data lands: the offset is
+//! explicit (pwrite, splice, copy_file_range) or the descriptor's position (write, writev,
+//! sendfile); O_APPEND and RWF_APPEND writes land at the end and need no check. A file that
+//! io_uring takes, or that changes while mapped writable, has no offsets to check: userspace
+//! verifies it whole. Truncation is seen by the change hooks (`note_change`).
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user},
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::HashMap,
+    programs::{RawTracePointContext, TracePointContext},
+};
+use monitor_common::{
+    InodeKey, O_APPEND, RWF_APPEND, VIOLATION_MMAP, VIOLATION_SHRINK, VIOLATION_URING, VIOLATION_WRITE_BELOW,
+    WATCH_APPEND_ONLY, WatchVal,
+};
+
+use crate::change::{OFF_FILE_F_INODE, WATCH, inode_key, mmap_writable, offset};
+
+#[unsafe(no_mangle)]
+static OFF_TASK_FILES: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_FILES_FDT: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_FDT_MAX_FDS: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_FDT_FD: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_FILE_F_POS: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_FILE_F_FLAGS: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_INODE_I_SIZE: u32 = 0;
+
+/// Sticky flags per inode, taken (read and deleted) by userspace when it verifies the file.
+#[map]
+static VIOLATIONS: HashMap<InodeKey, u32> = HashMap::with_max_entries(65_536, 0);
+
+/// Syscall tracepoint arguments start at offset 16, eight bytes each (the format is ABI).
+#[inline(always)]
+fn arg(ctx: &TracePointContext, n: usize) -> u64 {
+    // SAFETY: reads within the tracepoint record.
+    unsafe { ctx.read_at::<u64>(16 + 8 * n).unwrap_or(0) }
+}
+
+#[inline(always)]
+fn read<T>(addr: u64) -> Result<T, i64> {
+    // SAFETY: a probe read: a bad address is an error, not a fault.
+    unsafe { bpf_probe_read_kernel(addr as *const T).map_err(|e| e as i64) }
+}
+
+/// The current task's `struct file` for descriptor `fd`: task->files->fdt->fd[fd].
+#[inline(always)]
+fn file_of(fd: u64) -> Result<u64, i64> {
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read(task + offset(&OFF_TASK_FILES))?;
+    if files == 0 {
+        return Err(0);
+    }
+    let fdt: u64 = read(files + offset(&OFF_FILES_FDT))?;
+    let max: u32 = read(fdt + offset(&OFF_FDT_MAX_FDS))?;
+    if fd >= u64::from(max) {
+        return Err(0);
+    }
+    let array: u64 = read(fdt + offset(&OFF_FDT_FD))?;
+    let file: u64 = read(array + fd * 8)?;
+    if file == 0 { Err(0) } else { Ok(file) }
+}
+
+/// The append-only watch of `inode`, if it has one.
+#[inline(always)]
+fn append_watch(inode: u64) -> Result<Option<(InodeKey, WatchVal)>, i64> {
+    let Some(key) = inode_key(inode)? else {
+        return Ok(None);
+    };
+    // SAFETY: a map value copied out.
+    let Some(w) = (unsafe { WATCH.get(&key) }) else {
+        return Ok(None);
+    };
+    Ok((w.flags & WATCH_APPEND_ONLY != 0).then_some((key, *w)))
+}
+
+#[inline(always)]
+fn violate(key: &InodeKey, flag: u32) {
+    match VIOLATIONS.get_ptr_mut(key) {
+        // SAFETY: a map value; racing writers can only lose a flag another one also set.
+        Some(v) => unsafe { *v |= flag },
+        None => {
+            if VIOLATIONS.insert(key, &flag, u64::from(BPF_NOEXIST)).is_err()
+                && let Some(v) = VIOLATIONS.get_ptr_mut(key)
+            {
+                // SAFETY: as above.
+                unsafe { *v |= flag };
+            }
+        }
+    }
+}
+
+/// `pos` for "at the descriptor's position".
+const AT_F_POS: u64 = u64::MAX;
+
+/// A write to `fd` at `pos` (`AT_F_POS`: at the descriptor's position, unless it appends).
+/// Inlined: BPF calls pass scalars in registers only, and an `Option` would not fit.
+#[inline(always)]
+fn check_write(fd: u64, pos: u64) -> Result<(), i64> {
+    let file = file_of(fd)?;
+    let flags: u32 = read(file + offset(&OFF_FILE_F_FLAGS))?;
+    // O_APPEND writes land at the end whatever the offset (pwrite included, on Linux).
+    if flags & O_APPEND != 0 {
+        return Ok(());
+    }
+    let inode: u64 = read(file + offset(&OFF_FILE_F_INODE))?;
+    let Some((key, w)) = append_watch(inode)? else {
+        return Ok(());
+    };
+    let at = if pos == AT_F_POS {
+        read::<i64>(file + offset(&OFF_FILE_F_POS))?.max(0) as u64
+    } else {
+        pos
+    };
+    if at < w.verified_len {
+        violate(&key, VIOLATION_WRITE_BELOW);
+    }
+    Ok(())
+}
+
+/// An offset argument given by pointer (splice, copy_file_range): the descriptor's position
+/// when NULL.
+#[inline(always)]
+fn user_offset(ptr: u64) -> u64 {
+    if ptr == 0 {
+        return AT_F_POS;
+    }
+    // SAFETY: a probe read of user memory; failure reads as offset 0 (checked as a write
+    // at the start, the conservative answer).
+    unsafe { bpf_probe_read_user(ptr as *const i64) }.map_or(0, |v| v.max(0) as u64)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_write")]
+pub fn fimd_write(ctx: TracePointContext) -> u32 {
+    let _ = check_write(arg(&ctx, 0), AT_F_POS);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_writev")]
+pub fn fimd_writev(ctx: TracePointContext) -> u32 {
+    let _ = check_write(arg(&ctx, 0), AT_F_POS);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_pwrite64")]
+pub fn fimd_pwrite64(ctx: TracePointContext) -> u32 {
+    let _ = check_write(arg(&ctx, 0), arg(&ctx, 3));
+    0
+}
+
+/// pwritev(fd, iov, vlen, pos_l, pos_h).
+#[tracepoint(category = "syscalls", name = "sys_enter_pwritev")]
+pub fn fimd_pwritev(ctx: TracePointContext) -> u32 {
+    let _ = check_write(arg(&ctx, 0), arg(&ctx, 3));
+    0
+}
+
+/// pwritev2(fd, iov, vlen, pos_l, pos_h, flags): a position of -1 means the descriptor's.
+#[tracepoint(category = "syscalls", name = "sys_enter_pwritev2")]
+pub fn fimd_pwritev2(ctx: TracePointContext) -> u32 {
+    if arg(&ctx, 5) & RWF_APPEND == 0 {
+        let pos = arg(&ctx, 3);
+        let _ = check_write(arg(&ctx, 0), if pos as i64 == -1 { AT_F_POS } else { pos });
+    }
+    0
+}
+
+/// sendfile(out_fd, in_fd, offset, count): writes at out_fd's position.
+#[tracepoint(category = "syscalls", name = "sys_enter_sendfile64")]
+pub fn fimd_sendfile(ctx: TracePointContext) -> u32 {
+    let _ = check_write(arg(&ctx, 0), AT_F_POS);
+    0
+}
+
+/// splice(fd_in, off_in, fd_out, off_out, len, flags).
+#[tracepoint(category = "syscalls", name = "sys_enter_splice")]
+pub fn fimd_splice(ctx: TracePointContext) -> u32 {
+    let _ = check_write(arg(&ctx, 2), user_offset(arg(&ctx, 3)));
+    0
+}
+
+/// copy_file_range(fd_in, off_in, fd_out, off_out, len, flags).
+#[tracepoint(category = "syscalls", name = "sys_enter_copy_file_range")]
+pub fn fimd_copy_file_range(ctx: TracePointContext) -> u32 {
+    let _ = check_write(arg(&ctx, 2), user_offset(arg(&ctx, 3)));
+    0
+}
+
+/// fallocate(fd, mode, offset, len): punching, zeroing, collapsing or inserting a range
+/// changes the bytes from `offset` on. Plain allocation changes none.
+#[tracepoint(category = "syscalls", name = "sys_enter_fallocate")]
+pub fn fimd_fallocate(ctx: TracePointContext) -> u32 {
+    // FALLOC_FL_PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE | WRITE_ZEROES
+    const CHANGES_CONTENT: u64 = 0x02 | 0x08 | 0x10 | 0x20 | 0x80;
+    if arg(&ctx, 1) & CHANGES_CONTENT != 0 {
+        let _ = check_fallocate(arg(&ctx, 0), arg(&ctx, 2));
+    }
+    0
+}
+
+#[inline(always)]
+fn check_fallocate(fd: u64, at: u64) -> Result<(), i64> {
+    let file = file_of(fd)?;
+    let inode: u64 = read(file + offset(&OFF_FILE_F_INODE))?;
+    if let Some((key, w)) = append_watch(inode)?
+        && at < w.verified_len
+    {
+        violate(&key, VIOLATION_WRITE_BELOW);
+    }
+    Ok(())
+}
+
+/// io_uring_file_get(req, fd): a request takes a file by descriptor, in the submitting task
+/// or a worker sharing its table.
+#[raw_tracepoint(tracepoint = "io_uring_file_get")]
+pub fn fimd_uring_file(ctx: RawTracePointContext) -> i32 {
+    let _ = try_uring_file(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_uring_file(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let fd: u64 = ctx.arg::<u64>(1) & 0xffff_ffff;
+    let file = file_of(fd)?;
+    let inode: u64 = read(file + offset(&OFF_FILE_F_INODE))?;
+    if let Some((key, _)) = append_watch(inode)? {
+        violate(&key, VIOLATION_URING);
+    }
+    Ok(())
+}
+
+/// Called by the change hooks for every change of a watched inode: a size below the verified
+/// length is a truncation; a change while mapped writable may be a store anywhere.
+#[inline(always)]
+pub fn note_change(inode: u64, key: &InodeKey, w: &WatchVal) {
+    if w.flags & WATCH_APPEND_ONLY == 0 {
+        return;
+    }
+    if let Ok(size) = read::<i64>(inode + offset(&OFF_INODE_I_SIZE))
+        && (size.max(0) as u64) < w.verified_len
+    {
+        violate(key, VIOLATION_SHRINK);
+    }
+    if mmap_writable(inode) {
+        violate(key, VIOLATION_MMAP);
+    }
+}

@@ -1,0 +1,4 @@
+//! The append-only policy (logs): growth is allowed and verified as it happens, at a cost
+//! proportional to the new bytes; any other change alerts; rotation is recognised.
+pub mod review;
+pub mod state;

@@ -1,0 +1,482 @@
+//! Judging the changes under append-only watches, as `check` and the daemon find them: growth
+//! with the verified bytes intact is an `appended` event; a rotation within the configured
+//! names, whose rotated file holds the verified content, is a `rotated` event; anything else
+//! stays an alert. What an event lets the baseline advance to is returned as ledger rows.
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::state::{self, AppendState, Extended};
+use crate::baseline::entry::{Entry, FileKind};
+use crate::baseline::store::LedgerRow;
+use crate::compare::{Action, Change, Kind, Mode};
+use crate::config::{Policy, Settings, Watch};
+use crate::output::path::path_text;
+
+/// What the judge knows besides the changes.
+pub struct Context<'a> {
+    pub settings: &'a Settings,
+    /// Where the host's `/` is: `/`, or a mounted image.
+    pub root: &'a Path,
+    pub mode: Mode,
+    /// Baseline entries under append-only watches (the ledger applied), by path.
+    pub base: &'a HashMap<Vec<u8>, Entry>,
+    /// Log paths whose entry a rotation retired: a new file there starts a new log.
+    pub retired: &'a HashSet<Vec<u8>>,
+    /// Recent verified (length, SHA-256) of each log, oldest first, beyond the baseline's own:
+    /// a copy taken between two verifications is judged against the last one it covers.
+    pub checkpoints: &'a HashMap<Vec<u8>, Vec<(u64, [u8; 32])>>,
+}
+
+#[derive(Default)]
+pub struct Reviewed {
+    pub changes: Vec<Change>,
+    pub ledger: Vec<LedgerRow>,
+}
+
+fn name_of(path: &[u8]) -> &[u8] {
+    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
+}
+
+fn dir_of(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) => b"/",
+        Some(i) => &path[..i],
+        None => b"",
+    }
+}
+
+/// Opens a regular file of the tree at `root` for reading: no symlink followed, nothing but a
+/// regular file opened, never blocking.
+pub fn open_regular(root: &Path, path: &[u8]) -> Option<OwnedFd> {
+    use rustix::fs::{Mode as FMode, OFlags, ResolveFlags};
+    let rel = path.strip_prefix(b"/").unwrap_or(path);
+    let rel = if rel.is_empty() { &b"."[..] } else { rel };
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        FMode::empty(),
+    )
+    .ok()?;
+    let fd = rustix::fs::openat2(
+        &dir,
+        std::ffi::OsStr::from_bytes(rel),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        FMode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::IN_ROOT,
+    )
+    .ok()?;
+    let st = rustix::fs::fstat(&fd).ok()?;
+    (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile).then_some(fd)
+}
+
+/// How a file's content stands against a log's verified checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judged {
+    /// Bytes read (decompressed, for a compressed file).
+    pub total: u64,
+    /// The longest checkpoint it starts with (0: none).
+    pub verified: u64,
+    /// It disagrees with a checkpoint it is long enough to hold.
+    pub mismatch: bool,
+}
+
+/// Streams `r` against ascending `checkpoints`, reading at most `cap` bytes.
+fn judge_stream(mut r: impl Read, checkpoints: &[(u64, [u8; 32])], cap: u64) -> std::io::Result<Judged> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut total = 0u64;
+    let mut next = 0;
+    let mut out = Judged {
+        total: 0,
+        verified: 0,
+        mismatch: false,
+    };
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut chunk = &buf[..n];
+        while !chunk.is_empty() {
+            // Stop exactly at the next checkpoint to compare the digest there.
+            let take = match checkpoints.get(next) {
+                Some(&(len, _)) if len >= total && len - total < chunk.len() as u64 => (len - total) as usize,
+                _ => chunk.len(),
+            };
+            h.update(&chunk[..take]);
+            total += take as u64;
+            chunk = &chunk[take..];
+            while let Some(&(len, sha)) = checkpoints.get(next) {
+                if len != total {
+                    break;
+                }
+                let d: [u8; 32] = h.clone().finalize().into();
+                if d == sha {
+                    out.verified = len;
+                } else {
+                    out.mismatch = true;
+                }
+                next += 1;
+            }
+        }
+        if total > cap {
+            break;
+        }
+    }
+    // An empty checkpoint list entry at 0 never arises; a zero-length log verifies trivially.
+    out.total = total;
+    Ok(out)
+}
+
+fn is_compressed(fd: &OwnedFd) -> bool {
+    let mut magic = [0u8; 2];
+    matches!(rustix::io::pread(fd, &mut magic, 0), Ok(2)) && magic == [0x1f, 0x8b]
+}
+
+/// Judges a rotated file (plain or gzip) against a log's checkpoints.
+pub fn judge_file(fd: OwnedFd, checkpoints: &[(u64, [u8; 32])], cap: u64) -> std::io::Result<(Judged, bool)> {
+    let compressed = is_compressed(&fd);
+    let file = std::fs::File::from(fd);
+    let j = if compressed {
+        judge_stream(
+            flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)),
+            checkpoints,
+            cap,
+        )?
+    } else {
+        judge_stream(file, checkpoints, cap)?
+    };
+    Ok((j, compressed))
+}
+
+struct Judge<'a, 'c> {
+    ctx: &'a Context<'c>,
+    out: Reviewed,
+    /// Logs whose verified content a rotated file holds, with that file's length.
+    covered: HashMap<Vec<u8>, (u64, u64)>,
+}
+
+impl Judge<'_, '_> {
+    fn watch(&self, path: &[u8]) -> Option<&Watch> {
+        self.ctx
+            .settings
+            .watch_for(Path::new(std::ffi::OsStr::from_bytes(path)))
+    }
+
+    fn is_rotated_name(&self, path: &[u8]) -> bool {
+        self.watch(path).is_some_and(|w| w.rotate.matches(name_of(path)))
+    }
+
+    /// The log a rotated name belongs to: the baseline file in the same directory with the
+    /// longest name that the rotated name starts with.
+    fn log_for(&self, path: &[u8]) -> Option<&Entry> {
+        let (dir, name) = (dir_of(path), name_of(path));
+        self.ctx
+            .base
+            .values()
+            .filter(|e| e.kind == FileKind::Regular && dir_of(&e.path) == dir)
+            .filter(|e| !self.is_rotated_name(&e.path))
+            .filter(|e| name.starts_with(name_of(&e.path)) && name.len() > name_of(&e.path).len())
+            .max_by_key(|e| name_of(&e.path).len())
+    }
+
+    fn checkpoints(&self, log: &Entry) -> Vec<(u64, [u8; 32])> {
+        let mut cps: Vec<(u64, [u8; 32])> = self.ctx.checkpoints.get(&log.path).cloned().unwrap_or_default();
+        if let Some(sha) = log.sha256 {
+            cps.push((log.size, sha));
+        }
+        cps.retain(|(len, _)| *len > 0);
+        cps.sort();
+        cps.dedup();
+        cps
+    }
+
+    fn event(&mut self, action: Action, c: &Change, extra: Vec<(&'static str, serde_json::Value)>) {
+        let mut e = c.clone();
+        e.action = action;
+        e.kind = Kind::Event;
+        e.extra.extend(extra);
+        self.out.changes.push(e);
+    }
+
+    fn advance(&mut self, entry: &Entry, append: Option<AppendState>) {
+        self.out.ledger.push(LedgerRow {
+            path: entry.path.clone(),
+            entry: Some(entry.clone()),
+            append,
+        });
+    }
+
+    fn retire(&mut self, path: &[u8]) {
+        self.out.ledger.push(LedgerRow {
+            path: path.to_vec(),
+            entry: None,
+            append: None,
+        });
+    }
+
+    /// The full hash state of a file's current content, for its ledger row.
+    fn full_state(&self, e: &Entry) -> Option<AppendState> {
+        let fd = open_regular(self.ctx.root, &e.path)?;
+        match state::full(&fd, e.size, None) {
+            Ok(Extended::Intact { state, .. }) if Some(state.sha256) == e.sha256 => Some(state),
+            _ => None,
+        }
+    }
+
+    /// A rotated file (a moved log, a copy, a compressed one): whether it holds its log's
+    /// verified content. `Some(extra)` when it does.
+    fn judge_rotated(&mut self, cur: &Entry, log: &Entry) -> Option<serde_json::Value> {
+        let cps = self.checkpoints(log);
+        let fd = open_regular(self.ctx.root, &cur.path)?;
+        let cap = self.ctx.settings.max_file_size.unwrap_or(u64::MAX);
+        let (j, compressed) = judge_file(fd, &cps, cap).ok()?;
+        let latest = cps.last().map_or(0, |c| c.0);
+        if j.mismatch || (latest > 0 && j.verified == 0) {
+            return None;
+        }
+        self.covered.insert(log.path.clone(), (j.verified, j.total));
+        Some(json!({
+            "from": path_text(&log.path).0,
+            "compressed": compressed,
+            "verified_bytes": j.verified,
+            "unverified_bytes": j.total - j.verified,
+            "lost_bytes": latest.saturating_sub(j.total),
+        }))
+    }
+
+    fn run(mut self, changes: Vec<Change>) -> Reviewed {
+        let (mine, others): (Vec<Change>, Vec<Change>) =
+            changes.into_iter().partition(|c| c.policy == Policy::AppendOnly);
+        self.out.changes = others;
+        let mut deleted_used: HashSet<Vec<u8>> = HashSet::new();
+        let mut pending = Vec::new();
+        // 1: rotated files appearing (moved or created under a rotated name).
+        for c in mine {
+            let Some(cur) = c.current.clone() else {
+                pending.push(c);
+                continue;
+            };
+            let rotated_name = self.is_rotated_name(&cur.path);
+            match c.action {
+                Action::Moved if rotated_name => {
+                    let prev = c.previous.clone().expect("a move has a previous state");
+                    if self.is_rotated_name(&prev.path) {
+                        // app.log.1 -> app.log.2: the same content under the next name.
+                        if c.changes.iter().all(|k| ["path", "ctime"].contains(k)) {
+                            self.event(
+                                Action::Rotated,
+                                &c,
+                                vec![("rotation", json!({ "from": path_text(&prev.path).0 }))],
+                            );
+                            self.advance(&cur, None);
+                            self.retire(&prev.path);
+                        } else {
+                            self.out.changes.push(c);
+                        }
+                    } else if let Some(extra) = self.judge_rotated(&cur, &prev) {
+                        self.event(Action::Rotated, &c, vec![("rotation", extra)]);
+                        self.advance(&cur, None);
+                        self.retire(&prev.path);
+                    } else {
+                        let mut c = c;
+                        c.changes.push("content");
+                        self.out.changes.push(c);
+                    }
+                }
+                Action::Created if rotated_name && cur.kind == FileKind::Regular => {
+                    // A compressed rotation replaces a rotated file deleted in the same set.
+                    let source = cur.path.strip_suffix(b".gz").map(<[u8]>::to_vec);
+                    // Compressing a rotated file (delaycompress): the whole of it, exactly.
+                    let rotated_source = source
+                        .as_ref()
+                        .and_then(|s| self.ctx.base.get(s))
+                        .filter(|s| self.is_rotated_name(&s.path))
+                        .cloned();
+                    let verdict = match (&rotated_source, self.log_for(&cur.path).cloned()) {
+                        (Some(src), _) => self.judge_rotated(&cur, src).filter(|x| {
+                            x["verified_bytes"] == json!(src.size) && x["unverified_bytes"] == json!(0)
+                        }),
+                        (None, Some(log)) => self.judge_rotated(&cur, &log),
+                        (None, None) => None,
+                    };
+                    match verdict {
+                        Some(extra) => {
+                            if let Some(s) = source {
+                                deleted_used.insert(s);
+                            }
+                            self.event(Action::Rotated, &c, vec![("rotation", extra)]);
+                            self.advance(&cur, None);
+                        }
+                        None => self.out.changes.push(c),
+                    }
+                }
+                _ => pending.push(c),
+            }
+        }
+        // 2: the logs themselves, and what else was created or deleted.
+        for c in pending {
+            match (&c.action, &c.previous, &c.current) {
+                (Action::Deleted, Some(prev), None) => {
+                    if deleted_used.contains(&prev.path) {
+                        // Compressed: the rotated event stands for both.
+                        self.retire(&prev.path);
+                    } else if self.is_rotated_name(&prev.path) {
+                        // Retention: logrotate removing its oldest file.
+                        self.event(
+                            Action::Deleted,
+                            &c,
+                            vec![("rotation", json!({ "expired": true }))],
+                        );
+                        self.retire(&prev.path);
+                    } else if self.covered.contains_key(&prev.path) {
+                        self.retire(&prev.path);
+                    } else {
+                        self.out.changes.push(c);
+                    }
+                }
+                (Action::Created, None, Some(cur)) => {
+                    let new_log =
+                        self.ctx.retired.contains(&cur.path) || self.covered.contains_key(&cur.path);
+                    if new_log && cur.kind == FileKind::Regular {
+                        self.event(
+                            Action::Created,
+                            &c,
+                            vec![("rotation", json!({ "new_log": true }))],
+                        );
+                        let st = self.full_state(cur);
+                        self.advance(cur, st);
+                    } else {
+                        self.out.changes.push(c);
+                    }
+                }
+                (Action::Updated | Action::AttributesModified, Some(prev), Some(cur)) => {
+                    self.log_change(c.clone(), prev, cur)
+                }
+                _ => self.out.changes.push(c),
+            }
+        }
+        self.out.changes.sort_by(|a, b| a.path().cmp(b.path()));
+        self.out
+    }
+
+    /// A log (same path) that changed: appended, truncated (copytruncate?), replaced
+    /// (rotated?), or otherwise changed.
+    fn log_change(&mut self, c: Change, prev: &Entry, cur: &Entry) {
+        let replaced = self.ctx.mode == Mode::Full && prev.ino != cur.ino;
+        // A rotated log is finished: it may move, be compressed or expire, never change.
+        if prev.kind != FileKind::Regular || cur.kind != FileKind::Regular || self.is_rotated_name(&cur.path)
+        {
+            return self.out.changes.push(c);
+        }
+        if replaced {
+            if self.covered.contains_key(&prev.path) {
+                self.event(
+                    Action::Created,
+                    &c,
+                    vec![("rotation", json!({ "new_log": true }))],
+                );
+                let st = self.full_state(cur);
+                self.advance(cur, st);
+            } else {
+                self.out.changes.push(c);
+            }
+            return;
+        }
+        let meta: Vec<&'static str> = c
+            .changes
+            .iter()
+            .copied()
+            .filter(|k| !["content", "size", "mtime", "ctime"].contains(k))
+            .collect();
+        if !meta.is_empty() {
+            let mut c = c;
+            c.action = Action::AttributesModified;
+            return self.out.changes.push(c);
+        }
+        if cur.size < prev.size {
+            if let Some(&(_, copy_len)) = self.covered.get(&prev.path) {
+                let extra = json!({ "copytruncate": true, "lost_bytes": prev.size.saturating_sub(copy_len) });
+                self.event(Action::Rotated, &c, vec![("rotation", extra)]);
+                let st = self.full_state(cur);
+                return self.advance(cur, st);
+            }
+            let mut c = c;
+            c.action = Action::Truncated;
+            return self.out.changes.push(c);
+        }
+        let (Some(sha), Some(fd)) = (prev.sha256, open_regular(self.ctx.root, &cur.path)) else {
+            return self.out.changes.push(c);
+        };
+        match state::full(&fd, cur.size, Some((prev.size, sha))) {
+            Ok(Extended::Intact { state, .. }) if Some(state.sha256) == cur.sha256 => {
+                if cur.size > prev.size {
+                    let extra =
+                        json!({ "verified_bytes": prev.size, "appended_bytes": cur.size - prev.size });
+                    self.event(Action::Appended, &c, vec![("append", extra)]);
+                }
+                self.advance(cur, Some(state));
+            }
+            Ok(Extended::Shorter) => {
+                let mut c = c;
+                c.action = Action::Truncated;
+                self.out.changes.push(c);
+            }
+            // Changed, or changed again while read (the next look judges it).
+            _ => self.out.changes.push(c),
+        }
+    }
+}
+
+/// Judges `changes` (from a comparison) under the append-only policy.
+pub fn review(ctx: &Context<'_>, changes: Vec<Change>) -> Reviewed {
+    if !changes.iter().any(|c| c.policy == Policy::AppendOnly) {
+        return Reviewed {
+            changes,
+            ledger: Vec::new(),
+        };
+    }
+    Judge {
+        ctx,
+        out: Reviewed::default(),
+        covered: HashMap::new(),
+    }
+    .run(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn judges_streams_against_checkpoints() {
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7) as u8).collect();
+        let cp = |n: usize| (n as u64, <[u8; 32]>::from(Sha256::digest(&data[..n])));
+        let cps = vec![cp(100), cp(4096), cp(30_000)];
+        // A copy taken between the second and third checkpoint.
+        let j = judge_stream(&data[..20_000], &cps, u64::MAX).unwrap();
+        assert_eq!((j.total, j.verified, j.mismatch), (20_000, 4096, false));
+        let j = judge_stream(&data[..], &cps, u64::MAX).unwrap();
+        assert_eq!((j.verified, j.mismatch), (30_000, false));
+        let mut bad = data.clone();
+        bad[5000] ^= 1;
+        let j = judge_stream(&bad[..], &cps, u64::MAX).unwrap();
+        assert!(j.mismatch && j.verified == 4096);
+        // Compressed: the same answer through gzip.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let gz = gz.finish().unwrap();
+        let j = judge_stream(flate2::read::MultiGzDecoder::new(&gz[..]), &cps, u64::MAX).unwrap();
+        assert_eq!((j.total, j.verified, j.mismatch), (50_000, 30_000, false));
+    }
+}

@@ -1,0 +1,355 @@
+//! The append-only policy, with real file operations: appends are events, any other change of
+//! verified bytes alerts, rotations within the configured names are events. In realtime mode
+//! (`fimd run`, needs root) and in `fimd check`.
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, by, py, s};
+use common::{Fixture, privileged, sh};
+use serde_json::Value;
+
+const ROTATING: &str = "policy = \"append-only\"\nrotate = [\"app.log.*\", \"app.log-*\"]";
+
+fn log_fixture(keys: &str) -> Fixture {
+    let f = Fixture::with_config_extra(keys);
+    let lines: String = (0..20_000)
+        .map(|i| format!("line {i} of the original log\n"))
+        .collect();
+    fs::write(f.path("app.log"), lines).unwrap();
+    f
+}
+
+fn kind(a: &Value) -> &str {
+    a["event"]["kind"].as_str().unwrap_or("")
+}
+
+/// Alerts (not events) on `path` so far.
+fn alerts_on(d: &Daemon, path: &Path) -> Vec<Value> {
+    d.alerts()
+        .into_iter()
+        .filter(|a| a["file"]["path"] == s(path) && kind(a) == "alert")
+        .collect()
+}
+
+/// Waits for a document on `path` with `action` and `kind`, by any process.
+fn wait_doc(d: &Daemon, path: &Path, action: &str, want_kind: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(a) = d
+            .alerts()
+            .into_iter()
+            .find(|a| a["file"]["path"] == s(path) && a["event"]["action"] == action && kind(a) == want_kind)
+        {
+            return a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {want_kind} {action} on {} within 10 s; got: {:#?}",
+            path.display(),
+            d.alerts()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lets the daemon finish what it is doing: rotations settle after a second of quiet.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(1800));
+}
+
+fn append_by(path: &Path, text: &str) -> u32 {
+    py(
+        &format!("import sys; f = open(sys.argv[1], 'a'); f.write({text:?}); f.close()"),
+        path,
+    )
+}
+
+#[test]
+fn appends_from_several_writers_are_events_and_advance_the_baseline() {
+    if !privileged("fimd run") {
+        return;
+    }
+    let f = log_fixture(ROTATING);
+    let log = f.path("app.log");
+    let d = Daemon::start(&f);
+    // Three writers appending concurrently, then a shell's `>>`.
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            std::process::Command::new("python3")
+                .args([
+                    "-c",
+                    &format!(
+                        "import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)\n\
+                         for i in range(200): os.write(fd, b'writer {w} line %d\\n' % i)\n"
+                    ),
+                    s(&log),
+                ])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut w in writers {
+        assert!(w.wait().unwrap().success());
+    }
+    // Every writer's bytes verified (an event may carry several writers' appends).
+    let size = fs::metadata(&log).unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d
+        .alerts()
+        .iter()
+        .any(|a| a["file"]["size"] == size && a["event"]["action"] == "appended")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "appends never verified up to {size}: {:#?}",
+            d.alerts()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = by("sh", &["-c", &format!("echo from the shell >> {}", s(&log))]);
+    let ev = d.expect(&log, "appended", pid);
+    assert_eq!(kind(&ev), "event");
+    let verified = ev["fim"]["append"]["verified_bytes"].as_u64().unwrap();
+    let read = ev["fim"]["append"]["read_bytes"].as_u64().unwrap();
+    let appended = ev["fim"]["append"]["appended_bytes"].as_u64().unwrap();
+    assert!(
+        read < appended + 4096,
+        "read {read} bytes to verify {appended} appended to {verified}"
+    );
+    settle();
+    assert!(
+        alerts_on(&d, &log).is_empty(),
+        "appends alerted: {:#?}",
+        alerts_on(&d, &log)
+    );
+    drop(d);
+    // The baseline advanced: a check finds nothing, not even an append.
+    let (code, docs) = f.check();
+    assert_eq!(code, 0, "{docs:#?}");
+    assert!(docs.is_empty(), "{docs:#?}");
+}
+
+#[test]
+fn changes_to_verified_bytes_alert_with_their_process() {
+    if !privileged("fimd run") {
+        return;
+    }
+    let f = log_fixture("policy = \"append-only\"");
+    let log = f.path("app.log");
+    let d = Daemon::start(&f);
+
+    // A byte changed in the middle, then an append: both through one process.
+    let pid = py(
+        "import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY)\nos.pwrite(fd, b'X', 1000)\n\
+         os.lseek(fd, 0, os.SEEK_END)\nos.write(fd, b'an innocent line\\n')\n",
+        &log,
+    );
+    let a = d.expect(&log, "updated", pid);
+    assert_eq!(kind(&a), "alert");
+    let accept = f.fimd(&["accept"]);
+    assert_eq!(accept.code, 0, "{}", accept.stderr);
+    drop(d);
+
+    // Truncated, then the same number of bytes written back.
+    let d = Daemon::start_on_baseline(&f);
+    let len = fs::metadata(&log).unwrap().len();
+    let pid = py(
+        &format!(
+            "import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)\n\
+             os.write(fd, b'y' * {len})\n"
+        ),
+        &log,
+    );
+    let a = d.expect(&log, "truncated", pid);
+    assert_eq!(kind(&a), "alert");
+    drop(d);
+    assert_eq!(f.fimd(&["accept"]).code, 0);
+
+    // Rewritten with the same first half and a new, longer tail.
+    let d = Daemon::start_on_baseline(&f);
+    let pid = py(
+        "import sys\ndata = open(sys.argv[1], 'rb').read()\nf = open(sys.argv[1], 'wb')\n\
+         f.write(data[: len(data) // 2] + b'z' * len(data))\n",
+        &log,
+    );
+    let a = d
+        .wait_for(&log, &["truncated", "updated"], pid, |a| kind(a) == "alert")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(kind(&a), "alert");
+    drop(d);
+    assert_eq!(f.fimd(&["accept"]).code, 0);
+
+    // Replaced by a symlink to a file with the same content.
+    let d = Daemon::start_on_baseline(&f);
+    let copy = f.dir.path().join("copy.log");
+    fs::copy(&log, &copy).unwrap();
+    let pid = by("ln", &["-sfn", s(&copy), s(&log)]);
+    d.wait_for(&log, &["updated", "deleted", "created", "moved"], pid, |a| {
+        kind(a) == "alert"
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn hole_punching_and_chmod_are_alerts() {
+    if !privileged("fimd run") {
+        return;
+    }
+    let f = log_fixture("policy = \"append-only\"");
+    let log = f.path("app.log");
+    let d = Daemon::start(&f);
+    let pid = by(
+        "fallocate",
+        &["--punch-hole", "--offset", "4096", "--length", "4096", s(&log)],
+    );
+    d.expect_where(&log, "updated", pid, |a| kind(a) == "alert");
+    let pid = by("chmod", &["0666", s(&log)]);
+    d.expect_where(&log, "attributes_modified", pid, |a| kind(a) == "alert");
+}
+
+#[test]
+fn rotations_within_the_configured_names_are_events() {
+    if !privileged("fimd run") {
+        return;
+    }
+    let f = log_fixture(ROTATING);
+    let log = f.path("app.log");
+    let d = Daemon::start(&f);
+    append_by(&log, "before the first rotation\n");
+    wait_doc(&d, &log, "appended", "event");
+
+    // create style: rename, then a new log.
+    let r1 = f.path("app.log.1");
+    sh("mv", &[s(&log), s(&r1)]);
+    fs::write(&log, "").unwrap();
+    wait_doc(&d, &r1, "rotated", "event");
+    append_by(&log, "first line of the new log\n");
+    settle();
+
+    // delaycompress: the rotated file compressed, the uncompressed one deleted.
+    sh("gzip", &[s(&r1)]);
+    let gz = f.path("app.log.1.gz");
+    let ev = wait_doc(&d, &gz, "rotated", "event");
+    assert_eq!(ev["fim"]["rotation"]["compressed"], true, "{ev:#}");
+
+    // dateext.
+    append_by(&log, "second generation\n");
+    settle();
+    let dated = f.path("app.log-20261123");
+    sh("mv", &[s(&log), s(&dated)]);
+    fs::write(&log, "").unwrap();
+    wait_doc(&d, &dated, "rotated", "event");
+    settle();
+
+    // copytruncate, with lines written between the copy and the truncation.
+    append_by(&log, &"third generation\n".repeat(200));
+    settle();
+    let copied = f.path("app.log-20261124");
+    sh("cp", &[s(&log), s(&copied)]);
+    append_by(&log, "written between copy and truncate\n");
+    sh("truncate", &["-s", "0", s(&log)]);
+    append_by(&log, "after copytruncate\n");
+    let ev = wait_doc(&d, &log, "rotated", "event");
+    assert_eq!(ev["fim"]["rotation"]["copytruncate"], true, "{ev:#}");
+    settle();
+
+    let alerts: Vec<Value> = d.alerts().into_iter().filter(|a| kind(a) == "alert").collect();
+    assert!(alerts.is_empty(), "rotations alerted: {alerts:#?}");
+    drop(d);
+    let (code, docs) = f.check();
+    assert_eq!(code, 0, "after the rotations, check still differs: {docs:#?}");
+}
+
+#[test]
+fn rotations_outside_the_names_or_with_other_content_alert() {
+    if !privileged("fimd run") {
+        return;
+    }
+    let f = log_fixture(ROTATING);
+    let log = f.path("app.log");
+    let d = Daemon::start(&f);
+    // Renamed to a name no pattern allows.
+    let old = f.path("app.old");
+    let pid = by("mv", &[s(&log), s(&old)]);
+    d.wait_for(&old, &["moved"], pid, |a| kind(a) == "alert")
+        .unwrap_or_else(|e| panic!("{e}"));
+    sh("mv", &[s(&old), s(&log)]);
+    settle();
+    drop(d);
+    assert_eq!(f.fimd(&["accept"]).code, 0);
+
+    // A "copy" that is not the log's content, then the log truncated.
+    let d = Daemon::start_on_baseline(&f);
+    fs::write(f.path("app.log.1"), "forged history\n").unwrap();
+    sh("truncate", &["-s", "0", s(&log)]);
+    wait_doc(&d, &log, "truncated", "alert");
+    wait_doc(&d, &f.path("app.log.1"), "created", "alert");
+}
+
+#[test]
+fn a_rotation_while_stopped_is_judged_at_start() {
+    if !privileged("fimd run") {
+        return;
+    }
+    let f = log_fixture(ROTATING);
+    let log = f.path("app.log");
+    let d = Daemon::start(&f);
+    append_by(&log, "verified while running\n");
+    wait_doc(&d, &log, "appended", "event");
+    drop(d);
+    // Rotated and compressed while fimd is down.
+    let r1 = f.path("app.log.1");
+    sh("mv", &[s(&log), s(&r1)]);
+    fs::write(&log, "new log\n").unwrap();
+    sh("gzip", &[s(&r1)]);
+    let d = Daemon::start_on_baseline(&f);
+    let ev = wait_doc(&d, &f.path("app.log.1.gz"), "rotated", "event");
+    assert_eq!(ev["fim"]["rotation"]["compressed"], true);
+    settle();
+    let alerts: Vec<Value> = d.alerts().into_iter().filter(|a| kind(a) == "alert").collect();
+    assert!(alerts.is_empty(), "{alerts:#?}");
+}
+
+#[test]
+fn check_judges_appends_truncation_and_rotation() {
+    let f = log_fixture(ROTATING);
+    let log = f.path("app.log");
+    f.init();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .and_then(|mut w| std::io::Write::write_all(&mut w, b"appended\n"))
+        .unwrap();
+    let (code, docs) = f.check();
+    assert_eq!(code, 0, "{docs:#?}");
+    assert_eq!(docs.len(), 1, "{docs:#?}");
+    assert_eq!(
+        (docs[0]["event"]["action"].as_str(), kind(&docs[0])),
+        (Some("appended"), "event")
+    );
+    // Nothing new: nothing reported (the check advanced the baseline).
+    let (code, docs) = f.check();
+    assert_eq!((code, docs.len()), (0, 0), "{docs:#?}");
+
+    // Rotation by rename and compression.
+    sh("mv", &[s(&log), s(&f.path("app.log.1"))]);
+    fs::write(&log, "").unwrap();
+    sh("gzip", &[s(&f.path("app.log.1"))]);
+    let (code, docs) = f.check();
+    assert_eq!(code, 0, "{docs:#?}");
+    assert!(
+        docs.iter().any(|d| d["event"]["action"] == "rotated"),
+        "{docs:#?}"
+    );
+
+    // Log clearing.
+    fs::write(&log, "one line\n").unwrap();
+    assert_eq!(f.check().0, 0);
+    fs::write(&log, "").unwrap();
+    let (code, docs) = f.check();
+    assert_eq!(code, 1, "{docs:#?}");
+    assert_eq!(docs[0]["event"]["action"], "truncated");
+}
