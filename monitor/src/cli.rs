@@ -61,6 +61,13 @@ enum Command {
     },
     /// The realtime daemon: report each change of a watched file as it happens, with who made it.
     Run,
+    /// Evidence for an auditor: every full comparison (when, how many files, what was found,
+    /// which baseline), its integrity chain verified, and whether one is overdue.
+    Report {
+        /// One JSON object per comparison.
+        #[arg(long)]
+        json: bool,
+    },
     /// Load the eBPF programs and prove they see system calls.
     Selftest,
 }
@@ -103,6 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init { root } => commands::init::run(&settings, root.as_deref().unwrap_or(Path::new("/"))),
         Command::Run => commands::run::run(&settings),
+        Command::Report { json } => commands::report::run(&settings, json),
         Command::Check { json } => commands::check::run(&settings, Target::Host, json),
         Command::Verify { root, json } => commands::check::run(&settings, Target::Image(&root), json),
         Command::Accept { reason, paths } => commands::accept::run(&settings, &paths, reason.as_deref()),

@@ -1,5 +1,6 @@
 //! fimd: a file integrity monitor for Linux.
 pub mod append;
+pub mod attribution;
 pub mod baseline;
 pub mod cli;
 pub mod commands;
@@ -8,3 +9,4 @@ pub mod config;
 pub mod output;
 pub mod scan;
 pub mod sensor;
+pub mod telemetry;

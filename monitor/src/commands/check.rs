@@ -14,9 +14,9 @@ use crate::append::review;
 use crate::baseline::entry::Entry;
 use crate::compare::{self, Comparison, Kind, Mode};
 use crate::config::Policy;
-use crate::config::{AlertSink, Settings};
+use crate::config::Settings;
 use crate::output::alert::{Origin, hostname, human_line, problem_json, to_json};
-use crate::output::jsonl::JsonlSink;
+use crate::output::dispatch::Dispatcher;
 use crate::scan;
 
 pub enum Target<'a> {
@@ -58,7 +58,9 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
         }
     };
     let started = Instant::now();
+    let started_at = crate::output::alert::now_rfc3339();
     let append_base = append_only_entries(settings, &baseline.entries);
+    let baseline_seal = baseline.seal.clone();
     let mut scan = scan::start(settings, root);
     let bar = progress(&scan, origin.scan);
     let mut cmp = compare::compare(settings, baseline.entries, &mut scan, mode, |_| {});
@@ -81,21 +83,44 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
     }
 
     print_changes(&cmp, &origin, json)?;
-    // The periodic check also feeds the configured sink (a SIEM); verify reads someone else's image.
-    if origin.scan == "check"
-        && let Some(sink @ AlertSink::File(_)) = &settings.alerts
+    // The periodic check also feeds the configured sinks (a SIEM); verify reads someone else's
+    // image. Stdout is where --json already prints.
+    let mut sinks = settings.alerts.clone();
+    if matches!(sinks.jsonl, Some(crate::output::sink::JsonlTarget::Stdout)) {
+        sinks.jsonl = None;
+    }
+    if origin.scan == "check" && (sinks.jsonl.is_some() || sinks.syslog.is_some() || sinks.webhook.is_some())
     {
-        let mut out = JsonlSink::open(sink)?;
+        let out = Dispatcher::start(&sinks, None)?;
         for c in &cmp.changes {
-            out.write(&to_json(c, &origin))?;
+            out.send(&to_json(c, &origin));
         }
         // A file the check could not compare is evidence too: the SIEM sees it, not just stderr.
         for p in &cmp.problems {
-            out.write(&problem_json(p, &origin))?;
+            out.send(&problem_json(p, &origin));
         }
-        out.flush()?;
+        if !out.flush(std::time::Duration::from_secs(30)) || out.dropped() > 0 {
+            eprintln!(
+                "fimd check: warning: not every alert reached the configured sinks ({} dropped)",
+                out.dropped()
+            );
+        }
     }
     report_problems(&cmp.problems);
+    if matches!(target, Target::Host) {
+        let record = super::evidence_record(
+            "check",
+            &started_at,
+            started.elapsed(),
+            cmp.scanned,
+            alerts(&cmp),
+            cmp.changes.len() - alerts(&cmp),
+            cmp.problems.len(),
+            &baseline_seal,
+            settings,
+        );
+        store.evidence_append(&key, &record)?;
+    }
     eprintln!(
         "fimd {}: {} entries compared in {:.2} s: {} differences, {} allowed by policy, {} warnings",
         origin.scan,

@@ -3,6 +3,7 @@ pub mod accept;
 pub mod baseline;
 pub mod check;
 pub mod init;
+pub mod report;
 pub mod run;
 
 use std::io::IsTerminal;
@@ -99,6 +100,35 @@ pub(crate) fn actor() -> String {
         Ok(s) if !s.is_empty() => format!("{s} via sudo as {name} (uid {uid})"),
         _ => format!("{name} (uid {uid})"),
     }
+}
+
+/// What an auditor reads back with `fimd report`: one full comparison.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn evidence_record(
+    kind: &str,
+    started_at: &str,
+    took: Duration,
+    files: u64,
+    differences: usize,
+    events: usize,
+    problems: usize,
+    seal: &str,
+    settings: &Settings,
+) -> serde_json::Value {
+    serde_json::json!({
+        "kind": kind,
+        "started": started_at,
+        "finished": crate::output::alert::now_rfc3339(),
+        "duration_seconds": took.as_secs_f64(),
+        "host": crate::output::alert::hostname(),
+        "files_compared": files,
+        "differences": differences,
+        "allowed_events": events,
+        "not_compared": problems,
+        "baseline_seal": seal,
+        "configuration": settings.source.display().to_string(),
+        "fimd_version": env!("CARGO_PKG_VERSION"),
+    })
 }
 
 pub(crate) fn exit(code: u8) -> ExitCode {

@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use monitor_common::{ChangeRecord, Hook, InodeKey, RECORD_MMAP_WRITABLE};
 use serde_json::{Value, json};
@@ -19,12 +20,13 @@ use crate::baseline::entry::{Entry, FileKind};
 use crate::baseline::seal::Key;
 use crate::baseline::store::{LedgerRow, Store};
 use crate::compare::{self, Action, Change, Kind, Mode, diff};
-use crate::config::{AlertSink, Policy, Settings};
+use crate::config::{Policy, Settings};
 use crate::output::alert::{Origin, hostname, to_json};
-use crate::output::jsonl::JsonlSink;
+use crate::output::dispatch::Dispatcher;
 use crate::scan::{self, ScanItem};
 use crate::sensor::Sensor;
 use crate::sensor::ebpf::{EbpfSensor, kernel_dev};
+use crate::telemetry::{Health, Metrics};
 
 /// The task a kernel record names.
 #[derive(Debug, Clone)]
@@ -52,7 +54,7 @@ impl Modifier {
 
     /// ECS `process.*`, `user.id` and `container.id`; the executable and container come from
     /// /proc while the process lives.
-    fn fields(&self) -> Vec<(&'static str, Value)> {
+    fn fields(&self, pods: &crate::attribution::PodDirectory) -> Vec<(&'static str, Value)> {
         let exe = std::fs::read_link(format!("/proc/{}/exe", self.tgid))
             .ok()
             .map(|p| crate::output::path::path_text(p.as_os_str().as_bytes()).0);
@@ -73,19 +75,22 @@ impl Modifier {
             ("process", process),
             ("user", json!({ "id": self.uid.to_string() })),
         ];
-        if let Some(id) = container_id(self.tgid) {
-            out.push(("container", json!({ "id": id })));
+        if let Some(c) = crate::attribution::container_of_process(self.tgid) {
+            let pod = c.pod_uid.as_deref().and_then(|uid| pods.lookup(uid));
+            if let Value::Object(fields) = crate::attribution::ecs_fields(&c, pod.as_ref()) {
+                for (k, v) in fields {
+                    let k: &'static str = match k.as_str() {
+                        "container" => "container",
+                        "orchestrator" => "orchestrator",
+                        "kubernetes" => "kubernetes",
+                        _ => continue,
+                    };
+                    out.push((k, v));
+                }
+            }
         }
         out
     }
-}
-
-/// A 64-hex-digit id in the process's cgroup path (docker, containerd, cri-o all use one).
-fn container_id(tgid: u32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{tgid}/cgroup")).ok()?;
-    text.split(|c: char| !c.is_ascii_hexdigit())
-        .find(|w| w.len() == 64)
-        .map(str::to_owned)
 }
 
 fn key_of(e: &Entry) -> InodeKey {
@@ -105,7 +110,7 @@ struct Daemon {
     /// Watched inodes and the paths they have.
     paths: HashMap<InodeKey, Vec<Vec<u8>>>,
     sensor: Box<dyn Sensor>,
-    sink: JsonlSink,
+    sink: Dispatcher,
     /// Alerts of the rescan under way, written once it (and any new subtree) is done.
     outbox: Vec<Value>,
     /// Files to rehash later (memory-mapped, or found empty right after a truncation): path,
@@ -128,6 +133,9 @@ struct Daemon {
     /// Directories of rotating logs with changes waiting for quiet before they are judged as a
     /// whole (a rotation is several steps: rename, create, compress, delete).
     settling: HashMap<Vec<u8>, Settling>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    pods: crate::attribution::PodDirectory,
 }
 
 struct Settling {
@@ -136,6 +144,8 @@ struct Settling {
     who: HashMap<Vec<u8>, Modifier>,
 }
 
+/// How long shutdown waits for queued alerts to be delivered.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a rotating log's directory must stay quiet before its changes are judged.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Recent verified states kept per append-only file.
@@ -167,28 +177,63 @@ pub fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
         };
+        // Made once: metrics and health outlive reloads.
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::new());
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let tasks = tokio_util::task::TaskTracker::new();
+        if let Some(addr) = &settings.metrics_listen {
+            let listener = crate::telemetry::server::bind(addr).await?;
+            eprintln!("fimd run: metrics and health on http://{addr}/metrics, /healthz, /readyz");
+            tasks.spawn(crate::telemetry::server::serve(
+                listener,
+                metrics.clone(),
+                health.clone(),
+                cancel.clone(),
+            ));
+        }
         let mut settings = settings.clone();
-        loop {
-            match serve(&settings, &mut signals).await? {
-                Control::Shutdown => return Ok(exit(EXIT_CLEAN)),
+        let mut reason = "start";
+        let result = loop {
+            let served = serve(&settings, &mut signals, &metrics, &health, reason).await;
+            match served {
+                Err(e) => break Err(e),
+                Ok(Control::Shutdown) => break Ok(exit(EXIT_CLEAN)),
                 // The new configuration and baseline take over; the full comparison at start
                 // covers whatever changed while the sensor was being replaced.
-                Control::Reload => match Settings::load(&settings.source) {
-                    Ok(s) => {
-                        eprintln!("fimd run: SIGHUP: reloading {}", s.source.display());
-                        settings = s;
+                Ok(Control::Reload) => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                    reason = "reload";
+                    match Settings::load(&settings.source) {
+                        Ok(s) => {
+                            eprintln!("fimd run: SIGHUP: reloading {}", s.source.display());
+                            settings = s;
+                        }
+                        Err(e) => eprintln!("fimd run: SIGHUP: keeping the running configuration: {e}"),
                     }
-                    Err(e) => eprintln!("fimd run: SIGHUP: keeping the running configuration: {e}"),
-                },
+                }
             }
-        }
+        };
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        cancel.cancel();
+        tasks.close();
+        tasks.wait().await;
+        result
     })
 }
 
 /// Runs until a signal: loads the baseline, attaches the sensor, reconciles, then reports
 /// every change the sensor sees.
-async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Control> {
+async fn serve(
+    settings: &Settings,
+    signals: &mut Signals,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    reason: &'static str,
+) -> anyhow::Result<Control> {
+    health.set_ready(false);
     let (store, key, baseline) = open_baseline(settings)?;
+    health.set_baseline_verified(true);
     if let Some(p) = super::coverage_problem(settings, &baseline) {
         anyhow::bail!("{}: {}", settings.source.display(), p.message);
     }
@@ -197,7 +242,14 @@ async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Con
         settings.ring_buffer_bytes,
         settings.watches.iter().any(|w| w.policy == Policy::AppendOnly),
     )?);
-    let sink = JsonlSink::open(settings.alerts.as_ref().unwrap_or(&AlertSink::Stdout))?;
+    health.set_sensor_attached(true);
+    metrics.set_sensor_attached(sensor.name(), true);
+    let mut outputs = settings.alerts.clone();
+    if outputs.jsonl.is_none() && outputs.syslog.is_none() && outputs.webhook.is_none() {
+        outputs.jsonl = Some(crate::output::sink::JsonlTarget::Stdout);
+    }
+    // A slow or failed sink never blocks detection: each has a bounded queue of its own.
+    let sink = Dispatcher::start(&outputs, Some(metrics.output_events.clone()))?;
     // Arm what the baseline knows before looking, so nothing changing meanwhile slips by.
     for e in &baseline.entries {
         sensor.watch(key_of(e), e.kind == FileKind::Directory)?;
@@ -228,14 +280,26 @@ async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Con
         retired: baseline.retired.clone(),
         full_until: HashMap::new(),
         settling: HashMap::new(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        pods: crate::attribution::PodDirectory::new(settings.host_root.clone()),
     };
-    d.reconcile(baseline.entries)?;
+    let seal = baseline.seal.clone();
+    d.full_check(baseline.entries, reason, &seal)?;
+    health.set_reconciled(true);
     let fd = Readiness(d.sensor.ready_fd().as_raw_fd());
     // SAFETY: the descriptor belongs to the sensor, which outlives this AsyncFd (both end with
     // this function, the AsyncFd first).
     let events = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the {} sensor: {e}", d.sensor.name()))?;
     let mut tick = tokio::time::interval(RECHECK_TICK);
+    let next_full = |from: tokio::time::Instant| {
+        settings.full_check.map(|every| {
+            let jitter = settings.jitter.mul_f64(rand_fraction());
+            from + every + jitter
+        })
+    };
+    let mut full_due = next_full(tokio::time::Instant::now());
     let mut lost = d.sensor.lost();
     let mut records = Vec::new();
     eprintln!(
@@ -243,13 +307,19 @@ async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Con
         d.sensor.name(),
         d.paths.len()
     );
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("watching {} inodes", d.paths.len())),
+    ]);
     let control = loop {
+        health.tick();
         tokio::select! {
             guard = events.readable() => {
                 let mut guard = guard?;
                 records.clear();
                 d.sensor.drain(&mut records);
                 guard.clear_ready();
+                metrics.kernel_events.inc_by(records.len() as u64);
                 tokio::task::block_in_place(|| d.handle(&records))?;
             }
             _ = tick.tick() => {
@@ -257,6 +327,8 @@ async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Con
                 // every tick too, so nothing waits longer than one tick.
                 records.clear();
                 d.sensor.drain(&mut records);
+                metrics.kernel_events.inc_by(records.len() as u64);
+                metrics.hash_queue_length.set(d.rechecks.len() as i64);
                 tokio::task::block_in_place(|| {
                     d.handle(&records)?;
                     d.recheck_due()?;
@@ -266,9 +338,16 @@ async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Con
                 let now = d.sensor.lost();
                 if now > lost {
                     eprintln!("fimd run: {} kernel events lost; rescanning every watch", now - lost);
+                    metrics.kernel_events_lost.inc_by(now - lost);
+                    metrics.count_rescan("loss");
                     lost = now;
                     tokio::task::block_in_place(|| d.rescan_all())?;
                 }
+            }
+            _ = sleep_until_opt(full_due) => {
+                let entries = d.baseline_entries();
+                tokio::task::block_in_place(|| d.full_check(entries, "scheduled", &seal))?;
+                full_due = next_full(tokio::time::Instant::now());
             }
             _ = signals.hup.recv() => break Control::Reload,
             _ = signals.term.recv() => break Control::Shutdown,
@@ -276,7 +355,15 @@ async fn serve(settings: &Settings, signals: &mut Signals) -> anyhow::Result<Con
         }
     };
     drop(events);
-    d.sink.flush()?;
+    health.set_ready(false);
+    metrics.set_sensor_attached(d.sensor.name(), false);
+    if !d.sink.flush(SHUTDOWN_FLUSH) {
+        eprintln!(
+            "fimd run: alert sinks still had alerts queued after {} s ({} dropped in all)",
+            SHUTDOWN_FLUSH.as_secs(),
+            d.sink.dropped()
+        );
+    }
     eprintln!("fimd run: stopped");
     Ok(control)
 }
@@ -302,23 +389,62 @@ impl AsRawFd for Readiness {
 }
 
 impl Daemon {
-    /// Changes made while fimd was down: a full comparison, which also learns every current inode.
-    fn reconcile(&mut self, baseline: Vec<Entry>) -> anyhow::Result<()> {
+    /// A full comparison with the baseline, rehashing everything: at start (what changed while
+    /// fimd was down), after a reload, and on the schedule. Learns every current inode and
+    /// leaves an evidence record.
+    fn full_check(&mut self, baseline: Vec<Entry>, reason: &'static str, seal: &str) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let started_at = crate::output::alert::now_rfc3339();
+        self.metrics.baseline_files.set(baseline.len() as i64);
         let mut scan = scan::start(&self.settings, Path::new("/"));
+        let progress = scan.progress.clone();
         let mut current = Vec::new();
+        let health = self.health.clone();
         let cmp = compare::compare(&self.settings, baseline, &mut scan, self.mode, |e| {
+            health.tick();
             current.push(e.clone())
         });
         drop(scan);
+        self.metrics.observe_hash_batch(
+            progress.bytes.load(std::sync::atomic::Ordering::Relaxed),
+            started.elapsed(),
+        );
         for e in current {
             self.learn(e)?;
         }
         // Everything at once, rotations while fimd was down included: judged here, not settled.
         let changes = cmp.changes.into_iter().map(|c| (c, None)).collect();
+        let before = self.outbox.len();
         self.judge(changes, None)?;
+        let alerts = self.outbox[before..]
+            .iter()
+            .filter(|d| d["event"]["kind"] == "alert")
+            .count();
+        let events = self.outbox.len() - before - alerts;
         super::report_problems(&cmp.problems);
         self.send_alerts()?;
+        self.metrics.count_rescan(reason);
+        self.metrics.full_check_done(started.elapsed());
+        let record = super::evidence_record(
+            reason,
+            &started_at,
+            started.elapsed(),
+            cmp.scanned,
+            alerts,
+            events,
+            cmp.problems.len(),
+            seal,
+            &self.settings,
+        );
+        self.store.evidence_append(&self.key, &record)?;
         Ok(())
+    }
+
+    /// The baseline as a sorted list, for a full comparison.
+    fn baseline_entries(&self) -> Vec<Entry> {
+        let mut v: Vec<Entry> = self.baseline.values().cloned().collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v
     }
 
     fn rescan_all(&mut self) -> anyhow::Result<()> {
@@ -463,7 +589,9 @@ impl Daemon {
             .map(|(p, d)| (p.as_os_str().as_bytes().to_vec(), *d))
             .collect();
         let target_paths: Vec<PathBuf> = targets.iter().map(|(p, _)| p.clone()).collect();
+        let started = std::time::Instant::now();
         let mut scan = scan::start_at(&self.settings, targets);
+        let progress = scan.progress.clone();
         let mut found: HashMap<Vec<u8>, Entry> = HashMap::new();
         let mut problems = Vec::new();
         while let Some(item) = scan.next_item() {
@@ -475,6 +603,10 @@ impl Daemon {
             }
         }
         drop(scan);
+        self.metrics.observe_hash_batch(
+            progress.bytes.load(std::sync::atomic::Ordering::Relaxed),
+            started.elapsed(),
+        );
         // A target stat'ed while being removed (its own record raced its parent's) was seen by
         // the stat but not by the parent's listing, which waits for the removal to finish:
         // what no longer exists now was not found.
@@ -643,10 +775,14 @@ impl Daemon {
         let whole =
             violations != 0 || st_now.is_none() || self.full_until.get(path).is_some_and(|t| *t > now);
         let sha = base.sha256.expect("verifiable entries have a hash");
+        let started = std::time::Instant::now();
         let outcome = match st_now {
             Some(a) if !whole => append_state::extend(&fd, a, size),
             _ => append_state::full(&fd, size, Some((base.size, sha))),
         };
+        if let Ok(Extended::Intact { read, .. }) = &outcome {
+            self.metrics.observe_hash_batch(*read, started.elapsed());
+        }
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -718,6 +854,7 @@ impl Daemon {
                             }),
                         ));
                         out = Some(c);
+                        self.metrics.append_verified_bytes.inc_by(size - base.size);
                         self.advance(&cur, state)?;
                     }
                 }
@@ -906,9 +1043,8 @@ impl Daemon {
 
     fn send_alerts(&mut self) -> anyhow::Result<()> {
         for doc in std::mem::take(&mut self.outbox) {
-            self.sink.write(&doc)?;
+            self.sink.send(&doc);
         }
-        self.sink.flush()?;
         Ok(())
     }
 
@@ -960,9 +1096,11 @@ impl Daemon {
     }
 
     fn alert(&mut self, c: &Change, who: Option<&Modifier>) -> anyhow::Result<()> {
+        self.metrics
+            .count_change(c.action.as_str(), c.kind == Kind::Alert);
         let mut doc = to_json(c, &self.origin);
         if let (Some(m), Some(obj)) = (who, doc.as_object_mut()) {
-            for (k, v) in m.fields() {
+            for (k, v) in m.fields(&self.pods) {
                 obj.insert(k.into(), v);
             }
             if let Some(fim) = obj.get_mut("fim").and_then(Value::as_object_mut) {
@@ -1022,4 +1160,19 @@ fn barrier(path: &[u8], mmap_writable: bool) {
     }
     let _ = rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(0));
     let _ = rustix::io::pread(&f, &mut [0u8; 1], 0);
+}
+
+/// A uniform fraction in [0, 1), for the schedule's jitter.
+fn rand_fraction() -> f64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Sleeps until `at`, or forever when there is no schedule.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

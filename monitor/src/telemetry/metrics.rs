@@ -1,0 +1,350 @@
+//! The daemon's Prometheus metrics, in a registry of their own (no process collector: the
+//! exporter of the node already reports process resources).
+//!
+//! Label values are a small fixed set each (sensor, reason, action, kind, sink, result): no label
+//! may ever carry a path, pid, uid, container id or anything else that varies with what is
+//! watched, or every distinct value would become a series kept forever. The helpers take
+//! `&'static str` label values for that reason; what varies belongs in the alerts.
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Sensors the daemon can attach; both series exist from the start, so "none attached" is a
+/// visible 0 rather than a missing series.
+pub const SENSORS: [&str; 2] = ["ebpf", "fanotify"];
+/// Why the daemon compared everything again.
+/// Every `compare::Action`, as labels.
+pub const CHANGE_ACTIONS: [&str; 8] = [
+    "created",
+    "updated",
+    "deleted",
+    "moved",
+    "attributes_modified",
+    "appended",
+    "truncated",
+    "rotated",
+];
+
+pub const RESCAN_REASONS: [&str; 4] = ["start", "loss", "reload", "scheduled"];
+/// Rehash batch durations: 100 µs (one small file) up to a minute (a large tree after a loss).
+const HASH_BUCKETS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0,
+];
+
+/// Every metric the daemon exports. Made once per process (it outlives configuration reloads)
+/// and shared as `Arc<Metrics>`; every handle is cheap to update from any thread.
+pub struct Metrics {
+    registry: Registry,
+    /// `fim_build_info{version}`: always 1.
+    pub build_info: IntGaugeVec,
+    /// `fim_start_time_seconds`: when this process made its metrics, unix time.
+    pub start_time: Gauge,
+    /// `fim_sensor_attached{sensor}`: 1 while that sensor reports changes.
+    pub sensor_attached: IntGaugeVec,
+    /// `fim_kernel_events_total`: records drained from the kernel.
+    pub kernel_events: IntCounter,
+    /// `fim_kernel_events_lost_total`: records the kernel could not deliver.
+    pub kernel_events_lost: IntCounter,
+    /// `fim_rescans_total{reason}`: full comparisons, by [`RESCAN_REASONS`].
+    pub rescans: IntCounterVec,
+    /// `fim_hash_queue_length`: files waiting to be rehashed.
+    pub hash_queue_length: IntGauge,
+    /// `fim_hashed_bytes_total`.
+    pub hashed_bytes: IntCounter,
+    /// `fim_hash_duration_seconds`: one observation per rehash batch.
+    pub hash_duration: Histogram,
+    /// `fim_integrity_changes_total{action,kind}`: kind is `alert` or `event`.
+    pub integrity_changes: IntCounterVec,
+    /// `fim_append_verified_bytes_total`: bytes appended to files whose earlier content was
+    /// verified unchanged.
+    pub append_verified_bytes: IntCounter,
+    /// `fim_baseline_files`: entries in the loaded baseline.
+    pub baseline_files: IntGauge,
+    /// `fim_last_full_check_timestamp_seconds`: when the last full comparison ended, unix time.
+    pub last_full_check_timestamp: Gauge,
+    /// `fim_last_full_check_duration_seconds`.
+    pub last_full_check_duration: Gauge,
+    /// `fim_output_events_total{sink,result}`: sink is jsonl, syslog or webhook; result is
+    /// sent, retried or dropped. Incremented by the output sinks.
+    pub output_events: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        // Names, labels and buckets are constants: an error here is a bug, caught by any test.
+        const BUG: &str = "fimd metric definitions are valid and distinct";
+        let registry = Registry::new();
+        fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+            r.register(Box::new(c.clone())).expect(BUG);
+            c
+        }
+        let opts = Opts::new;
+        let m = Metrics {
+            build_info: reg(
+                &registry,
+                IntGaugeVec::new(opts("fim_build_info", "fimd build; always 1"), &["version"]).expect(BUG),
+            ),
+            start_time: reg(
+                &registry,
+                Gauge::new("fim_start_time_seconds", "When fimd started, unix time").expect(BUG),
+            ),
+            sensor_attached: reg(
+                &registry,
+                IntGaugeVec::new(
+                    opts(
+                        "fim_sensor_attached",
+                        "1 while this kernel sensor reports changes",
+                    ),
+                    &["sensor"],
+                )
+                .expect(BUG),
+            ),
+            kernel_events: reg(
+                &registry,
+                IntCounter::new(
+                    "fim_kernel_events_total",
+                    "Change records received from the kernel",
+                )
+                .expect(BUG),
+            ),
+            kernel_events_lost: reg(
+                &registry,
+                IntCounter::new(
+                    "fim_kernel_events_lost_total",
+                    "Change records the kernel could not deliver (each loss triggers a rescan)",
+                )
+                .expect(BUG),
+            ),
+            rescans: reg(
+                &registry,
+                IntCounterVec::new(
+                    opts(
+                        "fim_rescans_total",
+                        "Full comparisons with the baseline, by reason",
+                    ),
+                    &["reason"],
+                )
+                .expect(BUG),
+            ),
+            hash_queue_length: reg(
+                &registry,
+                IntGauge::new("fim_hash_queue_length", "Files waiting to be rehashed").expect(BUG),
+            ),
+            hashed_bytes: reg(
+                &registry,
+                IntCounter::new("fim_hashed_bytes_total", "Bytes read to hash file content").expect(BUG),
+            ),
+            hash_duration: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new("fim_hash_duration_seconds", "Time to rehash one batch of files")
+                        .buckets(HASH_BUCKETS.to_vec()),
+                )
+                .expect(BUG),
+            ),
+            integrity_changes: reg(
+                &registry,
+                IntCounterVec::new(
+                    opts(
+                        "fim_integrity_changes_total",
+                        "Differences found, by action and whether they were alerts or events",
+                    ),
+                    &["action", "kind"],
+                )
+                .expect(BUG),
+            ),
+            append_verified_bytes: reg(
+                &registry,
+                IntCounter::new(
+                    "fim_append_verified_bytes_total",
+                    "Bytes appended to files whose earlier content was verified unchanged",
+                )
+                .expect(BUG),
+            ),
+            baseline_files: reg(
+                &registry,
+                IntGauge::new("fim_baseline_files", "Entries in the loaded baseline").expect(BUG),
+            ),
+            last_full_check_timestamp: reg(
+                &registry,
+                Gauge::new(
+                    "fim_last_full_check_timestamp_seconds",
+                    "When the last full comparison with the baseline ended, unix time",
+                )
+                .expect(BUG),
+            ),
+            last_full_check_duration: reg(
+                &registry,
+                Gauge::new(
+                    "fim_last_full_check_duration_seconds",
+                    "How long the last full comparison with the baseline took",
+                )
+                .expect(BUG),
+            ),
+            output_events: reg(
+                &registry,
+                IntCounterVec::new(
+                    opts(
+                        "fim_output_events_total",
+                        "Events handed to an output sink, by outcome",
+                    ),
+                    &["sink", "result"],
+                )
+                .expect(BUG),
+            ),
+            registry,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m.start_time.set(unix_seconds(SystemTime::now()));
+        // Known label values start at 0, so rate() and absent() work before the first event.
+        for s in SENSORS {
+            m.sensor_attached.with_label_values(&[s]).set(0);
+        }
+        for r in RESCAN_REASONS {
+            m.rescans.with_label_values(&[r]);
+        }
+        // An alert rule's increase() needs the series before the first change, not at it.
+        for action in CHANGE_ACTIONS {
+            for kind in ["alert", "event"] {
+                m.integrity_changes.with_label_values(&[action, kind]);
+            }
+        }
+        m
+    }
+
+    /// Marks `sensor` (one of [`SENSORS`]) attached or detached.
+    pub fn set_sensor_attached(&self, sensor: &'static str, attached: bool) {
+        self.sensor_attached
+            .with_label_values(&[sensor])
+            .set(i64::from(attached));
+    }
+
+    /// Counts a full comparison; `reason` is one of [`RESCAN_REASONS`].
+    pub fn count_rescan(&self, reason: &'static str) {
+        self.rescans.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts one difference found: `action` as `compare::Action::as_str` names it; `alert`
+    /// says whether it was reported as an alert (else as an event).
+    pub fn count_change(&self, action: &'static str, alert: bool) {
+        let kind = if alert { "alert" } else { "event" };
+        self.integrity_changes.with_label_values(&[action, kind]).inc();
+    }
+
+    /// Counts one event handed to an output sink.
+    pub fn count_output(&self, sink: &'static str, result: &'static str) {
+        self.output_events.with_label_values(&[sink, result]).inc();
+    }
+
+    /// Records one rehash batch: the bytes read and how long it took.
+    pub fn observe_hash_batch(&self, bytes: u64, took: Duration) {
+        self.hashed_bytes.inc_by(bytes);
+        self.hash_duration.observe(took.as_secs_f64());
+    }
+
+    /// Records a full comparison that ended now after `took`.
+    pub fn full_check_done(&self, took: Duration) {
+        self.last_full_check_timestamp
+            .set(unix_seconds(SystemTime::now()));
+        self.last_full_check_duration.set(took.as_secs_f64());
+    }
+
+    /// The text exposition format (version 0.0.4), as served on `/metrics`.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+            // Only a malformed family fails, which the definitions above rule out; say so in
+            // the scrape rather than failing it.
+            out.push_str(&format!("# fimd: cannot encode metrics: {e}\n"));
+        }
+        out
+    }
+
+    /// The content type of [`Metrics::encode`]'s output.
+    pub fn content_type(&self) -> &'static str {
+        prometheus::TEXT_FORMAT
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_and_preset_series_are_exported() {
+        let m = Metrics::new();
+        let text = m.encode();
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!("fim_build_info{{version=\"{version}\"}} 1\n")),
+            "{text}"
+        );
+        for s in SENSORS {
+            assert!(
+                text.contains(&format!("fim_sensor_attached{{sensor=\"{s}\"}} 0\n")),
+                "{text}"
+            );
+        }
+        for r in RESCAN_REASONS {
+            assert!(
+                text.contains(&format!("fim_rescans_total{{reason=\"{r}\"}} 0\n")),
+                "{text}"
+            );
+        }
+        let start: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("fim_start_time_seconds "))
+            .expect("start time exported")
+            .parse()
+            .unwrap();
+        let now = unix_seconds(SystemTime::now());
+        assert!(start > now - 60.0 && start <= now, "start {start}, now {now}");
+    }
+
+    #[test]
+    fn helpers_update_the_series_they_name() {
+        let m = Metrics::new();
+        m.set_sensor_attached("ebpf", true);
+        m.count_rescan("loss");
+        m.count_rescan("loss");
+        m.count_change("updated", true);
+        m.count_change("created", false);
+        m.count_output("webhook", "retried");
+        m.observe_hash_batch(4096, Duration::from_millis(3));
+        m.full_check_done(Duration::from_millis(1500));
+        let text = m.encode();
+        for line in [
+            "fim_sensor_attached{sensor=\"ebpf\"} 1",
+            "fim_sensor_attached{sensor=\"fanotify\"} 0",
+            "fim_rescans_total{reason=\"loss\"} 2",
+            "fim_integrity_changes_total{action=\"updated\",kind=\"alert\"} 1",
+            "fim_integrity_changes_total{action=\"created\",kind=\"event\"} 1",
+            "fim_output_events_total{result=\"retried\",sink=\"webhook\"} 1",
+            "fim_hashed_bytes_total 4096",
+            "fim_hash_duration_seconds_count 1",
+            // 3 ms falls in the 5 ms bucket and every larger one, not in the 2.5 ms one.
+            "fim_hash_duration_seconds_bucket{le=\"0.0025\"} 0",
+            "fim_hash_duration_seconds_bucket{le=\"0.005\"} 1",
+            "fim_hash_duration_seconds_bucket{le=\"60\"} 1",
+            "fim_last_full_check_duration_seconds 1.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+}

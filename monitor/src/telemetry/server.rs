@@ -1,0 +1,663 @@
+//! The HTTP endpoint: `/metrics` for Prometheus, `/healthz` (liveness: the daemon loop still
+//! turns) and `/readyz` (readiness: sensor attached, baseline verified, first full comparison
+//! done). It runs as one more task on the daemon's runtime; the loop's blocking work runs in
+//! `block_in_place`, so scrapes are answered while it works.
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::Metrics;
+
+/// How long the loop may go without a tick before `/healthz` fails.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
+/// Connections served at once; more wait in the listen backlog. Scrapers and probes need a few.
+const MAX_CONNECTIONS: usize = 32;
+/// A connection that sends or takes nothing for this long is closed, so a client that stalls
+/// mid-request holds neither a connection slot nor shutdown. (Short in tests, which wait for it.)
+const IDLE_TIMEOUT: Duration = Duration::from_secs(if cfg!(test) { 1 } else { 30 });
+/// After cancellation: how long requests under way may take to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(if cfg!(test) { 500 } else { 5000 });
+
+/// What the probes report, set by the daemon. Lock-free: the loop updates it on every tick.
+#[derive(Debug)]
+pub struct Health {
+    epoch: Instant,
+    /// Nanoseconds after `epoch` of the last tick.
+    last_tick: AtomicU64,
+    stale_after: Duration,
+    sensor_attached: AtomicBool,
+    baseline_verified: AtomicBool,
+    reconciled: AtomicBool,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Health {
+    /// Not ready, and alive for [`DEFAULT_STALE_AFTER`] from now (the first tick is due by then).
+    pub fn new() -> Health {
+        Self::with_stale_after(DEFAULT_STALE_AFTER)
+    }
+
+    pub fn with_stale_after(stale_after: Duration) -> Health {
+        Health {
+            epoch: Instant::now(),
+            last_tick: AtomicU64::new(0),
+            stale_after,
+            sensor_attached: AtomicBool::new(false),
+            baseline_verified: AtomicBool::new(false),
+            reconciled: AtomicBool::new(false),
+        }
+    }
+
+    /// The loop is alive. Cheap (one clock read, one store): call it on every loop turn and
+    /// from long scans, so a legitimate long comparison does not look like a hang.
+    pub fn tick(&self) {
+        let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_tick.store(ns, Ordering::Relaxed);
+    }
+
+    /// Time since the last tick (or since creation, before the first).
+    pub fn since_tick(&self) -> Duration {
+        let last = Duration::from_nanos(self.last_tick.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
+
+    /// `None` when alive, else why not.
+    pub fn liveness_problem(&self) -> Option<String> {
+        let since = self.since_tick();
+        (since > self.stale_after).then(|| {
+            format!(
+                "daemon loop stalled: no tick for {:.1} s (limit {:.1} s)",
+                since.as_secs_f64(),
+                self.stale_after.as_secs_f64()
+            )
+        })
+    }
+
+    pub fn set_sensor_attached(&self, attached: bool) {
+        self.sensor_attached.store(attached, Ordering::Relaxed);
+    }
+
+    /// The baseline's seal was checked and it loaded.
+    pub fn set_baseline_verified(&self, verified: bool) {
+        self.baseline_verified.store(verified, Ordering::Relaxed);
+    }
+
+    /// The first full comparison after (re)start is done: changes made while fimd was down
+    /// have been reported.
+    pub fn set_reconciled(&self, done: bool) {
+        self.reconciled.store(done, Ordering::Relaxed);
+    }
+
+    /// All three conditions at once: `false` when a reload begins, `true` when a start is
+    /// complete.
+    pub fn set_ready(&self, ready: bool) {
+        self.set_sensor_attached(ready);
+        self.set_baseline_verified(ready);
+        self.set_reconciled(ready);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.readiness_problems().is_empty()
+    }
+
+    /// What keeps the daemon from being ready; empty when ready.
+    pub fn readiness_problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.sensor_attached.load(Ordering::Relaxed) {
+            out.push("no kernel sensor attached".to_owned());
+        }
+        if !self.baseline_verified.load(Ordering::Relaxed) {
+            out.push("baseline not loaded and verified".to_owned());
+        }
+        if !self.reconciled.load(Ordering::Relaxed) {
+            out.push("initial comparison with the baseline not done".to_owned());
+        }
+        out.extend(self.liveness_problem());
+        out
+    }
+}
+
+/// The metrics listener could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot listen for metrics on {addr:?} (config key metrics.listen): {source}; \
+     set metrics.listen to a free host:port such as 127.0.0.1:9917, or remove it to disable the endpoint"
+)]
+pub struct BindError {
+    pub addr: String,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Opens the listener for [`serve`]; `addr` is `host:port` as in the configuration.
+pub async fn bind(addr: &str) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).await.map_err(|source| BindError {
+        addr: addr.to_owned(),
+        source,
+    })
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+/// Serves until `cancel`, then lets requests under way finish (for a few seconds at most).
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+) -> io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(AppState { metrics, health });
+    let listener = Bounded {
+        listener,
+        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let server = server.into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r,
+        () = async { cancel.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),
+    }
+}
+
+async fn metrics_handler(State(s): State<AppState>) -> Response {
+    let body = s.metrics.encode();
+    ([(header::CONTENT_TYPE, s.metrics.content_type())], body).into_response()
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    match s.health.liveness_problem() {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(p) => (StatusCode::SERVICE_UNAVAILABLE, format!("{p}\n")).into_response(),
+    }
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let problems = s.health.readiness_problems();
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        let text = format!("not ready: {}\n", problems.join("; "));
+        (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
+    }
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "not found: fimd serves /metrics, /healthz and /readyz\n",
+    )
+        .into_response()
+}
+
+/// A listener that holds at most `MAX_CONNECTIONS` open connections, each closed when idle.
+struct Bounded {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+}
+
+impl axum::serve::Listener for Bounded {
+    type Io = Conn;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Conn, std::net::SocketAddr) {
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, addr)) => {
+                    return (
+                        Conn {
+                            stream,
+                            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+                            _slot: slot,
+                        },
+                        addr,
+                    );
+                }
+                // The peer gave up before we took it: nothing to report.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                    ) => {}
+                // Out of descriptors or memory: say so, and give the process time to free some.
+                Err(e) => {
+                    eprintln!("fimd: metrics endpoint: cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A connection that fails its next read once nothing moved for `IDLE_TIMEOUT`.
+struct Conn {
+    stream: TcpStream,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    fn active(&mut self) {
+        self.idle
+            .as_mut()
+            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+    }
+
+    /// After an I/O step: progress restarts the idle clock; no progress fails once it ran out.
+    fn step<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.active();
+            return r;
+        }
+        match self.idle.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "metrics client idle for too long",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.step(cx, r)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.step(cx, r)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.stream).poll_flush(cx);
+        self.step(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.step(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.step(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::{Read, Write};
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    struct Reply {
+        status: u16,
+        headers: String,
+        body: String,
+    }
+
+    /// One plain HTTP/1.1 GET over a fresh TCP connection, off the runtime's threads.
+    async fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(req.as_bytes()).unwrap();
+            let mut raw = String::new();
+            s.read_to_string(&mut raw).unwrap();
+            let (head, body) = raw.split_once("\r\n\r\n").expect("a complete response");
+            let (status_line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+            Reply {
+                status: status_line.split(' ').nth(1).unwrap().parse().unwrap(),
+                headers: headers.to_ascii_lowercase(),
+                body: body.to_owned(),
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    struct Running {
+        addr: SocketAddr,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        cancel: CancellationToken,
+        task: tokio::task::JoinHandle<io::Result<()>>,
+    }
+
+    async fn start(health: Health) -> Running {
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(health);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, metrics.clone(), health.clone(), cancel.clone()));
+        Running {
+            addr,
+            metrics,
+            health,
+            cancel,
+            task,
+        }
+    }
+
+    /// Checks every line of a text exposition; returns each family's declared type.
+    fn parse_exposition(text: &str) -> HashMap<String, String> {
+        let mut types = HashMap::new();
+        let is_name = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with(|c: char| c.is_ascii_digit())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        };
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, ty) = rest.split_once(' ').expect("# TYPE name type");
+                assert!(is_name(name), "{line}");
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&ty),
+                    "{line}"
+                );
+                assert!(
+                    types.insert(name.to_owned(), ty.to_owned()).is_none(),
+                    "twice: {line}"
+                );
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                assert!(is_name(rest.split(' ').next().unwrap()), "{line}");
+                continue;
+            }
+            assert!(
+                !line.starts_with('#') && !line.is_empty(),
+                "unexpected line {line:?}"
+            );
+            let name_end = line.find(['{', ' ']).expect("a sample has a value");
+            let name = &line[..name_end];
+            assert!(is_name(name), "{line}");
+            let mut rest = &line[name_end..];
+            if let Some(labels) = rest.strip_prefix('{') {
+                let end = labels.find("} ").expect("labels end with '} '");
+                for pair in labels[..end].split(',').filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once('=').expect("label=value");
+                    assert!(
+                        is_name(k) && v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                        "{line}"
+                    );
+                }
+                rest = &labels[end + 1..];
+            }
+            let value = rest.trim_start().split(' ').next().unwrap();
+            assert!(
+                value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+                "bad value in {line}"
+            );
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+                })
+                .unwrap_or(name);
+            assert!(types.contains_key(family), "sample before its # TYPE: {line}");
+        }
+        types
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metrics_exports_every_family_as_valid_text() {
+        let s = start(Health::new()).await;
+        // Label vectors without a preset child appear once used.
+        s.metrics.count_change("updated", true);
+        s.metrics.count_output("jsonl", "sent");
+        s.metrics.kernel_events.inc_by(7);
+        let r = request(s.addr, "GET", "/metrics").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            r.headers.contains("content-type: text/plain; version=0.0.4"),
+            "{}",
+            r.headers
+        );
+        let types = parse_exposition(&r.body);
+        for (family, ty) in [
+            ("fim_build_info", "gauge"),
+            ("fim_start_time_seconds", "gauge"),
+            ("fim_sensor_attached", "gauge"),
+            ("fim_kernel_events_total", "counter"),
+            ("fim_kernel_events_lost_total", "counter"),
+            ("fim_rescans_total", "counter"),
+            ("fim_hash_queue_length", "gauge"),
+            ("fim_hashed_bytes_total", "counter"),
+            ("fim_hash_duration_seconds", "histogram"),
+            ("fim_integrity_changes_total", "counter"),
+            ("fim_append_verified_bytes_total", "counter"),
+            ("fim_baseline_files", "gauge"),
+            ("fim_last_full_check_timestamp_seconds", "gauge"),
+            ("fim_last_full_check_duration_seconds", "gauge"),
+            ("fim_output_events_total", "counter"),
+        ] {
+            assert_eq!(
+                types.get(family).map(String::as_str),
+                Some(ty),
+                "{family} in\n{}",
+                r.body
+            );
+        }
+        assert_eq!(types.len(), 15, "unexpected families: {types:?}");
+        assert!(
+            r.body.lines().any(|l| l == "fim_kernel_events_total 7"),
+            "{}",
+            r.body
+        );
+        // Served live: a later change shows in the next scrape.
+        s.metrics.kernel_events.inc();
+        let r = request(s.addr, "GET", "/metrics").await;
+        assert!(
+            r.body.lines().any(|l| l == "fim_kernel_events_total 8"),
+            "{}",
+            r.body
+        );
+        s.cancel.cancel();
+        s.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readyz_waits_for_every_condition() {
+        let s = start(Health::new()).await;
+        s.health.tick();
+        let r = request(s.addr, "GET", "/readyz").await;
+        assert_eq!(r.status, 503);
+        for missing in ["sensor", "baseline", "initial comparison"] {
+            assert!(r.body.contains(missing), "{missing}: {}", r.body);
+        }
+        s.health.set_sensor_attached(true);
+        s.health.set_baseline_verified(true);
+        let r = request(s.addr, "GET", "/readyz").await;
+        assert_eq!(r.status, 503);
+        assert!(
+            !r.body.contains("sensor") && r.body.contains("initial comparison"),
+            "{}",
+            r.body
+        );
+        s.health.set_reconciled(true);
+        let r = request(s.addr, "GET", "/readyz").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ready\n"));
+        // A reload starts over.
+        s.health.set_ready(false);
+        assert_eq!(request(s.addr, "GET", "/readyz").await.status, 503);
+        s.health.set_ready(true);
+        assert_eq!(request(s.addr, "GET", "/readyz").await.status, 200);
+        s.cancel.cancel();
+        s.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn healthz_fails_when_ticks_stop() {
+        let s = start(Health::with_stale_after(Duration::from_millis(300))).await;
+        s.health.set_ready(true);
+        s.health.tick();
+        let r = request(s.addr, "GET", "/healthz").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let r = request(s.addr, "GET", "/healthz").await;
+        assert_eq!(r.status, 503);
+        assert!(r.body.contains("stalled"), "{}", r.body);
+        // Not ready either while stalled.
+        let r = request(s.addr, "GET", "/readyz").await;
+        assert_eq!(r.status, 503);
+        assert!(r.body.contains("stalled"), "{}", r.body);
+        s.health.tick();
+        assert_eq!(request(s.addr, "GET", "/healthz").await.status, 200);
+        assert_eq!(request(s.addr, "GET", "/readyz").await.status, 200);
+        s.cancel.cancel();
+        s.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn other_paths_and_methods_are_refused() {
+        let s = start(Health::new()).await;
+        let r = request(s.addr, "GET", "/").await;
+        assert_eq!(r.status, 404);
+        assert!(r.body.contains("/metrics"), "{}", r.body);
+        assert_eq!(request(s.addr, "GET", "/metrics/extra").await.status, 404);
+        assert_eq!(request(s.addr, "POST", "/metrics").await.status, 405);
+        s.cancel.cancel();
+        s.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancel_ends_serve_even_with_an_idle_client() {
+        let s = start(Health::new()).await;
+        assert_eq!(request(s.addr, "GET", "/healthz").await.status, 200);
+        // A client that connected and said nothing must not hold the shutdown.
+        let idle = std::net::TcpStream::connect(s.addr).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let began = Instant::now();
+        s.cancel.cancel();
+        tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(2), s.task)
+            .await
+            .expect("serve ends after cancellation")
+            .unwrap()
+            .unwrap();
+        assert!(began.elapsed() <= SHUTDOWN_GRACE + Duration::from_secs(1));
+        drop(idle);
+        // The port is closed.
+        assert!(std::net::TcpStream::connect(s.addr).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_request_holds_shutdown_no_longer_than_the_grace() {
+        let s = start(Health::new()).await;
+        let mut stalled = std::net::TcpStream::connect(s.addr).unwrap();
+        stalled
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let began = Instant::now();
+        s.cancel.cancel();
+        tokio::time::timeout(SHUTDOWN_GRACE * 4, s.task)
+            .await
+            .expect("serve ends after cancellation")
+            .unwrap()
+            .unwrap();
+        let took = began.elapsed();
+        assert!(took >= SHUTDOWN_GRACE && took < SHUTDOWN_GRACE * 2, "{took:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_clients_are_dropped_and_cannot_exhaust_the_server() {
+        let s = start(Health::new()).await;
+        // Every slot taken by a client that sends half a request and stalls.
+        let mut stalled: Vec<std::net::TcpStream> = (0..MAX_CONNECTIONS)
+            .map(|_| {
+                let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+                c.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+                c
+            })
+            .collect();
+        let began = Instant::now();
+        // Waits for a slot, which the idle timeout frees.
+        let r = request(s.addr, "GET", "/healthz").await;
+        assert_eq!(r.status, 200);
+        let waited = began.elapsed();
+        assert!(
+            waited >= IDLE_TIMEOUT / 2 && waited < IDLE_TIMEOUT * 3,
+            "{waited:?}"
+        );
+        // The stalled clients were disconnected.
+        let c = &mut stalled[0];
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        match c.read(&mut buf) {
+            Ok(n) => assert_eq!(n, 0, "expected end of stream, got {:?}", &buf[..n]),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+        }
+        s.cancel.cancel();
+        s.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bind_names_the_address_and_the_config_key() {
+        let taken = bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let e = bind(&addr).await.unwrap_err();
+        assert_eq!(e.source.kind(), io::ErrorKind::AddrInUse);
+        let text = e.to_string();
+        assert!(text.contains(&addr) && text.contains("metrics.listen"), "{text}");
+        let e = bind("not an address").await.unwrap_err();
+        assert!(e.to_string().contains("\"not an address\""), "{e}");
+    }
+}
