@@ -8,7 +8,9 @@ use crate::run_cmd;
 /// Debian packages: LLVM 22 for bpf-linker; attr, acl and libcap2-bin for the xattr tests;
 /// bpftool for the BTF test; fio for io_uring writes in the realtime tests; btrfs-progs and
 /// xfsprogs (mkfs.btrfs, mkfs.xfs) for the realtime tests' loop-device filesystems; aide as the
-/// benchmark peer; auditd as the realtime benchmark's peer (`cargo xtask bench realtime`).
+/// benchmark peer; auditd as the realtime benchmark's peer (`cargo xtask bench realtime`);
+/// rsyslog, the real syslog receiver the alert sink tests send to; gzip for the log rotation
+/// tests.
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -22,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "xfsprogs",
     "aide",
     "auditd",
+    "rsyslog",
+    "gzip",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

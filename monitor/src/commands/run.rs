@@ -184,7 +184,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
         let tasks = tokio_util::task::TaskTracker::new();
         if let Some(addr) = &settings.metrics_listen {
             let listener = crate::telemetry::server::bind(addr).await?;
-            eprintln!("fimd run: metrics and health on http://{addr}/metrics, /healthz, /readyz");
+            eprintln!("fimd run: metrics and probes on http://{addr}");
             tasks.spawn(crate::telemetry::server::serve(
                 listener,
                 metrics.clone(),

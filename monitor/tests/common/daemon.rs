@@ -52,7 +52,7 @@ impl Daemon {
             }
         });
         let mut d = Daemon { child, sink, log };
-        d.wait_log("ready");
+        d.wait_log("; ready");
         if let Ok(Some(st)) = d.child.try_wait() {
             panic!("fimd run exited: {st}");
         }
