@@ -40,6 +40,27 @@ pub const OFF_FDT_FD: &str = "OFF_FDT_FD";
 pub const OFF_FILE_F_POS: &str = "OFF_FILE_F_POS";
 pub const OFF_FILE_F_FLAGS: &str = "OFF_FILE_F_FLAGS";
 pub const OFF_INODE_I_SIZE: &str = "OFF_INODE_I_SIZE";
+/// Globals with this architecture's system call numbers, and where `struct pt_regs` keeps
+/// the six arguments.
+pub const NR_GLOBALS: [&str; 9] = [
+    "NR_WRITE",
+    "NR_WRITEV",
+    "NR_PWRITE64",
+    "NR_PWRITEV",
+    "NR_PWRITEV2",
+    "NR_SENDFILE",
+    "NR_SPLICE",
+    "NR_COPY_FILE_RANGE",
+    "NR_FALLOCATE",
+];
+pub const OFF_REGS_ARGS: [&str; 6] = [
+    "OFF_REGS_ARG0",
+    "OFF_REGS_ARG1",
+    "OFF_REGS_ARG2",
+    "OFF_REGS_ARG3",
+    "OFF_REGS_ARG4",
+    "OFF_REGS_ARG5",
+];
 pub const O_APPEND: u32 = 0o2000;
 pub const RWF_APPEND: u64 = 0x10;
 

@@ -1,7 +1,8 @@
 //! What the append-only policy needs to know from the kernel: whether bytes an append-only
 //! file already had (below its verified length) may have been written.
 //!
-//! The write-family syscalls are checked at entry, before their data lands: the offset is
+//! The write-family system calls are checked at entry (the `sys_enter` raw tracepoint),
+//! before their data lands: the offset is
 //! explicit (pwrite, splice, copy_file_range) or the descriptor's position (write, writev,
 //! sendfile); O_APPEND and RWF_APPEND writes land at the end and need no check. A file that
 //! io_uring takes, or that changes while mapped writable, has no offsets to check: userspace
@@ -9,9 +10,9 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user},
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{map, raw_tracepoint},
     maps::HashMap,
-    programs::{RawTracePointContext, TracePointContext},
+    programs::RawTracePointContext,
 };
 use monitor_common::{
     InodeKey, O_APPEND, RWF_APPEND, VIOLATION_MMAP, VIOLATION_SHRINK, VIOLATION_URING, VIOLATION_WRITE_BELOW,
@@ -39,14 +40,57 @@ static OFF_INODE_I_SIZE: u32 = 0;
 #[map]
 static VIOLATIONS: HashMap<InodeKey, u32> = HashMap::with_max_entries(65_536, 0);
 
-/// Syscall tracepoint arguments start at offset 16, eight bytes each (the format is ABI).
+/// System call numbers of this architecture, set by the loader (`u32::MAX`: none).
+#[unsafe(no_mangle)]
+static NR_WRITE: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_WRITEV: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_PWRITE64: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_PWRITEV: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_PWRITEV2: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_SENDFILE: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_SPLICE: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_COPY_FILE_RANGE: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_FALLOCATE: u32 = u32::MAX;
+/// Where `struct pt_regs` keeps the six system call arguments (from BTF).
+#[unsafe(no_mangle)]
+static OFF_REGS_ARG0: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_REGS_ARG1: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_REGS_ARG2: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_REGS_ARG3: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_REGS_ARG4: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_REGS_ARG5: u32 = 0;
+
 #[inline(always)]
-fn arg(ctx: &TracePointContext, n: usize) -> u64 {
-    // SAFETY: reads within the tracepoint record.
-    unsafe { ctx.read_at::<u64>(16 + 8 * n).unwrap_or(0) }
+fn nr(global: &u32) -> u64 {
+    offset(global)
 }
 
 #[inline(always)]
+fn arg(regs: u64, n: u32) -> u64 {
+    let off = match n {
+        0 => offset(&OFF_REGS_ARG0),
+        1 => offset(&OFF_REGS_ARG1),
+        2 => offset(&OFF_REGS_ARG2),
+        3 => offset(&OFF_REGS_ARG3),
+        4 => offset(&OFF_REGS_ARG4),
+        _ => offset(&OFF_REGS_ARG5),
+    };
+    read::<u64>(regs + off).unwrap_or(0)
+}
+
 fn read<T>(addr: u64) -> Result<T, i64> {
     // SAFETY: a probe read: a bad address is an error, not a fault.
     unsafe { bpf_probe_read_kernel(addr as *const T).map_err(|e| e as i64) }
@@ -140,72 +184,47 @@ fn user_offset(ptr: u64) -> u64 {
     unsafe { bpf_probe_read_user(ptr as *const i64) }.map_or(0, |v| v.max(0) as u64)
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_write")]
-pub fn fimd_write(ctx: TracePointContext) -> u32 {
-    let _ = check_write(arg(&ctx, 0), AT_F_POS);
+/// Every system call's entry (one raw tracepoint: no per-call record is built); all but the
+/// write family return at the first comparison.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn fimd_sys_enter(ctx: RawTracePointContext) -> i32 {
+    let id: u64 = ctx.arg(1);
+    let regs: u64 = ctx.arg(0);
+    let _ = try_sys_enter(regs, id);
     0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_writev")]
-pub fn fimd_writev(ctx: TracePointContext) -> u32 {
-    let _ = check_write(arg(&ctx, 0), AT_F_POS);
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_pwrite64")]
-pub fn fimd_pwrite64(ctx: TracePointContext) -> u32 {
-    let _ = check_write(arg(&ctx, 0), arg(&ctx, 3));
-    0
-}
-
-/// pwritev(fd, iov, vlen, pos_l, pos_h).
-#[tracepoint(category = "syscalls", name = "sys_enter_pwritev")]
-pub fn fimd_pwritev(ctx: TracePointContext) -> u32 {
-    let _ = check_write(arg(&ctx, 0), arg(&ctx, 3));
-    0
-}
-
-/// pwritev2(fd, iov, vlen, pos_l, pos_h, flags): a position of -1 means the descriptor's.
-#[tracepoint(category = "syscalls", name = "sys_enter_pwritev2")]
-pub fn fimd_pwritev2(ctx: TracePointContext) -> u32 {
-    if arg(&ctx, 5) & RWF_APPEND == 0 {
-        let pos = arg(&ctx, 3);
-        let _ = check_write(arg(&ctx, 0), if pos as i64 == -1 { AT_F_POS } else { pos });
+#[inline(always)]
+fn try_sys_enter(regs: u64, id: u64) -> Result<(), i64> {
+    if id == nr(&NR_WRITE) || id == nr(&NR_WRITEV) || id == nr(&NR_SENDFILE) {
+        // write(fd, …), writev(fd, …), sendfile(out_fd, …): at out_fd's position.
+        check_write(arg(regs, 0), AT_F_POS)
+    } else if id == nr(&NR_PWRITE64) || id == nr(&NR_PWRITEV) {
+        // pwrite64(fd, buf, count, pos), pwritev(fd, iov, vlen, pos_l, pos_h).
+        check_write(arg(regs, 0), arg(regs, 3))
+    } else if id == nr(&NR_PWRITEV2) {
+        // pwritev2(fd, iov, vlen, pos_l, pos_h, flags): -1 means the descriptor's position.
+        if arg(regs, 5) & RWF_APPEND != 0 {
+            return Ok(());
+        }
+        let pos = arg(regs, 3);
+        check_write(arg(regs, 0), if pos as i64 == -1 { AT_F_POS } else { pos })
+    } else if id == nr(&NR_SPLICE) || id == nr(&NR_COPY_FILE_RANGE) {
+        // splice / copy_file_range(fd_in, off_in, fd_out, off_out, len, flags).
+        check_write(arg(regs, 2), user_offset(arg(regs, 3)))
+    } else if id == nr(&NR_FALLOCATE) {
+        // fallocate(fd, mode, offset, len): punching, zeroing, collapsing or inserting a range
+        // changes the bytes from `offset` on; plain allocation changes none.
+        // FALLOC_FL_PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE | WRITE_ZEROES
+        const CHANGES_CONTENT: u64 = 0x02 | 0x08 | 0x10 | 0x20 | 0x80;
+        if arg(regs, 1) & CHANGES_CONTENT != 0 {
+            check_fallocate(arg(regs, 0), arg(regs, 2))
+        } else {
+            Ok(())
+        }
+    } else {
+        Ok(())
     }
-    0
-}
-
-/// sendfile(out_fd, in_fd, offset, count): writes at out_fd's position.
-#[tracepoint(category = "syscalls", name = "sys_enter_sendfile64")]
-pub fn fimd_sendfile(ctx: TracePointContext) -> u32 {
-    let _ = check_write(arg(&ctx, 0), AT_F_POS);
-    0
-}
-
-/// splice(fd_in, off_in, fd_out, off_out, len, flags).
-#[tracepoint(category = "syscalls", name = "sys_enter_splice")]
-pub fn fimd_splice(ctx: TracePointContext) -> u32 {
-    let _ = check_write(arg(&ctx, 2), user_offset(arg(&ctx, 3)));
-    0
-}
-
-/// copy_file_range(fd_in, off_in, fd_out, off_out, len, flags).
-#[tracepoint(category = "syscalls", name = "sys_enter_copy_file_range")]
-pub fn fimd_copy_file_range(ctx: TracePointContext) -> u32 {
-    let _ = check_write(arg(&ctx, 2), user_offset(arg(&ctx, 3)));
-    0
-}
-
-/// fallocate(fd, mode, offset, len): punching, zeroing, collapsing or inserting a range
-/// changes the bytes from `offset` on. Plain allocation changes none.
-#[tracepoint(category = "syscalls", name = "sys_enter_fallocate")]
-pub fn fimd_fallocate(ctx: TracePointContext) -> u32 {
-    // FALLOC_FL_PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE | WRITE_ZEROES
-    const CHANGES_CONTENT: u64 = 0x02 | 0x08 | 0x10 | 0x20 | 0x80;
-    if arg(&ctx, 1) & CHANGES_CONTENT != 0 {
-        let _ = check_fallocate(arg(&ctx, 0), arg(&ctx, 2));
-    }
-    0
 }
 
 #[inline(always)]

@@ -193,6 +193,64 @@ fn changes_to_verified_bytes_alert_with_their_process() {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Appends until one is verified from the checkpoint (the first after a start may read the
+/// whole file), so what follows is judged by what the kernel saw.
+fn warm(d: &Daemon, log: &Path) {
+    for _ in 0..2 {
+        let pid = append_by(log, "warm-up line\n");
+        let ev = d.expect(log, "appended", pid);
+        if ev["fim"]["append"]["read_bytes"].as_u64().unwrap() < 8192 {
+            return;
+        }
+    }
+    panic!(
+        "appends are never verified from the checkpoint: {:#?}",
+        d.alerts()
+    );
+}
+
+#[test]
+fn every_way_of_writing_below_the_verified_length_alerts() {
+    if !privileged("fimd run") {
+        return;
+    }
+    let f = log_fixture("policy = \"append-only\"");
+    let log = f.path("app.log");
+    f.init();
+    // Each rewrites bytes far below the last checkpoint (a different place each time), then
+    // appends, in one process: only the kernel's record of the offset tells this from an append.
+    let ways = [
+        ("pwrite", "os.pwrite(fd, b'X', 1000)"),
+        ("lseek+write", "os.lseek(fd, 2000, 0); os.write(fd, b'X')"),
+        ("pwritev", "os.pwritev(fd, [b'X'], 3000)"),
+        ("pwritev2", "os.pwritev(fd, [b'X'], 4000, 0)"),
+        (
+            "copy_file_range",
+            "src = os.open('/etc/passwd', os.O_RDONLY); os.copy_file_range(src, fd, 1, 0, 5000)",
+        ),
+        (
+            "fallocate punch",
+            "import ctypes; ctypes.CDLL(None).fallocate(fd, 3, 8192, 4096)",
+        ),
+    ];
+    for (name, code) in ways {
+        let d = Daemon::start_on_baseline(&f);
+        warm(&d, &log);
+        let script = format!(
+            "import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY)\n{code}\n\
+             os.lseek(fd, 0, os.SEEK_END); os.write(fd, b'an innocent line\\n')\n"
+        );
+        let pid = py(&script, &log);
+        let a = d
+            .wait_for(&log, &["updated"], pid, |a| kind(a) == "alert")
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(kind(&a), "alert", "{name}");
+        drop(d);
+        let r = f.fimd(&["accept"]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+    }
+}
+
 #[test]
 fn hole_punching_and_chmod_are_alerts() {
     if !privileged("fimd run") {

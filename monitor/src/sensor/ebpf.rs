@@ -3,11 +3,12 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use monitor_common::{
-    BTRFS_ENABLED, COUNTER_RB_DROPS, COUNTERS_LEN, ChangeRecord, InodeKey, OFF_AS_I_MMAP_WRITABLE,
-    OFF_BTRFS_INODE_ROOT, OFF_BTRFS_INODE_VFS_INODE, OFF_BTRFS_ROOT_ANON_DEV, OFF_FDT_FD, OFF_FDT_MAX_FDS,
-    OFF_FILE_F_FLAGS, OFF_FILE_F_INODE, OFF_FILE_F_MODE, OFF_FILE_F_POS, OFF_FILES_FDT, OFF_INODE_I_INO,
-    OFF_INODE_I_MAPPING, OFF_INODE_I_SB, OFF_INODE_I_SIZE, OFF_KIOCB_KI_FILP, OFF_SB_S_DEV, OFF_SB_S_MAGIC,
-    OFF_TASK_FILES, Pending, SELFTEST_SLOT, SELFTEST_TGID_GLOBAL, WATCH_APPEND_ONLY, WATCH_IS_DIR, WatchVal,
+    BTRFS_ENABLED, COUNTER_RB_DROPS, COUNTERS_LEN, ChangeRecord, InodeKey, NR_GLOBALS,
+    OFF_AS_I_MMAP_WRITABLE, OFF_BTRFS_INODE_ROOT, OFF_BTRFS_INODE_VFS_INODE, OFF_BTRFS_ROOT_ANON_DEV,
+    OFF_FDT_FD, OFF_FDT_MAX_FDS, OFF_FILE_F_FLAGS, OFF_FILE_F_INODE, OFF_FILE_F_MODE, OFF_FILE_F_POS,
+    OFF_FILES_FDT, OFF_INODE_I_INO, OFF_INODE_I_MAPPING, OFF_INODE_I_SB, OFF_INODE_I_SIZE, OFF_KIOCB_KI_FILP,
+    OFF_REGS_ARGS, OFF_SB_S_DEV, OFF_SB_S_MAGIC, OFF_TASK_FILES, Pending, SELFTEST_SLOT,
+    SELFTEST_TGID_GLOBAL, WATCH_APPEND_ONLY, WATCH_IS_DIR, WatchVal,
 };
 
 use super::btf::KernelBtf;
@@ -64,6 +65,42 @@ pub struct Offsets {
     pub file_f_pos: u32,
     pub file_f_flags: u32,
     pub inode_i_size: u32,
+    /// `struct pt_regs` offsets of the six system call arguments.
+    pub syscall_args: [u32; 6],
+}
+
+/// This architecture's numbers for the write-family system calls, in `NR_GLOBALS` order.
+const WRITE_SYSCALLS: [libc::c_long; 9] = [
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_pwrite64,
+    libc::SYS_pwritev,
+    libc::SYS_pwritev2,
+    libc::SYS_sendfile,
+    libc::SYS_splice,
+    libc::SYS_copy_file_range,
+    libc::SYS_fallocate,
+];
+
+/// Where the syscall arguments live in `struct pt_regs`, by architecture.
+fn syscall_args(btf: &KernelBtf) -> Result<[u32; 6], EbpfError> {
+    let mut out = [0u32; 6];
+    if cfg!(target_arch = "x86_64") {
+        for (o, reg) in out.iter_mut().zip(["di", "si", "dx", "r10", "r8", "r9"]) {
+            *o = btf.member_offset("pt_regs", reg)?;
+        }
+    } else if cfg!(target_arch = "aarch64") {
+        let regs = btf.member_offset("pt_regs", "regs")?;
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = regs + 8 * i as u32;
+        }
+    } else {
+        return Err(EbpfError::Load(format!(
+            "the append-only write checks know the system call registers of x86_64 and aarch64 only, not {}",
+            std::env::consts::ARCH
+        )));
+    }
+    Ok(out)
 }
 
 impl Offsets {
@@ -93,6 +130,7 @@ impl Offsets {
             file_f_pos: btf.member_offset("file", "f_pos")?,
             file_f_flags: btf.member_offset("file", "f_flags")?,
             inode_i_size: btf.member_offset("inode", "i_size")?,
+            syscall_args: syscall_args(btf)?,
         })
     }
 }
@@ -144,7 +182,15 @@ impl EbpfSensor {
         }
         let off = Offsets::from_btf(&btf)?;
         let btrfs = off.btrfs.unwrap_or_default();
-        let mut ebpf = EbpfLoader::new()
+        let nrs: Vec<u32> = WRITE_SYSCALLS.iter().map(|&n| n as u32).collect();
+        let mut loader = EbpfLoader::new();
+        for (name, value) in NR_GLOBALS.iter().zip(&nrs) {
+            loader.override_global(name, value, true);
+        }
+        for (name, value) in OFF_REGS_ARGS.iter().zip(&off.syscall_args) {
+            loader.override_global(name, value, true);
+        }
+        let mut ebpf = loader
             .map_max_entries("EVENTS", ring_bytes)
             .override_global(SELFTEST_TGID_GLOBAL, &0u32, true)
             .override_global(OFF_INODE_I_SB, &off.inode_i_sb, true)
@@ -181,19 +227,12 @@ impl EbpfSensor {
             prog.attach(tracepoint).map_err(|e| err(format!("{e}")))?;
         }
         if append_hooks {
-            for (program, name) in [
-                ("fimd_write", "sys_enter_write"),
-                ("fimd_writev", "sys_enter_writev"),
-                ("fimd_pwrite64", "sys_enter_pwrite64"),
-                ("fimd_pwritev", "sys_enter_pwritev"),
-                ("fimd_pwritev2", "sys_enter_pwritev2"),
-                ("fimd_sendfile", "sys_enter_sendfile64"),
-                ("fimd_splice", "sys_enter_splice"),
-                ("fimd_copy_file_range", "sys_enter_copy_file_range"),
-                ("fimd_fallocate", "sys_enter_fallocate"),
-            ] {
-                attach_tracepoint(&mut ebpf, program, "syscalls", name)?;
-            }
+            let (program, tracepoint) = ("fimd_sys_enter", "sys_enter");
+            let err = attach_error(program, "raw_tracepoint", tracepoint);
+            let prog: &mut RawTracePoint = find_program(&mut ebpf, program, "raw_tracepoint", tracepoint)?;
+            prog.load()
+                .map_err(|e| EbpfError::Load(format!("{program}: {e:#}")))?;
+            prog.attach(tracepoint).map_err(|e| err(format!("{e}")))?;
             let (program, tracepoint) = ("fimd_uring_file", "io_uring_file_get");
             let err = attach_error(program, "raw_tracepoint", tracepoint);
             let prog: &mut RawTracePoint = find_program(&mut ebpf, program, "raw_tracepoint", tracepoint)?;
