@@ -6,13 +6,18 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-const CONFIG: &str = r#"# The demo's configuration: one static watch on a sample tree.
+const CONFIG: &str = r#"# The demo's configuration: a static watch on a sample tree, an append-only one on its logs.
 state_dir = "{DIR}/state"
 
 [[watch]]
 path = "{DIR}/tree"
 policy = "static"
 exclude = ["*.swp"]
+
+[[watch]]
+path = "{DIR}/logs"
+policy = "append-only"
+rotate = ["app.log.*"]
 
 [alerts]
 jsonl = "{DIR}/alerts.jsonl"
@@ -30,6 +35,10 @@ pub fn run() -> anyhow::Result<()> {
     fs::write(tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     fs::write(tree.join("bin/tool"), b"\x7fELF pretend binary")?;
     fs::set_permissions(tree.join("bin/tool"), fs::Permissions::from_mode(0o755))?;
+    let logs = d.join("logs");
+    fs::create_dir_all(&logs)?;
+    let log = logs.join("app.log");
+    fs::write(&log, "09:00 service started\n")?;
     let config = d.join("fimd.toml");
     fs::write(&config, CONFIG.replace("{DIR}", &d.display().to_string()))?;
 
@@ -65,10 +74,33 @@ pub fn run() -> anyhow::Result<()> {
     eprintln!("\nThe same alerts went to {}", d.join("alerts.jsonl").display());
     expect(fimd_run(&["accept", "--reason", "demo: approved change"])?, 0)?;
     expect(fimd_run(&["check"])?, 0)?;
+
+    eprintln!("\nThe log grows and is rotated (rename, new log): events, not alerts.");
+    let append = |text: &str| -> anyhow::Result<()> {
+        use std::io::Write;
+        fs::File::options()
+            .append(true)
+            .open(&log)?
+            .write_all(text.as_bytes())?;
+        Ok(())
+    };
+    append("09:05 user alice logged in\n")?;
+    expect(fimd_run(&["check"])?, 0)?;
+    fs::rename(&log, logs.join("app.log.1"))?;
+    fs::write(&log, "10:00 service restarted\n")?;
+    expect(fimd_run(&["check"])?, 0)?;
+    eprintln!("\nSomeone removes a line from the log: an alert.");
+    fs::write(&log, "")?;
+    append("10:00 nothing to see here\n")?;
+    expect(fimd_run(&["check"])?, 1)?;
+    expect(fimd_run(&["report"])?, 0)?;
     if is_root() && Path::new("/sys/kernel/btf/vmlinux").exists() {
         expect(fimd_run(&["selftest"])?, 0)?;
     }
-    eprintln!("\nDemo complete: fimd caught the content, permission and new-file changes above.");
+    eprintln!(
+        "\nDemo complete: fimd caught the content, permission and new-file changes and the edited log, \
+         allowed the log's growth and rotation, and recorded every comparison for `fimd report`."
+    );
     Ok(())
 }
 
