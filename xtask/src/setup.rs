@@ -10,7 +10,8 @@ use crate::run_cmd;
 /// xfsprogs (mkfs.btrfs, mkfs.xfs) for the realtime tests' loop-device filesystems; aide as the
 /// benchmark peer; auditd as the realtime benchmark's peer (`cargo xtask bench realtime`);
 /// rsyslog, the real syslog receiver the alert sink tests send to; gzip for the log rotation
-/// tests.
+/// tests; prometheus (promtool), strace, systemd (systemd-analyze) and util-linux (setpriv,
+/// unshare) for the deployment tests.
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -26,11 +27,19 @@ const PACKAGES: &[&str] = &[
     "auditd",
     "rsyslog",
     "gzip",
+    "prometheus",
+    "strace",
+    "systemd",
+    "util-linux",
 ];
+/// Python packages: kubernetes-validate bundles the Kubernetes JSON schemas, so the manifests
+/// are validated offline (it brings PyYAML, which the deployment tests also use).
+const PIP_PACKAGES: &[&str] = &["kubernetes-validate==1.37.0"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> anyhow::Result<()> {
     apt()?;
+    pip()?;
     nightly()?;
     bpf_linker()?;
     eprintln!("xtask: setup complete");
@@ -43,6 +52,26 @@ fn installed(pkg: &str) -> bool {
         .stderr(Stdio::null())
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// Into the `python3` first on PATH, which is the one the tests run.
+fn pip() -> anyhow::Result<()> {
+    let have = Command::new("python3")
+        .args(["-c", "import kubernetes_validate, yaml"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if have {
+        eprintln!("xtask: Python packages present: {}", PIP_PACKAGES.join(" "));
+        return Ok(());
+    }
+    eprintln!("xtask: installing Python packages: {}", PIP_PACKAGES.join(" "));
+    let mut pip = Command::new("python3");
+    pip.args(["-m", "pip", "install", "--quiet"])
+        .args(PIP_PACKAGES)
+        // Debian's own python refuses pip installs unless told.
+        .env("PIP_BREAK_SYSTEM_PACKAGES", "1");
+    run_cmd(&mut pip)
 }
 
 fn apt() -> anyhow::Result<()> {

@@ -168,7 +168,14 @@ pub fn human_line(c: &Change) -> String {
     line
 }
 
+/// The host's name; in a Kubernetes pod, the node's (`NODE_NAME` from the downward API), not
+/// the pod's.
 pub fn hostname() -> String {
+    if let Ok(node) = std::env::var("NODE_NAME")
+        && !node.is_empty()
+    {
+        return node;
+    }
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

@@ -19,8 +19,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mo
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
     #[error(
-        "cannot load the eBPF programs: {0}; fimd needs root, or CAP_BPF, CAP_PERFMON and \
-         CAP_SYS_RESOURCE, and a kernel with BTF (/sys/kernel/btf/vmlinux)"
+        "cannot load the eBPF programs: {0}; fimd needs root, or CAP_BPF and CAP_PERFMON \
+         (plus CAP_DAC_READ_SEARCH to read every watched file), and a kernel with BTF \
+         (/sys/kernel/btf/vmlinux)"
     )]
     Load(String),
     #[error("cannot attach {program} to {category}/{name}: {reason}")]
