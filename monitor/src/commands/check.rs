@@ -108,17 +108,17 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
     }
     report_problems(&cmp.problems);
     if matches!(target, Target::Host) {
-        let record = super::evidence_record(
-            "check",
-            &started_at,
-            started.elapsed(),
-            cmp.scanned,
-            alerts(&cmp),
-            cmp.changes.len() - alerts(&cmp),
-            cmp.problems.len(),
-            &baseline_seal,
-            settings,
-        );
+        let record = super::Evidence {
+            kind: "check",
+            started_at: &started_at,
+            took: started.elapsed(),
+            files: cmp.scanned,
+            differences: alerts(&cmp),
+            events: cmp.changes.len() - alerts(&cmp),
+            problems: cmp.problems.len(),
+            seal: &baseline_seal,
+        }
+        .to_json(settings);
         store.evidence_append(&key, &record)?;
     }
     eprintln!(

@@ -103,32 +103,34 @@ pub(crate) fn actor() -> String {
 }
 
 /// What an auditor reads back with `fimd report`: one full comparison.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn evidence_record(
-    kind: &str,
-    started_at: &str,
-    took: Duration,
-    files: u64,
-    differences: usize,
-    events: usize,
-    problems: usize,
-    seal: &str,
-    settings: &Settings,
-) -> serde_json::Value {
-    serde_json::json!({
-        "kind": kind,
-        "started": started_at,
-        "finished": crate::output::alert::now_rfc3339(),
-        "duration_seconds": took.as_secs_f64(),
-        "host": crate::output::alert::hostname(),
-        "files_compared": files,
-        "differences": differences,
-        "allowed_events": events,
-        "not_compared": problems,
-        "baseline_seal": seal,
-        "configuration": settings.source.display().to_string(),
-        "fimd_version": env!("CARGO_PKG_VERSION"),
-    })
+pub(crate) struct Evidence<'a> {
+    pub kind: &'a str,
+    pub started_at: &'a str,
+    pub took: Duration,
+    pub files: u64,
+    pub differences: usize,
+    pub events: usize,
+    pub problems: usize,
+    pub seal: &'a str,
+}
+
+impl Evidence<'_> {
+    pub fn to_json(&self, settings: &Settings) -> serde_json::Value {
+        serde_json::json!({
+            "kind": self.kind,
+            "started": self.started_at,
+            "finished": crate::output::alert::now_rfc3339(),
+            "duration_seconds": self.took.as_secs_f64(),
+            "host": crate::output::alert::hostname(),
+            "files_compared": self.files,
+            "differences": self.differences,
+            "allowed_events": self.events,
+            "not_compared": self.problems,
+            "baseline_seal": self.seal,
+            "configuration": settings.source.display().to_string(),
+            "fimd_version": env!("CARGO_PKG_VERSION"),
+        })
+    }
 }
 
 pub(crate) fn exit(code: u8) -> ExitCode {

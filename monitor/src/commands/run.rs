@@ -425,17 +425,17 @@ impl Daemon {
         self.send_alerts()?;
         self.metrics.count_rescan(reason);
         self.metrics.full_check_done(started.elapsed());
-        let record = super::evidence_record(
-            reason,
-            &started_at,
-            started.elapsed(),
-            cmp.scanned,
-            alerts,
+        let record = super::Evidence {
+            kind: reason,
+            started_at: &started_at,
+            took: started.elapsed(),
+            files: cmp.scanned,
+            differences: alerts,
             events,
-            cmp.problems.len(),
+            problems: cmp.problems.len(),
             seal,
-            &self.settings,
-        );
+        }
+        .to_json(&self.settings);
         self.store.evidence_append(&self.key, &record)?;
         Ok(())
     }
@@ -464,10 +464,13 @@ impl Daemon {
         if !paths.contains(&e.path) {
             paths.push(e.path.clone());
         }
-        self.sensor.watch(key, e.kind == FileKind::Directory)?;
         if e.kind == FileKind::Regular && self.policy(&e.path) == Policy::AppendOnly {
+            // One insert: never a moment without the verified length.
             let verified = self.verified_len(&e);
             self.sensor.watch_append(key, verified)?;
+            self.sensor.rearm(key)?;
+        } else {
+            self.sensor.watch(key, e.kind == FileKind::Directory)?;
         }
         self.seen.insert(e.path.clone(), e);
         Ok(())
