@@ -516,6 +516,10 @@ impl Daemon {
                     appends.push((p, v, modifier.clone()));
                     continue;
                 }
+                // A later look already planned now stands for this writer's change too.
+                for r in self.rechecks.iter_mut().filter(|(q, ..)| *q == p) {
+                    r.2 = modifier.clone();
+                }
                 if mapped {
                     self.rechecks.retain(|(q, ..)| *q != p);
                     self.rechecks.push((
@@ -570,6 +574,15 @@ impl Daemon {
         for (path, _, m, looks) in due {
             if let Some(next) = MMAP_RECHECKS.get(looks + 1) {
                 later.push((path.clone(), now + *next, m.clone(), looks + 1));
+            }
+            // A ctime newer than what was seen means a newer change, and the re-armed inode
+            // reported it: its own record rescans it and names its writer, not this look.
+            let ctime = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&path)).map(|md| {
+                std::os::unix::fs::MetadataExt::ctime(&md) * 1_000_000_000
+                    + std::os::unix::fs::MetadataExt::ctime_nsec(&md)
+            });
+            if ctime.is_ok_and(|c| self.seen.get(&path).is_some_and(|e| e.ctime_ns != c)) {
+                continue;
             }
             targets.push((PathBuf::from(std::ffi::OsStr::from_bytes(&path)), 0));
             who.insert(path, m);
