@@ -9,6 +9,9 @@
 //! `bench realtime` runs `fimd run` and measures the latency from a writer's close() to the alert,
 //! the cost to writers of 1-byte writes with fimd and with auditd watching, and a write storm (see
 //! bench/realtime.rs).
+//!
+//! `bench append` times fimd's verification of 4 KiB appends to logs of 1 MiB to 10 GiB against a
+//! full rehash and AIDE's `growing` check (see bench/append.rs).
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
+mod append;
+mod daemon;
 mod realtime;
 
 #[derive(Subcommand)]
@@ -46,6 +51,24 @@ pub enum Which {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// 4 KiB appends to logs: `fimd run`'s verification vs a full rehash and AIDE (needs root).
+    Append {
+        /// Sequential appends timed under `fimd run`, per size.
+        #[arg(long, default_value_t = 200)]
+        appends: usize,
+        /// Log sizes (K, M, G, T: binary units).
+        #[arg(long, value_delimiter = ',', default_value = "1M,1G,10G")]
+        sizes: Vec<append::Size>,
+        /// Timed `fimd check` and `aide --check` runs per size; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Where the temporary directory with the logs goes.
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        /// Larger logs are sparse (a hole, then 1 MiB of text), as are those the disk has no room for.
+        #[arg(long, default_value = "1G")]
+        real_up_to: append::Size,
+    },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -56,6 +79,13 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             writes,
             runs,
         } => realtime::run(changes.max(1), writes.max(1), runs.max(1)),
+        Which::Append {
+            appends,
+            sizes,
+            runs,
+            dir,
+            real_up_to,
+        } => append::run(appends.max(1), &sizes, runs.max(1), &dir, real_up_to.bytes),
     }
 }
 
