@@ -869,7 +869,9 @@ impl Daemon {
                                 "read_bytes": read,
                             }),
                         ));
-                        out = Some(c);
+                        // The event goes out before the ledger write it does not depend on.
+                        self.alert(&c, Some(who))?;
+                        self.send_alerts()?;
                         self.metrics.append_verified_bytes.inc_by(size - base.size);
                         self.advance(&cur, state)?;
                     }
