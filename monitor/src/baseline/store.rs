@@ -285,9 +285,13 @@ impl Store {
     /// start verifies those appends again. One fsync per append was half its latency.
     pub fn ledger_put(&self, key: &Key, rows: &[LedgerRow]) -> Result<(), StoreError> {
         let sql = self.sql();
-        self.conn.pragma_update(None, "synchronous", "NORMAL").map_err(&sql)?;
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(&sql)?;
         let out = self.ledger_put_rows(key, rows);
-        self.conn.pragma_update(None, "synchronous", "FULL").map_err(&sql)?;
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(&sql)?;
         out
     }
 
