@@ -559,7 +559,7 @@ fn absolute(p: &Spanned<PathBuf>, key: &str) -> Result<PathBuf, String> {
 }
 
 /// `123`, `"123"`, `"64KiB"`, `"64MiB"`, `"64GiB"`, `"1TiB"` (also K, M, G, T).
-fn parse_size(v: &toml::Value) -> Option<u64> {
+pub(crate) fn parse_size(v: &toml::Value) -> Option<u64> {
     match v {
         toml::Value::Integer(n) => u64::try_from(*n).ok(),
         toml::Value::String(s) => {

@@ -347,13 +347,7 @@ impl Judge<'_, '_> {
                     let new_log =
                         self.ctx.retired.contains(&cur.path) || self.covered.contains_key(&cur.path);
                     if new_log && cur.kind == FileKind::Regular {
-                        self.event(
-                            Action::Created,
-                            &c,
-                            vec![("rotation", json!({ "new_log": true }))],
-                        );
-                        let st = self.full_state(cur);
-                        self.advance(cur, st);
+                        self.new_log(&c, cur);
                     } else {
                         self.out.changes.push(c);
                     }
@@ -368,6 +362,13 @@ impl Judge<'_, '_> {
         self.out
     }
 
+    /// A new file where a rotated log was: the next generation of that log, an event.
+    fn new_log(&mut self, c: &Change, cur: &Entry) {
+        self.event(Action::Created, c, vec![("rotation", json!({ "new_log": true }))]);
+        let st = self.full_state(cur);
+        self.advance(cur, st);
+    }
+
     /// A log (same path) that changed: appended, truncated (copytruncate?), replaced
     /// (rotated?), or otherwise changed.
     fn log_change(&mut self, c: Change, prev: &Entry, cur: &Entry) {
@@ -379,13 +380,7 @@ impl Judge<'_, '_> {
         }
         if replaced {
             if self.covered.contains_key(&prev.path) {
-                self.event(
-                    Action::Created,
-                    &c,
-                    vec![("rotation", json!({ "new_log": true }))],
-                );
-                let st = self.full_state(cur);
-                self.advance(cur, st);
+                self.new_log(&c, cur);
             } else {
                 self.out.changes.push(c);
             }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::config::parse_size;
+
 /// Documents a sink may hold while it cannot deliver; past that they are dropped and counted.
 pub const DEFAULT_QUEUE: usize = 10_000;
 pub const DEFAULT_JSONL_KEEP: u32 = 5;
@@ -196,28 +198,6 @@ fn bounded(
                 n.get_ref()
             ),
         ),
-    }
-}
-
-/// `123`, `"123"`, `"100K"`, `"100M"`, `"2G"` (also KiB, MiB, GiB; powers of 1024).
-pub fn parse_size(v: &toml::Value) -> Option<u64> {
-    match v {
-        toml::Value::Integer(n) => u64::try_from(*n).ok(),
-        toml::Value::String(s) => {
-            let s = s.trim();
-            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-            let (num, unit) = s.split_at(split);
-            let n: u64 = num.parse().ok()?;
-            let shift = match unit.trim() {
-                "" | "B" => 0,
-                "K" | "KiB" => 10,
-                "M" | "MiB" => 20,
-                "G" | "GiB" => 30,
-                _ => return None,
-            };
-            n.checked_mul(1u64 << shift)
-        }
-        _ => None,
     }
 }
 
@@ -732,7 +712,7 @@ headers = { Authorization = "Bearer abc", X-Tenant = "t1" }
         assert_eq!(s("4K"), Some(4096));
         assert_eq!(s("100M"), Some(100 << 20));
         assert_eq!(s("2GiB"), Some(2 << 30));
-        assert_eq!(s("1T"), None);
+        assert_eq!(s("1P"), None);
         assert_eq!(s("M"), None);
         assert_eq!(parse_size(&toml::Value::Integer(-1)), None);
     }
