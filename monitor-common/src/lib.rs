@@ -5,12 +5,6 @@
 //! Tags are plain `u32`s, decoded in userspace with `TryFrom`: never transmuted.
 #![no_std]
 
-/// Index of the self-test counter in `SELFTEST_HITS`.
-pub const SELFTEST_SLOT: u32 = 0;
-
-/// Name of the global the loader sets to the tgid whose system calls the self-test counts.
-pub const SELFTEST_TGID_GLOBAL: &str = "SELFTEST_TGID";
-
 /// Globals the loader fills with struct member offsets read from the running kernel's BTF.
 pub const OFF_INODE_I_SB: &str = "OFF_INODE_I_SB";
 pub const OFF_INODE_I_INO: &str = "OFF_INODE_I_INO";

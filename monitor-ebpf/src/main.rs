@@ -4,7 +4,6 @@
 
 mod append;
 mod change;
-mod selftest;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -68,7 +68,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Load the eBPF programs and prove they see system calls.
+    /// Load and attach the sensor `fimd run` would use here, change a file in a temporary
+    /// directory from child processes, and show each change arriving with the writer's pid.
+    /// Exit 2 with the reason when no realtime sensor can work on this host.
     Selftest,
 }
 
@@ -102,8 +104,30 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     raise_fd_limit();
     if let Command::Selftest = cli.command {
-        let n = crate::sensor::ebpf::selftest()?;
-        println!("eBPF pipeline OK: loaded, attached, counted {n} system calls");
+        let report = crate::sensor::selftest::run()?;
+        println!("sensor: {}", report.sensor);
+        println!("hooks:  {}", report.hooks.join(", "));
+        for o in &report.observed {
+            println!(
+                "{:<9} by {} (pid {}): record from pid {} ({}) via {} after {:.1} ms{}",
+                o.action,
+                o.program,
+                o.pid,
+                o.record_pid,
+                o.comm,
+                o.hook,
+                o.latency.as_secs_f64() * 1e3,
+                if o.violations != 0 {
+                    ", flagged below the verified length"
+                } else {
+                    ""
+                }
+            );
+        }
+        println!(
+            "realtime sensor OK: `fimd run` will use {} on this host",
+            report.sensor
+        );
         return Ok(ExitCode::from(EXIT_CLEAN));
     }
     let settings = Settings::load(&cli.config)?;

@@ -1,6 +1,8 @@
 //! Developer tasks: `cargo xtask setup | demo | test | bench …`.
 mod bench;
 mod demo;
+#[path = "../../monitor/ebpf_toolchain.rs"]
+mod ebpf_toolchain;
 mod setup;
 mod test;
 
@@ -25,6 +27,9 @@ enum Task {
     Demo,
     /// Set up, then run formatting, lints and every test.
     Test,
+    /// The demo's intruder: makes the changes named on stdin under DIR (run by `demo`).
+    #[command(hide = true)]
+    DemoWriter { dir: PathBuf },
     /// Benchmarks against peers, side by side.
     Bench {
         #[command(subcommand)]
@@ -37,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::run(),
         Task::Demo => demo::run(),
         Task::Test => test::run(),
+        Task::DemoWriter { dir } => demo::writer(&dir),
         Task::Bench { which } => bench::run(which),
     }
 }

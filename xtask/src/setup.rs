@@ -1,11 +1,13 @@
 //! `cargo xtask setup`: everything a fresh Debian machine needs, installed only when missing.
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
+use crate::ebpf_toolchain::{self, EbpfToolchain};
 use crate::run_cmd;
 
-/// Debian packages: LLVM 22 for bpf-linker; attr, acl and libcap2-bin for the xattr tests;
+/// Debian packages besides the pinned LLVM's (`llvm_packages`): attr, acl and libcap2-bin for the xattr tests;
 /// bpftool for the BTF test; fio for io_uring writes in the realtime tests; btrfs-progs and
 /// xfsprogs (mkfs.btrfs, mkfs.xfs) for the realtime tests' loop-device filesystems; aide as the
 /// benchmark peer; auditd as the realtime benchmark's peer (`cargo xtask bench realtime`);
@@ -13,9 +15,6 @@ use crate::run_cmd;
 /// tests; prometheus (promtool), strace, systemd (systemd-analyze) and util-linux (setpriv,
 /// unshare) for the deployment tests.
 const PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "clang-22",
     "attr",
     "acl",
     "libcap2-bin",
@@ -35,14 +34,32 @@ const PACKAGES: &[&str] = &[
 /// Python packages: kubernetes-validate bundles the Kubernetes JSON schemas, so the manifests
 /// are validated offline (it brings PyYAML, which the deployment tests also use).
 const PIP_PACKAGES: &[&str] = &["kubernetes-validate==1.37.0"];
-const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian's LLVM of the pinned major, which bpf-linker links against (clang for C test programs).
+fn llvm_packages(pin: &EbpfToolchain) -> Vec<String> {
+    let n = pin.llvm;
+    vec![
+        format!("llvm-{n}-dev"),
+        format!("libpolly-{n}-dev"),
+        format!("clang-{n}"),
+    ]
+}
+
+/// The pinned eBPF toolchain (`ebpf-toolchain.toml`).
+pub fn pin() -> anyhow::Result<EbpfToolchain> {
+    EbpfToolchain::load(&crate::root())
+}
 
 pub fn run() -> anyhow::Result<()> {
-    apt()?;
+    let pin = pin()?;
+    apt(&pin)?;
     pip()?;
-    nightly()?;
-    bpf_linker()?;
-    eprintln!("xtask: setup complete");
+    nightly(&pin)?;
+    bpf_linker(&pin)?;
+    eprintln!(
+        "xtask: setup complete: eBPF toolchain {} + bpf-linker {} on LLVM {}",
+        pin.nightly, pin.bpf_linker, pin.llvm
+    );
     Ok(())
 }
 
@@ -74,10 +91,16 @@ fn pip() -> anyhow::Result<()> {
     run_cmd(&mut pip)
 }
 
-fn apt() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+fn apt(pin: &EbpfToolchain) -> anyhow::Result<()> {
+    let mut wanted = llvm_packages(pin);
+    wanted.extend(PACKAGES.iter().map(|p| p.to_string()));
+    let missing: Vec<&str> = wanted
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !installed(p))
+        .collect();
     if missing.is_empty() {
-        eprintln!("xtask: Debian packages present: {}", PACKAGES.join(" "));
+        eprintln!("xtask: Debian packages present: {}", wanted.join(" "));
         return Ok(());
     }
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
@@ -105,51 +128,158 @@ fn nix_is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn nightly() -> anyhow::Result<()> {
+/// The pinned nightly with rust-src (the eBPF crate builds `core` itself), and a check that its
+/// LLVM major is the pin's.
+fn nightly(pin: &EbpfToolchain) -> anyhow::Result<()> {
     let out = Command::new("rustup")
-        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .args(["component", "list", "--toolchain", &pin.nightly, "--installed"])
         .output()
-        .context("rustup is needed to build the eBPF programs (nightly + rust-src)")?;
+        .context("rustup is needed to build the eBPF programs (https://rustup.rs)")?;
     if out.status.success()
         && String::from_utf8_lossy(&out.stdout)
             .lines()
             .any(|l| l.starts_with("rust-src"))
     {
-        eprintln!("xtask: nightly toolchain with rust-src present");
-        return Ok(());
+        eprintln!("xtask: {} with rust-src present", pin.nightly);
+    } else {
+        eprintln!(
+            "xtask: installing {} with rust-src (the eBPF crate needs build-std)",
+            pin.nightly
+        );
+        run_cmd(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            &pin.nightly,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
     }
-    eprintln!("xtask: installing the nightly toolchain with rust-src (the eBPF crate needs build-std)");
-    run_cmd(Command::new("rustup").args([
-        "toolchain",
-        "install",
-        "nightly",
-        "--profile",
-        "minimal",
-        "--component",
-        "rust-src",
-    ]))
+    let out = Command::new("rustup")
+        .args(["run", &pin.nightly, "rustc", "-vV"])
+        .output()
+        .with_context(|| format!("running rustc of {}", pin.nightly))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let major = llvm_major_of_rustc(&text).with_context(|| {
+        format!(
+            "`rustup run {} rustc -vV` names no LLVM version:\n{text}",
+            pin.nightly
+        )
+    })?;
+    if major != pin.llvm {
+        bail!(
+            "{} is built on LLVM {major}, but {} says llvm = {}: bpf-linker built for LLVM {} cannot \
+             read its bitcode. Pin a nightly on LLVM {} or move `llvm` to {major} (README: \
+             \"Moving the eBPF toolchain pin\")",
+            pin.nightly,
+            ebpf_toolchain::FILE,
+            pin.llvm,
+            pin.llvm,
+            pin.llvm
+        );
+    }
+    Ok(())
 }
 
-fn bpf_linker() -> anyhow::Result<()> {
-    let have = Command::new("bpf-linker")
-        .arg("--version")
+/// The LLVM major in `rustc -vV` output ("LLVM version: 22.1.4").
+pub fn llvm_major_of_rustc(verbose_version: &str) -> Option<u32> {
+    verbose_version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))?
+        .split('.')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The LLVM major a bpf-linker binary is linked against, from the `libLLVM` it loads
+/// (Debian names it `libLLVM.so.22.1` or `libLLVM-22.so`); `None` when it links none
+/// dynamically.
+fn bpf_linker_llvm_major(binary: &Path) -> Option<u32> {
+    let out = Command::new("ldd").arg(binary).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let name = l.split_whitespace().next()?;
+        let rest = name
+            .strip_prefix("libLLVM.so.")
+            .or_else(|| name.strip_prefix("libLLVM-"))?;
+        rest.split(['.', '-']).next()?.parse().ok()
+    })
+}
+
+/// Where cargo installs binaries, and so where aya-build's cargo finds bpf-linker.
+fn cargo_bin() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+/// What the installed bpf-linker is: `(version line, LLVM major)`, or `None` when absent.
+fn installed_bpf_linker() -> Option<(String, Option<u32>)> {
+    let out = Command::new("bpf-linker").arg("--version").output().ok()?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let path = Command::new("which")
+        .arg("bpf-linker")
         .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
-    if have {
-        eprintln!("xtask: bpf-linker {BPF_LINKER_VERSION} present");
-        return Ok(());
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .unwrap_or_else(|| cargo_bin().join("bpf-linker"));
+    Some((version, bpf_linker_llvm_major(&path)))
+}
+
+/// bpf-linker of the pinned version, built against Debian's LLVM of the pinned major;
+/// rebuilt when the one installed is another version or links another LLVM.
+fn bpf_linker(pin: &EbpfToolchain) -> anyhow::Result<()> {
+    let fits = |(version, major): &(String, Option<u32>)| {
+        version.contains(&pin.bpf_linker) && *major == Some(pin.llvm)
+    };
+    match installed_bpf_linker() {
+        Some(found) if fits(&found) => {
+            eprintln!(
+                "xtask: bpf-linker {} on LLVM {} present",
+                pin.bpf_linker, pin.llvm
+            );
+            return Ok(());
+        }
+        Some((version, major)) => eprintln!(
+            "xtask: the installed bpf-linker ({version}, LLVM {}) is not the pinned {} on LLVM {}: rebuilding",
+            major.map_or("unknown".into(), |m| m.to_string()),
+            pin.bpf_linker,
+            pin.llvm
+        ),
+        None => {}
     }
-    let llvm = "/usr/lib/llvm-22";
-    if !std::path::Path::new(llvm).exists() {
-        bail!("{llvm} is missing: the llvm-22-dev package did not install");
+    let llvm = format!("/usr/lib/llvm-{}", pin.llvm);
+    if !Path::new(&llvm).exists() {
+        bail!(
+            "{llvm} is missing: install Debian's llvm-{n}-dev (`apt-get install llvm-{n}-dev libpolly-{n}-dev`)",
+            n = pin.llvm
+        );
     }
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 80 s)");
+    eprintln!(
+        "xtask: building bpf-linker {} against LLVM {} (about 80 s)",
+        pin.bpf_linker, pin.llvm
+    );
     let path = format!("{llvm}/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let feature = format!("llvm-{}", pin.llvm);
     run_cmd(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
-            .args(["--no-default-features", "--features", "llvm-22"])
-            .env("LLVM_PREFIX", llvm)
+            .args(["install", "--force", "bpf-linker", "--version", &pin.bpf_linker])
+            .args(["--no-default-features", "--features", &feature])
+            .env("LLVM_PREFIX", &llvm)
             .env("PATH", path),
-    )
+    )?;
+    match installed_bpf_linker() {
+        Some(found) if fits(&found) => Ok(()),
+        found => bail!(
+            "after `cargo install bpf-linker --version {v} --no-default-features --features {feature}` \
+             (with LLVM_PREFIX={llvm}), bpf-linker is {found:?}, not {v} on LLVM {n}: is {} first on PATH?",
+            cargo_bin().display(),
+            v = pin.bpf_linker,
+            n = pin.llvm,
+        ),
+    }
 }

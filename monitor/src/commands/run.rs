@@ -25,7 +25,7 @@ use crate::output::alert::{Origin, hostname, to_json};
 use crate::output::dispatch::Dispatcher;
 use crate::scan::{self, ScanItem};
 use crate::sensor::Sensor;
-use crate::sensor::ebpf::{EbpfSensor, kernel_dev};
+use crate::sensor::ebpf::kernel_dev;
 use crate::telemetry::{Health, Metrics};
 
 /// The task a kernel record names.
@@ -238,10 +238,10 @@ async fn serve(
         anyhow::bail!("{}: {}", settings.source.display(), p.message);
     }
     let mode = super::host_mode(&baseline);
-    let mut sensor: Box<dyn Sensor> = Box::new(EbpfSensor::load(
+    let mut sensor = crate::sensor::open(
         settings.ring_buffer_bytes,
         settings.watches.iter().any(|w| w.policy == Policy::AppendOnly),
-    )?);
+    )?;
     health.set_sensor_attached(true);
     metrics.set_sensor_attached(sensor.name(), true);
     let mut outputs = settings.alerts.clone();
@@ -303,8 +303,9 @@ async fn serve(
     let mut lost = d.sensor.lost();
     let mut records = Vec::new();
     eprintln!(
-        "fimd run: {} sensor attached, watching {} inodes; ready",
+        "fimd run: {} sensor attached (hooks: {}), watching {} inodes; ready",
         d.sensor.name(),
+        d.sensor.hooks().join(", "),
         d.paths.len()
     );
     let _ = sd_notify::notify(&[

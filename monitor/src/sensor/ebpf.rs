@@ -1,14 +1,14 @@
 //! Loading fimd's eBPF object (built by `build.rs` with aya-build and embedded in the binary).
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{RawTracePoint, TracePoint};
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
 use monitor_common::{
     BTRFS_ENABLED, COUNTER_RB_DROPS, COUNTERS_LEN, ChangeRecord, InodeKey, NR_GLOBALS,
     OFF_AS_I_MMAP_WRITABLE, OFF_BTRFS_INODE_ROOT, OFF_BTRFS_INODE_VFS_INODE, OFF_BTRFS_ROOT_ANON_DEV,
     OFF_FDT_FD, OFF_FDT_MAX_FDS, OFF_FILE_F_FLAGS, OFF_FILE_F_INODE, OFF_FILE_F_MODE, OFF_FILE_F_POS,
     OFF_FILES_FDT, OFF_INODE_I_INO, OFF_INODE_I_MAPPING, OFF_INODE_I_SB, OFF_INODE_I_SIZE, OFF_KIOCB_KI_FILP,
-    OFF_REGS_ARGS, OFF_SB_S_DEV, OFF_SB_S_MAGIC, OFF_TASK_FILES, Pending, SELFTEST_SLOT,
-    SELFTEST_TGID_GLOBAL, WATCH_APPEND_ONLY, WATCH_IS_DIR, WatchVal,
+    OFF_REGS_ARGS, OFF_SB_S_DEV, OFF_SB_S_MAGIC, OFF_TASK_FILES, Pending, WATCH_APPEND_ONLY, WATCH_IS_DIR,
+    WatchVal,
 };
 
 use super::btf::KernelBtf;
@@ -31,8 +31,6 @@ pub enum EbpfError {
         name: &'static str,
         reason: String,
     },
-    #[error("eBPF self-test failed: {0}")]
-    Selftest(String),
     #[error("cannot read struct layouts from the kernel's BTF: {0}")]
     Btf(#[from] super::btf::BtfError),
     #[error(
@@ -145,6 +143,8 @@ pub fn kernel_dev(st_dev: u64) -> u32 {
 /// The loaded change sensor: its programs stay attached while this lives.
 pub struct EbpfSensor {
     _ebpf: Ebpf,
+    /// `raw_tracepoint/<name>` of every attached program, in attach order.
+    hooks: Vec<&'static str>,
     watch: HashMap<MapData, InodeKey, WatchVal>,
     armed: HashMap<MapData, InodeKey, u32>,
     pending: HashMap<MapData, InodeKey, Pending>,
@@ -193,7 +193,6 @@ impl EbpfSensor {
         }
         let mut ebpf = loader
             .map_max_entries("EVENTS", ring_bytes)
-            .override_global(SELFTEST_TGID_GLOBAL, &0u32, true)
             .override_global(OFF_INODE_I_SB, &off.inode_i_sb, true)
             .override_global(OFF_INODE_I_INO, &off.inode_i_ino, true)
             .override_global(OFF_SB_S_DEV, &off.sb_s_dev, true)
@@ -216,30 +215,21 @@ impl EbpfSensor {
             .override_global(OFF_INODE_I_SIZE, &off.inode_i_size, true)
             .load(OBJECT)
             .map_err(|e| EbpfError::Load(format!("{e:#}")))?;
-        for (program, tracepoint) in [
+        let mut programs = vec![
             ("fimd_ctime_xchg", "ctime_ns_xchg"),
             ("fimd_ctime_set", "inode_set_ctime_to_ts"),
             ("fimd_dio_complete", "iomap_dio_complete"),
-        ] {
-            let err = attach_error(program, "raw_tracepoint", tracepoint);
-            let prog: &mut RawTracePoint = find_program(&mut ebpf, program, "raw_tracepoint", tracepoint)?;
-            prog.load()
-                .map_err(|e| EbpfError::Load(format!("{program}: {e:#}")))?;
-            prog.attach(tracepoint).map_err(|e| err(format!("{e}")))?;
-        }
+        ];
         if append_hooks {
-            let (program, tracepoint) = ("fimd_sys_enter", "sys_enter");
-            let err = attach_error(program, "raw_tracepoint", tracepoint);
-            let prog: &mut RawTracePoint = find_program(&mut ebpf, program, "raw_tracepoint", tracepoint)?;
-            prog.load()
-                .map_err(|e| EbpfError::Load(format!("{program}: {e:#}")))?;
-            prog.attach(tracepoint).map_err(|e| err(format!("{e}")))?;
-            let (program, tracepoint) = ("fimd_uring_file", "io_uring_file_get");
-            let err = attach_error(program, "raw_tracepoint", tracepoint);
-            let prog: &mut RawTracePoint = find_program(&mut ebpf, program, "raw_tracepoint", tracepoint)?;
-            prog.load()
-                .map_err(|e| EbpfError::Load(format!("{program}: {e:#}")))?;
-            prog.attach(tracepoint).map_err(|e| err(format!("{e}")))?;
+            programs.extend([
+                ("fimd_sys_enter", "sys_enter"),
+                ("fimd_uring_file", "io_uring_file_get"),
+            ]);
+        }
+        let mut hooks = Vec::with_capacity(programs.len());
+        for (program, tracepoint) in programs {
+            attach_raw_tracepoint(&mut ebpf, program, tracepoint)?;
+            hooks.push(tracepoint);
         }
         Ok(EbpfSensor {
             watch: HashMap::try_from(take_map(&mut ebpf, "WATCH")?).map_err(map_err("WATCH"))?,
@@ -249,6 +239,7 @@ impl EbpfSensor {
                 .map_err(map_err("VIOLATIONS"))?,
             counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?,
             events: RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
+            hooks,
             _ebpf: ebpf,
         })
     }
@@ -268,6 +259,10 @@ impl EbpfSensor {
 impl super::Sensor for EbpfSensor {
     fn name(&self) -> &'static str {
         "ebpf"
+    }
+
+    fn hooks(&self) -> Vec<String> {
+        self.hooks.iter().map(|t| format!("raw_tracepoint/{t}")).collect()
     }
 
     fn ready_fd(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -333,18 +328,6 @@ impl super::Sensor for EbpfSensor {
     }
 }
 
-fn load(tgid: u32) -> Result<Ebpf, EbpfError> {
-    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        return Err(EbpfError::Load(
-            "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing)".into(),
-        ));
-    }
-    EbpfLoader::new()
-        .override_global(SELFTEST_TGID_GLOBAL, &tgid, true)
-        .load(OBJECT)
-        .map_err(|e| EbpfError::Load(format!("{e:#}")))
-}
-
 /// Tracepoints attach through tracefs; mount it where the kernel documents it if nobody has.
 fn ensure_tracefs() -> Result<(), EbpfError> {
     let dir = std::path::Path::new("/sys/kernel/tracing");
@@ -396,51 +379,16 @@ where
         .map_err(|e: aya::programs::ProgramError| err(e.to_string()))
 }
 
-fn attach_tracepoint(
+/// Loads `program` (a raw tracepoint program of the object) and attaches it to `tracepoint`.
+fn attach_raw_tracepoint(
     ebpf: &mut Ebpf,
     program: &'static str,
-    category: &'static str,
-    name: &'static str,
+    tracepoint: &'static str,
 ) -> Result<(), EbpfError> {
-    let err = attach_error(program, category, name);
-    let prog: &mut TracePoint = find_program(ebpf, program, category, name)?;
+    let err = attach_error(program, "raw_tracepoint", tracepoint);
+    let prog: &mut RawTracePoint = find_program(ebpf, program, "raw_tracepoint", tracepoint)?;
     prog.load()
         .map_err(|e| EbpfError::Load(format!("{program}: {e:#}")))?;
-    prog.attach(category, name).map_err(|e| err(format!("{e}")))?;
+    prog.attach(tracepoint).map_err(|e| err(format!("{e}")))?;
     Ok(())
-}
-
-/// Proves the whole pipeline: the embedded object loads, passes the verifier, attaches to a
-/// syscall tracepoint, and counts this process's calls in a map userspace reads.
-pub fn selftest() -> Result<u64, EbpfError> {
-    let tgid = std::process::id();
-    ensure_tracefs()?;
-    let mut ebpf = load(tgid)?;
-    attach_tracepoint(&mut ebpf, "fimd_selftest", "syscalls", "sys_enter_fchmodat")?;
-    const CALLS: u64 = 3;
-    for _ in 0..CALLS {
-        // A path that does not exist: the tracepoint fires on entry, nothing is changed.
-        // SAFETY: plain system call with a valid NUL-terminated path.
-        unsafe {
-            libc::syscall(
-                libc::SYS_fchmodat,
-                libc::AT_FDCWD,
-                c"/nonexistent/fimd-selftest".as_ptr(),
-                0o644,
-            );
-        }
-    }
-    let map = ebpf
-        .map("SELFTEST_HITS")
-        .ok_or_else(|| EbpfError::Selftest("map SELFTEST_HITS is missing".into()))?;
-    let hits: Array<_, u64> = Array::try_from(map).map_err(|e| EbpfError::Selftest(e.to_string()))?;
-    let n = hits
-        .get(&SELFTEST_SLOT, 0)
-        .map_err(|e| EbpfError::Selftest(e.to_string()))?;
-    if n != CALLS {
-        return Err(EbpfError::Selftest(format!(
-            "counted {n} fchmodat calls, made {CALLS}"
-        )));
-    }
-    Ok(n)
 }

@@ -2,6 +2,7 @@
 //! so a fanotify fallback can stand in where eBPF cannot load.
 pub mod btf;
 pub mod ebpf;
+pub mod selftest;
 
 use std::os::fd::BorrowedFd;
 
@@ -12,6 +13,9 @@ pub use ebpf::EbpfError as SensorError;
 pub trait Sensor {
     /// For logs and metrics: `ebpf`, later `fanotify`.
     fn name(&self) -> &'static str;
+    /// The kernel hooks in use, as `<program type>/<hook>` (e.g. `raw_tracepoint/ctime_ns_xchg`),
+    /// for the start-up line, metrics and alerts.
+    fn hooks(&self) -> Vec<String>;
     /// Readable when changes wait to be drained.
     fn ready_fd(&self) -> BorrowedFd<'_>;
     /// Appends the changes reported since the last call.
@@ -29,4 +33,15 @@ pub trait Sensor {
     fn rearm(&mut self, key: InodeKey) -> Result<(), SensorError>;
     /// Changes the sensor could not deliver so far (each one calls for a rescan).
     fn lost(&self) -> u64;
+}
+
+/// The sensor `fimd run` uses on this host, loaded and attached: the one place that choice is
+/// made, so `fimd selftest` proves exactly what `run` will use.
+///
+/// `ring_bytes` is the kernel-to-daemon ring buffer's size (bytes, a power of two, at least a
+/// page); `append_hooks` adds the append-only policy's write-offset checks.
+///
+/// Errors: the reason no realtime sensor can work here (no BTF, missing privileges or hooks).
+pub fn open(ring_bytes: u32, append_hooks: bool) -> Result<Box<dyn Sensor>, SensorError> {
+    Ok(Box::new(ebpf::EbpfSensor::load(ring_bytes, append_hooks)?))
 }
