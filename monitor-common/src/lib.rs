@@ -93,17 +93,36 @@ pub const VIOLATION_SHRINK: u32 = 2;
 pub const VIOLATION_MMAP: u32 = 4;
 /// An io_uring request took the file: its offsets are not seen.
 pub const VIOLATION_URING: u32 = 8;
+/// The sensor cannot see write offsets at all (fanotify): every append is verified by reading
+/// the whole file.
+pub const VIOLATION_UNSEEN: u32 = 16;
 
-/// The hook that saw a change (`ChangeRecord::hook`).
+/// The hook that saw a change (`ChangeRecord::hook`): the eBPF sensor's tracepoints, then the
+/// fanotify sensor's event types (include/uapi/linux/fanotify.h) and its scan of writable
+/// shared mappings in /proc/PID/maps.
 pub const HOOK_CTIME_XCHG: u32 = 1;
 pub const HOOK_CTIME_SET: u32 = 2;
 pub const HOOK_DIO_COMPLETE: u32 = 3;
+pub const HOOK_FAN_MODIFY: u32 = 16;
+pub const HOOK_FAN_ATTRIB: u32 = 17;
+pub const HOOK_FAN_CLOSE_WRITE: u32 = 18;
+pub const HOOK_FAN_CREATE: u32 = 19;
+pub const HOOK_FAN_DELETE: u32 = 20;
+pub const HOOK_FAN_MOVE: u32 = 21;
+pub const HOOK_PROC_MAPS: u32 = 22;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     CtimeXchg,
     CtimeSet,
     DioComplete,
+    FanModify,
+    FanAttrib,
+    FanCloseWrite,
+    FanCreate,
+    FanDelete,
+    FanMove,
+    ProcMaps,
 }
 
 impl TryFrom<u32> for Hook {
@@ -113,18 +132,32 @@ impl TryFrom<u32> for Hook {
             HOOK_CTIME_XCHG => Ok(Hook::CtimeXchg),
             HOOK_CTIME_SET => Ok(Hook::CtimeSet),
             HOOK_DIO_COMPLETE => Ok(Hook::DioComplete),
+            HOOK_FAN_MODIFY => Ok(Hook::FanModify),
+            HOOK_FAN_ATTRIB => Ok(Hook::FanAttrib),
+            HOOK_FAN_CLOSE_WRITE => Ok(Hook::FanCloseWrite),
+            HOOK_FAN_CREATE => Ok(Hook::FanCreate),
+            HOOK_FAN_DELETE => Ok(Hook::FanDelete),
+            HOOK_FAN_MOVE => Ok(Hook::FanMove),
+            HOOK_PROC_MAPS => Ok(Hook::ProcMaps),
             other => Err(other),
         }
     }
 }
 
 impl Hook {
-    /// The tracepoint's name.
-    pub fn tracepoint(self) -> &'static str {
+    /// The kernel's name for the hook: a tracepoint, a fanotify event type, or `proc_maps`.
+    pub fn name(self) -> &'static str {
         match self {
             Hook::CtimeXchg => "ctime_ns_xchg",
             Hook::CtimeSet => "inode_set_ctime_to_ts",
             Hook::DioComplete => "iomap_dio_complete",
+            Hook::FanModify => "FAN_MODIFY",
+            Hook::FanAttrib => "FAN_ATTRIB",
+            Hook::FanCloseWrite => "FAN_CLOSE_WRITE",
+            Hook::FanCreate => "FAN_CREATE",
+            Hook::FanDelete => "FAN_DELETE",
+            Hook::FanMove => "FAN_MOVE",
+            Hook::ProcMaps => "proc_maps",
         }
     }
 }

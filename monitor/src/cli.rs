@@ -104,7 +104,13 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     raise_fd_limit();
     if let Command::Selftest = cli.command {
-        let report = crate::sensor::selftest::run()?;
+        // The configured sensor choice when a configuration is there to read, else `auto`.
+        let choice = if cli.config.exists() {
+            Settings::load(&cli.config)?.sensor
+        } else {
+            crate::config::SensorChoice::default()
+        };
+        let report = crate::sensor::selftest::run(choice)?;
         println!("sensor: {}", report.sensor);
         println!("hooks:  {}", report.hooks.join(", "));
         for o in &report.observed {
@@ -117,8 +123,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 o.comm,
                 o.hook,
                 o.latency.as_secs_f64() * 1e3,
-                if o.violations != 0 {
+                if o.violations & monitor_common::VIOLATION_WRITE_BELOW != 0 {
                     ", flagged below the verified length"
+                } else if o.violations & monitor_common::VIOLATION_UNSEEN != 0 {
+                    ", offsets unseen: appends are verified by reading the whole file"
                 } else {
                     ""
                 }

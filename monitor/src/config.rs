@@ -71,6 +71,20 @@ pub const DEFAULT_JITTER: std::time::Duration = std::time::Duration::from_secs(3
 struct RawRealtime {
     /// Kernel-to-daemon ring buffer size in bytes: a power of two, at least 4096.
     ring_buffer_bytes: Option<Spanned<u32>>,
+    sensor: Option<SensorChoice>,
+}
+
+/// `[realtime] sensor`: which kernel sensor `fimd run` and `fimd selftest` use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SensorChoice {
+    /// The eBPF sensor where it loads, else fanotify.
+    #[default]
+    Auto,
+    /// Only eBPF: `run` fails (exit 2) with the reason when it cannot load.
+    Ebpf,
+    /// Only fanotify (needs CAP_SYS_ADMIN for filesystem marks).
+    Fanotify,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,6 +206,8 @@ pub struct Settings {
     pub threads: usize,
     pub max_file_size: Option<u64>,
     pub ring_buffer_bytes: u32,
+    /// `[realtime] sensor`.
+    pub sensor: SensorChoice,
     pub metrics_listen: Option<String>,
     /// Full comparisons in the daemon: every `full_check` plus up to `jitter`; `None`: never.
     pub full_check: Option<std::time::Duration>,
@@ -409,6 +425,7 @@ impl Settings {
             threads,
             max_file_size,
             ring_buffer_bytes,
+            sensor: raw.realtime.sensor.unwrap_or_default(),
             metrics_listen: match &raw.metrics.listen {
                 None => None,
                 Some(a) => {

@@ -48,7 +48,7 @@ impl Modifier {
             uid: r.uid,
             comm: crate::output::path::path_text(&r.comm[..end]).0,
             cgroup_id: r.cgroup_id,
-            hook: Hook::try_from(r.hook).map_or("unknown", Hook::tracepoint),
+            hook: Hook::try_from(r.hook).map_or("unknown", Hook::name),
         }
     }
 
@@ -71,10 +71,11 @@ impl Modifier {
         if let Some(exe) = exe {
             process["executable"] = json!(exe);
         }
-        let mut out = vec![
-            ("process", process),
-            ("user", json!({ "id": self.uid.to_string() })),
-        ];
+        let mut out = vec![("process", process)];
+        // u32::MAX: the sensor could not learn the uid (the writer was gone).
+        if self.uid != u32::MAX {
+            out.push(("user", json!({ "id": self.uid.to_string() })));
+        }
         if let Some(c) = crate::attribution::container_of_process(self.tgid) {
             let pod = c.pod_uid.as_deref().and_then(|uid| pods.lookup(uid));
             if let Value::Object(fields) = crate::attribution::ecs_fields(&c, pod.as_ref()) {
@@ -238,10 +239,12 @@ async fn serve(
         anyhow::bail!("{}: {}", settings.source.display(), p.message);
     }
     let mode = super::host_mode(&baseline);
-    let mut sensor = crate::sensor::open(
-        settings.ring_buffer_bytes,
-        settings.watches.iter().any(|w| w.policy == Policy::AppendOnly),
-    )?;
+    let mut sensor = crate::sensor::open(&crate::sensor::SensorSpec {
+        choice: settings.sensor,
+        ring_bytes: settings.ring_buffer_bytes,
+        append_hooks: settings.watches.iter().any(|w| w.policy == Policy::AppendOnly),
+        roots: settings.watches.iter().map(|w| w.path.clone()).collect(),
+    })?;
     health.set_sensor_attached(true);
     metrics.set_sensor_attached(sensor.name(), true);
     let mut outputs = settings.alerts.clone();
@@ -1125,7 +1128,7 @@ impl Daemon {
             if let Some(fim) = obj.get_mut("fim").and_then(Value::as_object_mut) {
                 fim.insert(
                     "kernel".into(),
-                    json!({ "hook": m.hook, "cgroup_id": m.cgroup_id }),
+                    json!({ "sensor": self.sensor.name(), "hook": m.hook, "cgroup_id": m.cgroup_id }),
                 );
             }
         }

@@ -280,7 +280,7 @@ impl super::Sensor for EbpfSensor {
         }
     }
 
-    fn watch(&mut self, key: InodeKey, is_dir: bool) -> Result<(), EbpfError> {
+    fn watch(&mut self, key: InodeKey, is_dir: bool) -> Result<(), super::SensorError> {
         let val = WatchVal {
             flags: if is_dir { WATCH_IS_DIR } else { 0 },
             _pad: 0,
@@ -290,13 +290,13 @@ impl super::Sensor for EbpfSensor {
         self.rearm(key)
     }
 
-    fn watch_append(&mut self, key: InodeKey, verified_len: u64) -> Result<(), EbpfError> {
+    fn watch_append(&mut self, key: InodeKey, verified_len: u64) -> Result<(), super::SensorError> {
         let val = WatchVal {
             flags: WATCH_APPEND_ONLY,
             _pad: 0,
             verified_len,
         };
-        self.watch.insert(key, val, 0).map_err(map_err("WATCH"))
+        Ok(self.watch.insert(key, val, 0).map_err(map_err("WATCH"))?)
     }
 
     fn take_violations(&mut self, key: &InodeKey) -> u32 {
@@ -316,10 +316,10 @@ impl super::Sensor for EbpfSensor {
         let _ = self.violations.remove(key);
     }
 
-    fn rearm(&mut self, key: InodeKey) -> Result<(), EbpfError> {
+    fn rearm(&mut self, key: InodeKey) -> Result<(), super::SensorError> {
         // What piled up since the record is superseded by the rescan that follows.
         let _ = self.pending.remove(&key);
-        self.armed.insert(key, 1, 0).map_err(map_err("ARMED"))
+        Ok(self.armed.insert(key, 1, 0).map_err(map_err("ARMED"))?)
     }
 
     fn lost(&self) -> u64 {

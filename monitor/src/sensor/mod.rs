@@ -2,13 +2,31 @@
 //! so a fanotify fallback can stand in where eBPF cannot load.
 pub mod btf;
 pub mod ebpf;
+pub mod fanotify;
 pub mod selftest;
 
 use std::os::fd::BorrowedFd;
 
 use monitor_common::{ChangeRecord, InodeKey};
 
-pub use ebpf::EbpfError as SensorError;
+use std::path::PathBuf;
+
+use crate::config::SensorChoice;
+
+/// Why no sensor could be loaded, or a sensor operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    #[error(transparent)]
+    Ebpf(#[from] ebpf::EbpfError),
+    #[error(transparent)]
+    Fanotify(#[from] fanotify::FanotifyError),
+    /// `sensor = "auto"` and neither tier loads.
+    #[error("no realtime sensor loads here. eBPF: {ebpf}. fanotify: {fanotify}")]
+    Neither {
+        ebpf: ebpf::EbpfError,
+        fanotify: fanotify::FanotifyError,
+    },
+}
 
 pub trait Sensor {
     /// For logs and metrics: `ebpf`, later `fanotify`.
@@ -35,13 +53,41 @@ pub trait Sensor {
     fn lost(&self) -> u64;
 }
 
+/// What `open` needs to choose and load a sensor.
+#[derive(Debug, Clone)]
+pub struct SensorSpec {
+    /// `[realtime] sensor`.
+    pub choice: SensorChoice,
+    /// The eBPF ring buffer's size (bytes, a power of two, at least a page).
+    pub ring_bytes: u32,
+    /// Attach the append-only policy's write-offset checks (eBPF).
+    pub append_hooks: bool,
+    /// The watch roots: the fanotify sensor marks their filesystems.
+    pub roots: Vec<PathBuf>,
+}
+
 /// The sensor `fimd run` uses on this host, loaded and attached: the one place that choice is
-/// made, so `fimd selftest` proves exactly what `run` will use.
+/// made, so `fimd selftest` proves exactly what `run` will use. `auto` tries eBPF (the ctime
+/// tracepoints), then fanotify; a forced choice loads only that one.
 ///
-/// `ring_bytes` is the kernel-to-daemon ring buffer's size (bytes, a power of two, at least a
-/// page); `append_hooks` adds the append-only policy's write-offset checks.
-///
-/// Errors: the reason no realtime sensor can work here (no BTF, missing privileges or hooks).
-pub fn open(ring_bytes: u32, append_hooks: bool) -> Result<Box<dyn Sensor>, SensorError> {
-    Ok(Box::new(ebpf::EbpfSensor::load(ring_bytes, append_hooks)?))
+/// Errors: the reason the chosen sensor (with `auto`: each one) cannot work here.
+pub fn open(spec: &SensorSpec) -> Result<Box<dyn Sensor>, SensorError> {
+    let fanotify = || fanotify::FanotifySensor::load(&spec.roots);
+    match spec.choice {
+        SensorChoice::Ebpf => Ok(Box::new(ebpf::EbpfSensor::load(
+            spec.ring_bytes,
+            spec.append_hooks,
+        )?)),
+        SensorChoice::Fanotify => Ok(Box::new(fanotify()?)),
+        SensorChoice::Auto => match ebpf::EbpfSensor::load(spec.ring_bytes, spec.append_hooks) {
+            Ok(s) => Ok(Box::new(s)),
+            Err(ebpf) => match fanotify() {
+                Ok(s) => {
+                    eprintln!("fimd: the eBPF sensor cannot load ({ebpf}); using the fanotify sensor");
+                    Ok(Box::new(s))
+                }
+                Err(fanotify) => Err(SensorError::Neither { ebpf, fanotify }),
+            },
+        },
+    }
 }
