@@ -4,6 +4,37 @@ mod common;
 
 use std::process::Command;
 
+/// The pid printed right after `after` on `line`.
+fn pid_after(line: &str, after: &str) -> u32 {
+    let at = line
+        .find(after)
+        .unwrap_or_else(|| panic!("{after:?} not in {line}"));
+    let digits: String = line[at + after.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no pid after {after:?} in {line}"))
+}
+
+/// Each change is reported by the process that made it: the pid the self-test gave the child
+/// equals the record's.
+fn assert_writers_named(stdout: &str) {
+    for (action, program) in [("append", "sh"), ("overwrite", "dd")] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(action))
+            .unwrap_or_else(|| panic!("no {action} line: {stdout}"));
+        assert!(line.contains(&format!("by {program} (pid ")), "{line}");
+        assert_eq!(
+            pid_after(line, "(pid "),
+            pid_after(line, "record from pid "),
+            "{line}"
+        );
+    }
+}
+
 #[test]
 fn selftest_attaches_run_sensor_and_names_writers() {
     if !common::privileged("loading eBPF programs") {
@@ -24,30 +55,30 @@ fn selftest_attaches_run_sensor_and_names_writers() {
     ] {
         assert!(r.stdout.contains(hook), "{hook} missing: {}", r.stdout);
     }
-    // Each change is reported by the process that made it: the pid printed for the child
-    // equals the record's.
-    for (action, program) in [("append", "sh"), ("overwrite", "dd")] {
-        let line = r
-            .stdout
-            .lines()
-            .find(|l| l.starts_with(action))
-            .unwrap_or_else(|| panic!("no {action} line: {}", r.stdout));
-        let pid = |after: &str| -> u32 {
-            let rest = &line[line.find(after).unwrap() + after.len()..];
-            rest[..rest.find(')').unwrap()].parse().unwrap()
-        };
-        assert!(line.contains(&format!("by {program} (pid ")), "{line}");
-        assert_eq!(pid("(pid "), pid("record from pid "), "{line}");
-        assert!(
-            line.contains(&format!("({program})")),
-            "record names another task: {line}"
-        );
+    assert_writers_named(&r.stdout);
+    // The eBPF sensor reads the task name in the kernel, while the writer runs.
+    for task in ["(sh)", "(dd)"] {
+        assert!(r.stdout.contains(task), "no record names {task}: {}", r.stdout);
     }
     assert!(
         r.stdout.contains("flagged below the verified length"),
         "{}",
         r.stdout
     );
+}
+
+#[test]
+fn selftest_with_a_forced_fanotify_sensor() {
+    if !common::privileged("the fanotify sensor") {
+        return;
+    }
+    let f = common::Fixture::with_config_extra("[realtime]\nsensor = \"fanotify\"");
+    let r = f.fimd(&["selftest"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("sensor: fanotify"), "{}", r.stdout);
+    assert!(r.stdout.contains("fanotify/FAN_MODIFY"), "{}", r.stdout);
+    assert!(r.stdout.contains("offsets unseen"), "{}", r.stdout);
+    assert_writers_named(&r.stdout);
 }
 
 #[test]
@@ -62,5 +93,8 @@ fn selftest_without_privilege_exits_2_with_reason() {
         "{}",
         r.stderr
     );
+    // Both tiers were tried, and each says what it lacks.
+    assert!(r.stderr.contains("CAP_BPF"), "{}", r.stderr);
+    assert!(r.stderr.contains("CAP_SYS_ADMIN"), "{}", r.stderr);
     assert!(!r.stdout.contains("realtime sensor OK"), "{}", r.stdout);
 }

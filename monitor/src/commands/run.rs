@@ -247,6 +247,7 @@ async fn serve(
     })?;
     health.set_sensor_attached(true);
     metrics.set_sensor_attached(sensor.name(), true);
+    metrics.set_sensor_hooks(sensor.name(), &sensor.hooks());
     let mut outputs = settings.alerts.clone();
     if outputs.jsonl.is_none() && outputs.syslog.is_none() && outputs.webhook.is_none() {
         outputs.jsonl = Some(crate::output::sink::JsonlTarget::Stdout);

@@ -65,11 +65,11 @@ pub enum FanotifyError {
     Init(std::io::Error),
     #[error(
         "fanotify_mark on the filesystem of {path}: {error}{hint}",
-        hint = if error.raw_os_error() == Some(libc::ENODEV) {
-            " (this filesystem reports no fsid to fanotify: on Linux before 5.13 tmpfs is one of them; \
-             use the eBPF sensor or the scheduled full comparison there)"
-        } else {
-            ""
+        hint = match error.raw_os_error() {
+            Some(libc::ENODEV) => " (this filesystem reports no fsid to fanotify: on Linux before 5.13 tmpfs is \
+                one of them; use the eBPF sensor or the scheduled full comparison there)",
+            Some(libc::EPERM) => " (filesystem marks need CAP_SYS_ADMIN)",
+            _ => "",
         }
     )]
     Mark { path: PathBuf, error: std::io::Error },

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub start_time: Gauge,
     /// `fim_sensor_attached{sensor}`: 1 while that sensor reports changes.
     pub sensor_attached: IntGaugeVec,
+    /// `fim_sensor_hook{sensor,hook}`: 1 for each kernel hook the attached sensor uses (a
+    /// handful per sensor: `Sensor::hooks`).
+    pub sensor_hooks: IntGaugeVec,
     /// `fim_kernel_events_total`: records drained from the kernel.
     pub kernel_events: IntCounter,
     /// `fim_kernel_events_lost_total`: records the kernel could not deliver.
@@ -106,6 +109,17 @@ impl Metrics {
                         "1 while this kernel sensor reports changes",
                     ),
                     &["sensor"],
+                )
+                .expect(BUG),
+            ),
+            sensor_hooks: reg(
+                &registry,
+                IntGaugeVec::new(
+                    opts(
+                        "fim_sensor_hook",
+                        "1 for each kernel hook the attached sensor uses",
+                    ),
+                    &["sensor", "hook"],
                 )
                 .expect(BUG),
             ),
@@ -229,6 +243,14 @@ impl Metrics {
         self.sensor_attached
             .with_label_values(&[sensor])
             .set(i64::from(attached));
+    }
+
+    /// Exports the hooks `sensor` attached (`Sensor::hooks`), replacing any exported before.
+    pub fn set_sensor_hooks(&self, sensor: &'static str, hooks: &[String]) {
+        self.sensor_hooks.reset();
+        for h in hooks {
+            self.sensor_hooks.with_label_values(&[sensor, h.as_str()]).set(1);
+        }
     }
 
     /// Counts a full comparison; `reason` is one of [`RESCAN_REASONS`].
