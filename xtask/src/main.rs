@@ -3,6 +3,7 @@ mod bench;
 mod demo;
 #[path = "../../monitor/ebpf_toolchain.rs"]
 mod ebpf_toolchain;
+mod kernel;
 mod setup;
 mod test;
 
@@ -25,8 +26,12 @@ enum Task {
     Setup,
     /// Set up, build, and show fimd catching a change in a sample tree.
     Demo,
-    /// Set up, then run formatting, lints and every test.
-    Test,
+    /// Set up, then run formatting, lints, every test and the QEMU kernel matrix.
+    Test {
+        /// Only the guest checks on these kernels (5.10, 6.1, 6.12), under QEMU.
+        #[arg(long)]
+        kernel: Vec<String>,
+    },
     /// The demo's intruder: makes the changes named on stdin under DIR (run by `demo`).
     #[command(hide = true)]
     DemoWriter { dir: PathBuf },
@@ -41,7 +46,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Demo => demo::run(),
-        Task::Test => test::run(),
+        Task::Test { kernel } => test::run(&kernel),
         Task::DemoWriter { dir } => demo::writer(&dir),
         Task::Bench { which } => bench::run(which),
     }

@@ -13,7 +13,8 @@ use crate::run_cmd;
 /// benchmark peer; auditd as the realtime benchmark's peer (`cargo xtask bench realtime`);
 /// rsyslog, the real syslog receiver the alert sink tests send to; gzip for the log rotation
 /// tests; prometheus (promtool), strace, systemd (systemd-analyze) and util-linux (setpriv,
-/// unshare) for the deployment tests.
+/// unshare) for the deployment tests; busybox-static, cpio, xz-utils and e2fsprogs build the
+/// QEMU guests' initramfs (`cargo xtask test --kernel`).
 const PACKAGES: &[&str] = &[
     "attr",
     "acl",
@@ -30,6 +31,10 @@ const PACKAGES: &[&str] = &[
     "strace",
     "systemd",
     "util-linux",
+    "busybox-static",
+    "cpio",
+    "xz-utils",
+    "e2fsprogs",
 ];
 /// Python packages: kubernetes-validate bundles the Kubernetes JSON schemas, so the manifests
 /// are validated offline (it brings PyYAML, which the deployment tests also use).
@@ -56,6 +61,7 @@ pub fn run() -> anyhow::Result<()> {
     pip()?;
     nightly(&pin)?;
     bpf_linker(&pin)?;
+    qemu()?;
     eprintln!(
         "xtask: setup complete: eBPF toolchain {} + bpf-linker {} on LLVM {}",
         pin.nightly, pin.bpf_linker, pin.llvm
@@ -282,4 +288,58 @@ fn bpf_linker(pin: &EbpfToolchain) -> anyhow::Result<()> {
             n = pin.llvm,
         ),
     }
+}
+
+/// QEMU for the kernel matrix. Debian 12's own qemu-system-x86 (7.2) conflicts with the
+/// machine's qemu-utils 10, so it comes from `<codename>-backports`, named in a private sources
+/// list (with the host's own suites, for its dependencies) with private lists and cache: the
+/// host's apt sources are never changed.
+fn qemu() -> anyhow::Result<()> {
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("xtask: qemu-system-x86_64 present");
+        return Ok(());
+    }
+    let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let codename = release
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|c| c.trim_matches('"').to_owned())
+        .context("/etc/os-release has no VERSION_CODENAME: install qemu-system-x86 by hand")?;
+    let mirror = crate::kernel::host_mirror()?;
+    let dir = crate::root().join("target/kernel-matrix/host-apt");
+    for sub in ["lists/partial", "cache/archives/partial", "parts"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    let keyring = "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]";
+    std::fs::write(
+        dir.join("sources.list"),
+        format!(
+            "deb {keyring} {mirror}/debian {codename} main\ndeb {keyring} {mirror}/debian {codename}-updates main\n\
+             deb {keyring} {mirror}/debian-security {codename}-security main\n\
+             deb {keyring} {mirror}/debian {codename}-backports main\n"
+        ),
+    )?;
+    let opts: Vec<String> = [
+        ("Dir::State::Lists", "lists"),
+        ("Dir::Cache", "cache"),
+        ("Dir::Etc::SourceList", "sources.list"),
+        ("Dir::Etc::SourceParts", "parts"),
+    ]
+    .iter()
+    .flat_map(|(k, v)| ["-o".to_owned(), format!("{k}={}", dir.join(v).display())])
+    .collect();
+    eprintln!("xtask: installing qemu-system-x86 from {codename}-backports (for the kernel matrix)");
+    run_cmd(Command::new("apt-get").args(&opts).args(["update", "-q"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(&opts)
+            .args(["install", "-y", "-q", "--no-install-recommends", "-t"])
+            .arg(format!("{codename}-backports"))
+            .arg("qemu-system-x86")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }

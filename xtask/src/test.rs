@@ -1,12 +1,16 @@
-//! `cargo xtask test`: set up, then formatting, lints, and every test (kernel tests included).
+//! `cargo xtask test`: set up, then formatting, lints, every test (kernel tests included) and the
+//! QEMU kernel matrix; `--kernel V` runs only the guest checks on kernel V.
 use std::process::Command;
 
 use crate::run_cmd;
 
-pub fn run() -> anyhow::Result<()> {
+pub fn run(kernels: &[String]) -> anyhow::Result<()> {
     crate::setup::run()?;
+    if !kernels.is_empty() {
+        return crate::kernel::run(kernels);
+    }
     run_cmd(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
     run_cmd(Command::new("cargo").args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     run_cmd(Command::new("cargo").args(["test", "--all-targets"]))?;
-    Ok(())
+    crate::kernel::run(&[])
 }

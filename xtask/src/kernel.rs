@@ -1,0 +1,461 @@
+//! `cargo xtask test --kernel VERSION`: fimd's realtime checks inside a QEMU guest booted on one
+//! of Debian's kernels (the ones fimd's users run), with software emulation.
+//!
+//! - The kernel package comes from the host's own Debian mirror through a private apt
+//!   configuration (its own sources, lists, cache and status under `target/kernel-matrix/`):
+//!   the host's sources and /boot are never touched.
+//! - The guest boots a small initramfs: busybox, the release `fimd` with the libraries `ldd`
+//!   lists, `setfattr` and `fallocate`, the kernel's loop module and an ext4 image, and
+//!   `kernel/init.sh`, which prints one `@@` line per check and `@@ exit=N` last.
+//! - QEMU's exit status does not carry the guest's: the serial log is parsed instead, with the
+//!   firmware's escape sequences stripped. A guest that does not boot, or prints no verdict
+//!   within `GUEST_WITHIN`, is a failure.
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::run_cmd;
+
+/// A kernel line fimd supports and how to find its newest Debian package.
+pub struct Kernel {
+    /// What `--kernel` takes.
+    pub version: &'static str,
+    /// The package name starts so (the ABI number or patch level follows).
+    prefix: &'static str,
+}
+
+/// Debian 11 (5.10), Debian 12 and Amazon Linux 2023's line (6.1), Debian 13 and RHEL 10's (6.12):
+/// with the host's 6.18 they bracket Ubuntu's and RHEL 9's kernels.
+pub const KERNELS: &[Kernel] = &[
+    Kernel {
+        version: "5.10",
+        prefix: "linux-image-5.10.0-",
+    },
+    Kernel {
+        version: "6.1",
+        prefix: "linux-image-6.1.0-",
+    },
+    Kernel {
+        version: "6.12",
+        prefix: "linux-image-6.12.",
+    },
+];
+
+/// The suites holding those kernels, on the host's mirror.
+const SUITES: &[(&str, &str)] = &[
+    ("debian", "bullseye"),
+    ("debian-security", "bullseye-security"),
+    ("debian", "bookworm"),
+    ("debian-security", "bookworm-security"),
+    ("debian", "trixie"),
+];
+
+/// Boot, checks and power-off under TCG take 10 to 60 s; this is the hang guard.
+const GUEST_WITHIN: Duration = Duration::from_secs(300);
+/// The guest's ext4 filesystem (MiB), a loop device inside the guest.
+const EXT4_MIB: u32 = 48;
+
+fn work_dir() -> PathBuf {
+    crate::root().join("target/kernel-matrix")
+}
+
+/// Runs the guest checks on each of `versions` (all of `KERNELS` when empty), then says which
+/// failed. Errors: any kernel that fails to download, boot or pass.
+pub fn run(versions: &[String]) -> anyhow::Result<()> {
+    let chosen: Vec<&Kernel> = if versions.is_empty() {
+        KERNELS.iter().collect()
+    } else {
+        versions
+            .iter()
+            .map(|v| {
+                KERNELS.iter().find(|k| k.version == v).with_context(|| {
+                    format!(
+                        "--kernel {v}: not one of {}",
+                        KERNELS.iter().map(|k| k.version).collect::<Vec<_>>().join(", ")
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let fimd = crate::build_fimd()?;
+    let apt = Apt::new(&work_dir().join("apt"))?;
+    let mut failed = Vec::new();
+    for k in chosen {
+        let started = Instant::now();
+        match guest(&apt, k, &fimd) {
+            Ok(()) => eprintln!(
+                "xtask: kernel {}: all checks passed ({:.1} s)",
+                k.version,
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                eprintln!("xtask: kernel {}: FAILED: {e:#}", k.version);
+                failed.push(k.version);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("the kernel matrix failed on {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// A private apt configuration naming the kernel suites on the host's mirror.
+struct Apt {
+    conf: PathBuf,
+}
+
+impl Apt {
+    fn new(dir: &Path) -> anyhow::Result<Apt> {
+        let mirror = host_mirror()?;
+        for sub in ["lists/partial", "cache/archives/partial", "parts"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        let status = dir.join("status");
+        if !status.exists() {
+            fs::write(&status, "")?;
+        }
+        let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+        let sources: String = SUITES
+            .iter()
+            .map(|(archive, suite)| format!("deb [signed-by={keyring}] {mirror}/{archive} {suite} main\n"))
+            .collect();
+        fs::write(dir.join("sources.list"), sources)?;
+        let d = dir.display();
+        let conf = dir.join("apt.conf");
+        fs::write(
+            &conf,
+            format!(
+                "Dir::State \"{d}\";\nDir::State::Lists \"{d}/lists\";\nDir::State::status \"{d}/status\";\n\
+                 Dir::Cache \"{d}/cache\";\nDir::Etc::SourceList \"{d}/sources.list\";\n\
+                 Dir::Etc::SourceParts \"{d}/parts\";\nAPT::Architecture \"amd64\";\n\
+                 APT::Sandbox::User \"root\";\n"
+            ),
+        )?;
+        let apt = Apt { conf };
+        // Lists older than a day are fetched again (about 10 s).
+        let fresh = fs::metadata(dir.join("lists"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < Duration::from_secs(86_400))
+            && fs::read_dir(dir.join("lists"))?.count() > 2;
+        if !fresh {
+            run_cmd(apt.cmd("apt-get").args(["update", "-q"]))?;
+        }
+        Ok(apt)
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("APT_CONFIG", &self.conf);
+        c
+    }
+
+    /// The newest `linux-image-…-cloud-amd64` package of `k`.
+    fn newest(&self, k: &Kernel) -> anyhow::Result<String> {
+        let out = self
+            .cmd("apt-cache")
+            .args([
+                "search",
+                "--names-only",
+                &format!("^{}", k.prefix.replace('.', "\\.")),
+            ])
+            .output()
+            .context("apt-cache search")?;
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.ends_with("-cloud-amd64") && !n.contains("-dbg"))
+            .map(str::to_owned)
+            .collect();
+        names.sort_by_key(|n| version_key(n));
+        names
+            .pop()
+            .with_context(|| format!("no {}*-cloud-amd64 package in the configured suites", k.prefix))
+    }
+}
+
+/// The host's Debian mirror (the `URIs:` of deb822 sources, or a `deb` line), without the
+/// archive name: e.g. `http://host` for `http://host/debian`.
+pub(crate) fn host_mirror() -> anyhow::Result<String> {
+    let mut text = fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        for e in dir.flatten() {
+            if e.path()
+                .extension()
+                .is_some_and(|x| x == "sources" || x == "list")
+            {
+                text.push('\n');
+                text.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| l.split_whitespace())
+        .find_map(|w| w.strip_suffix("/debian").filter(|m| m.contains("://")))
+        .map(str::to_owned)
+        .context("no Debian mirror (a URI ending in /debian) in /etc/apt/sources.list{,.d}")
+}
+
+/// Sort key: the numbers in a package name, in order ("6.12.117+deb13" → [6, 12, 117, 13]).
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// Downloads and unpacks `k`'s newest package (once), builds its initramfs, boots it and
+/// checks the verdict.
+fn guest(apt: &Apt, k: &Kernel, fimd: &Path) -> anyhow::Result<()> {
+    let package = apt.newest(k)?;
+    let dir = work_dir().join(&package);
+    let unpacked = dir.join("root");
+    if !unpacked.join("boot").exists() {
+        fs::create_dir_all(&dir)?;
+        let debs = dir.join("debs");
+        fs::create_dir_all(&debs)?;
+        // Not run_cmd: it runs in the workspace root, and apt-get download writes to the cwd.
+        let status = apt
+            .cmd("apt-get")
+            .args(["download", "-q", &package])
+            .current_dir(&debs)
+            .status()
+            .context("apt-get download")?;
+        if !status.success() {
+            bail!("apt-get download {package} failed: {status}");
+        }
+        let deb = fs::read_dir(&debs)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .context("apt-get download left no .deb")?;
+        run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    }
+    let vmlinuz = find(&unpacked.join("boot"), |n| n.starts_with("vmlinuz-"))?
+        .with_context(|| format!("{package} has no boot/vmlinuz-*"))?;
+    let initrd = initramfs(&dir, &unpacked, fimd)?;
+    eprintln!("xtask: kernel {}: booting {package} under QEMU (TCG)", k.version);
+    let log = dir.join("serial.log");
+    boot(&vmlinuz, &initrd, &log)?;
+    verdict(&fs::read(&log)?, k.version)
+}
+
+/// The first entry of `dir` (searched recursively) whose file name satisfies `pick`.
+fn find(dir: &Path, pick: impl Fn(&str) -> bool + Copy) -> anyhow::Result<Option<PathBuf>> {
+    for e in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            if let Some(found) = find(&p, pick)? {
+                return Ok(Some(found));
+            }
+        } else if e.file_name().to_str().is_some_and(pick) {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}
+
+/// Copies `from` to `root/to`, creating its directory.
+fn put(root: &Path, from: &Path, to: &str) -> anyhow::Result<()> {
+    let dest = root.join(to.trim_start_matches('/'));
+    fs::create_dir_all(dest.parent().context("a destination has a parent")?)?;
+    fs::copy(from, &dest).with_context(|| format!("copying {} to {}", from.display(), dest.display()))?;
+    Ok(())
+}
+
+/// The shared libraries `ldd` lists for `binary`, as absolute paths.
+fn libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(binary).output().context("ldd")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')))
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// Builds the guest's initramfs (an uncompressed newc cpio) and returns its path.
+fn initramfs(dir: &Path, kernel: &Path, fimd: &Path) -> anyhow::Result<PathBuf> {
+    let root = dir.join("initramfs");
+    if root.exists() {
+        fs::remove_dir_all(&root)?;
+    }
+    for d in ["bin", "proc", "sys", "dev", "mnt", "tmp"] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    put(&root, Path::new("/bin/busybox"), "bin/busybox")
+        .context("busybox-static is needed (cargo xtask setup installs it)")?;
+    let init = root.join("init");
+    fs::write(&init, include_str!("kernel/init.sh"))?;
+    let tools = [
+        fimd.to_owned(),
+        PathBuf::from("/usr/bin/setfattr"),
+        PathBuf::from("/usr/bin/fallocate"),
+    ];
+    for tool in &tools {
+        let name = tool.file_name().context("a tool has a name")?.to_string_lossy();
+        put(&root, tool, &format!("bin/{name}"))?;
+        for lib in libraries(tool)? {
+            put(&root, &lib, &lib.to_string_lossy())?;
+        }
+    }
+    // loop is a module in Debian's cloud kernels; trixie's modules are xz-compressed.
+    if let Some(module) = find(kernel, |n| n == "loop.ko" || n == "loop.ko.xz")? {
+        let dest = root.join("loop.ko");
+        if module.extension().is_some_and(|x| x == "xz") {
+            let out = Command::new("xz")
+                .arg("-dc")
+                .arg(&module)
+                .output()
+                .context("xz -dc")?;
+            if !out.status.success() {
+                bail!(
+                    "xz -dc {}: {}",
+                    module.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            fs::write(&dest, out.stdout)?;
+        } else {
+            fs::copy(&module, &dest)?;
+        }
+    }
+    let image = root.join("ext4.img");
+    fs::File::create(&image)?.set_len(u64::from(EXT4_MIB) << 20)?;
+    run_cmd(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))?;
+    let mut perms = fs::metadata(&init)?.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    fs::set_permissions(&init, perms)?;
+    let cpio = dir.join("initramfs.cpio");
+    let list = Command::new("find")
+        .arg(".")
+        .current_dir(&root)
+        .output()
+        .context("find")?;
+    let mut child = Command::new("cpio")
+        .args(["-o", "-H", "newc", "--quiet"])
+        .current_dir(&root)
+        .stdin(Stdio::piped())
+        .stdout(fs::File::create(&cpio)?)
+        .spawn()
+        .context("cpio is needed (cargo xtask setup installs it)")?;
+    child
+        .stdin
+        .take()
+        .context("cpio stdin")?
+        .write_all(&list.stdout)?;
+    if !child.wait()?.success() {
+        bail!("cpio failed building {}", cpio.display());
+    }
+    Ok(cpio)
+}
+
+/// Boots the guest with its serial console in `log`, killing it after `GUEST_WITHIN`.
+fn boot(vmlinuz: &Path, initrd: &Path, log: &Path) -> anyhow::Result<()> {
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024"])
+        .args(["-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio"])
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(log)?)
+        .stderr(Stdio::inherit());
+    let mut child = qemu
+        .spawn()
+        .context("qemu-system-x86_64 is needed (cargo xtask setup installs it)")?;
+    let started = Instant::now();
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        if started.elapsed() > GUEST_WITHIN {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the guest did not power off within {GUEST_WITHIN:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Prints the guest's `@@` lines and checks its `@@ exit=0`.
+fn verdict(serial: &[u8], version: &str) -> anyhow::Result<()> {
+    let text = strip_escapes(&String::from_utf8_lossy(serial));
+    let mut exit = None;
+    for line in text.lines() {
+        let Some(rest) = line.trim_end_matches('\r').strip_prefix("@@ ") else {
+            continue;
+        };
+        eprintln!("xtask: kernel {version}: {rest}");
+        if let Some(n) = rest.strip_prefix("exit=") {
+            exit = n.trim().parse::<u32>().ok();
+        }
+    }
+    match exit {
+        Some(0) => Ok(()),
+        Some(n) => bail!("{n} check(s) failed in the guest"),
+        None => {
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            bail!(
+                "the guest printed no verdict (did it boot?); the serial log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        }
+    }
+}
+
+/// Removes ANSI/VT100 escape sequences (ESC [ … final byte, and ESC c etc.).
+fn strip_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_package_sorts_by_numbers() {
+        let mut v = [
+            "linux-image-6.12.117+deb12-cloud-amd64",
+            "linux-image-6.12.9+deb13-cloud-amd64",
+            "linux-image-6.12.117+deb13-cloud-amd64",
+        ];
+        v.sort_by_key(|n| version_key(n));
+        assert_eq!(v.last(), Some(&"linux-image-6.12.117+deb13-cloud-amd64"));
+    }
+
+    #[test]
+    fn escapes_are_stripped_and_verdicts_read() {
+        assert_eq!(strip_escapes("\u{1b}[2J\u{1b}[01;01H@@ ok x\u{1b}c"), "@@ ok x");
+        assert!(verdict(b"junk\n\x1b[0m@@ ok a\r\n@@ exit=0\r\n", "t").is_ok());
+        assert!(verdict(b"@@ FAIL a: b\n@@ exit=1\n", "t").is_err());
+        assert!(verdict(b"Kernel panic\n", "t").is_err());
+    }
+}
