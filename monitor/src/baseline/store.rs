@@ -7,6 +7,7 @@ use hmac::Mac;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::entry::{Entry, FileKind, decode_xattrs, encode_xattrs};
+use super::files;
 use super::seal::{Key, KeyError, Sealer};
 use crate::append::state::AppendState;
 
@@ -31,7 +32,7 @@ const SCHEMA_V2: &str = "
 pub enum StoreError {
     #[error("baseline database {path}: {err}")]
     Sqlite { path: PathBuf, err: rusqlite::Error },
-    #[error("cannot create the state directory {path}: {err}")]
+    #[error("state directory {path}: {err}")]
     StateDir { path: PathBuf, err: std::io::Error },
     #[error("no baseline in {path}: run `fimd init` first")]
     NoBaseline { path: PathBuf },
@@ -53,6 +54,8 @@ pub enum StoreError {
     Malformed { path: PathBuf, what: String },
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    State(#[from] files::StateError),
 }
 
 /// One line of the baseline's history: inits and accepted changes, with when and by whom.
@@ -97,25 +100,42 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `state_dir`.
-    pub fn open(state_dir: &Path, key_path: Option<&Path>) -> Result<Store, StoreError> {
-        if !state_dir.exists() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(state_dir)
-                .map_err(|err| StoreError::StateDir {
-                    path: state_dir.to_owned(),
-                    err,
-                })?;
+    /// Opens the database in `state_dir`; with `create` (what `init` does), makes the private
+    /// state directory and an empty database when they do not exist. Without it, a missing
+    /// database is `NoBaseline` and nothing is created. What is at the database path is judged
+    /// without following symlinks first ([`files::inspect_db`]), and SQLite opens it with
+    /// `SQLITE_OPEN_NOFOLLOW`, so a symlink put there is refused, never followed.
+    pub fn open(state_dir: &Path, key_path: Option<&Path>, create: bool) -> Result<Store, StoreError> {
+        let no_baseline = || StoreError::NoBaseline {
+            path: state_dir.join(DB_FILE),
+        };
+        if !files::secure_dir(state_dir, create)? {
+            return Err(no_baseline());
         }
-        let path = state_dir.join(DB_FILE);
+        // SQLite refuses a symlink anywhere in the path it is given with NOFOLLOW: the
+        // configured directory may be one (a deliberate choice), its database may not.
+        let dir = std::fs::canonicalize(state_dir).map_err(|err| StoreError::StateDir {
+            path: state_dir.to_owned(),
+            err,
+        })?;
+        let path = dir.join(DB_FILE);
+        match files::inspect_db(&path)? {
+            files::DbState::Usable => {}
+            files::DbState::Missing if create => files::create_db(&path)?,
+            files::DbState::Missing => return Err(no_baseline()),
+        }
         let sql = |err| StoreError::Sqlite {
             path: path.clone(),
             err,
         };
-        let conn = Connection::open(&path).map_err(sql)?;
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(sql)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;

@@ -14,7 +14,7 @@ use crate::scan::{self, Problem, ScanItem};
 pub fn run(settings: &Settings, root: &Path) -> anyhow::Result<ExitCode> {
     settings.check_paths_exist(root)?;
     // The store creates the private state directory the key lives in.
-    let mut store = Store::open(&settings.state_dir, settings.hmac_key.as_deref())?;
+    let mut store = Store::open(&settings.state_dir, settings.hmac_key.as_deref(), true)?;
     let key = Key::load(&settings.state_dir, settings.hmac_key.as_deref(), true)?;
     let started = Instant::now();
     let mut scan = scan::start(settings, root);

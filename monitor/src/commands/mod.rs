@@ -59,8 +59,9 @@ pub(crate) fn report_problems(problems: &[Problem]) {
 
 /// The verified baseline of `settings`, with its store and key.
 pub(crate) fn open_baseline(settings: &Settings) -> anyhow::Result<(Store, Key, Baseline)> {
+    // The database first: what is wrong at its path matters more than a missing key.
+    let store = Store::open(&settings.state_dir, settings.hmac_key.as_deref(), false)?;
     let key = Key::load(&settings.state_dir, settings.hmac_key.as_deref(), false)?;
-    let store = Store::open(&settings.state_dir, settings.hmac_key.as_deref())?;
     let baseline = store.load(&key)?;
     Ok((store, key, baseline))
 }
