@@ -758,3 +758,38 @@ fn fimd_own_reads_make_no_events() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(d.alerts().is_empty(), "{:#?}", d.alerts());
 }
+
+/// `chattr` changes the inode flags and the ctime: the daemon rescans with the scan's code and
+/// names the flags, with who set them (ext4, the temporary directory's filesystem).
+#[test]
+fn inode_flags_set_by_chattr_are_alerted_with_their_process() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    let (planted, log) = (f.path("planted"), f.path("log"));
+    fs::write(&planted, "payload").unwrap();
+    fs::write(&log, "entries\n").unwrap();
+    common::sh("chattr", &["+a", s(&log)]);
+    let d = Daemon::start(&f);
+    let flags = |want: &'static [&'static str]| {
+        move |a: &Value| {
+            a["fim"]["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == "flags")
+                && a["file"]["attributes"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().map(|x| x.as_str().unwrap()).collect::<Vec<_>>() == want)
+        }
+    };
+    let pid = by("chattr", &["+i", s(&planted)]);
+    let a = d.expect_where(&planted, "attributes_modified", pid, flags(&["immutable"]));
+    assert_eq!(a["fim"]["previous"]["attributes"], serde_json::json!([]));
+    let pid = by("chattr", &["-a", s(&log)]);
+    let a = d.expect_where(&log, "attributes_modified", pid, flags(&[]));
+    assert_eq!(a["fim"]["previous"]["attributes"], serde_json::json!(["append"]));
+    common::sh("chattr", &["-i", s(&planted)]);
+    drop(d);
+}

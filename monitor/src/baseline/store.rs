@@ -12,7 +12,7 @@ use super::seal::{Key, KeyError, Sealer};
 use crate::append::state::AppendState;
 
 pub const DB_FILE: &str = "baseline.db";
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const SEAL_DOMAIN: &[u8] = b"fimd-baseline-seal-v1\0";
 const LEDGER_DOMAIN: &[u8] = b"fimd-ledger-v1\0";
 const EVIDENCE_DOMAIN: &[u8] = b"fimd-evidence-v1\0";
@@ -27,6 +27,14 @@ const SCHEMA_V2: &str = "
         deleted INTEGER NOT NULL, append_at INTEGER, append_state BLOB, mac BLOB NOT NULL) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS evidence (id INTEGER PRIMARY KEY, record TEXT NOT NULL, mac BLOB NOT NULL);
     PRAGMA user_version = 2;";
+
+/// Version 3: inode flags (`NULL`: none recorded), in entries and the ledger. The seal's
+/// encoding of an entry includes them, so a version 2 baseline cannot be verified by this
+/// fimd: only `init` upgrades one, as it replaces the whole baseline anyway.
+const SCHEMA_V3: &str = "
+    ALTER TABLE entries ADD COLUMN flags INTEGER;
+    ALTER TABLE ledger ADD COLUMN flags INTEGER;
+    PRAGMA user_version = 3;";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,6 +51,12 @@ pub enum StoreError {
     SealMismatch { path: PathBuf, key: String },
     #[error("baseline database {path} has schema version {found}; this fimd reads version {SCHEMA_VERSION}")]
     Schema { path: PathBuf, found: i64 },
+    #[error(
+        "baseline database {path} has schema version {found}, from an older fimd: it records no inode \
+         flags and no generation, and this fimd (version {SCHEMA_VERSION}) cannot verify its seal. Check \
+         the host with the fimd that made it, then run `fimd init` to rebuild the baseline"
+    )]
+    OldSchema { path: PathBuf, found: i64 },
     #[error(
         "baseline database {path}: the ledger row for {row} fails its MAC: it was changed outside fimd; \
          restore the database from a trusted copy, or run `fimd accept` for that path after checking it"
@@ -105,6 +119,7 @@ impl Store {
     /// database is `NoBaseline` and nothing is created. What is at the database path is judged
     /// without following symlinks first ([`files::inspect_db`]), and SQLite opens it with
     /// `SQLITE_OPEN_NOFOLLOW`, so a symlink put there is refused, never followed.
+    /// An older schema is upgraded only with `create`: its seal cannot be verified any more.
     pub fn open(state_dir: &Path, key_path: Option<&Path>, create: bool) -> Result<Store, StoreError> {
         let no_baseline = || StoreError::NoBaseline {
             path: state_dir.join(DB_FILE),
@@ -144,7 +159,8 @@ impl Store {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sql)?;
         match version {
-            0 => conn
+            SCHEMA_VERSION => {}
+            0 if create => conn
                 .execute_batch(
                     "BEGIN;
                      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -158,12 +174,15 @@ impl Store {
                         id INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL,
                         action TEXT NOT NULL, path BLOB, detail TEXT NOT NULL);",
                 )
-                .and_then(|()| conn.execute_batch(&format!("{SCHEMA_V2} COMMIT;")))
+                .and_then(|()| conn.execute_batch(&format!("{SCHEMA_V2} {SCHEMA_V3} COMMIT;")))
                 .map_err(sql)?,
-            1 => conn
-                .execute_batch(&format!("BEGIN; {SCHEMA_V2} COMMIT;"))
+            1 if create => conn
+                .execute_batch(&format!("BEGIN; {SCHEMA_V2} {SCHEMA_V3} COMMIT;"))
                 .map_err(sql)?,
-            SCHEMA_VERSION => {}
+            2 if create => conn
+                .execute_batch(&format!("BEGIN; {SCHEMA_V3} COMMIT;"))
+                .map_err(sql)?,
+            found if found < SCHEMA_VERSION => return Err(StoreError::OldSchema { path, found }),
             found => return Err(StoreError::Schema { path, found }),
         }
         let key_desc = key_path.map_or_else(
@@ -324,8 +343,8 @@ impl Store {
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO ledger
                  (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target,
-                  xattrs, deleted, append_at, append_state, mac)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                  xattrs, deleted, append_at, append_state, mac, flags)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
@@ -347,6 +366,7 @@ impl Store {
                     row.append.as_ref().map(|a| a.at as i64),
                     row.append.as_ref().map(|a| a.state.clone()),
                     mac,
+                    e.and_then(|e| e.flags),
                 ])
             })
             .map_err(&sql)?;
@@ -359,7 +379,7 @@ impl Store {
         let mut stmt = conn
             .prepare(
                 "SELECT path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256,
-                        link_target, xattrs, deleted, append_at, append_state, mac FROM ledger ORDER BY path",
+                        link_target, xattrs, deleted, append_at, append_state, mac, flags FROM ledger ORDER BY path",
             )
             .map_err(&sql)?;
         let mut rows = stmt.query([]).map_err(&sql)?;
@@ -370,7 +390,7 @@ impl Store {
             let entry = if deleted != 0 {
                 None
             } else {
-                Some(row_to_entry(r, &self.path)?)
+                Some(row_to_entry(r, &self.path, 18)?)
             };
             let at: Option<i64> = r.get(15).map_err(&sql)?;
             let state: Option<Vec<u8>> = r.get(16).map_err(&sql)?;
@@ -510,8 +530,8 @@ fn evidence_mac(key: &Key, prev: &[u8], id: i64, text: &str) -> Vec<u8> {
 fn insert_entry(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT OR REPLACE INTO entries
-         (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs, flags)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
     // SQLite integers are i64: u64 values are stored bit for bit.
     stmt.execute(params![
@@ -529,6 +549,7 @@ fn insert_entry(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
         e.sha256.as_ref().map(|h| &h[..]),
         e.link_target,
         encode_xattrs(&e.xattrs),
+        e.flags,
     ])?;
     Ok(())
 }
@@ -634,13 +655,13 @@ fn feed(
 
     let mut stmt = conn
         .prepare(
-            "SELECT path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs
-             FROM entries ORDER BY path",
+            "SELECT path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs,
+                    flags FROM entries ORDER BY path",
         )
         .map_err(sql)?;
     let mut rows = stmt.query([]).map_err(sql)?;
     while let Some(r) = rows.next().map_err(sql)? {
-        let e = row_to_entry(r, path)?;
+        let e = row_to_entry(r, path, 14)?;
         buf.clear();
         buf.push(b'E');
         e.encode_into(&mut buf);
@@ -686,7 +707,8 @@ fn feed(
     Ok((meta, history))
 }
 
-fn row_to_entry(r: &rusqlite::Row<'_>, path: &Path) -> Result<Entry, StoreError> {
+/// An entry from columns 0..=13 in `entries` order, its flags from column `flags_col`.
+fn row_to_entry(r: &rusqlite::Row<'_>, path: &Path, flags_col: usize) -> Result<Entry, StoreError> {
     let bad = |what: &str| StoreError::Malformed {
         path: path.to_owned(),
         what: what.to_owned(),
@@ -716,6 +738,7 @@ fn row_to_entry(r: &rusqlite::Row<'_>, path: &Path) -> Result<Entry, StoreError>
         },
         link_target: r.get(12).map_err(sql)?,
         xattrs: decode_xattrs(&xattrs).ok_or_else(|| bad("xattrs"))?,
+        flags: r.get(flags_col).map_err(sql)?,
     })
 }
 

@@ -815,6 +815,7 @@ impl Daemon {
             },
         };
         let xattrs = crate::scan::xattr::read_fd(&fd).unwrap_or_default();
+        let flags = crate::scan::flags::read_fd(&fd).unwrap_or_default();
         #[allow(clippy::unnecessary_cast)]
         let cur = Entry {
             path: path.to_vec(),
@@ -831,6 +832,7 @@ impl Daemon {
             sha256: current_sha,
             link_target: None,
             xattrs,
+            flags,
         };
         let policy = Policy::AppendOnly;
         let change = |action, kind, changes: Vec<&'static str>| Change {
