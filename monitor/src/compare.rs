@@ -97,6 +97,8 @@ pub struct Comparison {
     pub problems: Vec<Problem>,
     /// Entries seen in this scan.
     pub scanned: u64,
+    /// Paths of files larger than `scan.max_file_size`, compared by metadata only.
+    pub metadata_only: Vec<Vec<u8>>,
 }
 
 /// Names of the attributes of `new` that differ from `old`.
@@ -183,6 +185,10 @@ pub fn compare(
     while let Some(item) = scan.next_item() {
         let entry = match item {
             ScanItem::Entry(e) => e,
+            ScanItem::MetadataOnly(e) => {
+                out.metadata_only.push(e.path.clone());
+                e
+            }
             ScanItem::Unstable(e) => {
                 out.problems.push(Problem {
                     path: e.path.clone(),
@@ -297,6 +303,7 @@ pub fn compare(
     }
     out.changes.sort_by(|a, b| a.path().cmp(b.path()));
     out.problems.sort_by(|a, b| a.path.cmp(&b.path));
+    out.metadata_only.sort();
     out
 }
 

@@ -89,6 +89,7 @@ pub fn run(settings: &Settings, paths: &[PathBuf], reason: Option<&str>) -> anyh
         println!("accepted {}", human_line(c));
     }
     report_problems(&cmp.problems);
+    super::report_metadata_only("accept", settings, &cmp.metadata_only);
     if history.is_empty() {
         eprintln!("fimd accept: nothing to accept");
         return Ok(exit(if cmp.problems.is_empty() {

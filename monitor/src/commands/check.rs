@@ -107,6 +107,7 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
         }
     }
     report_problems(&cmp.problems);
+    super::report_metadata_only(origin.scan, settings, &cmp.metadata_only);
     if matches!(target, Target::Host) {
         let record = super::Evidence {
             kind: "check",

@@ -21,10 +21,16 @@ pub fn run(settings: &Settings, root: &Path) -> anyhow::Result<ExitCode> {
     let bar = progress(&scan, "init");
     let replace = store.replace()?;
     let mut problems = Vec::new();
+    let mut metadata_only = Vec::new();
     let mut count = 0u64;
     while let Some(item) = scan.next_item() {
         match item {
             ScanItem::Entry(e) => {
+                replace.insert(&e)?;
+                count += 1;
+            }
+            ScanItem::MetadataOnly(e) => {
+                metadata_only.push(e.path.clone());
                 replace.insert(&e)?;
                 count += 1;
             }
@@ -67,6 +73,8 @@ pub fn run(settings: &Settings, root: &Path) -> anyhow::Result<ExitCode> {
     }];
     replace.commit(&key, &meta, &history)?;
     report_problems(&problems);
+    metadata_only.sort();
+    super::report_metadata_only("init", settings, &metadata_only);
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "fimd init: {count} entries, {} hashed in {secs:.2} s ({}/s){}; baseline sealed in {}",

@@ -423,6 +423,7 @@ impl Daemon {
             .count();
         let events = self.outbox.len() - before - alerts;
         super::report_problems(&cmp.problems);
+        super::report_metadata_only("run", &self.settings, &cmp.metadata_only);
         self.send_alerts()?;
         self.metrics.count_rescan(reason);
         self.metrics.full_check_done(started.elapsed());
@@ -613,7 +614,7 @@ impl Daemon {
         let mut problems = Vec::new();
         while let Some(item) = scan.next_item() {
             match item {
-                ScanItem::Entry(e) | ScanItem::Unstable(e) => {
+                ScanItem::Entry(e) | ScanItem::Unstable(e) | ScanItem::MetadataOnly(e) => {
                     found.insert(e.path.clone(), e);
                 }
                 ScanItem::Problem(p) => problems.push(p),

@@ -33,6 +33,9 @@ pub enum ScanItem {
     Entry(Entry),
     /// The entry was recorded, but its content changed during every read.
     Unstable(Entry),
+    /// A regular file larger than `scan.max_file_size`: by configuration its metadata (size,
+    /// mode, owner, times, inode, xattrs, flags) is recorded and compared, its content is not.
+    MetadataOnly(Entry),
     Problem(Problem),
 }
 
@@ -507,15 +510,6 @@ impl<'a> Walker<'a> {
             &self.abort,
         ) {
             Ok(h) => {
-                if h.sha256.is_none() {
-                    self.problem(
-                        logical.clone(),
-                        format!(
-                            "larger than scan.max_file_size ({} bytes): content not hashed",
-                            self.settings.max_file_size.unwrap_or_default()
-                        ),
-                    );
-                }
                 let xattrs = xattr::read_fd(&h.fd).unwrap_or_else(|e| {
                     self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
                     Vec::new()
@@ -525,7 +519,9 @@ impl<'a> Walker<'a> {
                     .fetch_add(h.stat.st_size.max(0) as u64, Ordering::Relaxed);
                 let flags = self.flags_of(&h.fd, &logical);
                 let entry = self.entry_from(&h.stat, logical, h.sha256, None, xattrs, flags);
-                self.send(if h.unstable {
+                self.send(if h.sha256.is_none() {
+                    ScanItem::MetadataOnly(entry)
+                } else if h.unstable {
                     ScanItem::Unstable(entry)
                 } else {
                     ScanItem::Entry(entry)
