@@ -397,3 +397,74 @@ fn a_baseline_from_an_older_fimd_asks_for_init_and_init_upgrades_it() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(f.check().0, 0);
 }
+
+fn generation(alert: &serde_json::Value) -> u64 {
+    alert["fim"]["baseline"]["generation"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no fim.baseline.generation: {alert:#}"))
+}
+
+/// A sealed older copy of the database put back after an accept verifies (it is a genuine
+/// baseline); what gives it away is its generation, carried by every alert and evidence record,
+/// going down.
+#[test]
+fn a_rolled_back_baseline_shows_as_its_generation_going_down() {
+    let f = Fixture::new();
+    let r = f.fimd(&["init"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stderr.contains("baseline generation 1 sealed"), "{}", r.stderr);
+    let db = f.state.join("baseline.db");
+    let saved = f.dir.path().join("gen1.db");
+    assert!(
+        !f.state.join("baseline.db-wal").exists(),
+        "the WAL is checkpointed at close"
+    );
+    fs::copy(&db, &saved).unwrap();
+
+    fs::write(f.path("a.txt"), "approved change").unwrap();
+    let r = f.fimd(&["accept", "--reason", "ticket 7"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("baseline generation 2"), "{}", r.stderr);
+    fs::write(f.path("sub/b.conf"), "tampered").unwrap();
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1);
+    let now = f.alert_for(&alerts, &f.path("sub/b.conf"));
+    assert_eq!(generation(now), 2);
+    let seal2 = now["fim"]["baseline"]["seal"].as_str().unwrap().to_owned();
+    assert_eq!(seal2.len(), 64, "HMAC-SHA256 in hex");
+    // Init also moves on: a new baseline never reuses a number.
+    let r = f.fimd(&["init"]);
+    assert!(r.stderr.contains("baseline generation 3 sealed"), "{}", r.stderr);
+    let r = f.fimd(&["accept"]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stderr.contains("nothing to accept"),
+        "no change, no new generation: {}",
+        r.stderr
+    );
+    fs::write(f.path("sub/b.conf"), "tampered again").unwrap();
+    let (_, alerts) = f.check();
+    assert_eq!(generation(f.alert_for(&alerts, &f.path("sub/b.conf"))), 3);
+
+    // The intruder puts generation 1 back: it verifies, and the accept is gone from history.
+    fs::copy(&saved, &db).unwrap();
+    let history = f.fimd(&["baseline", "history"]).json_lines();
+    assert!(history.iter().all(|h| h["action"] == "init"), "{history:#?}");
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1);
+    for a in &alerts {
+        assert_eq!(generation(a), 1, "{a:#}");
+        assert_ne!(a["fim"]["baseline"]["seal"], seal2.as_str());
+    }
+    let r = f.fimd(&["verify", "--root", "/", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("baseline generation 1"), "{}", r.stderr);
+    for a in r.json_lines() {
+        assert_eq!(generation(&a), 1, "{a:#}");
+    }
+    // The evidence of the check carries it too.
+    let r = f.fimd(&["report", "--json"]);
+    let last = r.json_lines().pop().unwrap();
+    assert_eq!(last["baseline_generation"], 1, "{last:#}");
+    assert_eq!(last["baseline_seal"], alerts[0]["fim"]["baseline"]["seal"]);
+}

@@ -12,6 +12,8 @@ use super::seal::{Key, KeyError, Sealer};
 use crate::append::state::AppendState;
 
 pub const DB_FILE: &str = "baseline.db";
+/// The metadata key of the baseline's generation (decimal).
+const GENERATION: &str = "generation";
 const SCHEMA_VERSION: i64 = 3;
 const SEAL_DOMAIN: &[u8] = b"fimd-baseline-seal-v1\0";
 const LEDGER_DOMAIN: &[u8] = b"fimd-ledger-v1\0";
@@ -101,6 +103,11 @@ pub struct Baseline {
     pub appends: HashMap<Vec<u8>, AppendState>,
     /// The seal (hex): which baseline this is, for evidence records.
     pub seal: String,
+    /// The generation (sealed in the metadata): 1 at the first `init`, then +1 on every
+    /// `init` and `accept`, never less. Alerts, evidence records and the
+    /// `fim_baseline_generation` metric carry it, so a sealed older copy put back (a rollback)
+    /// shows as the number going down where the intruder cannot reach.
+    pub generation: u64,
     /// Paths a rotation retired (their log moved to a rotated name).
     pub retired: std::collections::HashSet<Vec<u8>>,
     pub meta: HashMap<String, String>,
@@ -224,12 +231,20 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql)?;
+        // Read, not verified: a new baseline follows whatever was there (the counter only
+        // grows), even one that fails its seal, which is why it is being replaced.
+        let previous = stored_generation(&tx).map_err(sql)?;
         tx.execute_batch("DELETE FROM entries; DELETE FROM meta; DELETE FROM history; DELETE FROM ledger;")
             .map_err(sql)?;
-        Ok(Replace { tx, path })
+        Ok(Replace {
+            tx,
+            path,
+            generation: previous + 1,
+        })
     }
 
-    /// Applies accepted changes: upserts, deletions and their history rows, then reseals.
+    /// Applies accepted changes: upserts, deletions and their history rows, advances the
+    /// generation by one, then reseals. Returns the new generation.
     pub fn apply(
         &mut self,
         key: &Key,
@@ -237,7 +252,7 @@ impl Store {
         deletes: &[Vec<u8>],
         history: &[HistoryRow],
         meta: &[(&str, String)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let path = self.path.clone();
         let sql = |err| StoreError::Sqlite {
             path: path.clone(),
@@ -248,7 +263,12 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql)?;
         // Refuse to build on a baseline that was tampered with.
-        read_sealed(&tx, &path, key, &self.key_desc, |_| {})?;
+        let (sealed_meta, _) = read_sealed(&tx, &path, key, &self.key_desc, |_| {})?;
+        let generation = sealed_meta
+            .get(GENERATION)
+            .and_then(|g| g.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
         for e in upserts {
             insert_entry(&tx, e).map_err(sql)?;
         }
@@ -263,8 +283,10 @@ impl Store {
         }
         insert_history(&tx, history).map_err(sql)?;
         set_meta(&tx, meta).map_err(sql)?;
+        set_meta(&tx, &[(GENERATION, generation.to_string())]).map_err(sql)?;
         write_seal(&tx, &path, key)?;
-        tx.commit().map_err(sql)
+        tx.commit().map_err(sql)?;
+        Ok(generation)
     }
 
     /// Loads the baseline, verifying its seal.
@@ -307,10 +329,21 @@ impl Store {
             entries.extend(by_path.into_values().flatten());
             entries.sort_by(|a, b| a.path.cmp(&b.path));
         }
+        let generation = meta
+            .get(GENERATION)
+            .map(|g| {
+                g.parse().map_err(|_| StoreError::Malformed {
+                    path: self.path.clone(),
+                    what: format!("generation {g:?}"),
+                })
+            })
+            .transpose()?
+            .unwrap_or(0);
         Ok(Baseline {
             entries,
             appends,
             seal,
+            generation,
             retired,
             meta,
             history,
@@ -468,6 +501,8 @@ impl Store {
 pub struct Replace<'c> {
     tx: Transaction<'c>,
     path: PathBuf,
+    /// The generation the new baseline gets: one more than the one it replaces.
+    generation: u64,
 }
 
 impl Replace<'_> {
@@ -476,6 +511,11 @@ impl Replace<'_> {
             path: self.path.clone(),
             err,
         })
+    }
+
+    /// The generation this baseline will have.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn commit(
@@ -489,6 +529,7 @@ impl Replace<'_> {
             err,
         };
         set_meta(&self.tx, meta).map_err(sql)?;
+        set_meta(&self.tx, &[(GENERATION, self.generation.to_string())]).map_err(sql)?;
         insert_history(&self.tx, history).map_err(sql)?;
         write_seal(&self.tx, &self.path, key)?;
         self.tx.commit().map_err(sql)
@@ -552,6 +593,16 @@ fn insert_entry(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
         e.flags,
     ])?;
     Ok(())
+}
+
+/// The generation in the metadata as stored, unverified; 0 when there is none.
+fn stored_generation(conn: &Connection) -> rusqlite::Result<u64> {
+    let g: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [GENERATION], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(g.and_then(|g| g.parse().ok()).unwrap_or(0))
 }
 
 fn insert_history(conn: &Connection, rows: &[HistoryRow]) -> rusqlite::Result<()> {

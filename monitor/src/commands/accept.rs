@@ -98,9 +98,9 @@ pub fn run(settings: &Settings, paths: &[PathBuf], reason: Option<&str>) -> anyh
             EXIT_ERROR
         }));
     }
-    store.apply(&key, &upserts, &deletes, &history, &[("updated_at", at)])?;
+    let generation = store.apply(&key, &upserts, &deletes, &history, &[("updated_at", at)])?;
     eprintln!(
-        "fimd accept: {} changes taken into the baseline by {who}",
+        "fimd accept: {} changes taken into the baseline by {who}; baseline generation {generation}",
         history.len()
     );
     Ok(exit(EXIT_CLEAN))

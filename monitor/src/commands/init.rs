@@ -71,13 +71,14 @@ pub fn run(settings: &Settings, root: &Path) -> anyhow::Result<ExitCode> {
         path: None,
         detail: format!("{count} entries from {}", root.display()),
     }];
+    let generation = replace.generation();
     replace.commit(&key, &meta, &history)?;
     report_problems(&problems);
     metadata_only.sort();
     super::report_metadata_only("init", settings, &metadata_only);
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "fimd init: {count} entries, {} hashed in {secs:.2} s ({}/s){}; baseline sealed in {}",
+        "fimd init: {count} entries, {} hashed in {secs:.2} s ({}/s){}; baseline generation {generation} sealed in {}",
         indicatif::HumanBytes(bytes),
         indicatif::HumanBytes((bytes as f64 / secs.max(1e-9)) as u64),
         if problems.is_empty() {

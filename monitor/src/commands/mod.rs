@@ -140,6 +140,8 @@ pub(crate) struct Evidence<'a> {
     pub events: usize,
     pub problems: usize,
     pub seal: &'a str,
+    /// The baseline's generation (see `Baseline::generation`).
+    pub generation: u64,
 }
 
 impl Evidence<'_> {
@@ -155,6 +157,7 @@ impl Evidence<'_> {
             "allowed_events": self.events,
             "not_compared": self.problems,
             "baseline_seal": self.seal,
+            "baseline_generation": self.generation,
             "configuration": settings.source.display().to_string(),
             "fimd_version": env!("CARGO_PKG_VERSION"),
         })

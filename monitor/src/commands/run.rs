@@ -21,7 +21,7 @@ use crate::baseline::seal::Key;
 use crate::baseline::store::{LedgerRow, Store};
 use crate::compare::{self, Action, Change, Kind, Mode, diff};
 use crate::config::{Policy, Settings};
-use crate::output::alert::{Origin, hostname, to_json};
+use crate::output::alert::{BaselineRef, Origin, hostname, to_json};
 use crate::output::dispatch::Dispatcher;
 use crate::scan::{self, ScanItem};
 use crate::sensor::Sensor;
@@ -234,6 +234,7 @@ async fn serve(
     health.set_ready(false);
     let (store, key, baseline) = open_baseline(settings)?;
     health.set_baseline_verified(true);
+    metrics.baseline_generation.set(baseline.generation as i64);
     if let Some(p) = super::coverage_problem(settings, &baseline) {
         anyhow::bail!("{}: {}", settings.source.display(), p.message);
     }
@@ -270,6 +271,10 @@ async fn serve(
             host: hostname(),
             scan: "realtime",
             root: None,
+            baseline: Some(BaselineRef {
+                generation: baseline.generation,
+                seal: baseline.seal.clone(),
+            }),
         },
         mode,
         settings: settings.clone(),
@@ -436,6 +441,7 @@ impl Daemon {
             events,
             problems: cmp.problems.len(),
             seal,
+            generation: self.origin.baseline.as_ref().map_or(0, |b| b.generation),
         }
         .to_json(&self.settings);
         self.store.evidence_append(&self.key, &record)?;

@@ -15,6 +15,24 @@ pub struct Origin {
     pub scan: &'static str,
     /// The tree that was read, when it is not the host's own `/`.
     pub root: Option<String>,
+    /// The baseline the finding was judged against (`fim.baseline`).
+    pub baseline: Option<BaselineRef>,
+}
+
+/// Which baseline: its generation (1 at the first `init`, +1 on every `init` and `accept`)
+/// and its seal, the hex HMAC-SHA256 over its content. A sealed older copy put back carries a
+/// lower generation than the alerts already sent: that is how a rollback shows.
+#[derive(Debug, Clone)]
+pub struct BaselineRef {
+    pub generation: u64,
+    pub seal: String,
+}
+
+impl BaselineRef {
+    /// `fim.baseline`: `{"generation": N, "seal": "hex"}`.
+    pub fn to_json(&self) -> Value {
+        json!({ "generation": self.generation, "seal": self.seal })
+    }
 }
 
 pub fn now_rfc3339() -> String {
@@ -113,6 +131,9 @@ pub fn to_json(c: &Change, origin: &Origin) -> Value {
     if let Some(root) = &origin.root {
         fim.insert("root".into(), json!(root));
     }
+    if let Some(b) = &origin.baseline {
+        fim.insert("baseline".into(), b.to_json());
+    }
     for (k, v) in &c.extra {
         fim.insert((*k).into(), v.clone());
     }
@@ -139,6 +160,9 @@ pub fn problem_json(p: &crate::scan::Problem, origin: &Origin) -> Value {
     fim.insert("scan".into(), json!(origin.scan));
     if let Some(raw) = raw {
         fim.insert("path_bytes_b64".into(), json!(raw));
+    }
+    if let Some(b) = &origin.baseline {
+        fim.insert("baseline".into(), b.to_json());
     }
     json!({
         "@timestamp": now_rfc3339(),
