@@ -335,3 +335,40 @@ fn a_filesystem_without_inode_flags_records_none() {
     assert!(x.get("attributes").is_none(), "{x}");
     assert_eq!(f.check().0, 0);
 }
+
+/// Under the append-only policy growth is an event, but clearing `+a` (what comes before a log
+/// is wiped) is an alert even when the log also grew.
+#[test]
+fn clearing_append_only_on_a_log_alerts_under_the_append_only_policy() {
+    if !privileged("chattr +a") {
+        return;
+    }
+    let f = Fixture::with_config_extra("policy = \"append-only\"");
+    let log = f.path("app.log");
+    fs::write(&log, "line 1\n").unwrap();
+    let _clear = Unchattr(vec![log.clone()]);
+    sh("chattr", &["+a", log.to_str().unwrap()]);
+    f.init();
+    use std::io::Write;
+    let append = || {
+        fs::File::options()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(b"line 2\n")
+            .unwrap()
+    };
+    append();
+    let (code, alerts) = f.check();
+    assert_eq!(code, 0, "an append is allowed: {alerts:#?}");
+    assert_eq!(f.alert_for(&alerts, &log)["event"]["action"], "appended");
+    sh("chattr", &["-a", log.to_str().unwrap()]);
+    append();
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1, "{alerts:#?}");
+    let a = f.alert_for(&alerts, &log);
+    assert_eq!(a["event"]["action"], "attributes_modified", "{a:#}");
+    assert_eq!(a["event"]["kind"], "alert");
+    assert!(changes(a).contains(&"flags".into()), "{a:#}");
+    assert_eq!(attributes(&a["fim"]["previous"]["attributes"]), ["append"]);
+}

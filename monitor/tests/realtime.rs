@@ -771,6 +771,16 @@ fn inode_flags_set_by_chattr_are_alerted_with_their_process() {
     fs::write(&planted, "payload").unwrap();
     fs::write(&log, "entries\n").unwrap();
     common::sh("chattr", &["+a", s(&log)]);
+    // An immutable file left behind would keep the temporary tree from being removed.
+    struct Clear(Vec<std::path::PathBuf>);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = Command::new("chattr").arg("-ia").arg(p).status();
+            }
+        }
+    }
+    let _clear = Clear(vec![planted.clone(), log.clone()]);
     let d = Daemon::start(&f);
     let flags = |want: &'static [&'static str]| {
         move |a: &Value| {
@@ -790,6 +800,5 @@ fn inode_flags_set_by_chattr_are_alerted_with_their_process() {
     let pid = by("chattr", &["-a", s(&log)]);
     let a = d.expect_where(&log, "attributes_modified", pid, flags(&[]));
     assert_eq!(a["fim"]["previous"]["attributes"], serde_json::json!(["append"]));
-    common::sh("chattr", &["-i", s(&planted)]);
     drop(d);
 }
