@@ -97,6 +97,8 @@ pub struct Comparison {
     pub problems: Vec<Problem>,
     /// Entries seen in this scan.
     pub scanned: u64,
+    /// Paths of files larger than `scan.max_file_size`, compared by metadata only.
+    pub metadata_only: Vec<Vec<u8>>,
 }
 
 /// Names of the attributes of `new` that differ from `old`.
@@ -130,6 +132,11 @@ pub fn diff(old: &Entry, new: &Entry, mode: Mode) -> Vec<&'static str> {
     }
     if old.xattrs != new.xattrs {
         out.push("xattr");
+    }
+    // Like content: flags that could not be read now (the scan reports why) are not a change;
+    // flags the baseline could not record are, until accepted.
+    if new.flags.is_some() && old.flags != new.flags {
+        out.push("flags");
     }
     if !is_dir && old.mtime_ns != new.mtime_ns {
         out.push("mtime");
@@ -178,6 +185,10 @@ pub fn compare(
     while let Some(item) = scan.next_item() {
         let entry = match item {
             ScanItem::Entry(e) => e,
+            ScanItem::MetadataOnly(e) => {
+                out.metadata_only.push(e.path.clone());
+                e
+            }
             ScanItem::Unstable(e) => {
                 out.problems.push(Problem {
                     path: e.path.clone(),
@@ -292,6 +303,7 @@ pub fn compare(
     }
     out.changes.sort_by(|a, b| a.path().cmp(b.path()));
     out.problems.sort_by(|a, b| a.path.cmp(&b.path));
+    out.metadata_only.sort();
     out
 }
 
@@ -320,6 +332,7 @@ mod tests {
             sha256: Some([1; 32]),
             link_target: None,
             xattrs: Vec::new(),
+            flags: Some(0),
         }
     }
 
@@ -342,6 +355,22 @@ mod tests {
         unhashed.sha256 = None;
         assert_eq!(diff(&unhashed, &a, Mode::Portable), vec!["content"]);
         assert!(diff(&a, &unhashed, Mode::Portable).is_empty());
+        let mut immutable = file();
+        immutable.flags = Some(crate::scan::flags::IMMUTABLE);
+        for mode in [Mode::Full, Mode::Portable] {
+            assert_eq!(diff(&a, &immutable, mode), vec!["flags"]);
+            assert_eq!(diff(&immutable, &a, mode), vec!["flags"]);
+        }
+        assert_eq!(
+            action_for(&diff(&a, &immutable, Mode::Full)),
+            Action::AttributesModified
+        );
+        // Flags that cannot be read now are not a change (the scan says why); ones the baseline
+        // could not record are, until accepted.
+        let mut unread = file();
+        unread.flags = None;
+        assert!(diff(&a, &unread, Mode::Full).is_empty());
+        assert_eq!(diff(&unread, &a, Mode::Full), vec!["flags"]);
         assert!(is_under(b"/etc/x", b"/etc") && is_under(b"/etc", b"/etc/") && is_under(b"/a", b"/"));
         assert!(!is_under(b"/etcx", b"/etc"));
     }

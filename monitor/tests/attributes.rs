@@ -100,7 +100,7 @@ fn each_attribute_change_is_named() {
     expect("acl", "attributes_modified", &["xattr"]);
     let acl = f.alert_for(&alerts, &t("acl"));
     assert!(
-        acl["file"]["attributes"]
+        acl["fim"]["xattrs"]
             .as_array()
             .unwrap()
             .iter()
@@ -136,7 +136,7 @@ fn file_capabilities_are_detected() {
     let a = f.alert_for(&alerts, &p);
     assert!(changes(a).contains(&"xattr".into()));
     assert!(
-        a["file"]["attributes"]
+        a["fim"]["xattrs"]
             .as_array()
             .unwrap()
             .iter()
@@ -228,4 +228,147 @@ fn exclusions_and_sink() {
     assert_eq!(logged.len(), 1);
     assert_eq!(logged[0]["file"]["path"], f.path("a.txt").display().to_string());
     assert_eq!(logged[0]["host"]["name"], alerts[0]["host"]["name"]);
+}
+
+/// Clears the flags that would keep the test's temporary tree from being removed.
+struct Unchattr(Vec<std::path::PathBuf>);
+
+impl Drop for Unchattr {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::process::Command::new("chattr").arg("-ia").arg(p).status();
+        }
+    }
+}
+
+fn attributes(a: &serde_json::Value) -> Vec<String> {
+    a.as_array()
+        .unwrap_or_else(|| panic!("not an array: {a}"))
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `chattr` on ext4 (the tests' temporary directory): each flag set or cleared is a named
+/// change, with the flags before and after, under `check` and `verify`.
+#[test]
+fn inode_flags_are_recorded_and_compared() {
+    if !privileged("chattr +i and +a") {
+        return;
+    }
+    let f = Fixture::new();
+    let t = |n: &str| f.path(n);
+    for n in ["planted", "log", "noatime", "nodump"] {
+        fs::write(t(n), n).unwrap();
+    }
+    fs::create_dir(t("dir")).unwrap();
+    let _clear = Unchattr(vec![t("planted"), t("log")]);
+    sh("chattr", &["+a", t("log").to_str().unwrap()]);
+    f.init();
+    let show = f.fimd(&["baseline", "show"]).json_lines();
+    let log = show.iter().find(|e| e["name"] == "log").unwrap();
+    assert_eq!(log["flags"], "a", "{log}");
+    assert_eq!(attributes(&log["attributes"]), ["append"]);
+    assert_eq!(f.check().0, 0, "flags unchanged: clean");
+
+    sh("chattr", &["+i", t("planted").to_str().unwrap()]);
+    // What comes before a log is wiped.
+    sh("chattr", &["-a", t("log").to_str().unwrap()]);
+    sh("chattr", &["+A", t("noatime").to_str().unwrap()]);
+    sh("chattr", &["+d", t("nodump").to_str().unwrap()]);
+    sh("chattr", &["+d", t("dir").to_str().unwrap()]);
+    let expect = |alerts: &[serde_json::Value], name: &str, now: &[&str], before: &[&str]| {
+        let a = f.alert_for(alerts, &t(name));
+        assert_eq!(a["event"]["action"], "attributes_modified", "{name}: {a:#}");
+        assert!(changes(a).contains(&"flags".into()), "{name}: {a:#}");
+        assert_eq!(attributes(&a["file"]["attributes"]), now, "{name}");
+        assert_eq!(attributes(&a["fim"]["previous"]["attributes"]), before, "{name}");
+    };
+    let check = |alerts: &[serde_json::Value]| {
+        expect(alerts, "planted", &["immutable"], &[]);
+        expect(alerts, "log", &[], &["append"]);
+        expect(alerts, "noatime", &["noatime"], &[]);
+        expect(alerts, "nodump", &["nodump"], &[]);
+        expect(alerts, "dir", &["nodump"], &[]);
+    };
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1);
+    assert_eq!(alerts.len(), 5, "{alerts:#?}");
+    check(&alerts);
+    // verify compares flags too (a snapshot or image keeps them; here, the host's own tree).
+    let r = f.fimd(&["verify", "--root", "/", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let alerts = r.json_lines();
+    check(&alerts);
+    for a in &alerts {
+        assert_eq!(changes(a), ["flags"], "verify compares no identity: {a:#}");
+    }
+    // The human line shows the flags before and after, as lsattr letters.
+    let r = f.fimd(&["check"]);
+    assert!(r.stdout.contains("flags - -> i"), "{}", r.stdout);
+    assert!(r.stdout.contains("flags a -> -"), "{}", r.stdout);
+
+    // Accepted, the new flags are the baseline; taking +i away again is a change.
+    assert_eq!(f.fimd(&["accept"]).code, 0);
+    assert_eq!(f.check().0, 0);
+    sh("chattr", &["-i", t("planted").to_str().unwrap()]);
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    expect(&alerts, "planted", &[], &["immutable"]);
+}
+
+/// A filesystem without inode flags records "none", and that is no change.
+#[test]
+fn a_filesystem_without_inode_flags_records_none() {
+    if !privileged("mounting a filesystem without FS_IOC_GETFLAGS") {
+        return;
+    }
+    // ramfs has no fileattr operations: FS_IOC_GETFLAGS answers ENOTTY.
+    let f = Fixture::new();
+    let _m = common::Mount::new(&["-t", "ramfs", "ramfs"], &f.tree);
+    fs::write(f.path("x"), "x").unwrap();
+    f.init();
+    let show = f.fimd(&["baseline", "show"]).json_lines();
+    let x = show.iter().find(|e| e["name"] == "x").unwrap();
+    assert_eq!(x["flags"], "none", "{x}");
+    assert!(x.get("attributes").is_none(), "{x}");
+    assert_eq!(f.check().0, 0);
+}
+
+/// Under the append-only policy growth is an event, but clearing `+a` (what comes before a log
+/// is wiped) is an alert even when the log also grew.
+#[test]
+fn clearing_append_only_on_a_log_alerts_under_the_append_only_policy() {
+    if !privileged("chattr +a") {
+        return;
+    }
+    let f = Fixture::with_config_extra("policy = \"append-only\"");
+    let log = f.path("app.log");
+    fs::write(&log, "line 1\n").unwrap();
+    let _clear = Unchattr(vec![log.clone()]);
+    sh("chattr", &["+a", log.to_str().unwrap()]);
+    f.init();
+    use std::io::Write;
+    let append = || {
+        fs::File::options()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(b"line 2\n")
+            .unwrap()
+    };
+    append();
+    let (code, alerts) = f.check();
+    assert_eq!(code, 0, "an append is allowed: {alerts:#?}");
+    assert_eq!(f.alert_for(&alerts, &log)["event"]["action"], "appended");
+    sh("chattr", &["-a", log.to_str().unwrap()]);
+    append();
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1, "{alerts:#?}");
+    let a = f.alert_for(&alerts, &log);
+    assert_eq!(a["event"]["action"], "attributes_modified", "{a:#}");
+    assert_eq!(a["event"]["kind"], "alert");
+    assert!(changes(a).contains(&"flags".into()), "{a:#}");
+    assert_eq!(attributes(&a["fim"]["previous"]["attributes"]), ["append"]);
 }

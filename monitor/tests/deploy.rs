@@ -1065,6 +1065,7 @@ fn prometheus_rules_pass_promtool_and_each_rule_is_tested_firing_and_silent() {
         "FimdDown",
         "FimdAbsent",
         "FimdAlertOutputDropping",
+        "FimdBaselineRolledBack",
         "FimdDaemonSetNotFullyAvailable",
     ] {
         assert!(alerts.contains(expected), "no {expected} rule");

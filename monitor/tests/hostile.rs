@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine as _;
-use common::{Fixture, privileged, run};
+use common::{Fixture, changes, privileged, run};
 
 #[test]
 fn non_utf8_and_newline_names_survive_intact() {
@@ -359,23 +359,99 @@ fn narrowing_the_configuration_is_not_silent() {
     assert_eq!(f.check().0, 1);
 }
 
-#[test]
-fn files_over_the_size_cap_are_recorded_unhashed_and_reported() {
+/// A fixture whose `scan.max_file_size` is 1 KiB.
+fn capped() -> Fixture {
     let f = Fixture::new();
-    fs::write(f.path("big"), vec![0u8; 4096]).unwrap();
     // Tables come after top-level keys: append.
     let text = fs::read_to_string(&f.config).unwrap();
-    fs::write(&f.config, format!("{text}\n[scan]\nmax_file_size = \"1K\"\n")).unwrap();
+    fs::write(&f.config, format!("{text}\n[scan]\nmax_file_size = \"1KiB\"\n")).unwrap();
+    f
+}
+
+fn metadata_only_lines(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| l.contains("metadata only")).collect()
+}
+
+#[test]
+fn files_over_the_size_cap_are_recorded_unhashed_and_named_once() {
+    let f = capped();
+    fs::write(f.path("big"), vec![0u8; 2048]).unwrap();
+    fs::write(f.path("huge"), vec![1u8; 4096]).unwrap();
     let r = f.fimd(&["init"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines = metadata_only_lines(&r.stderr);
+    assert_eq!(lines.len(), 1, "one summary line: {}", r.stderr);
     assert!(
-        r.stderr
-            .contains("big: larger than scan.max_file_size (1024 bytes)"),
+        lines[0].contains("2 file(s) larger than scan.max_file_size (1024 bytes)")
+            && lines[0].contains(&f.path("big").display().to_string())
+            && lines[0].contains(&f.path("huge").display().to_string()),
         "{}",
-        r.stderr
+        lines[0]
     );
     let show = f.fimd(&["baseline", "show"]).json_lines();
     let big = show.iter().find(|e| e["name"] == "big").unwrap();
     assert!(big.get("hash").is_none());
-    assert_eq!(big["size"], 4096);
+    assert_eq!(big["size"], 2048);
+    // Unchanged: clean, and said once, not as a warning.
+    let r = f.fimd(&["check", "--json"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(metadata_only_lines(&r.stderr).len(), 1, "{}", r.stderr);
+    assert!(!r.stderr.contains("warning:"), "{}", r.stderr);
+    assert!(r.stderr.contains("0 warnings"), "{}", r.stderr);
+}
+
+#[test]
+fn files_over_the_size_cap_are_compared_by_metadata_and_accepted() {
+    let f = capped();
+    fs::write(f.path("big"), vec![0u8; 2048]).unwrap();
+    fs::write(f.path("grows"), vec![0u8; 512]).unwrap();
+    fs::write(f.path("resized"), vec![0u8; 2048]).unwrap();
+    fs::write(f.path("chmod"), vec![0u8; 2048]).unwrap();
+    f.init();
+
+    // A plain accept of an unrelated change is not blocked by the big files.
+    fs::write(f.path("a.txt"), "approved").unwrap();
+    let r = f.fimd(&["accept"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("Nothing was accepted"), "{}", r.stderr);
+    assert!(r.stderr.contains("1 changes taken"), "{}", r.stderr);
+    assert_eq!(f.check().0, 0);
+
+    // Grew past the cap; a size change while over it; a mode change while over it.
+    fs::write(f.path("grows"), vec![0u8; 2048]).unwrap();
+    fs::write(f.path("resized"), vec![0u8; 3000]).unwrap();
+    fs::set_permissions(f.path("chmod"), fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1, "{alerts:#?}");
+    assert_eq!(alerts.len(), 3, "{alerts:#?}");
+    let grows = f.alert_for(&alerts, &f.path("grows"));
+    assert_eq!(grows["event"]["action"], "updated");
+    assert!(changes(grows).contains(&"size".into()), "{grows:#}");
+    assert!(grows["fim"]["previous"]["hash"]["sha256"].is_string());
+    assert!(grows["file"].get("hash").is_none(), "{grows:#}");
+    let resized = f.alert_for(&alerts, &f.path("resized"));
+    assert_eq!(resized["event"]["action"], "updated");
+    assert!(changes(resized).contains(&"size".into()), "{resized:#}");
+    assert!(!changes(resized).contains(&"content".into()), "{resized:#}");
+    let chmod = f.alert_for(&alerts, &f.path("chmod"));
+    assert_eq!(chmod["event"]["action"], "attributes_modified");
+    assert!(changes(chmod).contains(&"mode".into()), "{chmod:#}");
+
+    // Each is accepted, one by one.
+    for name in ["grows", "resized", "chmod"] {
+        let r = f.fimd(&["accept", f.path(name).to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        assert!(
+            r.stdout.contains(&f.path(name).display().to_string()),
+            "{}",
+            r.stdout
+        );
+    }
+    let r = f.fimd(&["check"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        metadata_only_lines(&r.stderr)[0].contains("4 file(s)"),
+        "{}",
+        r.stderr
+    );
 }

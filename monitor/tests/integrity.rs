@@ -220,3 +220,251 @@ fn verify_a_read_only_bind_mount_without_writing() {
     assert_eq!(r.code, 1);
     assert_eq!(r.json_lines()[0]["event"]["action"], "updated");
 }
+
+fn mode_of(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn the_state_is_private_and_looser_modes_are_repaired_with_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    f.init();
+    let db = f.state.join("baseline.db");
+    let key = f.state.join("hmac.key");
+    assert_eq!(mode_of(&f.state), 0o700, "state directory");
+    assert_eq!(mode_of(&db), 0o600, "baseline.db");
+    assert_eq!(mode_of(&key), 0o600, "hmac.key");
+    // Each member: one path made too open, then a check that must repair it, say so and pass.
+    let members: [(&std::path::Path, u32, u32); 4] = [
+        (&f.state, 0o755, 0o700),
+        (&db, 0o644, 0o600),
+        (&key, 0o640, 0o600),
+        (&db, 0o606, 0o600),
+    ];
+    for (path, loose, fixed) in members {
+        fs::set_permissions(path, fs::Permissions::from_mode(loose)).unwrap();
+        let r = f.fimd(&["check"]);
+        assert_eq!(r.code, 0, "{}: {}", path.display(), r.stderr);
+        assert!(
+            r.stderr
+                .contains(&format!("{} was mode {loose:04o}", path.display())),
+            "no warning naming {} {loose:o}: {}",
+            path.display(),
+            r.stderr
+        );
+        assert_eq!(mode_of(path), fixed, "{} not repaired", path.display());
+        // Repaired once: the next run has nothing to say.
+        let r = f.fimd(&["check"]);
+        assert!(!r.stderr.contains("was mode"), "{}", r.stderr);
+    }
+    // The WAL companions SQLite makes take the database's mode.
+    let r = f.fimd(&["accept"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for e in fs::read_dir(&f.state).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode_of(&p), 0o600, "{}", p.display());
+    }
+}
+
+#[test]
+fn state_owned_by_another_user_is_refused() {
+    if !privileged("chown of the state files") {
+        return;
+    }
+    let f = Fixture::new();
+    f.init();
+    for name in [None, Some("baseline.db"), Some("hmac.key")] {
+        let path = name.map_or_else(|| f.state.clone(), |n| f.state.join(n));
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        let r = f.fimd(&["check"]);
+        assert_eq!(r.code, 2, "{}: {}", path.display(), r.stderr);
+        assert!(
+            r.stderr
+                .contains(&format!("{} belongs to uid 65534", path.display())),
+            "{}: {}",
+            path.display(),
+            r.stderr
+        );
+        std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+        assert_eq!(f.fimd(&["check"]).code, 0);
+    }
+}
+
+#[test]
+fn a_database_path_that_is_not_a_database_is_refused_and_nothing_is_created() {
+    let f = Fixture::new();
+    f.init();
+    let db = f.state.join("baseline.db");
+    let good = f.dir.path().join("good.db");
+    fs::copy(&db, &good).unwrap();
+    let good_bytes = fs::read(&good).unwrap();
+    let elsewhere = f.dir.path().join("elsewhere.db");
+    type Setup = fn(&std::path::Path, &std::path::Path, &std::path::Path);
+    let members: [(&str, Setup, &str); 5] = [
+        (
+            "empty file",
+            |db, _, _| fs::write(db, "").unwrap(),
+            "is empty (0 bytes",
+        ),
+        (
+            "dangling symlink",
+            |db, _, elsewhere| std::os::unix::fs::symlink(elsewhere, db).unwrap(),
+            "is a symbolic link to",
+        ),
+        (
+            // A valid database behind the link: following it would pass.
+            "symlink to a database",
+            |db, good, _| std::os::unix::fs::symlink(good, db).unwrap(),
+            "is a symbolic link to",
+        ),
+        (
+            "FIFO",
+            |db, _, _| nix::unistd::mkfifo(db, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap(),
+            "is a fifo, not a regular file",
+        ),
+        (
+            "directory",
+            |db, _, _| fs::create_dir(db).unwrap(),
+            "is a dir, not a regular file",
+        ),
+    ];
+    for (what, setup, says) in members {
+        if db.is_dir() {
+            fs::remove_dir(&db).unwrap();
+        } else {
+            fs::remove_file(&db).unwrap();
+        }
+        setup(&db, &good, &elsewhere);
+        for args in [
+            &["check"][..],
+            &["verify", "--root", "/"],
+            &["accept"],
+            &["baseline", "show"],
+            &["report"],
+            &["init"],
+        ] {
+            let r = f.fimd(args);
+            assert_eq!(r.code, 2, "{what}: {args:?} did not refuse: {}", r.stderr);
+            assert!(
+                r.stderr.contains(&db.display().to_string()) && r.stderr.contains(says),
+                "{what}: {args:?} does not name the path and {says:?}: {}",
+                r.stderr
+            );
+            assert!(
+                !r.stderr.contains("no baseline in"),
+                "{what}: {args:?} advises a new baseline: {}",
+                r.stderr
+            );
+            assert!(
+                !elsewhere.exists(),
+                "{what}: {args:?} created the symlink's target"
+            );
+        }
+    }
+    // The linked database was never written to.
+    assert_eq!(fs::read(&good).unwrap(), good_bytes);
+    // A missing database is simply no baseline, and check creates nothing.
+    fs::remove_dir(&db).unwrap();
+    let r = f.fimd(&["check"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no baseline in"), "{}", r.stderr);
+    assert!(!db.exists(), "check created a database");
+}
+
+#[test]
+fn a_baseline_from_an_older_fimd_asks_for_init_and_init_upgrades_it() {
+    let f = Fixture::new();
+    f.init();
+    // What fimd with schema version 2 left: no inode flags.
+    let db = rusqlite::Connection::open(f.state.join("baseline.db")).unwrap();
+    db.execute_batch(
+        "ALTER TABLE entries DROP COLUMN flags; ALTER TABLE ledger DROP COLUMN flags; PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(db);
+    for args in [&["check"][..], &["accept"], &["baseline", "show"]] {
+        let r = f.fimd(args);
+        assert_eq!(r.code, 2, "{args:?}");
+        assert!(
+            r.stderr.contains("schema version 2, from an older fimd") && r.stderr.contains("`fimd init`"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    let r = f.fimd(&["init"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(f.check().0, 0);
+}
+
+fn generation(alert: &serde_json::Value) -> u64 {
+    alert["fim"]["baseline"]["generation"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no fim.baseline.generation: {alert:#}"))
+}
+
+/// A sealed older copy of the database put back after an accept verifies (it is a genuine
+/// baseline); what gives it away is its generation, carried by every alert and evidence record,
+/// going down.
+#[test]
+fn a_rolled_back_baseline_shows_as_its_generation_going_down() {
+    let f = Fixture::new();
+    let r = f.fimd(&["init"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stderr.contains("baseline generation 1 sealed"), "{}", r.stderr);
+    let db = f.state.join("baseline.db");
+    let saved = f.dir.path().join("gen1.db");
+    assert!(
+        !f.state.join("baseline.db-wal").exists(),
+        "the WAL is checkpointed at close"
+    );
+    fs::copy(&db, &saved).unwrap();
+
+    fs::write(f.path("a.txt"), "approved change").unwrap();
+    let r = f.fimd(&["accept", "--reason", "ticket 7"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("baseline generation 2"), "{}", r.stderr);
+    fs::write(f.path("sub/b.conf"), "tampered").unwrap();
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1);
+    let now = f.alert_for(&alerts, &f.path("sub/b.conf"));
+    assert_eq!(generation(now), 2);
+    let seal2 = now["fim"]["baseline"]["seal"].as_str().unwrap().to_owned();
+    assert_eq!(seal2.len(), 64, "HMAC-SHA256 in hex");
+    // Init also moves on: a new baseline never reuses a number.
+    let r = f.fimd(&["init"]);
+    assert!(r.stderr.contains("baseline generation 3 sealed"), "{}", r.stderr);
+    let r = f.fimd(&["accept"]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stderr.contains("nothing to accept"),
+        "no change, no new generation: {}",
+        r.stderr
+    );
+    fs::write(f.path("sub/b.conf"), "tampered again").unwrap();
+    let (_, alerts) = f.check();
+    assert_eq!(generation(f.alert_for(&alerts, &f.path("sub/b.conf"))), 3);
+
+    // The intruder puts generation 1 back: it verifies, and the accept is gone from history.
+    fs::copy(&saved, &db).unwrap();
+    let history = f.fimd(&["baseline", "history"]).json_lines();
+    assert!(history.iter().all(|h| h["action"] == "init"), "{history:#?}");
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1);
+    for a in &alerts {
+        assert_eq!(generation(a), 1, "{a:#}");
+        assert_ne!(a["fim"]["baseline"]["seal"], seal2.as_str());
+    }
+    let r = f.fimd(&["verify", "--root", "/", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("baseline generation 1"), "{}", r.stderr);
+    for a in r.json_lines() {
+        assert_eq!(generation(&a), 1, "{a:#}");
+    }
+    // The evidence of the check carries it too.
+    let r = f.fimd(&["report", "--json"]);
+    let last = r.json_lines().pop().unwrap();
+    assert_eq!(last["baseline_generation"], 1, "{last:#}");
+    assert_eq!(last["baseline_seal"], alerts[0]["fim"]["baseline"]["seal"]);
+}

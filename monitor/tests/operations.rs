@@ -93,6 +93,7 @@ fn metrics_health_schedule_and_evidence() {
         "fim_hash_duration_seconds",
         "fim_integrity_changes_total",
         "fim_baseline_files",
+        "fim_baseline_generation",
         "fim_last_full_check_timestamp_seconds",
         "fim_last_full_check_duration_seconds",
         "fim_output_events_total",
@@ -107,6 +108,11 @@ fn metrics_health_schedule_and_evidence() {
         Some(1.0)
     );
     assert_eq!(sample(&metrics, "fim_baseline_files"), Some(4.0), "{metrics}");
+    assert_eq!(
+        sample(&metrics, "fim_baseline_generation"),
+        Some(1.0),
+        "{metrics}"
+    );
     // No path, pid or container id ever becomes a label.
     assert!(
         !metrics.contains(s(&f.tree)),
@@ -114,7 +120,13 @@ fn metrics_health_schedule_and_evidence() {
     );
 
     let pid = by("sh", &["-c", &format!("echo changed >> {}", s(&f.path("a.txt")))]);
-    d.expect(&f.path("a.txt"), "updated", pid);
+    let a = d.expect(&f.path("a.txt"), "updated", pid);
+    assert_eq!(a["fim"]["baseline"]["generation"], 1, "{a:#}");
+    assert_eq!(
+        a["fim"]["baseline"]["seal"].as_str().map(str::len),
+        Some(64),
+        "{a:#}"
+    );
     let m = wait_metric(
         port,
         "fim_integrity_changes_total{action=\"updated\",kind=\"alert\"}",
@@ -152,6 +164,10 @@ fn metrics_health_schedule_and_evidence() {
     assert_eq!(last["differences"], 1, "{last:#}");
     assert_eq!(last["files_compared"], 4, "{last:#}");
     assert!(records.iter().all(|r| r["chain_intact"] == true));
+    assert!(
+        records.iter().all(|r| r["baseline_generation"] == 1),
+        "{records:#?}"
+    );
 
     // Editing a record (here: hiding the difference) breaks the chain from there on.
     let db = f.state.join("baseline.db");

@@ -952,4 +952,47 @@ fn fanotify_gap_a_short_lived_mapping_after_close_is_caught_by_the_full_comparis
             .any(|a| a["file"]["path"] == s(&target) && a["event"]["action"] == "updated"),
         "{alerts:#?}"
     );
+
+/// `chattr` changes the inode flags and the ctime: the daemon rescans with the scan's code and
+/// names the flags, with who set them (ext4, the temporary directory's filesystem).
+#[test]
+fn inode_flags_set_by_chattr_are_alerted_with_their_process() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    let (planted, log) = (f.path("planted"), f.path("log"));
+    fs::write(&planted, "payload").unwrap();
+    fs::write(&log, "entries\n").unwrap();
+    common::sh("chattr", &["+a", s(&log)]);
+    // An immutable file left behind would keep the temporary tree from being removed.
+    struct Clear(Vec<std::path::PathBuf>);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = Command::new("chattr").arg("-ia").arg(p).status();
+            }
+        }
+    }
+    let _clear = Clear(vec![planted.clone(), log.clone()]);
+    let d = Daemon::start(&f);
+    let flags = |want: &'static [&'static str]| {
+        move |a: &Value| {
+            a["fim"]["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == "flags")
+                && a["file"]["attributes"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().map(|x| x.as_str().unwrap()).collect::<Vec<_>>() == want)
+        }
+    };
+    let pid = by("chattr", &["+i", s(&planted)]);
+    let a = d.expect_where(&planted, "attributes_modified", pid, flags(&["immutable"]));
+    assert_eq!(a["fim"]["previous"]["attributes"], serde_json::json!([]));
+    let pid = by("chattr", &["-a", s(&log)]);
+    let a = d.expect_where(&log, "attributes_modified", pid, flags(&[]));
+    assert_eq!(a["fim"]["previous"]["attributes"], serde_json::json!(["append"]));
+    drop(d);
 }

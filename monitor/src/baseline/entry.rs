@@ -76,6 +76,10 @@ pub struct Entry {
     pub sha256: Option<[u8; 32]>,
     pub link_target: Option<Vec<u8>>,
     pub xattrs: Xattrs,
+    /// Inode flags (`FS_IOC_GETFLAGS`: immutable, append-only, …; see `scan::flags`) of a
+    /// regular file or directory, without the bits the filesystem owns. `None`: not recorded
+    /// ("none"): another type, a filesystem without them, or a file that could not be opened.
+    pub flags: Option<u32>,
 }
 
 impl Entry {
@@ -107,6 +111,13 @@ impl Entry {
             None => out.push(0),
         }
         out.extend_from_slice(&encode_xattrs(&self.xattrs));
+        match self.flags {
+            Some(f) => {
+                out.push(1);
+                out.extend_from_slice(&f.to_le_bytes());
+            }
+            None => out.push(0),
+        }
     }
 }
 

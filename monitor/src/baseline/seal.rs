@@ -20,8 +20,20 @@ pub enum KeyError {
     Create { path: PathBuf, err: std::io::Error },
     #[error("the baseline key {path} must hold 32 bytes or more, it holds {len}")]
     Short { path: PathBuf, len: usize },
-    #[error("the baseline key {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
-    Exposed { path: PathBuf, mode: u32 },
+    #[error(
+        "the baseline key {path} is readable by group or others (mode {mode:o}) and cannot be made \
+         private ({err}); run `chmod 600 {path}`"
+    )]
+    Exposed {
+        path: PathBuf,
+        mode: u32,
+        err: std::io::Error,
+    },
+    #[error(
+        "the baseline key {path} belongs to uid {owner}, not to uid {me} that runs fimd: that user could \
+         reseal a forged baseline; check who did this, then restore the key and baseline from a trusted copy"
+    )]
+    ForeignOwner { path: PathBuf, owner: u32, me: u32 },
 }
 
 pub struct Key {
@@ -37,9 +49,30 @@ impl Key {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => Key::create(&path),
             Err(err) => Err(KeyError::Read { path, err }),
             Ok(md) => {
+                use std::os::unix::fs::MetadataExt;
+                let me = rustix::process::geteuid().as_raw();
+                if md.uid() != me {
+                    return Err(KeyError::ForeignOwner {
+                        path,
+                        owner: md.uid(),
+                        me,
+                    });
+                }
                 let mode = md.permissions().mode() & 0o777;
                 if mode & 0o077 != 0 {
-                    return Err(KeyError::Exposed { path, mode });
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
+                        |err| KeyError::Exposed {
+                            path: path.clone(),
+                            mode,
+                            err,
+                        },
+                    )?;
+                    eprintln!(
+                        "fimd: warning: the baseline key {} was mode {mode:04o}: other users could read it, and \
+                         whoever read it can reseal a forged baseline; set to 0600. If that may have \
+                         happened, make a new key and baseline (`fimd init`) after checking the host",
+                        path.display()
+                    );
                 }
                 let bytes = std::fs::read(&path).map_err(|err| KeyError::Read {
                     path: path.clone(),

@@ -7,11 +7,14 @@ use hmac::Mac;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::entry::{Entry, FileKind, decode_xattrs, encode_xattrs};
+use super::files;
 use super::seal::{Key, KeyError, Sealer};
 use crate::append::state::AppendState;
 
 pub const DB_FILE: &str = "baseline.db";
-const SCHEMA_VERSION: i64 = 2;
+/// The metadata key of the baseline's generation (decimal).
+const GENERATION: &str = "generation";
+const SCHEMA_VERSION: i64 = 3;
 const SEAL_DOMAIN: &[u8] = b"fimd-baseline-seal-v1\0";
 const LEDGER_DOMAIN: &[u8] = b"fimd-ledger-v1\0";
 const EVIDENCE_DOMAIN: &[u8] = b"fimd-evidence-v1\0";
@@ -27,11 +30,19 @@ const SCHEMA_V2: &str = "
     CREATE TABLE IF NOT EXISTS evidence (id INTEGER PRIMARY KEY, record TEXT NOT NULL, mac BLOB NOT NULL);
     PRAGMA user_version = 2;";
 
+/// Version 3: inode flags (`NULL`: none recorded), in entries and the ledger. The seal's
+/// encoding of an entry includes them, so a version 2 baseline cannot be verified by this
+/// fimd: only `init` upgrades one, as it replaces the whole baseline anyway.
+const SCHEMA_V3: &str = "
+    ALTER TABLE entries ADD COLUMN flags INTEGER;
+    ALTER TABLE ledger ADD COLUMN flags INTEGER;
+    PRAGMA user_version = 3;";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("baseline database {path}: {err}")]
     Sqlite { path: PathBuf, err: rusqlite::Error },
-    #[error("cannot create the state directory {path}: {err}")]
+    #[error("state directory {path}: {err}")]
     StateDir { path: PathBuf, err: std::io::Error },
     #[error("no baseline in {path}: run `fimd init` first")]
     NoBaseline { path: PathBuf },
@@ -43,6 +54,12 @@ pub enum StoreError {
     #[error("baseline database {path} has schema version {found}; this fimd reads version {SCHEMA_VERSION}")]
     Schema { path: PathBuf, found: i64 },
     #[error(
+        "baseline database {path} has schema version {found}, from an older fimd: it records no inode \
+         flags and no generation, and this fimd (version {SCHEMA_VERSION}) cannot verify its seal. Check \
+         the host with the fimd that made it, then run `fimd init` to rebuild the baseline"
+    )]
+    OldSchema { path: PathBuf, found: i64 },
+    #[error(
         "baseline database {path}: the ledger row for {row} fails its MAC: it was changed outside fimd; \
          restore the database from a trusted copy, or run `fimd accept` for that path after checking it"
     )]
@@ -53,6 +70,8 @@ pub enum StoreError {
     Malformed { path: PathBuf, what: String },
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    State(#[from] files::StateError),
 }
 
 /// One line of the baseline's history: inits and accepted changes, with when and by whom.
@@ -84,6 +103,11 @@ pub struct Baseline {
     pub appends: HashMap<Vec<u8>, AppendState>,
     /// The seal (hex): which baseline this is, for evidence records.
     pub seal: String,
+    /// The generation (sealed in the metadata): 1 at the first `init`, then +1 on every
+    /// `init` and `accept`, never less. Alerts, evidence records and the
+    /// `fim_baseline_generation` metric carry it, so a sealed older copy put back (a rollback)
+    /// shows as the number going down where the intruder cannot reach.
+    pub generation: u64,
     /// Paths a rotation retired (their log moved to a rotated name).
     pub retired: std::collections::HashSet<Vec<u8>>,
     pub meta: HashMap<String, String>,
@@ -97,25 +121,43 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `state_dir`.
-    pub fn open(state_dir: &Path, key_path: Option<&Path>) -> Result<Store, StoreError> {
-        if !state_dir.exists() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(state_dir)
-                .map_err(|err| StoreError::StateDir {
-                    path: state_dir.to_owned(),
-                    err,
-                })?;
+    /// Opens the database in `state_dir`; with `create` (what `init` does), makes the private
+    /// state directory and an empty database when they do not exist. Without it, a missing
+    /// database is `NoBaseline` and nothing is created. What is at the database path is judged
+    /// without following symlinks first ([`files::inspect_db`]), and SQLite opens it with
+    /// `SQLITE_OPEN_NOFOLLOW`, so a symlink put there is refused, never followed.
+    /// An older schema is upgraded only with `create`: its seal cannot be verified any more.
+    pub fn open(state_dir: &Path, key_path: Option<&Path>, create: bool) -> Result<Store, StoreError> {
+        let no_baseline = || StoreError::NoBaseline {
+            path: state_dir.join(DB_FILE),
+        };
+        if !files::secure_dir(state_dir, create)? {
+            return Err(no_baseline());
         }
-        let path = state_dir.join(DB_FILE);
+        // SQLite refuses a symlink anywhere in the path it is given with NOFOLLOW: the
+        // configured directory may be one (a deliberate choice), its database may not.
+        let dir = std::fs::canonicalize(state_dir).map_err(|err| StoreError::StateDir {
+            path: state_dir.to_owned(),
+            err,
+        })?;
+        let path = dir.join(DB_FILE);
+        match files::inspect_db(&path)? {
+            files::DbState::Usable => {}
+            files::DbState::Missing if create => files::create_db(&path)?,
+            files::DbState::Missing => return Err(no_baseline()),
+        }
         let sql = |err| StoreError::Sqlite {
             path: path.clone(),
             err,
         };
-        let conn = Connection::open(&path).map_err(sql)?;
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(sql)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
@@ -124,7 +166,8 @@ impl Store {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sql)?;
         match version {
-            0 => conn
+            SCHEMA_VERSION => {}
+            0 if create => conn
                 .execute_batch(
                     "BEGIN;
                      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -138,12 +181,15 @@ impl Store {
                         id INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL,
                         action TEXT NOT NULL, path BLOB, detail TEXT NOT NULL);",
                 )
-                .and_then(|()| conn.execute_batch(&format!("{SCHEMA_V2} COMMIT;")))
+                .and_then(|()| conn.execute_batch(&format!("{SCHEMA_V2} {SCHEMA_V3} COMMIT;")))
                 .map_err(sql)?,
-            1 => conn
-                .execute_batch(&format!("BEGIN; {SCHEMA_V2} COMMIT;"))
+            1 if create => conn
+                .execute_batch(&format!("BEGIN; {SCHEMA_V2} {SCHEMA_V3} COMMIT;"))
                 .map_err(sql)?,
-            SCHEMA_VERSION => {}
+            2 if create => conn
+                .execute_batch(&format!("BEGIN; {SCHEMA_V3} COMMIT;"))
+                .map_err(sql)?,
+            found if found < SCHEMA_VERSION => return Err(StoreError::OldSchema { path, found }),
             found => return Err(StoreError::Schema { path, found }),
         }
         let key_desc = key_path.map_or_else(
@@ -185,12 +231,20 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql)?;
+        // Read, not verified: a new baseline follows whatever was there (the counter only
+        // grows), even one that fails its seal, which is why it is being replaced.
+        let previous = stored_generation(&tx).map_err(sql)?;
         tx.execute_batch("DELETE FROM entries; DELETE FROM meta; DELETE FROM history; DELETE FROM ledger;")
             .map_err(sql)?;
-        Ok(Replace { tx, path })
+        Ok(Replace {
+            tx,
+            path,
+            generation: previous + 1,
+        })
     }
 
-    /// Applies accepted changes: upserts, deletions and their history rows, then reseals.
+    /// Applies accepted changes: upserts, deletions and their history rows, advances the
+    /// generation by one, then reseals. Returns the new generation.
     pub fn apply(
         &mut self,
         key: &Key,
@@ -198,7 +252,7 @@ impl Store {
         deletes: &[Vec<u8>],
         history: &[HistoryRow],
         meta: &[(&str, String)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let path = self.path.clone();
         let sql = |err| StoreError::Sqlite {
             path: path.clone(),
@@ -209,7 +263,12 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql)?;
         // Refuse to build on a baseline that was tampered with.
-        read_sealed(&tx, &path, key, &self.key_desc, |_| {})?;
+        let (sealed_meta, _) = read_sealed(&tx, &path, key, &self.key_desc, |_| {})?;
+        let generation = sealed_meta
+            .get(GENERATION)
+            .and_then(|g| g.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
         for e in upserts {
             insert_entry(&tx, e).map_err(sql)?;
         }
@@ -224,8 +283,10 @@ impl Store {
         }
         insert_history(&tx, history).map_err(sql)?;
         set_meta(&tx, meta).map_err(sql)?;
+        set_meta(&tx, &[(GENERATION, generation.to_string())]).map_err(sql)?;
         write_seal(&tx, &path, key)?;
-        tx.commit().map_err(sql)
+        tx.commit().map_err(sql)?;
+        Ok(generation)
     }
 
     /// Loads the baseline, verifying its seal.
@@ -268,10 +329,21 @@ impl Store {
             entries.extend(by_path.into_values().flatten());
             entries.sort_by(|a, b| a.path.cmp(&b.path));
         }
+        let generation = meta
+            .get(GENERATION)
+            .map(|g| {
+                g.parse().map_err(|_| StoreError::Malformed {
+                    path: self.path.clone(),
+                    what: format!("generation {g:?}"),
+                })
+            })
+            .transpose()?
+            .unwrap_or(0);
         Ok(Baseline {
             entries,
             appends,
             seal,
+            generation,
             retired,
             meta,
             history,
@@ -304,8 +376,8 @@ impl Store {
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO ledger
                  (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target,
-                  xattrs, deleted, append_at, append_state, mac)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                  xattrs, deleted, append_at, append_state, mac, flags)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
@@ -327,6 +399,7 @@ impl Store {
                     row.append.as_ref().map(|a| a.at as i64),
                     row.append.as_ref().map(|a| a.state.clone()),
                     mac,
+                    e.and_then(|e| e.flags),
                 ])
             })
             .map_err(&sql)?;
@@ -339,7 +412,7 @@ impl Store {
         let mut stmt = conn
             .prepare(
                 "SELECT path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256,
-                        link_target, xattrs, deleted, append_at, append_state, mac FROM ledger ORDER BY path",
+                        link_target, xattrs, deleted, append_at, append_state, mac, flags FROM ledger ORDER BY path",
             )
             .map_err(&sql)?;
         let mut rows = stmt.query([]).map_err(&sql)?;
@@ -350,7 +423,7 @@ impl Store {
             let entry = if deleted != 0 {
                 None
             } else {
-                Some(row_to_entry(r, &self.path)?)
+                Some(row_to_entry(r, &self.path, 18)?)
             };
             let at: Option<i64> = r.get(15).map_err(&sql)?;
             let state: Option<Vec<u8>> = r.get(16).map_err(&sql)?;
@@ -428,6 +501,8 @@ impl Store {
 pub struct Replace<'c> {
     tx: Transaction<'c>,
     path: PathBuf,
+    /// The generation the new baseline gets: one more than the one it replaces.
+    generation: u64,
 }
 
 impl Replace<'_> {
@@ -436,6 +511,11 @@ impl Replace<'_> {
             path: self.path.clone(),
             err,
         })
+    }
+
+    /// The generation this baseline will have.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn commit(
@@ -449,6 +529,7 @@ impl Replace<'_> {
             err,
         };
         set_meta(&self.tx, meta).map_err(sql)?;
+        set_meta(&self.tx, &[(GENERATION, self.generation.to_string())]).map_err(sql)?;
         insert_history(&self.tx, history).map_err(sql)?;
         write_seal(&self.tx, &self.path, key)?;
         self.tx.commit().map_err(sql)
@@ -490,8 +571,8 @@ fn evidence_mac(key: &Key, prev: &[u8], id: i64, text: &str) -> Vec<u8> {
 fn insert_entry(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT OR REPLACE INTO entries
-         (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs, flags)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
     // SQLite integers are i64: u64 values are stored bit for bit.
     stmt.execute(params![
@@ -509,8 +590,19 @@ fn insert_entry(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
         e.sha256.as_ref().map(|h| &h[..]),
         e.link_target,
         encode_xattrs(&e.xattrs),
+        e.flags,
     ])?;
     Ok(())
+}
+
+/// The generation in the metadata as stored, unverified; 0 when there is none.
+fn stored_generation(conn: &Connection) -> rusqlite::Result<u64> {
+    let g: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [GENERATION], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(g.and_then(|g| g.parse().ok()).unwrap_or(0))
 }
 
 fn insert_history(conn: &Connection, rows: &[HistoryRow]) -> rusqlite::Result<()> {
@@ -614,13 +706,13 @@ fn feed(
 
     let mut stmt = conn
         .prepare(
-            "SELECT path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs
-             FROM entries ORDER BY path",
+            "SELECT path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs,
+                    flags FROM entries ORDER BY path",
         )
         .map_err(sql)?;
     let mut rows = stmt.query([]).map_err(sql)?;
     while let Some(r) = rows.next().map_err(sql)? {
-        let e = row_to_entry(r, path)?;
+        let e = row_to_entry(r, path, 14)?;
         buf.clear();
         buf.push(b'E');
         e.encode_into(&mut buf);
@@ -666,7 +758,8 @@ fn feed(
     Ok((meta, history))
 }
 
-fn row_to_entry(r: &rusqlite::Row<'_>, path: &Path) -> Result<Entry, StoreError> {
+/// An entry from columns 0..=13 in `entries` order, its flags from column `flags_col`.
+fn row_to_entry(r: &rusqlite::Row<'_>, path: &Path, flags_col: usize) -> Result<Entry, StoreError> {
     let bad = |what: &str| StoreError::Malformed {
         path: path.to_owned(),
         what: what.to_owned(),
@@ -696,6 +789,7 @@ fn row_to_entry(r: &rusqlite::Row<'_>, path: &Path) -> Result<Entry, StoreError>
         },
         link_target: r.get(12).map_err(sql)?,
         xattrs: decode_xattrs(&xattrs).ok_or_else(|| bad("xattrs"))?,
+        flags: r.get(flags_col).map_err(sql)?,
     })
 }
 

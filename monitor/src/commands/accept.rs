@@ -89,6 +89,7 @@ pub fn run(settings: &Settings, paths: &[PathBuf], reason: Option<&str>) -> anyh
         println!("accepted {}", human_line(c));
     }
     report_problems(&cmp.problems);
+    super::report_metadata_only("accept", settings, &cmp.metadata_only);
     if history.is_empty() {
         eprintln!("fimd accept: nothing to accept");
         return Ok(exit(if cmp.problems.is_empty() {
@@ -97,9 +98,9 @@ pub fn run(settings: &Settings, paths: &[PathBuf], reason: Option<&str>) -> anyh
             EXIT_ERROR
         }));
     }
-    store.apply(&key, &upserts, &deletes, &history, &[("updated_at", at)])?;
+    let generation = store.apply(&key, &upserts, &deletes, &history, &[("updated_at", at)])?;
     eprintln!(
-        "fimd accept: {} changes taken into the baseline by {who}",
+        "fimd accept: {} changes taken into the baseline by {who}; baseline generation {generation}",
         history.len()
     );
     Ok(exit(EXIT_CLEAN))

@@ -19,6 +19,8 @@ pub fn show(settings: &Settings) -> anyhow::Result<ExitCode> {
         let mut doc = file_fields(e);
         doc.insert("nlink".into(), json!(e.nlink));
         doc.insert("device".into(), json!(e.dev.to_string()));
+        // lsattr letters; "none" where no flags were recorded.
+        doc.insert("flags".into(), json!(crate::scan::flags::letters(e.flags)));
         if !e.xattrs.is_empty() {
             let b64 = base64::engine::general_purpose::STANDARD;
             let x: serde_json::Map<String, Value> = e

@@ -15,7 +15,7 @@ use crate::baseline::entry::Entry;
 use crate::compare::{self, Comparison, Kind, Mode};
 use crate::config::Policy;
 use crate::config::Settings;
-use crate::output::alert::{Origin, hostname, human_line, problem_json, to_json};
+use crate::output::alert::{BaselineRef, Origin, hostname, human_line, problem_json, to_json};
 use crate::output::dispatch::Dispatcher;
 use crate::scan;
 
@@ -29,6 +29,10 @@ pub enum Target<'a> {
 pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Result<ExitCode> {
     let (store, key, baseline) = open_baseline(settings)?;
     let coverage = coverage_problem(settings, &baseline);
+    let judged_by = Some(BaselineRef {
+        generation: baseline.generation,
+        seal: baseline.seal.clone(),
+    });
     let (root, mode, origin) = match &target {
         Target::Host => (
             Path::new("/"),
@@ -37,6 +41,7 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
                 host: hostname(),
                 scan: "check",
                 root: None,
+                baseline: judged_by,
             },
         ),
         Target::Image(dir) => {
@@ -53,6 +58,7 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
                     host: hostname(),
                     scan: "verify",
                     root: Some(dir.display().to_string()),
+                    baseline: judged_by,
                 },
             )
         }
@@ -107,6 +113,7 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
         }
     }
     report_problems(&cmp.problems);
+    super::report_metadata_only(origin.scan, settings, &cmp.metadata_only);
     if matches!(target, Target::Host) {
         let record = super::Evidence {
             kind: "check",
@@ -117,14 +124,17 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
             events: cmp.changes.len() - alerts(&cmp),
             problems: cmp.problems.len(),
             seal: &baseline_seal,
+            generation: baseline.generation,
         }
         .to_json(settings);
         store.evidence_append(&key, &record)?;
     }
     eprintln!(
-        "fimd {}: {} entries compared in {:.2} s: {} differences, {} allowed by policy, {} warnings",
+        "fimd {}: {} entries compared with baseline generation {} in {:.2} s: {} differences, {} allowed by \
+         policy, {} warnings",
         origin.scan,
         cmp.scanned,
+        baseline.generation,
         started.elapsed().as_secs_f64(),
         alerts(&cmp),
         cmp.changes.len() - alerts(&cmp),

@@ -14,17 +14,23 @@ use crate::scan::{self, Problem, ScanItem};
 pub fn run(settings: &Settings, root: &Path) -> anyhow::Result<ExitCode> {
     settings.check_paths_exist(root)?;
     // The store creates the private state directory the key lives in.
-    let mut store = Store::open(&settings.state_dir, settings.hmac_key.as_deref())?;
+    let mut store = Store::open(&settings.state_dir, settings.hmac_key.as_deref(), true)?;
     let key = Key::load(&settings.state_dir, settings.hmac_key.as_deref(), true)?;
     let started = Instant::now();
     let mut scan = scan::start(settings, root);
     let bar = progress(&scan, "init");
     let replace = store.replace()?;
     let mut problems = Vec::new();
+    let mut metadata_only = Vec::new();
     let mut count = 0u64;
     while let Some(item) = scan.next_item() {
         match item {
             ScanItem::Entry(e) => {
+                replace.insert(&e)?;
+                count += 1;
+            }
+            ScanItem::MetadataOnly(e) => {
+                metadata_only.push(e.path.clone());
                 replace.insert(&e)?;
                 count += 1;
             }
@@ -65,11 +71,14 @@ pub fn run(settings: &Settings, root: &Path) -> anyhow::Result<ExitCode> {
         path: None,
         detail: format!("{count} entries from {}", root.display()),
     }];
+    let generation = replace.generation();
     replace.commit(&key, &meta, &history)?;
     report_problems(&problems);
+    metadata_only.sort();
+    super::report_metadata_only("init", settings, &metadata_only);
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "fimd init: {count} entries, {} hashed in {secs:.2} s ({}/s){}; baseline sealed in {}",
+        "fimd init: {count} entries, {} hashed in {secs:.2} s ({}/s){}; baseline generation {generation} sealed in {}",
         indicatif::HumanBytes(bytes),
         indicatif::HumanBytes((bytes as f64 / secs.max(1e-9)) as u64),
         if problems.is_empty() {

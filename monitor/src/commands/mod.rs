@@ -57,10 +57,38 @@ pub(crate) fn report_problems(problems: &[Problem]) {
     }
 }
 
+/// How many metadata-only paths the summary line names before it only counts.
+const METADATA_ONLY_NAMED: usize = 10;
+
+/// One line on stderr naming the files larger than `scan.max_file_size`: by configuration
+/// they are compared by metadata only (size, mode, owner, times, inode, xattrs, flags), which
+/// is not an error and does not change the exit status.
+pub(crate) fn report_metadata_only(command: &str, settings: &Settings, paths: &[Vec<u8>]) {
+    if paths.is_empty() {
+        return;
+    }
+    let mut named: Vec<String> = paths
+        .iter()
+        .take(METADATA_ONLY_NAMED)
+        .map(|p| path_text(p).0)
+        .collect();
+    if paths.len() > METADATA_ONLY_NAMED {
+        named.push(format!("and {} more", paths.len() - METADATA_ONLY_NAMED));
+    }
+    eprintln!(
+        "fimd {command}: {} file(s) larger than scan.max_file_size ({} bytes), content not hashed, metadata \
+         only: {}",
+        paths.len(),
+        settings.max_file_size.unwrap_or_default(),
+        named.join(", ")
+    );
+}
+
 /// The verified baseline of `settings`, with its store and key.
 pub(crate) fn open_baseline(settings: &Settings) -> anyhow::Result<(Store, Key, Baseline)> {
+    // The database first: what is wrong at its path matters more than a missing key.
+    let store = Store::open(&settings.state_dir, settings.hmac_key.as_deref(), false)?;
     let key = Key::load(&settings.state_dir, settings.hmac_key.as_deref(), false)?;
-    let store = Store::open(&settings.state_dir, settings.hmac_key.as_deref())?;
     let baseline = store.load(&key)?;
     Ok((store, key, baseline))
 }
@@ -112,6 +140,8 @@ pub(crate) struct Evidence<'a> {
     pub events: usize,
     pub problems: usize,
     pub seal: &'a str,
+    /// The baseline's generation (see `Baseline::generation`).
+    pub generation: u64,
 }
 
 impl Evidence<'_> {
@@ -127,6 +157,7 @@ impl Evidence<'_> {
             "allowed_events": self.events,
             "not_compared": self.problems,
             "baseline_seal": self.seal,
+            "baseline_generation": self.generation,
             "configuration": settings.source.display().to_string(),
             "fimd_version": env!("CARGO_PKG_VERSION"),
         })

@@ -21,7 +21,7 @@ use crate::baseline::seal::Key;
 use crate::baseline::store::{LedgerRow, Store};
 use crate::compare::{self, Action, Change, Kind, Mode, diff};
 use crate::config::{Policy, Settings};
-use crate::output::alert::{Origin, hostname, to_json};
+use crate::output::alert::{BaselineRef, Origin, hostname, to_json};
 use crate::output::dispatch::Dispatcher;
 use crate::scan::{self, ScanItem};
 use crate::sensor::Sensor;
@@ -235,6 +235,7 @@ async fn serve(
     health.set_ready(false);
     let (store, key, baseline) = open_baseline(settings)?;
     health.set_baseline_verified(true);
+    metrics.baseline_generation.set(baseline.generation as i64);
     if let Some(p) = super::coverage_problem(settings, &baseline) {
         anyhow::bail!("{}: {}", settings.source.display(), p.message);
     }
@@ -274,6 +275,10 @@ async fn serve(
             host: hostname(),
             scan: "realtime",
             root: None,
+            baseline: Some(BaselineRef {
+                generation: baseline.generation,
+                seal: baseline.seal.clone(),
+            }),
         },
         mode,
         settings: settings.clone(),
@@ -427,6 +432,7 @@ impl Daemon {
             .count();
         let events = self.outbox.len() - before - alerts;
         super::report_problems(&cmp.problems);
+        super::report_metadata_only("run", &self.settings, &cmp.metadata_only);
         self.send_alerts()?;
         self.metrics.count_rescan(reason);
         self.metrics.full_check_done(started.elapsed());
@@ -439,6 +445,7 @@ impl Daemon {
             events,
             problems: cmp.problems.len(),
             seal,
+            generation: self.origin.baseline.as_ref().map_or(0, |b| b.generation),
         }
         .to_json(&self.settings);
         self.store.evidence_append(&self.key, &record)?;
@@ -617,7 +624,7 @@ impl Daemon {
         let mut problems = Vec::new();
         while let Some(item) = scan.next_item() {
             match item {
-                ScanItem::Entry(e) | ScanItem::Unstable(e) => {
+                ScanItem::Entry(e) | ScanItem::Unstable(e) | ScanItem::MetadataOnly(e) => {
                     found.insert(e.path.clone(), e);
                 }
                 ScanItem::Problem(p) => problems.push(p),
@@ -819,6 +826,7 @@ impl Daemon {
             },
         };
         let xattrs = crate::scan::xattr::read_fd(&fd).unwrap_or_default();
+        let flags = crate::scan::flags::read_fd(&fd).unwrap_or_default();
         #[allow(clippy::unnecessary_cast)]
         let cur = Entry {
             path: path.to_vec(),
@@ -835,6 +843,7 @@ impl Daemon {
             sha256: current_sha,
             link_target: None,
             xattrs,
+            flags,
         };
         let policy = Policy::AppendOnly;
         let change = |action, kind, changes: Vec<&'static str>| Change {

@@ -15,6 +15,24 @@ pub struct Origin {
     pub scan: &'static str,
     /// The tree that was read, when it is not the host's own `/`.
     pub root: Option<String>,
+    /// The baseline the finding was judged against (`fim.baseline`).
+    pub baseline: Option<BaselineRef>,
+}
+
+/// Which baseline: its generation (1 at the first `init`, +1 on every `init` and `accept`)
+/// and its seal, the hex HMAC-SHA256 over its content. A sealed older copy put back carries a
+/// lower generation than the alerts already sent: that is how a rollback shows.
+#[derive(Debug, Clone)]
+pub struct BaselineRef {
+    pub generation: u64,
+    pub seal: String,
+}
+
+impl BaselineRef {
+    /// `fim.baseline`: `{"generation": N, "seal": "hex"}`.
+    pub fn to_json(&self) -> Value {
+        json!({ "generation": self.generation, "seal": self.seal })
+    }
 }
 
 pub fn now_rfc3339() -> String {
@@ -68,9 +86,15 @@ pub fn file_fields(e: &Entry) -> Map<String, Value> {
         let (t, _) = path_text(t);
         f.insert("target_path".into(), json!(t));
     }
+    // ECS file.attributes: the inode flags by name (immutable, append, …), [] for none set;
+    // absent when the filesystem has none to record.
+    if let Some(flags) = e.flags {
+        f.insert("attributes".into(), json!(crate::scan::flags::names(flags)));
+    }
+    // Extended attribute names have no ECS field: `fim.xattrs` (moved there by `to_json`).
     if !e.xattrs.is_empty() {
         let names: Vec<String> = e.xattrs.iter().map(|(k, _)| path_text(k).0).collect();
-        f.insert("attributes".into(), json!(names));
+        f.insert("xattrs".into(), json!(names));
     }
     if let Some(raw) = raw {
         f.insert("path_bytes_b64".into(), json!(raw));
@@ -86,12 +110,16 @@ pub fn to_json(c: &Change, origin: &Origin) -> Value {
         (None, None) => Map::new(),
     };
     let raw_path = file.remove("path_bytes_b64");
+    let xattrs = file.remove("xattrs");
     let mut fim = Map::new();
     fim.insert("policy".into(), json!(c.policy.as_str()));
     fim.insert("changes".into(), json!(c.changes));
     fim.insert("scan".into(), json!(origin.scan));
     if let Some(raw) = raw_path {
         fim.insert("path_bytes_b64".into(), raw);
+    }
+    if let Some(x) = xattrs {
+        fim.insert("xattrs".into(), x);
     }
     if let (Some(_), Some(prev)) = (&c.current, &c.previous) {
         fim.insert("previous".into(), Value::Object(file_fields(prev)));
@@ -102,6 +130,9 @@ pub fn to_json(c: &Change, origin: &Origin) -> Value {
     }
     if let Some(root) = &origin.root {
         fim.insert("root".into(), json!(root));
+    }
+    if let Some(b) = &origin.baseline {
+        fim.insert("baseline".into(), b.to_json());
     }
     for (k, v) in &c.extra {
         fim.insert((*k).into(), v.clone());
@@ -129,6 +160,9 @@ pub fn problem_json(p: &crate::scan::Problem, origin: &Origin) -> Value {
     fim.insert("scan".into(), json!(origin.scan));
     if let Some(raw) = raw {
         fim.insert("path_bytes_b64".into(), json!(raw));
+    }
+    if let Some(b) = &origin.baseline {
+        fim.insert("baseline".into(), b.to_json());
     }
     json!({
         "@timestamp": now_rfc3339(),
@@ -161,6 +195,16 @@ pub fn human_line(c: &Change) -> String {
     }
     if !c.changes.is_empty() {
         line.push_str(&format!("  [{}]", c.changes.join(", ")));
+    }
+    if c.changes.contains(&"flags")
+        && let (Some(old), Some(new)) = (&c.previous, &c.current)
+    {
+        use crate::scan::flags::letters;
+        line.push_str(&format!(
+            "  flags {} -> {}",
+            letters(old.flags),
+            letters(new.flags)
+        ));
     }
     if c.policy != Policy::Static {
         line.push_str(&format!("  policy={}", c.policy.as_str()));

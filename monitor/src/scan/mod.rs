@@ -3,6 +3,7 @@
 //! Directories are opened relative to their parent with O_NOFOLLOW, so a symlink is recorded as
 //! a symlink and never followed out of a watch; special files are stat'ed, never opened; a mount
 //! point is recorded but not descended into unless the watch allows crossing filesystems.
+pub mod flags;
 pub mod hash;
 pub mod xattr;
 
@@ -32,6 +33,9 @@ pub enum ScanItem {
     Entry(Entry),
     /// The entry was recorded, but its content changed during every read.
     Unstable(Entry),
+    /// A regular file larger than `scan.max_file_size`: by configuration its metadata (size,
+    /// mode, owner, times, inode, xattrs, flags) is recorded and compared, its content is not.
+    MetadataOnly(Entry),
     Problem(Problem),
 }
 
@@ -351,7 +355,7 @@ impl<'a> Walker<'a> {
         };
         let xattrs = self.xattrs_at(&parent, &name, &logical);
         self.send(ScanItem::Entry(
-            self.entry_from(&st, logical, None, target, xattrs),
+            self.entry_from(&st, logical, None, target, xattrs, None),
         ));
     }
 
@@ -396,6 +400,7 @@ impl<'a> Walker<'a> {
                         None,
                         None,
                         Vec::new(),
+                        None,
                     )));
                 }
                 return self.subtree_problem(logical, format!("cannot open directory: {e}"));
@@ -405,7 +410,8 @@ impl<'a> Walker<'a> {
             self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
             Vec::new()
         });
-        let entry = self.entry_from(&st, logical.clone(), None, None, xattrs);
+        let flags = self.flags_of(&dir, &logical);
+        let entry = self.entry_from(&st, logical.clone(), None, None, xattrs, flags);
         let dev = entry.dev;
         self.send(ScanItem::Entry(entry));
         let root_dev = watch_dev.unwrap_or(dev);
@@ -504,15 +510,6 @@ impl<'a> Walker<'a> {
             &self.abort,
         ) {
             Ok(h) => {
-                if h.sha256.is_none() {
-                    self.problem(
-                        logical.clone(),
-                        format!(
-                            "larger than scan.max_file_size ({} bytes): content not hashed",
-                            self.settings.max_file_size.unwrap_or_default()
-                        ),
-                    );
-                }
                 let xattrs = xattr::read_fd(&h.fd).unwrap_or_else(|e| {
                     self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
                     Vec::new()
@@ -520,8 +517,11 @@ impl<'a> Walker<'a> {
                 self.progress
                     .bytes
                     .fetch_add(h.stat.st_size.max(0) as u64, Ordering::Relaxed);
-                let entry = self.entry_from(&h.stat, logical, h.sha256, None, xattrs);
-                self.send(if h.unstable {
+                let flags = self.flags_of(&h.fd, &logical);
+                let entry = self.entry_from(&h.stat, logical, h.sha256, None, xattrs, flags);
+                self.send(if h.sha256.is_none() {
+                    ScanItem::MetadataOnly(entry)
+                } else if h.unstable {
                     ScanItem::Unstable(entry)
                 } else {
                     ScanItem::Entry(entry)
@@ -539,6 +539,7 @@ impl<'a> Walker<'a> {
                         None,
                         None,
                         xattrs,
+                        None,
                     )));
                 }
                 self.problem(logical, e.to_string());
@@ -554,6 +555,7 @@ impl<'a> Walker<'a> {
         sha256: Option<[u8; 32]>,
         link_target: Option<Vec<u8>>,
         xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+        flags: Option<u32>,
     ) -> Entry {
         self.progress.entries.fetch_add(1, Ordering::Relaxed);
         let mode = st.st_mode as u32;
@@ -572,7 +574,17 @@ impl<'a> Walker<'a> {
             sha256,
             link_target,
             xattrs,
+            flags,
         }
+    }
+
+    /// The inode flags of an open regular file or directory; a failure other than "not
+    /// supported here" is a problem, and the flags are then not recorded.
+    fn flags_of(&self, fd: impl AsFd, logical: &[u8]) -> Option<u32> {
+        flags::read_fd(fd).unwrap_or_else(|e| {
+            self.problem(logical.to_vec(), format!("cannot read inode flags: {e}"));
+            None
+        })
     }
 }
 

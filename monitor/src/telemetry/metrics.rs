@@ -67,6 +67,10 @@ pub struct Metrics {
     pub append_verified_bytes: IntCounter,
     /// `fim_baseline_files`: entries in the loaded baseline.
     pub baseline_files: IntGauge,
+    /// `fim_baseline_generation`: the loaded baseline's generation (1 at the first `init`,
+    /// +1 on every `init` and `accept`), set at start and on reload. It never goes down unless
+    /// an older copy of the baseline was put back: the `FimdBaselineRolledBack` rule.
+    pub baseline_generation: IntGauge,
     /// `fim_last_full_check_timestamp_seconds`: when the last full comparison ended, unix time.
     pub last_full_check_timestamp: Gauge,
     /// `fim_last_full_check_duration_seconds`.
@@ -188,6 +192,14 @@ impl Metrics {
             baseline_files: reg(
                 &registry,
                 IntGauge::new("fim_baseline_files", "Entries in the loaded baseline").expect(BUG),
+            ),
+            baseline_generation: reg(
+                &registry,
+                IntGauge::new(
+                    "fim_baseline_generation",
+                    "Generation of the loaded baseline (+1 on every init and accept; lower means rolled back)",
+                )
+                .expect(BUG),
             ),
             last_full_check_timestamp: reg(
                 &registry,
@@ -350,6 +362,7 @@ mod tests {
         m.count_output("webhook", "retried");
         m.observe_hash_batch(4096, Duration::from_millis(3));
         m.full_check_done(Duration::from_millis(1500));
+        m.baseline_generation.set(7);
         let text = m.encode();
         for line in [
             "fim_sensor_attached{sensor=\"ebpf\"} 1",
@@ -365,6 +378,7 @@ mod tests {
             "fim_hash_duration_seconds_bucket{le=\"0.005\"} 1",
             "fim_hash_duration_seconds_bucket{le=\"60\"} 1",
             "fim_last_full_check_duration_seconds 1.5",
+            "fim_baseline_generation 7",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

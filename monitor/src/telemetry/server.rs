@@ -485,6 +485,7 @@ mod tests {
             ("fim_integrity_changes_total", "counter"),
             ("fim_append_verified_bytes_total", "counter"),
             ("fim_baseline_files", "gauge"),
+            ("fim_baseline_generation", "gauge"),
             ("fim_last_full_check_timestamp_seconds", "gauge"),
             ("fim_last_full_check_duration_seconds", "gauge"),
             ("fim_output_events_total", "counter"),
@@ -496,7 +497,7 @@ mod tests {
                 r.body
             );
         }
-        assert_eq!(types.len(), 15, "unexpected families: {types:?}");
+        assert_eq!(types.len(), 16, "unexpected families: {types:?}");
         assert!(
             r.body.lines().any(|l| l == "fim_kernel_events_total 7"),
             "{}",
