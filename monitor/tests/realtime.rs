@@ -952,6 +952,7 @@ fn fanotify_gap_a_short_lived_mapping_after_close_is_caught_by_the_full_comparis
             .any(|a| a["file"]["path"] == s(&target) && a["event"]["action"] == "updated"),
         "{alerts:#?}"
     );
+}
 
 /// `chattr` changes the inode flags and the ctime: the daemon rescans with the scan's code and
 /// names the flags, with who set them (ext4, the temporary directory's filesystem).
