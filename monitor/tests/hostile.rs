@@ -379,3 +379,19 @@ fn files_over_the_size_cap_are_recorded_unhashed_and_reported() {
     assert!(big.get("hash").is_none());
     assert_eq!(big["size"], 4096);
 }
+
+#[test]
+fn files_skipped_over_the_size_cap_are_not_counted_as_hashed() {
+    let f = Fixture::new();
+    // A sparse terabyte and a small file just over the cap: neither is read.
+    let huge = fs::File::create(f.path("huge")).unwrap();
+    huge.set_len(1 << 40).unwrap();
+    fs::write(f.path("over"), vec![b'x'; 2048]).unwrap();
+    let text = fs::read_to_string(&f.config).unwrap();
+    fs::write(&f.config, format!("{text}\n[scan]\nmax_file_size = \"1K\"\n")).unwrap();
+    let r = f.fimd(&["init"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // a.txt (6 bytes) and sub/b.conf (12 bytes) are all that was hashed.
+    assert!(r.stderr.contains(" 18 B hashed"), "{}", r.stderr);
+    assert!(!r.stderr.contains("TiB"), "{}", r.stderr);
+}

@@ -517,9 +517,8 @@ impl<'a> Walker<'a> {
                     self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
                     Vec::new()
                 });
-                self.progress
-                    .bytes
-                    .fetch_add(h.stat.st_size.max(0) as u64, Ordering::Relaxed);
+                // What was read, not the size: a file over the cap was not hashed at all.
+                self.progress.bytes.fetch_add(h.hashed_bytes, Ordering::Relaxed);
                 let entry = self.entry_from(&h.stat, logical, h.sha256, None, xattrs);
                 self.send(if h.unstable {
                     ScanItem::Unstable(entry)
