@@ -293,10 +293,12 @@ async fn serve(
     let events = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the {} sensor: {e}", d.sensor.name()))?;
     let mut tick = tokio::time::interval(RECHECK_TICK);
+    // Checked: a time past what the clock can represent means no scheduled comparison, never a
+    // panic (the configuration bounds both durations; this is the last line of defence).
     let next_full = |from: tokio::time::Instant| {
-        settings.full_check.map(|every| {
+        settings.full_check.and_then(|every| {
             let jitter = settings.jitter.mul_f64(rand_fraction());
-            from + every + jitter
+            from.checked_add(every)?.checked_add(jitter)
         })
     };
     let mut full_due = next_full(tokio::time::Instant::now());
