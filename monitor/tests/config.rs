@@ -4,6 +4,7 @@ mod common;
 use std::fs;
 use std::process::Command;
 
+use common::daemon::{Daemon, by, s};
 use common::{Fixture, privileged, run};
 
 fn config_check(text: &str) -> common::Run {
@@ -365,4 +366,62 @@ fn fimds_own_files_inside_a_watch_are_left_out() {
             r.stderr
         );
     }
+}
+
+#[test]
+fn a_reload_that_cannot_work_keeps_the_running_configuration() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    let other = f.dir.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("file"), "v1").unwrap();
+    let d = Daemon::start(&f);
+    let running = fs::read_to_string(&f.config).unwrap();
+    let unbaselined_watch = running.replacen(
+        "[alerts]",
+        &format!("[[watch]]\npath = {:?}\n[alerts]", s(&other)),
+        1,
+    );
+    let empty_state = running.replacen(
+        &format!("{:?}", s(&f.state)),
+        &format!("{:?}", s(&f.dir.path().join("empty-state"))),
+        1,
+    );
+    let cases = [
+        (
+            unbaselined_watch,
+            "the watches differ from those the baseline was sealed with",
+        ),
+        ("state_dir = [\n".to_owned(), "fimd.toml:"),
+        (empty_state, "empty-state"),
+        (
+            format!("{running}\n[schedule]\nfull_check = \"1ns\"\n"),
+            "schedule.full_check",
+        ),
+    ];
+    for (i, (text, why)) in cases.iter().enumerate() {
+        fs::write(&f.config, text).unwrap();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+        d.wait_log_count("SIGHUP: keeping the running configuration", i + 1);
+        let said = d.log();
+        let line = said
+            .iter()
+            .filter(|l| l.contains("keeping the running configuration"))
+            .nth(i)
+            .unwrap();
+        assert!(line.contains(why), "{why:?} not in {line:?}");
+        // Still running, on the old configuration, and still seeing changes.
+        d.wait_log_count("; ready", i + 2);
+        let pid = by("sh", &["-c", &format!("echo v{i} >> '{}'", s(&f.path("a.txt")))]);
+        d.expect(&f.path("a.txt"), "updated", pid);
+    }
+    assert!(
+        !d.log().iter().any(|l| l.contains("reloading")),
+        "a configuration that cannot work was taken: {:?}",
+        d.log()
+    );
+    fs::write(&f.config, &running).unwrap();
 }

@@ -204,12 +204,15 @@ pub fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
                 Ok(Control::Reload) => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
                     reason = "reload";
-                    match Settings::load(&settings.source) {
+                    match Settings::load(&settings.source)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|s| reload_check(&settings, s))
+                    {
                         Ok(s) => {
                             eprintln!("fimd run: SIGHUP: reloading {}", s.source.display());
                             settings = s;
                         }
-                        Err(e) => eprintln!("fimd run: SIGHUP: keeping the running configuration: {e}"),
+                        Err(e) => eprintln!("fimd run: SIGHUP: keeping the running configuration: {e:#}"),
                     }
                 }
             }
@@ -220,6 +223,23 @@ pub fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
         tasks.wait().await;
         result
     })
+}
+
+/// Whether `new` can take over from `running` on a SIGHUP: its baseline opens, verifies and
+/// was sealed for its watches (`fimd init` refuses pseudo-filesystems), and its alert file
+/// opens. Checked before the running configuration is let go, so a reload that cannot work
+/// leaves the daemon as it was instead of stopping it.
+fn reload_check(running: &Settings, new: Settings) -> anyhow::Result<Settings> {
+    let (_, _, baseline) = open_baseline(&new)?;
+    if let Some(p) = super::coverage_problem(&new, &baseline) {
+        anyhow::bail!("{}: {}", new.source.display(), p.message);
+    }
+    if new.alerts.jsonl != running.alerts.jsonl
+        && let Some(target) = &new.alerts.jsonl
+    {
+        crate::output::jsonl::JsonlSink::open_target(target)?;
+    }
+    Ok(new)
 }
 
 /// Runs until a signal: loads the baseline, attaches the sensor, reconciles, then reports
