@@ -395,3 +395,49 @@ fn files_skipped_over_the_size_cap_are_not_counted_as_hashed() {
     assert!(r.stderr.contains(" 18 B hashed"), "{}", r.stderr);
     assert!(!r.stderr.contains("TiB"), "{}", r.stderr);
 }
+
+#[test]
+fn without_privilege_the_missing_privilege_is_named() {
+    if !privileged("dropping to an unprivileged user") {
+        return;
+    }
+    let f = Fixture::new();
+    f.init();
+    let as_nobody = |args: &[&str]| common::fimd_as_nobody(&f.config, args);
+    let assert_named = |r: &common::Run, what: &str| {
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(
+            r.stderr.contains(what) && r.stderr.contains("permission denied") && r.stderr.contains("as root"),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("uid 65534"), "{}", r.stderr);
+        assert!(
+            !r.stderr.contains("rebuild") && !r.stderr.contains("fimd init"),
+            "told to rebuild a healthy baseline: {}",
+            r.stderr
+        );
+    };
+    let key = f.state.join("hmac.key");
+    let db = f.state.join("baseline.db");
+    // The state directory is 0700: nothing in it can be reached.
+    for cmd in [
+        &["check"][..],
+        &["run"][..],
+        &["accept"][..],
+        &["baseline", "show"][..],
+    ] {
+        assert_named(&as_nobody(cmd), &format!("HMAC key {}", key.display()));
+    }
+    assert_named(&as_nobody(&["init"]), &format!("database {}", db.display()));
+    // The directory is open, the key is not.
+    fs::set_permissions(&f.state, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_named(&as_nobody(&["check"]), &format!("HMAC key {}", key.display()));
+    // The key is readable, the database is not writable.
+    std::os::unix::fs::chown(&key, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o644)).unwrap();
+    assert_named(&as_nobody(&["check"]), &format!("database {}", db.display()));
+    // As root, the baseline was never in question.
+    std::os::unix::fs::chown(&key, Some(0), Some(0)).unwrap();
+    assert_eq!(f.check().0, 0);
+}

@@ -33,6 +33,12 @@ pub enum StoreError {
     Sqlite { path: PathBuf, err: rusqlite::Error },
     #[error("cannot create the state directory {path}: {err}")]
     StateDir { path: PathBuf, err: std::io::Error },
+    /// The state directory or database is there but this process may not use it.
+    #[error(
+        "cannot open the baseline database {path} for reading and writing: permission denied (fimd runs as \
+         uid {uid}); run fimd as root (or as the owner of the state directory); the baseline itself is not damaged"
+    )]
+    Denied { path: PathBuf, uid: u32 },
     #[error("no baseline in {path}: run `fimd init` first")]
     NoBaseline { path: PathBuf },
     #[error(
@@ -99,7 +105,16 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database in `state_dir`.
     pub fn open(state_dir: &Path, key_path: Option<&Path>) -> Result<Store, StoreError> {
-        if !state_dir.exists() {
+        let path = state_dir.join(DB_FILE);
+        let uid = rustix::process::geteuid().as_raw();
+        let exists = match std::fs::metadata(state_dir) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(StoreError::Denied { path, uid });
+            }
+            Err(_) => false,
+        };
+        if !exists {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -110,10 +125,36 @@ impl Store {
                     err,
                 })?;
         }
-        let path = state_dir.join(DB_FILE);
-        let sql = |err| StoreError::Sqlite {
-            path: path.clone(),
-            err,
+        // SQLite says "unable to open database file" or "readonly database": say which
+        // privilege is missing instead.
+        let denied = || {
+            rustix::fs::accessat(
+                rustix::fs::CWD,
+                state_dir,
+                rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+                rustix::fs::AtFlags::EACCESS,
+            )
+            .is_err_and(|e| e == rustix::io::Errno::ACCESS)
+                || rustix::fs::accessat(
+                    rustix::fs::CWD,
+                    &path,
+                    rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+                    rustix::fs::AtFlags::EACCESS,
+                )
+                .is_err_and(|e| e == rustix::io::Errno::ACCESS)
+        };
+        let sql = |err| {
+            if denied() {
+                StoreError::Denied {
+                    path: path.clone(),
+                    uid,
+                }
+            } else {
+                StoreError::Sqlite {
+                    path: path.clone(),
+                    err,
+                }
+            }
         };
         let conn = Connection::open(&path).map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
