@@ -441,3 +441,74 @@ fn without_privilege_the_missing_privilege_is_named() {
     std::os::unix::fs::chown(&key, Some(0), Some(0)).unwrap();
     assert_eq!(f.check().0, 0);
 }
+
+#[test]
+fn a_full_disk_leaves_no_torn_alert_line() {
+    if !privileged("mounting a small tmpfs") {
+        return;
+    }
+    let f = Fixture::new();
+    for i in 0..150 {
+        fs::write(f.path(&format!("sub/f{i:03}")), "v1").unwrap();
+    }
+    let small = f.dir.path().join("small");
+    fs::create_dir(&small).unwrap();
+    let _fs = common::Mount::new(&["-t", "tmpfs", "-o", "size=64k", "tmpfs"], &small);
+    let sink = small.join("alerts.jsonl");
+    // Takes most of the room, to be given back later.
+    let filler = small.join("filler");
+    fs::write(&filler, vec![1u8; 32 << 10]).unwrap();
+    let text = fs::read_to_string(&f.config).unwrap();
+    fs::write(
+        &f.config,
+        format!("{text}\n[alerts]\njsonl = {:?}\n", sink.display().to_string()),
+    )
+    .unwrap();
+    f.init();
+    let lines = || -> Vec<serde_json::Value> {
+        let raw = fs::read(&sink).unwrap();
+        assert!(raw.is_empty() || raw.ends_with(b"\n"), "a torn last line");
+        raw.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice(l).unwrap_or_else(|e| {
+                    panic!("not one whole JSON line ({e}): {}", String::from_utf8_lossy(l))
+                })
+            })
+            .collect()
+    };
+    // One alert fits.
+    fs::write(f.path("a.txt"), "one").unwrap();
+    assert_eq!(f.fimd(&["check"]).code, 1);
+    assert_eq!(lines().len(), 1);
+    // 151 alerts (over 100 KiB) do not fit in 64 KiB: the disk fills in the middle of a line.
+    for i in 0..150 {
+        fs::write(f.path(&format!("sub/f{i:03}")), "v2").unwrap();
+    }
+    let full = f.fimd(&["check"]);
+    assert_eq!(full.code, 1);
+    assert!(full.stderr.contains("No space left on device"), "{}", full.stderr);
+    let dropped: usize = full
+        .stderr
+        .split_once("sinks (")
+        .and_then(|(_, rest)| rest.split_once(" dropped)"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no drop count: {}", full.stderr));
+    assert!(dropped > 0);
+    // Every alert is either a whole line in the file or counted dropped, never both.
+    assert_eq!(lines().len(), 1 + 151 - dropped, "{dropped} dropped");
+    // The next alert, once there is room again, starts on a line of its own.
+    fs::remove_file(&filler).unwrap();
+    let accept = f.fimd(&["accept", f.path("sub").to_str().unwrap()]);
+    assert_eq!(accept.code, 0, "{}", accept.stderr);
+    let before = lines().len();
+    let again = f.fimd(&["check"]);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert!(!again.stderr.contains("dropped"), "{}", again.stderr);
+    let docs = lines();
+    assert_eq!(docs.len(), before + 1);
+    assert_eq!(
+        docs.last().unwrap()["file"]["path"],
+        f.path("a.txt").to_str().unwrap()
+    );
+}
