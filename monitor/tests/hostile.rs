@@ -512,3 +512,44 @@ fn a_full_disk_leaves_no_torn_alert_line() {
         f.path("a.txt").to_str().unwrap()
     );
 }
+
+#[test]
+fn alerts_still_queued_at_shutdown_are_counted_dropped() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    use common::daemon::{Daemon, by, s};
+    let f = Fixture::new();
+    // A webhook nobody answers: its alerts wait in the queue, retried.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = fs::read_to_string(&f.config).unwrap();
+    fs::write(
+        &f.config,
+        format!(
+            "{text}\n[alerts]\njsonl = {:?}\n[alerts.webhook]\nurl = \"http://127.0.0.1:{port}/fim\"\n",
+            s(&f.dir.path().join("alerts.jsonl"))
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&f);
+    for (i, name) in ["a.txt", "sub/b.conf", "a.txt"].iter().enumerate() {
+        let pid = by("sh", &["-c", &format!("echo {i} >> '{}'", s(&f.path(name)))]);
+        d.expect(&f.path(name), "updated", pid);
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    d.wait_log("fimd run: stopped");
+    let log = d.log();
+    let said = log
+        .iter()
+        .find(|l| l.contains("alert sinks still held"))
+        .unwrap_or_else(|| panic!("undelivered alerts not reported: {log:#?}"));
+    assert!(
+        said.contains("still held 3 alerts") && said.contains("(3 dropped in all)"),
+        "{said}"
+    );
+}

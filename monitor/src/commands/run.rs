@@ -380,11 +380,18 @@ async fn serve(
     drop(events);
     health.set_ready(false);
     metrics.set_sensor_attached(d.sensor.name(), false);
-    if !d.sink.flush(SHUTDOWN_FLUSH) {
+    let end = d.sink.shutdown(SHUTDOWN_FLUSH);
+    if end.given_up > 0 {
         eprintln!(
-            "fimd run: alert sinks still had alerts queued after {} s ({} dropped in all)",
+            "fimd run: alert sinks still held {} alerts after {} s: dropped ({} dropped in all)",
+            end.given_up,
             SHUTDOWN_FLUSH.as_secs(),
-            d.sink.dropped()
+            end.dropped
+        );
+    } else if end.dropped > 0 {
+        eprintln!(
+            "fimd run: {} alerts were dropped in all (a sink full or failing)",
+            end.dropped
         );
     }
     eprintln!("fimd run: stopped");
