@@ -136,6 +136,10 @@ fn numbers_out_of_range_are_refused_with_their_line() {
             "[alerts]\njsonl = \"-\"\nqueue = 0",
             ":7: alerts.queue: 0 is out of range",
         ),
+        (
+            "[alerts]\njsonl = \"-\"\nqueue = 10000000",
+            ":7: alerts.queue: 10000000 is out of range; give a number from 1 to 1000000",
+        ),
     ];
     for (extra, needle) in cases {
         let r = check_with(&f, extra);
@@ -153,6 +157,7 @@ fn numbers_out_of_range_are_refused_with_their_line() {
         "[schedule]\nfull_check = \"0\"",
         "[scan]\nthreads = 1024",
         "[realtime]\nring_buffer_bytes = \"256MiB\"",
+        "[alerts]\njsonl = \"-\"\nqueue = 1000000",
     ] {
         let r = check_with(&f, ok);
         assert_eq!(r.code, 0, "refused {ok}: {}", r.stderr);
