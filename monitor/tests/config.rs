@@ -430,3 +430,66 @@ fn a_reload_that_cannot_work_keeps_the_running_configuration() {
     );
     fs::write(&f.config, &running).unwrap();
 }
+
+#[test]
+fn the_daemon_never_alerts_on_its_own_files() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    // The database and the alert file (small, so it rotates) both inside the watched tree.
+    let state = f.path("state");
+    let log = f.path("log");
+    fs::create_dir(&log).unwrap();
+    let sink = log.join("alerts.jsonl");
+    fs::write(
+        &f.config,
+        format!(
+            "state_dir = {:?}\n[[watch]]\npath = {:?}\n[alerts]\njsonl = {:?}\njsonl_max_bytes = \"3K\"\njsonl_keep = 2\n",
+            s(&state),
+            s(&f.tree),
+            s(&sink)
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&f);
+    let alerts = || -> Vec<serde_json::Value> {
+        ["alerts.jsonl.2", "alerts.jsonl.1", "alerts.jsonl"]
+            .iter()
+            .flat_map(|n| {
+                fs::read_to_string(log.join(n))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<serde_json::Value>>()
+            })
+            .collect()
+    };
+    for i in 0..4 {
+        let pid = by("sh", &["-c", &format!("echo {i} >> '{}'", s(&f.path("a.txt")))]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !alerts().iter().any(|a| a["process"]["pid"] == pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "change {i} not reported: {:#?}",
+                alerts()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    assert!(
+        log.join("alerts.jsonl.1").exists(),
+        "the alert file did not rotate"
+    );
+    // Writing those alerts (and rotating the file) must not raise more: a feedback loop wrote
+    // 5,048 in 10 s.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let all = alerts();
+    let paths: Vec<&str> = all.iter().map(|a| a["file"]["path"].as_str().unwrap()).collect();
+    assert!(
+        paths.iter().all(|p| *p == s(&f.path("a.txt"))),
+        "alerts on other paths: {paths:#?}"
+    );
+    assert!(all.len() <= 4 * 2, "{} alerts for 4 changes", all.len());
+    drop(d);
+}
