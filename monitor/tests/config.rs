@@ -151,6 +151,23 @@ fn numbers_out_of_range_are_refused_with_their_line() {
         );
         assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     }
+    // `run` panicked (exit 101) on these; every command refuses them first.
+    for extra in [
+        "[schedule]\nfull_check = \"500000000000y\"",
+        "[schedule]\nfull_check = \"1d\"\njitter = \"500000000000y\"",
+    ] {
+        check_with(&f, extra);
+        for cmd in ["run", "init", "check"] {
+            let r = f.fimd(&[cmd]);
+            assert_eq!(r.code, 2, "{cmd} with {extra}: {}", r.stderr);
+            assert!(
+                r.stderr.contains("fimd.toml:") && r.stderr.contains(": schedule."),
+                "{}",
+                r.stderr
+            );
+            assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+        }
+    }
     for ok in [
         "[schedule]\nfull_check = \"1m\"\njitter = \"1m\"",
         "[schedule]\nfull_check = \"366d\"",
