@@ -227,8 +227,9 @@ impl OwnFiles {
         }
     }
 
-    /// One word for the baseline's coverage record and messages.
-    fn describe(&self) -> String {
+    /// `state_dir=PATH` or `alerts.jsonl=PATH`, for the baseline's coverage record and messages
+    /// (a name that is not UTF-8 is shown lossily; matching always uses the bytes).
+    pub fn describe(&self) -> String {
         let (what, p) = match self {
             OwnFiles::StateDir(p) => ("state_dir", p),
             OwnFiles::Alerts(p) => ("alerts.jsonl", p),

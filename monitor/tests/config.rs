@@ -341,6 +341,18 @@ fn fimds_own_files_inside_a_watch_are_left_out() {
         ),
     )
     .unwrap();
+    let said = f.fimd(&["config", "check"]);
+    assert_eq!(said.code, 0, "{}", said.stderr);
+    assert!(
+        said.stdout.contains(&format!(
+            "watch {} leaves out fimd's own files: state_dir={}, alerts.jsonl={}",
+            f.tree.display(),
+            state.display(),
+            alerts.display()
+        )),
+        "{}",
+        said.stdout
+    );
     f.init();
     let show = f.fimd(&["baseline", "show"]).json_lines();
     assert!(
