@@ -161,6 +161,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 settings.watches.len(),
                 settings.state_dir.display()
             );
+            for w in settings.watches.iter().filter(|w| !w.exclude.own.is_empty()) {
+                let own: Vec<String> = w.exclude.own.iter().map(|o| o.describe()).collect();
+                println!(
+                    "  watch {} leaves out fimd's own files: {}",
+                    w.path.display(),
+                    own.join(", ")
+                );
+            }
             Ok(ExitCode::from(EXIT_CLEAN))
         }
         Command::Selftest => unreachable!("handled above"),

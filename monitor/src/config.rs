@@ -64,13 +64,33 @@ struct RawSchedule {
 
 /// PCI DSS 11.5.2: compare at least weekly.
 pub const DEFAULT_FULL_CHECK: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+/// One hour: enough to spread a fleet's disk reads, short next to a week.
 pub const DEFAULT_JITTER: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Shortest `schedule.full_check`: 1 minute. Each full comparison rereads every watched byte;
+/// at `"1ns"` the daemon ran about 300 a second and did little else.
+pub const MIN_FULL_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
+/// Longest `schedule.full_check` and `schedule.jitter`: 366 days. Compliance asks for weekly;
+/// past a year a schedule means "never" (write `"0"`), and huge values overflowed the daemon's
+/// timer (`"500000000000y"` made `fimd run` panic).
+pub const MAX_FULL_CHECK: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+/// Most `scan.threads`: 1024. Each hashing thread holds a 128 KiB read buffer and a stack;
+/// past four per core nothing got faster (README, Performance), and `99999999999` made
+/// `init` hang trying to start them.
+pub const MAX_THREADS: i64 = 1024;
+/// Smallest `realtime.ring_buffer_bytes`: 4 KiB, one page on x86-64 (the kernel wants a
+/// power-of-two number of pages, so on a larger-page machine its page size is the floor).
+pub const MIN_RING_BYTES: u64 = 4096;
+/// Largest `realtime.ring_buffer_bytes`: 256 MiB, about 3 million records. The ring is locked
+/// kernel memory mapped into the daemon (2 GiB cost 4.2 GB of RSS); a loss is repaired by a
+/// full comparison, so a bigger ring buys little.
+pub const MAX_RING_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRealtime {
-    /// Kernel-to-daemon ring buffer size in bytes: a power of two, at least 4096.
-    ring_buffer_bytes: Option<Spanned<u32>>,
+    /// Kernel-to-daemon ring buffer size in bytes: a power of two from `MIN_RING_BYTES` to
+    /// `MAX_RING_BYTES`, as a number or a size string ("4MiB").
+    ring_buffer_bytes: Option<Spanned<toml::Value>>,
     sensor: Option<SensorChoice>,
 }
 
@@ -105,8 +125,8 @@ struct RawWatch {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScan {
-    /// Scanning threads; 0 or absent means four per core.
-    threads: Option<usize>,
+    /// Scanning threads, 0 to `MAX_THREADS`; 0 or absent means four per core.
+    threads: Option<Spanned<i64>>,
     /// Files larger than this are recorded without a content hash (and reported); 0 = no limit.
     max_file_size: Option<Spanned<toml::Value>>,
 }
@@ -178,18 +198,65 @@ impl Rotate {
 }
 
 /// Exclusion globs: patterns starting with `/` match the whole path, others match the file name.
+/// fimd's own files inside the watch are excluded too (`own`).
 #[derive(Debug, Clone)]
 pub struct Excludes {
     full: GlobSet,
     name: GlobSet,
     /// As written, for the baseline's record of what it covers.
     pub patterns: Vec<String>,
+    /// fimd's own files below this watch, excluded whatever the patterns say.
+    pub own: Vec<OwnFiles>,
+}
+
+/// Files fimd itself writes, excluded from every watch that contains them: watching them would
+/// make every check differ (the database) or every alert cause another (the alert file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnFiles {
+    /// `state_dir` and everything in it: the database, its WAL and the key.
+    StateDir(Vec<u8>),
+    /// `alerts.jsonl` and its rotated siblings `FILE.1`, `FILE.2`, … (any number).
+    Alerts(Vec<u8>),
+}
+
+impl OwnFiles {
+    /// The path, as bytes.
+    pub fn path(&self) -> &[u8] {
+        match self {
+            OwnFiles::StateDir(p) | OwnFiles::Alerts(p) => p,
+        }
+    }
+
+    /// Whether `path` is one of these files.
+    pub fn contains(&self, path: &[u8]) -> bool {
+        match self {
+            OwnFiles::StateDir(dir) if dir.as_slice() == b"/" => true,
+            OwnFiles::StateDir(dir) => path
+                .strip_prefix(&dir[..])
+                .is_some_and(|rest| rest.is_empty() || rest[0] == b'/'),
+            OwnFiles::Alerts(file) => path.strip_prefix(&file[..]).is_some_and(|rest| {
+                rest.is_empty()
+                    || (rest.len() > 1 && rest[0] == b'.' && rest[1..].iter().all(u8::is_ascii_digit))
+            }),
+        }
+    }
+
+    /// `state_dir=PATH` or `alerts.jsonl=PATH`, for the baseline's coverage record and messages
+    /// (a name that is not UTF-8 is shown lossily; matching always uses the bytes).
+    pub fn describe(&self) -> String {
+        let (what, p) = match self {
+            OwnFiles::StateDir(p) => ("state_dir", p),
+            OwnFiles::Alerts(p) => ("alerts.jsonl", p),
+        };
+        format!("{what}={}", String::from_utf8_lossy(p))
+    }
 }
 
 impl Excludes {
     pub fn is_excluded(&self, path: &[u8], name: &[u8]) -> bool {
         use std::ffi::OsStr;
-        self.full.is_match(Path::new(OsStr::from_bytes(path)))
+        self.own.iter().any(|o| o.contains(path))
+            || self.full.is_match(Path::new(OsStr::from_bytes(path)))
             || self.name.is_match(Path::new(OsStr::from_bytes(name)))
     }
 }
@@ -300,6 +367,7 @@ impl Settings {
                 full: build(full)?,
                 name: build(name)?,
                 patterns: w.exclude.iter().map(|p| p.get_ref().clone()).collect(),
+                own: Vec::new(),
             };
             if let Some((other, other_span)) = watches.iter().find(|(o, _)| o.path == wpath) {
                 let _ = other;
@@ -380,10 +448,55 @@ impl Settings {
             .validate()
             .map_err(|e| invalid(e.span.unwrap_or(0..0), e.message))?;
 
+        // fimd's own files: excluded from every watch holding them; a watch inside them is
+        // refused (it would watch nothing but fimd).
+        let mut own = vec![(
+            OwnFiles::StateDir(state_dir.as_os_str().as_bytes().to_vec()),
+            "state_dir",
+            raw.state_dir.span(),
+        )];
+        if let (Some(crate::output::sink::JsonlTarget::File { path: a, .. }), Some(span)) =
+            (&alerts.jsonl, raw.alerts.jsonl.as_ref().map(|j| j.span()))
+        {
+            own.push((
+                OwnFiles::Alerts(a.as_os_str().as_bytes().to_vec()),
+                "alerts.jsonl",
+                span,
+            ));
+        }
+        for (w, wspan) in &mut watches {
+            let root = w.path.as_os_str().as_bytes();
+            for (o, key, ospan) in &own {
+                if o.contains(root) {
+                    return Err(invalid(
+                        wspan.clone(),
+                        format!(
+                            "watch.path: {} lies in fimd's own {key} (line {}), which fimd changes on every \
+                             run; watch another path or move {key} out of it",
+                            w.path.display(),
+                            line_of(text, ospan.start)
+                        ),
+                    ));
+                }
+                if crate::compare::is_under(o.path(), root) {
+                    w.exclude.own.push(o.clone());
+                }
+            }
+        }
+
         // Reads from a cold cache wait on the disk: more threads than cores keep the cores busy
         // (measured on /usr: cold 32.7 s with 2 threads, 22.2 s with 8; warm unchanged).
-        let threads = match raw.scan.threads {
-            Some(n) if n > 0 => n,
+        let threads = match &raw.scan.threads {
+            Some(n) if (1..=MAX_THREADS).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) if *n.get_ref() != 0 => {
+                return Err(invalid(
+                    n.span(),
+                    format!(
+                        "scan.threads: {} is out of range; give 1 to {MAX_THREADS}, or 0 for four per core",
+                        n.get_ref()
+                    ),
+                ));
+            }
             _ => (std::thread::available_parallelism().map_or(1, |n| n.get()) * 4).min(64),
         };
 
@@ -404,15 +517,64 @@ impl Settings {
 
         let ring_buffer_bytes = match &raw.realtime.ring_buffer_bytes {
             None => crate::sensor::ebpf::DEFAULT_RING_BYTES,
-            Some(n) if n.get_ref().is_power_of_two() && *n.get_ref() >= 4096 => *n.get_ref(),
-            Some(n) => {
-                return Err(invalid(
-                    n.span(),
-                    format!(
-                        "realtime.ring_buffer_bytes: {} is not a power of two of at least 4096",
-                        n.get_ref()
-                    ),
-                ));
+            Some(v) => {
+                let min = MIN_RING_BYTES.max(page_size());
+                match parse_size(v.get_ref()) {
+                    Some(n) if n.is_power_of_two() && (min..=MAX_RING_BYTES).contains(&n) => n as u32,
+                    _ => {
+                        return Err(invalid(
+                            v.span(),
+                            format!(
+                                "realtime.ring_buffer_bytes: {} is not a power of two from {min} to {MAX_RING_BYTES} \
+                                 (256 MiB); write e.g. 4194304 or \"4MiB\" (the default)",
+                                v.get_ref()
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+
+        let full_check = match &raw.schedule.full_check {
+            None => Some(DEFAULT_FULL_CHECK),
+            Some(d) if d.get_ref().trim() == "0" => None,
+            Some(d) => {
+                let every = duration(d, "schedule.full_check")?;
+                if !(MIN_FULL_CHECK..=MAX_FULL_CHECK).contains(&every) {
+                    return Err(invalid(
+                        d.span(),
+                        format!(
+                            "schedule.full_check: {:?} is out of range; give 1 minute (\"1m\") to 366 days \
+                             (\"366d\"), or \"0\" for no scheduled comparison",
+                            d.get_ref()
+                        ),
+                    ));
+                }
+                Some(every)
+            }
+        };
+        let jitter = match &raw.schedule.jitter {
+            None => DEFAULT_JITTER.min(full_check.unwrap_or(MAX_FULL_CHECK)),
+            Some(d) if d.get_ref().trim() == "0" => std::time::Duration::ZERO,
+            Some(d) => {
+                let jitter = duration(d, "schedule.jitter")?;
+                let most = full_check.unwrap_or(MAX_FULL_CHECK);
+                if jitter > most {
+                    return Err(invalid(
+                        d.span(),
+                        format!(
+                            "schedule.jitter: {:?} is longer than {}; give at most {} (or \"0\")",
+                            d.get_ref(),
+                            if full_check.is_some() {
+                                "schedule.full_check"
+                            } else {
+                                "366 days"
+                            },
+                            humantime::format_duration(most)
+                        ),
+                    ));
+                }
+                jitter
             }
         };
 
@@ -441,16 +603,8 @@ impl Settings {
                     Some(a.get_ref().clone())
                 }
             },
-            full_check: match &raw.schedule.full_check {
-                None => Some(DEFAULT_FULL_CHECK),
-                Some(d) if d.get_ref().trim() == "0" => None,
-                Some(d) => Some(duration(d, "schedule.full_check")?),
-            },
-            jitter: match &raw.schedule.jitter {
-                None => DEFAULT_JITTER,
-                Some(d) if d.get_ref().trim() == "0" => std::time::Duration::ZERO,
-                Some(d) => duration(d, "schedule.jitter")?,
-            },
+            full_check,
+            jitter,
             host_root: match &raw.host_root {
                 None => PathBuf::from("/"),
                 Some(p) if p.get_ref().is_absolute() => p.get_ref().clone(),
@@ -474,35 +628,53 @@ impl Settings {
             .watches
             .iter()
             .map(|w| {
-                format!(
+                let mut line = format!(
                     "{:?} policy={} one_filesystem={} exclude={:?}",
                     w.path.display().to_string(),
                     w.policy.as_str(),
                     w.one_filesystem,
                     w.exclude.patterns
-                )
+                );
+                // Only when there are some, so baselines sealed before fimd excluded its own
+                // files keep matching.
+                if !w.exclude.own.is_empty() {
+                    let own: Vec<String> = w.exclude.own.iter().map(OwnFiles::describe).collect();
+                    line.push_str(&format!(" own={own:?}"));
+                }
+                line
             })
             .collect();
         lines.sort();
         lines.join("\n")
     }
 
-    /// Checks that every watched path exists under `root` (the host's `/` by default).
+    /// Checks that every watched path exists under `root` (the host's `/` by default) and is
+    /// not on a pseudo-filesystem (proc, sysfs, cgroup, …: see `scan::fstype`).
     pub fn check_paths_exist(&self, root: &Path) -> Result<(), ConfigError> {
         let text = std::fs::read_to_string(&self.source).unwrap_or_default();
         for w in &self.watches {
             let real = reroot(root, &w.path);
-            if std::fs::symlink_metadata(&real).is_err() {
+            let refuse = |message: String| {
                 let needle = format!("{:?}", w.path.display().to_string());
                 let line = text.find(&needle).map_or(0, |at| line_of(&text, at));
-                return Err(ConfigError::Invalid {
+                ConfigError::Invalid {
                     path: self.source.clone(),
                     line,
-                    message: format!(
-                        "watch.path: {} does not exist; create it or remove this [[watch]]",
-                        real.display()
-                    ),
-                });
+                    message,
+                }
+            };
+            if std::fs::symlink_metadata(&real).is_err() {
+                return Err(refuse(format!(
+                    "watch.path: {} does not exist; create it or remove this [[watch]]",
+                    real.display()
+                )));
+            }
+            if let Ok(Some(fs)) = crate::scan::fstype::pseudo_fs_at(&real) {
+                return Err(refuse(format!(
+                    "watch.path: {} is on a {fs} pseudo-filesystem, whose files are kernel state that \
+                     changes by itself; remove this [[watch]] (fimd watches files on disk)",
+                    real.display()
+                )));
             }
         }
         Ok(())
@@ -598,6 +770,13 @@ pub(crate) fn parse_size(v: &toml::Value) -> Option<u64> {
     }
 }
 
+/// The kernel's page size in bytes (4096 on x86-64).
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).unwrap_or(4096).max(1)
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
         .bytes()
@@ -638,6 +817,79 @@ mod tests {
     }
 
     #[test]
+    fn numbers_at_their_bounds_are_accepted() {
+        let s = parse(
+            "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[scan]\nthreads = 1024\n[realtime]\n\
+             ring_buffer_bytes = \"256MiB\"\n[schedule]\nfull_check = \"1m\"\njitter = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.threads, 1024);
+        assert_eq!(u64::from(s.ring_buffer_bytes), MAX_RING_BYTES);
+        assert_eq!(s.full_check, Some(MIN_FULL_CHECK));
+        assert_eq!(s.jitter, MIN_FULL_CHECK);
+        let s = parse(
+            "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[realtime]\nring_buffer_bytes = 4096\n\
+             [schedule]\nfull_check = \"366d\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.ring_buffer_bytes, 4096);
+        assert_eq!(s.full_check, Some(MAX_FULL_CHECK));
+        // The default jitter (1 h) never exceeds a shorter schedule.
+        let s =
+            parse("state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[schedule]\nfull_check = \"5m\"\n").unwrap();
+        assert_eq!(s.jitter, std::time::Duration::from_secs(300));
+        let s = parse("state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[scan]\nthreads = 0\n").unwrap();
+        assert!((1..=64).contains(&s.threads));
+    }
+
+    #[test]
+    fn fimds_own_files_are_excluded_from_the_watches_holding_them() {
+        let s = parse(
+            "state_dir = \"/var/lib/fimd\"\n[[watch]]\npath = \"/var\"\n[[watch]]\npath = \"/etc\"\n\
+             [alerts]\njsonl = \"/var/log/fimd/alerts.jsonl\"\njsonl_max_bytes = \"1M\"\n",
+        )
+        .unwrap();
+        for own in [
+            "/var/lib/fimd",
+            "/var/lib/fimd/baseline.db",
+            "/var/lib/fimd/baseline.db-wal",
+            "/var/lib/fimd/hmac.key",
+            "/var/log/fimd/alerts.jsonl",
+            "/var/log/fimd/alerts.jsonl.1",
+            "/var/log/fimd/alerts.jsonl.12",
+        ] {
+            assert!(!s.covers(Path::new(own)), "{own} is fimd's own and still watched");
+        }
+        for other in [
+            "/var/lib/fimdx",
+            "/var/lib/other",
+            "/var/log/fimd",
+            "/var/log/fimd/alerts.jsonl.bak",
+            "/var/log/fimd/alerts.jsonl.",
+            "/var/log/fimd/alerts.jsonlx",
+        ] {
+            assert!(s.covers(Path::new(other)), "{other} was excluded too");
+        }
+        // The baseline records it, for the watch that holds them only.
+        let coverage = s.coverage();
+        assert!(
+            coverage.contains("\"/var\" policy=static one_filesystem=true exclude=[] own=[\"state_dir=/var/lib/fimd\", \"alerts.jsonl=/var/log/fimd/alerts.jsonl\"]"),
+            "{coverage}"
+        );
+        assert!(
+            coverage.contains("\"/etc\" policy=static one_filesystem=true exclude=[]\n")
+                || coverage.ends_with("exclude=[]"),
+            "{coverage}"
+        );
+        // Outside every watch: nothing recorded, so older baselines keep matching.
+        let s = parse("state_dir = \"/var/lib/fimd\"\n[[watch]]\npath = \"/etc\"\n").unwrap();
+        assert_eq!(
+            s.coverage(),
+            "\"/etc\" policy=static one_filesystem=true exclude=[]"
+        );
+    }
+
+    #[test]
     fn errors_name_line_and_key() {
         let cases: &[(&str, usize, &str)] = &[
             (
@@ -672,6 +924,86 @@ mod tests {
                 "bad glob",
             ),
             ("state_dir = \"/s\"\n", 1, "no [[watch]]"),
+            (
+                "state_dir = \"/var/lib/fimd\"\n[[watch]]\npath = \"/var/lib/fimd/db\"\n",
+                3,
+                "watch.path: /var/lib/fimd/db lies in fimd's own state_dir (line 1)",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/s\"\n",
+                3,
+                "lies in fimd's own state_dir",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/var/log/a.jsonl\"\n[alerts]\njsonl = \"/var/log/a.jsonl\"\n",
+                3,
+                "lies in fimd's own alerts.jsonl (line 5)",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[schedule]\nfull_check = \"500000000000y\"\n",
+                5,
+                "schedule.full_check: \"500000000000y\" is out of range",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[schedule]\nfull_check = \"1ns\"\n",
+                5,
+                "schedule.full_check: \"1ns\" is out of range",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[schedule]\nfull_check = \"59s\"\n",
+                5,
+                "give 1 minute",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[schedule]\nfull_check = \"367d\"\n",
+                5,
+                "to 366 days",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[schedule]\nfull_check = \"99999999999999999999y\"\n",
+                5,
+                "schedule.full_check: ",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[schedule]\nfull_check = \"1h\"\njitter = \"61m\"\n",
+                6,
+                "schedule.jitter: \"61m\" is longer than schedule.full_check",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[schedule]\nfull_check = \"0\"\njitter = \"400000y\"\n",
+                6,
+                "is longer than 366 days",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[scan]\nthreads = 99999999999\n",
+                5,
+                "scan.threads: 99999999999 is out of range",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[scan]\nthreads = -4\n",
+                5,
+                "scan.threads: -4 is out of range",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[realtime]\nring_buffer_bytes = 2147483648\n",
+                5,
+                "realtime.ring_buffer_bytes: 2147483648 is not a power of two from 4096 to 268435456",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[realtime]\nring_buffer_bytes = 2048\n",
+                5,
+                "realtime.ring_buffer_bytes: 2048",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[realtime]\nring_buffer_bytes = 12288\n",
+                5,
+                "not a power of two",
+            ),
+            (
+                "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[realtime]\nring_buffer_bytes = 8589934592\n",
+                5,
+                "realtime.ring_buffer_bytes",
+            ),
             (
                 "state_dir = \"/s\"\n[[watch]]\npath = \"/e\"\n[alerts]\njsonl = \"a.jsonl\"\n",
                 5,

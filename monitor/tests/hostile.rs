@@ -455,3 +455,177 @@ fn files_over_the_size_cap_are_compared_by_metadata_and_accepted() {
         r.stderr
     );
 }
+
+#[test]
+fn files_skipped_over_the_size_cap_are_not_counted_as_hashed() {
+    let f = Fixture::new();
+    // A sparse terabyte and a small file just over the cap: neither is read.
+    let huge = fs::File::create(f.path("huge")).unwrap();
+    huge.set_len(1 << 40).unwrap();
+    fs::write(f.path("over"), vec![b'x'; 2048]).unwrap();
+    let text = fs::read_to_string(&f.config).unwrap();
+    fs::write(&f.config, format!("{text}\n[scan]\nmax_file_size = \"1K\"\n")).unwrap();
+    let r = f.fimd(&["init"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // a.txt (6 bytes) and sub/b.conf (12 bytes) are all that was hashed.
+    assert!(r.stderr.contains(" 18 B hashed"), "{}", r.stderr);
+    assert!(!r.stderr.contains("TiB"), "{}", r.stderr);
+}
+
+#[test]
+fn without_privilege_the_missing_privilege_is_named() {
+    if !privileged("dropping to an unprivileged user") {
+        return;
+    }
+    let f = Fixture::new();
+    f.init();
+    let as_nobody = |args: &[&str]| common::fimd_as_nobody(&f.config, args);
+    let assert_named = |r: &common::Run, what: &str| {
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(
+            r.stderr.contains(what) && r.stderr.contains("permission denied") && r.stderr.contains("as root"),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("uid 65534"), "{}", r.stderr);
+        assert!(
+            !r.stderr.contains("rebuild") && !r.stderr.contains("fimd init"),
+            "told to rebuild a healthy baseline: {}",
+            r.stderr
+        );
+    };
+    let key = f.state.join("hmac.key");
+    let db = f.state.join("baseline.db");
+    // The state directory is 0700: nothing in it can be reached.
+    for cmd in [
+        &["check"][..],
+        &["run"][..],
+        &["accept"][..],
+        &["baseline", "show"][..],
+    ] {
+        assert_named(&as_nobody(cmd), &format!("HMAC key {}", key.display()));
+    }
+    assert_named(&as_nobody(&["init"]), &format!("database {}", db.display()));
+    // The directory is open, the key is not.
+    fs::set_permissions(&f.state, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_named(&as_nobody(&["check"]), &format!("HMAC key {}", key.display()));
+    // The key is readable, the database is not writable.
+    std::os::unix::fs::chown(&key, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o644)).unwrap();
+    assert_named(&as_nobody(&["check"]), &format!("database {}", db.display()));
+    // As root, the baseline was never in question.
+    std::os::unix::fs::chown(&key, Some(0), Some(0)).unwrap();
+    assert_eq!(f.check().0, 0);
+}
+
+#[test]
+fn a_full_disk_leaves_no_torn_alert_line() {
+    if !privileged("mounting a small tmpfs") {
+        return;
+    }
+    let f = Fixture::new();
+    for i in 0..150 {
+        fs::write(f.path(&format!("sub/f{i:03}")), "v1").unwrap();
+    }
+    let small = f.dir.path().join("small");
+    fs::create_dir(&small).unwrap();
+    let _fs = common::Mount::new(&["-t", "tmpfs", "-o", "size=64k", "tmpfs"], &small);
+    let sink = small.join("alerts.jsonl");
+    // Takes most of the room, to be given back later.
+    let filler = small.join("filler");
+    fs::write(&filler, vec![1u8; 32 << 10]).unwrap();
+    let text = fs::read_to_string(&f.config).unwrap();
+    fs::write(
+        &f.config,
+        format!("{text}\n[alerts]\njsonl = {:?}\n", sink.display().to_string()),
+    )
+    .unwrap();
+    f.init();
+    let lines = || -> Vec<serde_json::Value> {
+        let raw = fs::read(&sink).unwrap();
+        assert!(raw.is_empty() || raw.ends_with(b"\n"), "a torn last line");
+        raw.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice(l).unwrap_or_else(|e| {
+                    panic!("not one whole JSON line ({e}): {}", String::from_utf8_lossy(l))
+                })
+            })
+            .collect()
+    };
+    // One alert fits.
+    fs::write(f.path("a.txt"), "one").unwrap();
+    assert_eq!(f.fimd(&["check"]).code, 1);
+    assert_eq!(lines().len(), 1);
+    // 151 alerts (over 100 KiB) do not fit in 64 KiB: the disk fills in the middle of a line.
+    for i in 0..150 {
+        fs::write(f.path(&format!("sub/f{i:03}")), "v2").unwrap();
+    }
+    let full = f.fimd(&["check"]);
+    assert_eq!(full.code, 1);
+    assert!(full.stderr.contains("No space left on device"), "{}", full.stderr);
+    let dropped: usize = full
+        .stderr
+        .split_once("sinks (")
+        .and_then(|(_, rest)| rest.split_once(" dropped)"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no drop count: {}", full.stderr));
+    assert!(dropped > 0);
+    // Every alert is either a whole line in the file or counted dropped, never both.
+    assert_eq!(lines().len(), 1 + 151 - dropped, "{dropped} dropped");
+    // The next alert, once there is room again, starts on a line of its own.
+    fs::remove_file(&filler).unwrap();
+    let accept = f.fimd(&["accept", f.path("sub").to_str().unwrap()]);
+    assert_eq!(accept.code, 0, "{}", accept.stderr);
+    let before = lines().len();
+    let again = f.fimd(&["check"]);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert!(!again.stderr.contains("dropped"), "{}", again.stderr);
+    let docs = lines();
+    assert_eq!(docs.len(), before + 1);
+    assert_eq!(
+        docs.last().unwrap()["file"]["path"],
+        f.path("a.txt").to_str().unwrap()
+    );
+}
+
+#[test]
+fn alerts_still_queued_at_shutdown_are_counted_dropped() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    use common::daemon::{Daemon, by, s};
+    let f = Fixture::new();
+    // A webhook nobody answers: its alerts wait in the queue, retried.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = fs::read_to_string(&f.config).unwrap();
+    fs::write(
+        &f.config,
+        format!(
+            "{text}\n[alerts]\njsonl = {:?}\n[alerts.webhook]\nurl = \"http://127.0.0.1:{port}/fim\"\n",
+            s(&f.dir.path().join("alerts.jsonl"))
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&f);
+    for (i, name) in ["a.txt", "sub/b.conf", "a.txt"].iter().enumerate() {
+        let pid = by("sh", &["-c", &format!("echo {i} >> '{}'", s(&f.path(name)))]);
+        d.expect(&f.path(name), "updated", pid);
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    d.wait_log("fimd run: stopped");
+    let log = d.log();
+    let said = log
+        .iter()
+        .find(|l| l.contains("alert sinks still held"))
+        .unwrap_or_else(|| panic!("undelivered alerts not reported: {log:#?}"));
+    assert!(
+        said.contains("still held 3 alerts") && said.contains("(3 dropped in all)"),
+        "{said}"
+    );
+}

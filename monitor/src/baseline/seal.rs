@@ -16,6 +16,13 @@ pub enum KeyError {
         "cannot read the baseline key {path}: {err}; restore it, or rebuild the baseline with `fimd init`"
     )]
     Read { path: PathBuf, err: std::io::Error },
+    /// The key is there but this process may not read it: a missing privilege, not a damaged
+    /// baseline.
+    #[error(
+        "cannot read the baseline's HMAC key {path}: permission denied (fimd runs as uid {uid}); run fimd \
+         as root, or give it CAP_DAC_READ_SEARCH as the systemd unit does; the baseline itself is not damaged"
+    )]
+    Denied { path: PathBuf, uid: u32 },
     #[error("cannot create the baseline key {path}: {err}")]
     Create { path: PathBuf, err: std::io::Error },
     #[error("the baseline key {path} must hold 32 bytes or more, it holds {len}")]
@@ -45,8 +52,13 @@ impl Key {
     /// it does not exist yet.
     pub fn load(state_dir: &Path, configured: Option<&Path>, create: bool) -> Result<Key, KeyError> {
         let path = configured.map_or_else(|| state_dir.join(KEY_FILE), Path::to_owned);
+        let denied = |path: PathBuf| KeyError::Denied {
+            path,
+            uid: rustix::process::geteuid().as_raw(),
+        };
         match std::fs::metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => Key::create(&path),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(denied(path)),
             Err(err) => Err(KeyError::Read { path, err }),
             Ok(md) => {
                 use std::os::unix::fs::MetadataExt;
@@ -74,9 +86,15 @@ impl Key {
                         path.display()
                     );
                 }
-                let bytes = std::fs::read(&path).map_err(|err| KeyError::Read {
-                    path: path.clone(),
-                    err,
+                let bytes = std::fs::read(&path).map_err(|err| {
+                    if err.kind() == std::io::ErrorKind::PermissionDenied {
+                        denied(path.clone())
+                    } else {
+                        KeyError::Read {
+                            path: path.clone(),
+                            err,
+                        }
+                    }
                 })?;
                 if bytes.len() < 32 {
                     return Err(KeyError::Short {

@@ -44,6 +44,12 @@ pub enum StoreError {
     Sqlite { path: PathBuf, err: rusqlite::Error },
     #[error("state directory {path}: {err}")]
     StateDir { path: PathBuf, err: std::io::Error },
+    /// The state directory or database is there but this process may not use it.
+    #[error(
+        "cannot open the baseline database {path} for reading and writing: permission denied (fimd runs as \
+         uid {uid}); run fimd as root (or as the owner of the state directory); the baseline itself is not damaged"
+    )]
+    Denied { path: PathBuf, uid: u32 },
     #[error("no baseline in {path}: run `fimd init` first")]
     NoBaseline { path: PathBuf },
     #[error(
@@ -127,10 +133,20 @@ impl Store {
     /// without following symlinks first ([`files::inspect_db`]), and SQLite opens it with
     /// `SQLITE_OPEN_NOFOLLOW`, so a symlink put there is refused, never followed.
     /// An older schema is upgraded only with `create`: its seal cannot be verified any more.
+    /// A directory or database this user may not use is `Denied`, naming the privilege.
     pub fn open(state_dir: &Path, key_path: Option<&Path>, create: bool) -> Result<Store, StoreError> {
         let no_baseline = || StoreError::NoBaseline {
             path: state_dir.join(DB_FILE),
         };
+        let uid = rustix::process::geteuid().as_raw();
+        if let Err(e) = std::fs::metadata(state_dir)
+            && e.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return Err(StoreError::Denied {
+                path: state_dir.join(DB_FILE),
+                uid,
+            });
+        }
         if !files::secure_dir(state_dir, create)? {
             return Err(no_baseline());
         }
@@ -146,9 +162,36 @@ impl Store {
             files::DbState::Missing if create => files::create_db(&path)?,
             files::DbState::Missing => return Err(no_baseline()),
         }
-        let sql = |err| StoreError::Sqlite {
-            path: path.clone(),
-            err,
+        // SQLite says "unable to open database file" or "readonly database": say which
+        // privilege is missing instead.
+        let denied = || {
+            rustix::fs::accessat(
+                rustix::fs::CWD,
+                &dir,
+                rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+                rustix::fs::AtFlags::EACCESS,
+            )
+            .is_err_and(|e| e == rustix::io::Errno::ACCESS)
+                || rustix::fs::accessat(
+                    rustix::fs::CWD,
+                    &path,
+                    rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+                    rustix::fs::AtFlags::EACCESS,
+                )
+                .is_err_and(|e| e == rustix::io::Errno::ACCESS)
+        };
+        let sql = |err| {
+            if denied() {
+                StoreError::Denied {
+                    path: path.clone(),
+                    uid,
+                }
+            } else {
+                StoreError::Sqlite {
+                    path: path.clone(),
+                    err,
+                }
+            }
         };
         use rusqlite::OpenFlags;
         let conn = Connection::open_with_flags(

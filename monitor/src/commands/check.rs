@@ -97,7 +97,7 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
     }
     if origin.scan == "check" && (sinks.jsonl.is_some() || sinks.syslog.is_some() || sinks.webhook.is_some())
     {
-        let out = Dispatcher::start(&sinks, None)?;
+        let mut out = Dispatcher::start(&sinks, None)?;
         for c in &cmp.changes {
             out.send(&to_json(c, &origin));
         }
@@ -105,10 +105,11 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
         for p in &cmp.problems {
             out.send(&problem_json(p, &origin));
         }
-        if !out.flush(std::time::Duration::from_secs(30)) || out.dropped() > 0 {
+        let end = out.shutdown(std::time::Duration::from_secs(30));
+        if end.dropped > 0 {
             eprintln!(
                 "fimd check: warning: not every alert reached the configured sinks ({} dropped)",
-                out.dropped()
+                end.dropped
             );
         }
     }

@@ -205,12 +205,15 @@ pub fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
                 Ok(Control::Reload) => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
                     reason = "reload";
-                    match Settings::load(&settings.source) {
+                    match Settings::load(&settings.source)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|s| reload_check(&settings, s))
+                    {
                         Ok(s) => {
                             eprintln!("fimd run: SIGHUP: reloading {}", s.source.display());
                             settings = s;
                         }
-                        Err(e) => eprintln!("fimd run: SIGHUP: keeping the running configuration: {e}"),
+                        Err(e) => eprintln!("fimd run: SIGHUP: keeping the running configuration: {e:#}"),
                     }
                 }
             }
@@ -221,6 +224,23 @@ pub fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
         tasks.wait().await;
         result
     })
+}
+
+/// Whether `new` can take over from `running` on a SIGHUP: its baseline opens, verifies and
+/// was sealed for its watches (`fimd init` refuses pseudo-filesystems), and its alert file
+/// opens. Checked before the running configuration is let go, so a reload that cannot work
+/// leaves the daemon as it was instead of stopping it.
+fn reload_check(running: &Settings, new: Settings) -> anyhow::Result<Settings> {
+    let (_, _, baseline) = open_baseline(&new)?;
+    if let Some(p) = super::coverage_problem(&new, &baseline) {
+        anyhow::bail!("{}: {}", new.source.display(), p.message);
+    }
+    if new.alerts.jsonl != running.alerts.jsonl
+        && let Some(target) = &new.alerts.jsonl
+    {
+        crate::output::jsonl::JsonlSink::open_target(target)?;
+    }
+    Ok(new)
 }
 
 /// Runs until a signal: loads the baseline, attaches the sensor, reconciles, then reports
@@ -302,10 +322,12 @@ async fn serve(
     let events = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the {} sensor: {e}", d.sensor.name()))?;
     let mut tick = tokio::time::interval(RECHECK_TICK);
+    // Checked: a time past what the clock can represent means no scheduled comparison, never a
+    // panic (the configuration bounds both durations; this is the last line of defence).
     let next_full = |from: tokio::time::Instant| {
-        settings.full_check.map(|every| {
+        settings.full_check.and_then(|every| {
             let jitter = settings.jitter.mul_f64(rand_fraction());
-            from + every + jitter
+            from.checked_add(every)?.checked_add(jitter)
         })
     };
     let mut full_due = next_full(tokio::time::Instant::now());
@@ -367,11 +389,18 @@ async fn serve(
     drop(events);
     health.set_ready(false);
     metrics.set_sensor_attached(d.sensor.name(), false);
-    if !d.sink.flush(SHUTDOWN_FLUSH) {
+    let end = d.sink.shutdown(SHUTDOWN_FLUSH);
+    if end.given_up > 0 {
         eprintln!(
-            "fimd run: alert sinks still had alerts queued after {} s ({} dropped in all)",
+            "fimd run: alert sinks still held {} alerts after {} s: dropped ({} dropped in all)",
+            end.given_up,
             SHUTDOWN_FLUSH.as_secs(),
-            d.sink.dropped()
+            end.dropped
+        );
+    } else if end.dropped > 0 {
+        eprintln!(
+            "fimd run: {} alerts were dropped in all (a sink full or failing)",
+            end.dropped
         );
     }
     eprintln!("fimd run: stopped");

@@ -239,6 +239,34 @@ impl Queue {
         self.lock().stopping = true;
         self.wake.notify_all();
     }
+
+    /// Stops the queue and empties it; returns how many documents it held (not in flight).
+    fn stop_and_clear(&self) -> usize {
+        let mut st = self.lock();
+        st.stopping = true;
+        let n = st.items.len();
+        st.items.clear();
+        if st.in_flight == 0 {
+            self.idle.notify_all();
+        }
+        drop(st);
+        self.wake.notify_all();
+        n
+    }
+
+    /// Documents a sink thread took and has not settled.
+    fn in_flight(&self) -> usize {
+        self.lock().in_flight
+    }
+}
+
+/// What `Dispatcher::shutdown` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shutdown {
+    /// Documents still queued or in flight when the deadline passed, now dropped.
+    pub given_up: u64,
+    /// Documents dropped since start, all sinks together, `given_up` included.
+    pub dropped: u64,
 }
 
 /// What a sink thread is handed.
@@ -360,6 +388,59 @@ impl Dispatcher {
         done
     }
 
+    /// Ends delivery: waits up to `timeout` for every sink to deliver what it holds, then gives
+    /// up on the rest and counts it as dropped (a document still queued at shutdown was never
+    /// delivered, so it is not "0 dropped"). The sinks are stopped afterwards; later `send`s
+    /// are dropped and counted.
+    pub fn shutdown(&mut self, timeout: Duration) -> Shutdown {
+        let mut given_up = 0u64;
+        if !self.flush(timeout) {
+            for s in &self.sinks {
+                let n = s.queue.stop_and_clear();
+                s.counters.dropped(n);
+                given_up += n as u64;
+            }
+        }
+        let before = self.dropped();
+        // A sink in the middle of an attempt sees the stop and counts its batch dropped itself;
+        // one stuck in a network call past the grace is counted here.
+        let stuck = self.stop_threads();
+        given_up += self.dropped() - before + stuck;
+        Shutdown {
+            given_up,
+            dropped: self.dropped() + stuck,
+        }
+    }
+
+    /// Stops the sink threads, waiting `STOP_GRACE` for them; returns the documents held by
+    /// those that did not stop (queued or in flight), which are lost.
+    fn stop_threads(&mut self) -> u64 {
+        for s in &self.sinks {
+            s.queue.stop();
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        let mut lost = 0;
+        for s in &mut self.sinks {
+            let Some(t) = s.thread.take() else { continue };
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                // Stuck in a network call: leave it; it ends with the process.
+                let held = s.queue.waiting() + s.queue.in_flight();
+                eprintln!(
+                    "fimd: the {} alert sink did not stop within {} s; {held} alerts are lost",
+                    s.name,
+                    STOP_GRACE.as_secs(),
+                );
+                lost += held as u64;
+            }
+        }
+        lost
+    }
+
     /// Documents lost so far, all sinks together (queue full, or given up).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -373,26 +454,85 @@ impl Dispatcher {
 
 impl Drop for Dispatcher {
     fn drop(&mut self) {
-        for s in &self.sinks {
-            s.queue.stop();
+        self.stop_threads();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::sink::WebhookSettings;
+
+    /// A webhook whose server refuses every connection: what is sent stays queued, retried.
+    fn failing_webhook(queue: usize) -> SinkSettings {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        SinkSettings {
+            webhook: Some(WebhookSettings {
+                url: format!("http://127.0.0.1:{port}/fim"),
+                batch: 1,
+                flush: Duration::from_millis(1),
+                timeout: Duration::from_secs(1),
+                headers: Vec::new(),
+            }),
+            queue,
+            retry_first: Duration::from_secs(60),
+            retry_max: Duration::from_secs(60),
+            ..SinkSettings::default()
         }
-        let deadline = Instant::now() + STOP_GRACE;
-        for s in &mut self.sinks {
-            let Some(t) = s.thread.take() else { continue };
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
-                // Stuck in a network call: leave it; it ends with the process.
-                eprintln!(
-                    "fimd: the {} alert sink did not stop within {} s; {} alerts may be lost",
-                    s.name,
-                    STOP_GRACE.as_secs(),
-                    s.queue.waiting()
-                );
-            }
+    }
+
+    #[test]
+    fn alerts_still_queued_at_shutdown_are_counted_dropped() {
+        let mut d = Dispatcher::start(&failing_webhook(100), None).unwrap();
+        for i in 0..7 {
+            d.send(&serde_json::json!({ "n": i }));
         }
+        let began = Instant::now();
+        let end = d.shutdown(Duration::from_millis(300));
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "shutdown waited {:?}",
+            began.elapsed()
+        );
+        assert_eq!(
+            end,
+            Shutdown {
+                given_up: 7,
+                dropped: 7
+            }
+        );
+        assert_eq!(d.dropped(), 7);
+        // After shutdown nothing is taken, and what is offered is counted.
+        d.send(&serde_json::json!({ "late": true }));
+        assert_eq!(d.dropped(), 8);
+    }
+
+    #[test]
+    fn queue_overflow_and_shutdown_add_up() {
+        let mut d = Dispatcher::start(&failing_webhook(3), None).unwrap();
+        for i in 0..10 {
+            d.send(&serde_json::json!({ "n": i }));
+        }
+        let end = d.shutdown(Duration::from_millis(200));
+        // One in flight and three queued are given up; six never fitted.
+        assert_eq!(end.dropped, 10, "{end:?}");
+        assert!((3..=4).contains(&end.given_up), "{end:?}");
+    }
+
+    #[test]
+    fn a_clean_shutdown_drops_nothing() {
+        let mut d = Dispatcher::start(&SinkSettings::default(), None).unwrap();
+        d.send(&serde_json::json!({ "n": 1 }));
+        assert_eq!(
+            d.shutdown(Duration::from_secs(1)),
+            Shutdown {
+                given_up: 0,
+                dropped: 0
+            }
+        );
     }
 }

@@ -18,10 +18,18 @@ struct Rotation {
     size: u64,
 }
 
+/// Lines are whole or absent: after a failed write (a full disk) the file is cut back to the
+/// end of its last complete line, so the next alert never lands glued to half of one.
 pub struct JsonlSink {
     out: BufWriter<Box<dyn Write + Send>>,
     target: JsonlTarget,
     rotation: Option<Rotation>,
+    /// The open file (another handle to it), to cut it back; `None` for stdout.
+    file: Option<std::fs::File>,
+    /// Bytes of whole lines known to be in the file.
+    committed: u64,
+    /// Bytes handed to `out` since the last successful flush.
+    pending: u64,
 }
 
 fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
@@ -30,9 +38,29 @@ fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
     }
     std::fs::OpenOptions::new()
         .append(true)
+        .read(true)
         .create(true)
         .mode(0o600)
         .open(path)
+}
+
+/// The length of `f` up to and including its last newline: where a torn last line (a crash or
+/// a full disk in the middle of a write) begins. Reads backwards from the end, 64 KiB at a time.
+fn whole_lines_len(f: &std::fs::File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = f.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// `alerts.jsonl.3` for `alerts.jsonl` and 3.
@@ -48,6 +76,9 @@ impl JsonlSink {
             out: BufWriter::new(Box::new(std::io::sink())),
             target: target.clone(),
             rotation: None,
+            file: None,
+            committed: 0,
+            pending: 0,
         };
         sink.reopen()?;
         Ok(sink)
@@ -68,8 +99,12 @@ impl JsonlSink {
     }
 
     /// Opens the target afresh, discarding anything buffered (after a failed write, what the
-    /// buffer holds may already be half written).
+    /// buffer holds may already be half written), and cuts a torn last line off the file.
     fn reopen(&mut self) -> Result<(), SinkError> {
+        let old = std::mem::replace(&mut self.out, BufWriter::new(Box::new(std::io::sink())));
+        let _ = old.into_parts();
+        self.file = None;
+        self.pending = 0;
         let out: Box<dyn Write + Send> = match &self.target {
             JsonlTarget::Stdout => Box::new(std::io::stdout()),
             JsonlTarget::File {
@@ -78,26 +113,40 @@ impl JsonlSink {
                 keep,
             } => {
                 let f = open_file(path).map_err(|e| self.error(e))?;
-                self.rotation = match max_bytes {
-                    Some(max) => Some(Rotation {
-                        path: path.clone(),
-                        max_bytes: *max,
-                        keep: *keep,
-                        size: f.metadata().map_err(|e| self.error(e))?.len(),
-                    }),
-                    None => None,
-                };
+                let whole = whole_lines_len(&f).map_err(|e| self.error(e))?;
+                if whole < f.metadata().map_err(|e| self.error(e))?.len() {
+                    f.set_len(whole).map_err(|e| self.error(e))?;
+                }
+                self.committed = whole;
+                self.rotation = max_bytes.map(|max| Rotation {
+                    path: path.clone(),
+                    max_bytes: max,
+                    keep: *keep,
+                    size: whole,
+                });
+                self.file = Some(f.try_clone().map_err(|e| self.error(e))?);
                 Box::new(f)
             }
         };
-        let old = std::mem::replace(&mut self.out, BufWriter::new(out));
-        let _ = old.into_parts();
+        self.out = BufWriter::new(out);
         Ok(())
+    }
+
+    /// After a failed write: forgets what is buffered and cuts the file back to its last whole
+    /// line, then opens it again. Everything since the last successful flush is gone.
+    fn roll_back(&mut self) -> Result<(), SinkError> {
+        let old = std::mem::replace(&mut self.out, BufWriter::new(Box::new(std::io::sink())));
+        let _ = old.into_parts();
+        if let Some(f) = &self.file {
+            // Shrinking needs no space, so it works on a full disk.
+            f.set_len(self.committed).map_err(|e| self.error(e))?;
+        }
+        self.reopen()
     }
 
     /// Renames `f.(k-1)` → `f.k` … `f` → `f.1` (the oldest is replaced) and starts a new `f`.
     fn rotate(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|e| self.error(e))?;
+        self.flush()?;
         let Some(r) = &self.rotation else { return Ok(()) };
         for n in (1..r.keep).rev() {
             match std::fs::rename(numbered(&r.path, n), numbered(&r.path, n + 1)) {
@@ -124,6 +173,7 @@ impl JsonlSink {
             .write_all(json.as_bytes())
             .and_then(|()| self.out.write_all(b"\n"));
         r.map_err(|e| self.error(e))?;
+        self.pending += len;
         if let Some(r) = &mut self.rotation {
             r.size += len;
         }
@@ -135,8 +185,11 @@ impl JsonlSink {
         self.write_line(&json)
     }
 
+    /// Writes out what is buffered; only then do its lines count as in the file.
     pub fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|e| self.error(e))
+        self.out.flush().map_err(|e| self.error(e))?;
+        self.committed += std::mem::take(&mut self.pending);
+        Ok(())
     }
 }
 
@@ -165,8 +218,8 @@ pub(crate) fn run(mut out: JsonlSink, w: Worker) {
                 w.counters.sent(docs.len());
             }
             Err(e) => {
-                // The whole batch is counted lost: part of it may be in the file, but which part
-                // cannot be told once the buffer is gone.
+                // The whole batch is counted lost, and the file is cut back to where the batch
+                // began: no line of it stays, whole or half.
                 if !failing {
                     eprintln!(
                         "fimd: {e}; alerts for this sink are dropped (and counted) until it works again"
@@ -174,8 +227,10 @@ pub(crate) fn run(mut out: JsonlSink, w: Worker) {
                     failing = true;
                 }
                 w.counters.dropped(docs.len());
-                // If the file cannot be opened again the next write fails and says so.
-                let _ = out.reopen();
+                // If the file cannot be cut back or opened again, the next write fails and says so.
+                if let Err(e) = out.roll_back() {
+                    eprintln!("fimd: {e}");
+                }
             }
         }
         w.queue.settle(docs.len());
@@ -217,10 +272,70 @@ mod tests {
     }
 
     #[test]
+    fn a_torn_last_line_is_cut_off_before_the_next_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        for (before, kept) in [
+            ("{\"a\":1}\n{\"b\":", "{\"a\":1}\n"),
+            ("{\"half", ""),
+            ("{\"a\":1}\n", "{\"a\":1}\n"),
+            ("", ""),
+        ] {
+            let path = dir.path().join("a.jsonl");
+            std::fs::write(&path, before).unwrap();
+            let mut s = JsonlSink::open_target(&JsonlTarget::File {
+                path: path.clone(),
+                max_bytes: None,
+                keep: 1,
+            })
+            .unwrap();
+            s.write_line("{\"c\":3}").unwrap();
+            s.flush().unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                format!("{kept}{{\"c\":3}}\n")
+            );
+        }
+        // A tail longer than one read of the backwards scan.
+        let path = dir.path().join("long.jsonl");
+        std::fs::write(&path, format!("{{}}\n{}", "x".repeat(200_000))).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        assert_eq!(whole_lines_len(&f).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_failed_batch_is_rolled_back_to_the_last_whole_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let mut s = JsonlSink::open_target(&JsonlTarget::File {
+            path: path.clone(),
+            max_bytes: None,
+            keep: 1,
+        })
+        .unwrap();
+        s.write_line("{\"kept\":1}").unwrap();
+        s.flush().unwrap();
+        // Lines of a batch that reached the file before the batch failed.
+        s.write_line(&format!("{{\"lost\":\"{}\"}}", "y".repeat(20_000)))
+            .unwrap();
+        s.out.flush().unwrap();
+        use std::io::Write as _;
+        s.file.as_ref().unwrap().write_all(b"{\"half").unwrap();
+        s.roll_back().unwrap();
+        s.write_line("{\"next\":2}").unwrap();
+        s.flush().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"kept\":1}\n{\"next\":2}\n"
+        );
+    }
+
+    #[test]
     fn existing_size_counts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl");
-        std::fs::write(&path, "z".repeat(90)).unwrap();
+        // 90 bytes of whole lines (a torn last line would be cut off first).
+        let before = format!("{}\n", "z".repeat(89));
+        std::fs::write(&path, &before).unwrap();
         let mut s = JsonlSink::open_target(&JsonlTarget::File {
             path: path.clone(),
             max_bytes: Some(100),
@@ -229,10 +344,7 @@ mod tests {
         .unwrap();
         s.write_line("short line").unwrap();
         s.flush().unwrap();
-        assert_eq!(
-            std::fs::read_to_string(numbered(&path, 1)).unwrap(),
-            "z".repeat(90)
-        );
+        assert_eq!(std::fs::read_to_string(numbered(&path, 1)).unwrap(), before);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "short line\n");
     }
 }

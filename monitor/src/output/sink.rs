@@ -12,6 +12,10 @@ use crate::config::parse_size;
 
 /// Documents a sink may hold while it cannot deliver; past that they are dropped and counted.
 pub const DEFAULT_QUEUE: usize = 10_000;
+/// Most `alerts.queue`: 1,000,000 documents. An alert document is 1 to 2 KB, so a full queue
+/// holds 1 to 2 GB (shared by the sinks); ten million would be ten times that, in a daemon that
+/// must never be the reason a host runs out of memory. A day of 10 alerts a second fits.
+pub const MAX_QUEUE: i64 = 1_000_000;
 pub const DEFAULT_JSONL_KEEP: u32 = 5;
 pub const DEFAULT_SYSLOG_TARGET: &str = "/dev/log";
 pub const DEFAULT_APP_NAME: &str = "fimd";
@@ -249,7 +253,7 @@ fn syslog_target(t: &Spanned<String>) -> Result<SyslogTarget, SinkConfigError> {
 impl RawAlerts {
     pub fn validate(&self) -> Result<SinkSettings, SinkConfigError> {
         let jsonl = self.validate_jsonl()?;
-        let queue = bounded(&self.queue, "alerts.queue", 1, 10_000_000, DEFAULT_QUEUE as i64)? as usize;
+        let queue = bounded(&self.queue, "alerts.queue", 1, MAX_QUEUE, DEFAULT_QUEUE as i64)? as usize;
         let syslog = match &self.syslog {
             None => None,
             Some(s) => Some(validate_syslog(s.get_ref())?),

@@ -32,6 +32,8 @@ pub struct Hashed {
     pub sha256: Option<[u8; 32]>,
     /// The file changed during every attempt; the hash may describe no state it ever had.
     pub unstable: bool,
+    /// Bytes read into the hash, every attempt counted: 0 for a file over the cap.
+    pub hashed_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,14 +80,17 @@ pub fn hash_file(
             fd,
             sha256: None,
             unstable: false,
+            hashed_bytes: 0,
         });
     }
     if size > BUF_SIZE as u64 {
         let _ = rustix::fs::fadvise(&fd, 0, None, rustix::fs::Advice::Sequential);
     }
     let mut attempt = 0;
+    let mut hashed_bytes = 0;
     loop {
-        let sha256 = hash_prefix(&fd, before.st_size.max(0) as u64, abort)?;
+        let (sha256, read) = hash_prefix(&fd, before.st_size.max(0) as u64, abort)?;
+        hashed_bytes += read;
         let after = fstat(&fd).map_err(|e| HashError::Read(e.into()))?;
         attempt += 1;
         let stable = same_content_state(&before, &after);
@@ -95,17 +100,18 @@ pub fn hash_file(
                 fd,
                 sha256: Some(sha256),
                 unstable: !stable,
+                hashed_bytes,
             });
         }
         before = after;
     }
 }
 
-/// SHA-256 of the first `len` bytes (fewer if the file shrank).
-fn hash_prefix(fd: &OwnedFd, len: u64, abort: &AtomicBool) -> Result<[u8; 32], HashError> {
+/// SHA-256 of the first `len` bytes (fewer if the file shrank), and how many were read.
+fn hash_prefix(fd: &OwnedFd, len: u64, abort: &AtomicBool) -> Result<([u8; 32], u64), HashError> {
     let mut hasher = Sha256::new();
-    feed(fd, &mut hasher, 0, len, abort)?;
-    Ok(hasher.finalize().into())
+    let read = feed(fd, &mut hasher, 0, len, abort)?;
+    Ok((hasher.finalize().into(), read))
 }
 
 /// Feeds bytes `from..to` of `fd` into `hasher`; returns where it stopped (before `to` if the

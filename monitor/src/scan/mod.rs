@@ -4,6 +4,7 @@
 //! a symlink and never followed out of a watch; special files are stat'ed, never opened; a mount
 //! point is recorded but not descended into unless the watch allows crossing filesystems.
 pub mod flags;
+pub mod fstype;
 pub mod hash;
 pub mod xattr;
 
@@ -253,6 +254,9 @@ impl<'a> Walker<'a> {
             .collect();
         let Some((last, parents)) = comps.split_last() else {
             // Watching "/" itself.
+            if let Some(fs) = fstype::pseudo_fs_of(root_fd) {
+                return self.pseudo_watch(logical, fs);
+            }
             let fd = match rustix::io::dup(root_fd) {
                 Ok(fd) => fd,
                 Err(e) => return self.subtree_problem(logical, format!("cannot open: {e}")),
@@ -298,6 +302,17 @@ impl<'a> Walker<'a> {
             }
         }
         let name = CString::new(last.clone()).expect("no NUL in a path component");
+        // Where the watch is opened, not only in `config check` and `init`: a baseline from
+        // before this check, or a filesystem mounted over the watch since.
+        if let Ok(fd) = openat(
+            &cur,
+            name.as_c_str(),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) && let Some(fs) = fstype::pseudo_fs_of(&fd)
+        {
+            return self.pseudo_watch(logical, fs);
+        }
         self.visit(
             s,
             Node {
@@ -308,6 +323,17 @@ impl<'a> Walker<'a> {
                 watch_dev: None,
                 depth,
             },
+        );
+    }
+
+    /// A watch on a pseudo-filesystem: nothing below it is read.
+    fn pseudo_watch(&self, logical: Vec<u8>, fs: &str) {
+        self.subtree_problem(
+            logical,
+            format!(
+                "the watch is on a {fs} pseudo-filesystem (kernel state, not files on disk): not read; \
+                 remove this [[watch]]"
+            ),
         );
     }
 
@@ -406,6 +432,12 @@ impl<'a> Walker<'a> {
                 return self.subtree_problem(logical, format!("cannot open directory: {e}"));
             }
         };
+        // A pseudo-filesystem mounted below the watch (/proc under a watch of /): neither its
+        // root (whose link count follows the number of processes) nor anything in it.
+        #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+        if watch_dev.is_some_and(|d| d != st.st_dev as u64) && fstype::pseudo_fs_of(&dir).is_some() {
+            return;
+        }
         let xattrs = xattr::read_fd(&dir).unwrap_or_else(|e| {
             self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
             Vec::new()
@@ -514,9 +546,8 @@ impl<'a> Walker<'a> {
                     self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
                     Vec::new()
                 });
-                self.progress
-                    .bytes
-                    .fetch_add(h.stat.st_size.max(0) as u64, Ordering::Relaxed);
+                // What was read, not the size: a file over the cap was not hashed at all.
+                self.progress.bytes.fetch_add(h.hashed_bytes, Ordering::Relaxed);
                 let flags = self.flags_of(&h.fd, &logical);
                 let entry = self.entry_from(&h.stat, logical, h.sha256, None, xattrs, flags);
                 self.send(if h.sha256.is_none() {
