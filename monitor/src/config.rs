@@ -92,7 +92,13 @@ struct RawRealtime {
     /// `MAX_RING_BYTES`, as a number or a size string ("4MiB").
     ring_buffer_bytes: Option<Spanned<toml::Value>>,
     sensor: Option<SensorChoice>,
+    /// Inodes the eBPF sensor's maps hold; by default sized from the baseline.
+    max_watched_inodes: Option<Spanned<u64>>,
 }
+
+/// Bounds of `realtime.max_watched_inodes`: below 1,024 nothing useful fits; 16 Mi entries
+/// cost about 2.5 GiB of locked kernel memory (docs/sensor-design.md §3, per-entry cost).
+pub const WATCHED_INODES_RANGE: std::ops::RangeInclusive<u64> = 1024..=(16 << 20);
 
 /// `[realtime] sensor`: which kernel sensor `fimd run` and `fimd selftest` use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -275,6 +281,9 @@ pub struct Settings {
     pub ring_buffer_bytes: u32,
     /// `[realtime] sensor`.
     pub sensor: SensorChoice,
+    /// `[realtime] max_watched_inodes`: the eBPF maps' capacity (entries); `None`: sized from
+    /// the baseline at start.
+    pub max_watched_inodes: Option<u32>,
     pub metrics_listen: Option<String>,
     /// Full comparisons in the daemon: every `full_check` plus up to `jitter`; `None`: never.
     pub full_check: Option<std::time::Duration>,
@@ -535,6 +544,23 @@ impl Settings {
             }
         };
 
+        let max_watched_inodes = match &raw.realtime.max_watched_inodes {
+            None => None,
+            Some(n) if WATCHED_INODES_RANGE.contains(n.get_ref()) => Some(*n.get_ref() as u32),
+            Some(n) => {
+                return Err(invalid(
+                    n.span(),
+                    format!(
+                        "realtime.max_watched_inodes: {} is outside {} to {}; leave it out to size the \
+                         sensor's maps from the baseline",
+                        n.get_ref(),
+                        WATCHED_INODES_RANGE.start(),
+                        WATCHED_INODES_RANGE.end()
+                    ),
+                ));
+            }
+        };
+
         let full_check = match &raw.schedule.full_check {
             None => Some(DEFAULT_FULL_CHECK),
             Some(d) if d.get_ref().trim() == "0" => None,
@@ -588,6 +614,7 @@ impl Settings {
             max_file_size,
             ring_buffer_bytes,
             sensor: raw.realtime.sensor.unwrap_or_default(),
+            max_watched_inodes,
             metrics_listen: match &raw.metrics.listen {
                 None => None,
                 Some(a) => {

@@ -1003,3 +1003,43 @@ fn inode_flags_set_by_chattr_are_alerted_with_their_process() {
     assert_eq!(a["fim"]["previous"]["attributes"], serde_json::json!(["append"]));
     drop(d);
 }
+
+/// The sensor's maps are sized from the baseline or `max_watched_inodes`; when they are full the
+/// daemon keeps running, says once which watch is affected, and still reports what it watches.
+#[test]
+fn a_full_watch_map_is_reported_once_and_never_fatal() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    for i in 0..1500 {
+        fs::write(f.path(&format!("sub/n{i}")), "v1").unwrap();
+    }
+    f.write_config("[realtime]\nmax_watched_inodes = 1024");
+    let mut d = Daemon::start(&f);
+    let full: Vec<Value> = d
+        .alerts()
+        .into_iter()
+        .filter(|a| a["event"]["action"] == "watch_capacity_exceeded")
+        .collect();
+    assert_eq!(full.len(), 1, "{full:#?}");
+    assert_eq!(full[0]["event"]["kind"], "alert");
+    assert_eq!(full[0]["file"]["path"], s(&f.tree));
+    assert!(
+        full[0]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_watched_inodes") && m.contains("full comparison")),
+        "{full:#?}"
+    );
+    // The watch root is armed first: a new file in it is still reported, and its own failure
+    // to fit is counted without another alert.
+    let pid = by("touch", &[s(&f.path("late"))]);
+    d.expect(&f.path("late"), "created", pid);
+    let again = d
+        .alerts()
+        .iter()
+        .filter(|a| a["event"]["action"] == "watch_capacity_exceeded")
+        .count();
+    assert_eq!(again, 1);
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
+}

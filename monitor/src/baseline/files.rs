@@ -29,6 +29,12 @@ pub enum StateError {
          baseline; check who did this, then `chown {me} {path}` or restore the state from a trusted copy"
     )]
     ForeignOwner { path: PathBuf, owner: u32, me: u32 },
+    /// Root's state, used by another user: a missing privilege, not tampering.
+    #[error(
+        "{path} belongs to root: permission denied to uid {me} that runs fimd; run fimd as root (or with the \
+         capabilities of the shipped systemd unit); the baseline itself is not damaged"
+    )]
+    RootOwned { path: PathBuf, me: u32 },
     #[error(
         "baseline database {path} {what}. fimd does not use or replace it, because that is what \
          tampering looks like: investigate first; then restore baseline.db from a trusted copy \
@@ -99,6 +105,12 @@ pub fn secure_dir(dir: &Path, create: bool) -> Result<bool, StateError> {
 
 fn owned_by_me(path: &Path, md: &std::fs::Metadata) -> Result<(), StateError> {
     let me = me();
+    if md.uid() == 0 && me != 0 {
+        return Err(StateError::RootOwned {
+            path: path.to_owned(),
+            me,
+        });
+    }
     if md.uid() != me {
         return Err(StateError::ForeignOwner {
             path: path.to_owned(),

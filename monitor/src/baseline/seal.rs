@@ -63,6 +63,10 @@ impl Key {
             Ok(md) => {
                 use std::os::unix::fs::MetadataExt;
                 let me = rustix::process::geteuid().as_raw();
+                // Root's key read by another user: a missing privilege, not tampering.
+                if md.uid() == 0 && me != 0 {
+                    return Err(denied(path));
+                }
                 if md.uid() != me {
                     return Err(KeyError::ForeignOwner {
                         path,

@@ -137,6 +137,8 @@ struct Daemon {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     pods: crate::attribution::PodDirectory,
+    /// The sensor ran out of room once this run (reported once; counted every time).
+    capacity_alerted: bool,
 }
 
 struct Settling {
@@ -265,7 +267,11 @@ async fn serve(
         ring_bytes: settings.ring_buffer_bytes,
         append_hooks: settings.watches.iter().any(|w| w.policy == Policy::AppendOnly),
         roots: settings.watches.iter().map(|w| w.path.clone()).collect(),
+        capacity: settings
+            .max_watched_inodes
+            .unwrap_or_else(|| crate::sensor::capacity_for(baseline.entries.len())),
     })?;
+    metrics.sensor_kernel_bytes.set(sensor.kernel_bytes() as i64);
     health.set_sensor_attached(true);
     metrics.set_sensor_attached(sensor.name(), true);
     metrics.set_sensor_hooks(sensor.name(), &sensor.hooks());
@@ -277,7 +283,12 @@ async fn serve(
     let sink = Dispatcher::start(&outputs, Some(metrics.output_events.clone()))?;
     // Arm what the baseline knows before looking, so nothing changing meanwhile slips by.
     for e in &baseline.entries {
-        sensor.watch(key_of(e), e.kind == FileKind::Directory)?;
+        match sensor.watch(key_of(e), e.kind == FileKind::Directory) {
+            Ok(()) => {}
+            // The full comparison below learns every entry again and reports the overflow.
+            Err(e) if e.is_full() => break,
+            Err(e) => return Err(e.into()),
+        }
     }
     let mut d = Daemon {
         baseline: baseline
@@ -312,6 +323,7 @@ async fn serve(
         metrics: metrics.clone(),
         health: health.clone(),
         pods: crate::attribution::PodDirectory::new(settings.host_root.clone()),
+        capacity_alerted: false,
     };
     let seal = baseline.seal.clone();
     d.full_check(baseline.entries, reason, &seal)?;
@@ -333,11 +345,13 @@ async fn serve(
     let mut full_due = next_full(tokio::time::Instant::now());
     let mut lost = d.sensor.lost();
     let mut records = Vec::new();
+    d.metrics.sensor_kernel_bytes.set(d.sensor.kernel_bytes() as i64);
     eprintln!(
-        "fimd run: {} sensor attached (hooks: {}), watching {} inodes; ready",
+        "fimd run: {} sensor attached (hooks: {}), watching {} inodes ({} KiB of kernel maps); ready",
         d.sensor.name(),
         d.sensor.hooks().join(", "),
-        d.paths.len()
+        d.paths.len(),
+        d.sensor.kernel_bytes() >> 10
     );
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
@@ -505,16 +519,49 @@ impl Daemon {
         if !paths.contains(&e.path) {
             paths.push(e.path.clone());
         }
-        if e.kind == FileKind::Regular && self.policy(&e.path) == Policy::AppendOnly {
+        let watched = if e.kind == FileKind::Regular && self.policy(&e.path) == Policy::AppendOnly {
             // One insert: never a moment without the verified length.
             let verified = self.verified_len(&e);
-            self.sensor.watch_append(key, verified)?;
-            self.sensor.rearm(key)?;
+            self.sensor
+                .watch_append(key, verified)
+                .and_then(|()| self.sensor.rearm(key))
         } else {
-            self.sensor.watch(key, e.kind == FileKind::Directory)?;
+            self.sensor.watch(key, e.kind == FileKind::Directory)
+        };
+        match watched {
+            Ok(()) => {}
+            Err(err) if err.is_full() => self.not_watched(&e.path, &err),
+            Err(err) => return Err(err.into()),
         }
         self.seen.insert(e.path.clone(), e);
         Ok(())
+    }
+
+    /// An inode the sensor has no room for: counted, and once per run an alert naming the
+    /// watch, because its changes now wait for the scheduled full comparison.
+    fn not_watched(&mut self, path: &[u8], why: &crate::sensor::SensorError) {
+        self.metrics.watch_full.inc();
+        if self.capacity_alerted {
+            return;
+        }
+        self.capacity_alerted = true;
+        let watch = self
+            .settings
+            .watches
+            .iter()
+            .find(|w| path.starts_with(w.path.as_os_str().as_bytes()))
+            .map_or_else(|| path.to_vec(), |w| w.path.as_os_str().as_bytes().to_vec());
+        let reason = format!(
+            "{why}; files of this watch beyond the limit are compared only by the scheduled full comparison \
+             (schedule.full_check) until then"
+        );
+        eprintln!("fimd run: {}: {reason}", crate::output::path::path_text(&watch).0);
+        self.outbox.push(crate::output::alert::coverage_alert(
+            "watch_capacity_exceeded",
+            &watch,
+            &reason,
+            &self.origin,
+        ));
     }
 
     fn forget(&mut self, path: &[u8]) {

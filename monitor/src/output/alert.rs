@@ -181,6 +181,37 @@ pub fn problem_json(p: &crate::scan::Problem, origin: &Origin) -> Value {
     })
 }
 
+/// An alert about fimd's own ability to watch `path` (e.g. `watch_capacity_exceeded`): not a
+/// change of the file, but a loss of sight an operator must know of. `reason` says what and
+/// what covers it meanwhile.
+pub fn coverage_alert(action: &str, path: &[u8], reason: &str, origin: &Origin) -> Value {
+    let (text, raw) = path_text(path);
+    let mut fim = Map::new();
+    fim.insert("scan".into(), json!(origin.scan));
+    if let Some(raw) = raw {
+        fim.insert("path_bytes_b64".into(), json!(raw));
+    }
+    if let Some(b) = &origin.baseline {
+        fim.insert("baseline".into(), b.to_json());
+    }
+    json!({
+        "@timestamp": now_rfc3339(),
+        "event": {
+            "kind": "alert",
+            "category": ["file"],
+            "type": ["info"],
+            "action": action,
+            "outcome": "failure",
+            "module": "fimd",
+        },
+        "file": { "path": text },
+        "error": { "message": reason },
+        "fim": fim,
+        "host": { "name": origin.host },
+        "message": format!("{action} {text}: {reason}"),
+    })
+}
+
 /// One readable line: action, path, what changed.
 pub fn human_line(c: &Change) -> String {
     let (path, _) = path_text(c.path());

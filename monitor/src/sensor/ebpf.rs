@@ -40,6 +40,12 @@ pub enum EbpfError {
     NoHooks,
     #[error("eBPF map {name}: {reason}")]
     Map { name: &'static str, reason: String },
+    /// A map is full (bpf_map_update_elem: E2BIG): the inode cannot be watched in the kernel.
+    #[error(
+        "the eBPF map {name} is full ({capacity} inodes): raise [realtime] max_watched_inodes \
+         (about {BYTES_PER_WATCHED_INODE} bytes of kernel memory each)"
+    )]
+    Full { name: &'static str, capacity: u32 },
 }
 
 /// Member offsets of this kernel's structs, passed to the programs as globals.
@@ -143,6 +149,8 @@ pub fn kernel_dev(st_dev: u64) -> u32 {
 /// The loaded change sensor: its programs stay attached while this lives.
 pub struct EbpfSensor {
     _ebpf: Ebpf,
+    /// Entries WATCH and ARMED hold.
+    capacity: u32,
     /// `raw_tracepoint/<name>` of every attached program, in attach order.
     hooks: Vec<&'static str>,
     watch: HashMap<MapData, InodeKey, WatchVal>,
@@ -155,6 +163,18 @@ pub struct EbpfSensor {
 
 /// Ring buffer size when the configuration names none: 4 MiB, about 50,000 records.
 pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
+
+/// Kernel memory per watched inode, bytes: one WATCH and one ARMED hash map entry (a 16-byte
+/// key, a 16- and a 4-byte value, and the kernel's per-element overhead), measured as the maps'
+/// `memlock` in /proc/self/fdinfo on 6.18: 200,225 KiB at 1,048,576 entries against 23,585 KiB
+/// at 65,536 (PENDING and VIOLATIONS stop growing there).
+pub const BYTES_PER_WATCHED_INODE: u32 = 184;
+
+/// PENDING holds the inodes changed again before the daemon re-armed them, VIOLATIONS the
+/// append-only files with a flag not yet taken: both far fewer than the watched inodes. A full
+/// PENDING loses only a count; a full VIOLATIONS makes the daemon verify a log whole.
+const PENDING_MAX: u32 = 16_384;
+const VIOLATIONS_MAX: u32 = 65_536;
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
     ebpf.take_map(name).ok_or_else(|| EbpfError::Map {
@@ -175,7 +195,8 @@ impl EbpfSensor {
     /// `ring_bytes` is the ring buffer's size: a power of two, at least a page. `append_hooks`
     /// attaches the write-offset checks of the append-only policy (they run on every write
     /// syscall of the host, so only when some watch needs them).
-    pub fn load(ring_bytes: u32, append_hooks: bool) -> Result<EbpfSensor, EbpfError> {
+    /// `capacity` is how many inodes WATCH and ARMED hold (entries).
+    pub fn load(ring_bytes: u32, append_hooks: bool, capacity: u32) -> Result<EbpfSensor, EbpfError> {
         ensure_tracefs()?;
         let btf = KernelBtf::from_sys_fs()?;
         if !btf.has_typedef("btf_trace_ctime_ns_xchg") {
@@ -193,6 +214,18 @@ impl EbpfSensor {
         }
         let mut ebpf = loader
             .map_max_entries("EVENTS", ring_bytes)
+            .map_max_entries("WATCH", capacity)
+            .map_max_entries("ARMED", capacity)
+            .map_max_entries("PENDING", capacity.min(PENDING_MAX))
+            // Written only for append-only inodes, which exist only with the append hooks.
+            .map_max_entries(
+                "VIOLATIONS",
+                if append_hooks {
+                    capacity.min(VIOLATIONS_MAX)
+                } else {
+                    1
+                },
+            )
             .override_global(OFF_INODE_I_SB, &off.inode_i_sb, true)
             .override_global(OFF_INODE_I_INO, &off.inode_i_ino, true)
             .override_global(OFF_SB_S_DEV, &off.sb_s_dev, true)
@@ -214,7 +247,13 @@ impl EbpfSensor {
             .override_global(OFF_FILE_F_FLAGS, &off.file_f_flags, true)
             .override_global(OFF_INODE_I_SIZE, &off.inode_i_size, true)
             .load(OBJECT)
-            .map_err(|e| EbpfError::Load(format!("{e:#}")))?;
+            .map_err(|e| {
+                EbpfError::Load(format!(
+                    "{e:#} (maps for {capacity} inodes need about {} MiB of kernel memory: if the kernel \
+                     refused them, lower [realtime] max_watched_inodes or raise the memory limit)",
+                    (u64::from(capacity) * u64::from(BYTES_PER_WATCHED_INODE)) >> 20
+                ))
+            })?;
         let mut programs = vec![
             ("fimd_ctime_xchg", "ctime_ns_xchg"),
             ("fimd_ctime_set", "inode_set_ctime_to_ts"),
@@ -232,6 +271,7 @@ impl EbpfSensor {
             hooks.push(tracepoint);
         }
         Ok(EbpfSensor {
+            capacity,
             watch: HashMap::try_from(take_map(&mut ebpf, "WATCH")?).map_err(map_err("WATCH"))?,
             armed: HashMap::try_from(take_map(&mut ebpf, "ARMED")?).map_err(map_err("ARMED"))?,
             pending: HashMap::try_from(take_map(&mut ebpf, "PENDING")?).map_err(map_err("PENDING"))?,
@@ -242,6 +282,18 @@ impl EbpfSensor {
             hooks,
             _ebpf: ebpf,
         })
+    }
+
+    /// `Full` when an insert into `name` failed because the map is full (E2BIG, as
+    /// kernel/bpf/hashtab.c returns it), else `Map`.
+    fn full_or(&self, name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
+        let capacity = self.capacity;
+        move |e| match &e {
+            aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
+                EbpfError::Full { name, capacity }
+            }
+            _ => map_err(name)(e),
+        }
     }
 
     /// Kernel counters summed over CPUs, indexed by `monitor_common::COUNTER_*`.
@@ -286,7 +338,7 @@ impl super::Sensor for EbpfSensor {
             _pad: 0,
             verified_len: 0,
         };
-        self.watch.insert(key, val, 0).map_err(map_err("WATCH"))?;
+        self.watch.insert(key, val, 0).map_err(self.full_or("WATCH"))?;
         self.rearm(key)
     }
 
@@ -296,7 +348,7 @@ impl super::Sensor for EbpfSensor {
             _pad: 0,
             verified_len,
         };
-        Ok(self.watch.insert(key, val, 0).map_err(map_err("WATCH"))?)
+        Ok(self.watch.insert(key, val, 0).map_err(self.full_or("WATCH"))?)
     }
 
     fn take_violations(&mut self, key: &InodeKey) -> u32 {
@@ -319,13 +371,34 @@ impl super::Sensor for EbpfSensor {
     fn rearm(&mut self, key: InodeKey) -> Result<(), super::SensorError> {
         // What piled up since the record is superseded by the rescan that follows.
         let _ = self.pending.remove(&key);
-        Ok(self.armed.insert(key, 1, 0).map_err(map_err("ARMED"))?)
+        Ok(self.armed.insert(key, 1, 0).map_err(self.full_or("ARMED"))?)
+    }
+
+    fn kernel_bytes(&self) -> u64 {
+        bpf_map_memlock()
     }
 
     fn lost(&self) -> u64 {
         // A full PENDING map loses only the best-effort count; the record still goes out.
         self.counters()[COUNTER_RB_DROPS as usize]
     }
+}
+
+/// The `memlock` bytes of every BPF map this process holds, from /proc/self/fdinfo (a map's
+/// fdinfo has `map_type:` and `memlock:` lines: kernel/bpf/syscall.c, bpf_map_show_fdinfo).
+fn bpf_map_memlock() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fdinfo") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|info| info.contains("map_type:"))
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
 }
 
 /// Tracepoints attach through tracefs; mount it where the kernel documents it if nobody has.

@@ -51,6 +51,17 @@ pub trait Sensor {
     fn rearm(&mut self, key: InodeKey) -> Result<(), SensorError>;
     /// Changes the sensor could not deliver so far (each one calls for a rescan).
     fn lost(&self) -> u64;
+    /// Locked kernel memory the sensor's maps take (bytes); 0 for a sensor without maps.
+    fn kernel_bytes(&self) -> u64 {
+        0
+    }
+}
+
+impl SensorError {
+    /// The sensor's table of watched inodes is full: this inode is not watched in the kernel.
+    pub fn is_full(&self) -> bool {
+        matches!(self, SensorError::Ebpf(ebpf::EbpfError::Full { .. }))
+    }
 }
 
 /// What `open` needs to choose and load a sensor.
@@ -64,6 +75,18 @@ pub struct SensorSpec {
     pub append_hooks: bool,
     /// The watch roots: the fanotify sensor marks their filesystems.
     pub roots: Vec<PathBuf>,
+    /// Inodes the eBPF sensor's maps hold (entries); see `capacity_for`.
+    pub capacity: u32,
+}
+
+/// The eBPF maps' capacity for a baseline of `entries` inodes: a quarter more plus 16,384 for
+/// files created while the daemon runs, within `config::WATCHED_INODES_RANGE`.
+pub fn capacity_for(entries: usize) -> u32 {
+    let want = entries as u64 + entries as u64 / 4 + 16_384;
+    want.clamp(
+        *crate::config::WATCHED_INODES_RANGE.start(),
+        *crate::config::WATCHED_INODES_RANGE.end(),
+    ) as u32
 }
 
 /// The sensor `fimd run` uses on this host, loaded and attached: the one place that choice is
@@ -73,13 +96,11 @@ pub struct SensorSpec {
 /// Errors: the reason the chosen sensor (with `auto`: each one) cannot work here.
 pub fn open(spec: &SensorSpec) -> Result<Box<dyn Sensor>, SensorError> {
     let fanotify = || fanotify::FanotifySensor::load(&spec.roots);
+    let ebpf = || ebpf::EbpfSensor::load(spec.ring_bytes, spec.append_hooks, spec.capacity);
     match spec.choice {
-        SensorChoice::Ebpf => Ok(Box::new(ebpf::EbpfSensor::load(
-            spec.ring_bytes,
-            spec.append_hooks,
-        )?)),
+        SensorChoice::Ebpf => Ok(Box::new(ebpf()?)),
         SensorChoice::Fanotify => Ok(Box::new(fanotify()?)),
-        SensorChoice::Auto => match ebpf::EbpfSensor::load(spec.ring_bytes, spec.append_hooks) {
+        SensorChoice::Auto => match ebpf() {
             Ok(s) => Ok(Box::new(s)),
             Err(ebpf) => match fanotify() {
                 Ok(s) => {

@@ -94,6 +94,7 @@ pub fn run(choice: SensorChoice) -> Result<Report, SelftestError> {
         ring_bytes: DEFAULT_RING_BYTES,
         append_hooks: true,
         roots: vec![dir.0.clone()],
+        capacity: super::capacity_for(1),
     })?;
     let meta = std::fs::metadata(&file).map_err(io(format!("stat {}", file.display())))?;
     let key = InodeKey {

@@ -45,6 +45,11 @@ pub struct Metrics {
     pub start_time: Gauge,
     /// `fim_sensor_attached{sensor}`: 1 while that sensor reports changes.
     pub sensor_attached: IntGaugeVec,
+    /// `fim_sensor_watch_full_total`: inodes the sensor could not watch because its map was
+    /// full (each covered by the scheduled full comparison instead).
+    pub watch_full: IntCounter,
+    /// `fim_sensor_kernel_bytes`: locked kernel memory of the sensor's maps (bytes).
+    pub sensor_kernel_bytes: IntGauge,
     /// `fim_sensor_hook{sensor,hook}`: 1 for each kernel hook the attached sensor uses (a
     /// handful per sensor: `Sensor::hooks`).
     pub sensor_hooks: IntGaugeVec,
@@ -115,6 +120,19 @@ impl Metrics {
                     &["sensor"],
                 )
                 .expect(BUG),
+            ),
+            watch_full: reg(
+                &registry,
+                IntCounter::new(
+                    "fim_sensor_watch_full_total",
+                    "Inodes not watched in the kernel because the sensor's map was full",
+                )
+                .expect(BUG),
+            ),
+            sensor_kernel_bytes: reg(
+                &registry,
+                IntGauge::new("fim_sensor_kernel_bytes", "Locked kernel memory of the sensor's maps, bytes")
+                    .expect(BUG),
             ),
             sensor_hooks: reg(
                 &registry,
