@@ -489,6 +489,8 @@ mod tests {
             ("fim_last_full_check_timestamp_seconds", "gauge"),
             ("fim_last_full_check_duration_seconds", "gauge"),
             ("fim_output_events_total", "counter"),
+            ("fim_sensor_watch_full_total", "counter"),
+            ("fim_sensor_kernel_bytes", "gauge"),
         ] {
             assert_eq!(
                 types.get(family).map(String::as_str),
@@ -497,7 +499,7 @@ mod tests {
                 r.body
             );
         }
-        assert_eq!(types.len(), 16, "unexpected families: {types:?}");
+        assert_eq!(types.len(), 18, "unexpected families: {types:?}");
         assert!(
             r.body.lines().any(|l| l == "fim_kernel_events_total 7"),
             "{}",
