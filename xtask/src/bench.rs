@@ -6,9 +6,9 @@
 //! throughput against the machine's SHA-256 limit (one core's `openssl speed` times the cores),
 //! each beside its goal. It never fails on a missed goal: it measures and prints.
 //!
-//! `bench realtime` runs `fimd run` and measures the latency from a writer's close() to the alert,
-//! the cost to writers of 1-byte writes with fimd and with auditd watching, and a write storm (see
-//! bench/realtime.rs).
+//! `bench realtime` runs `fimd run` on each sensor tier and measures the latency from a writer's
+//! close() to the alert, the cost to writers of 1-byte writes with fimd and with auditd watching,
+//! and a write storm (see bench/realtime.rs).
 //!
 //! `bench append` times fimd's verification of 4 KiB appends to logs of 1 MiB to 10 GiB against a
 //! full rehash and AIDE's `growing` check (see bench/append.rs).
@@ -39,7 +39,8 @@ pub enum Which {
         #[arg(long)]
         no_cold: bool,
     },
-    /// `fimd run` against auditd: alert latency, writer overhead, and a write storm (needs root).
+    /// `fimd run` on each sensor tier against auditd: alert latency, writer overhead, and a write
+    /// storm (needs root).
     Realtime {
         /// Sequential changes timed from the writer's close() to their alert line.
         #[arg(long, default_value_t = 1000)]
@@ -50,6 +51,9 @@ pub enum Which {
         /// dd runs per cell of the writer overhead table; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// fimd sensor tiers, each a column (`[realtime] sensor` of fimd run's configuration).
+        #[arg(long, value_delimiter = ',', default_value = "ebpf,fanotify")]
+        sensor: Vec<realtime::Tier>,
     },
     /// 4 KiB appends to logs: `fimd run`'s verification vs a full rehash and AIDE (needs root).
     Append {
@@ -78,7 +82,8 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             changes,
             writes,
             runs,
-        } => realtime::run(changes.max(1), writes.max(1), runs.max(1)),
+            sensor,
+        } => realtime::run(changes.max(1), writes.max(1), runs.max(1), &sensor),
         Which::Append {
             appends,
             sizes,

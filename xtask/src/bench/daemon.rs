@@ -19,6 +19,8 @@ use super::tail;
 pub(super) struct Daemon {
     child: Option<Child>,
     pid: u32,
+    /// Its start-up line, `fimd run: … sensor attached (hooks: …), watching N inodes; ready`.
+    pub(super) ready: String,
     log: PathBuf,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -51,20 +53,22 @@ impl Daemon {
                 let _ = writeln!(out, "{line}");
                 // `fimd run: … watching N inodes; ready`
                 if line.starts_with("fimd run: ") && line.ends_with("; ready") {
-                    let _ = tx.send(());
+                    let _ = tx.send(line.clone());
                 }
             }
         });
         let mut d = Daemon {
             pid: child.id(),
             child: Some(child),
+            ready: String::new(),
             log,
             reader: Some(reader),
         };
         let deadline = Instant::now() + within;
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(()) => {
+                Ok(line) => {
+                    d.ready = line;
                     eprintln!(
                         "xtask: fimd run ready after {:.2} s",
                         started.elapsed().as_secs_f64()

@@ -1,18 +1,25 @@
-//! `cargo xtask bench realtime`: `fimd run` side by side with auditd, printing ratios.
+//! `cargo xtask bench realtime`: `fimd run`, once per sensor tier, side by side with auditd,
+//! printing ratios.
 //!
-//! In a temporary directory under /tmp it baselines a watched tree, then measures:
+//! In a temporary directory under /tmp it baselines a watched tree, then measures, for each fimd
+//! sensor tier given with `--sensor` (`[realtime] sensor` of the configuration fimd run gets):
 //! 1. the latency from a writer's close() to the alert line, over sequential changes to one file
 //!    (each of a distinct size, so its alert is recognised by path and `file.size`; the alert file
 //!    is followed with inotify);
-//! 2. the cost to a writer of 1-byte writes (`dd bs=1 conv=notrunc`) to an unwatched and to a
-//!    watched file with nothing running, with `fimd run`, and with auditd holding one
-//!    `-w TREE -p wa` watch: median wall and CPU time of dd, and the overhead over nothing;
-//! 3. a storm of 1-byte writes to one watched file under `fimd run`: the alert lines for it (each
-//!    kernel record leads to at most one alert), fimd's CPU time, and whether the last alert shows
-//!    the file's final state.
+//! 2. a storm of 1-byte writes to one watched file: the alert lines for it (each kernel record
+//!    leads to at most one alert), fimd's CPU time, and whether the last alert shows the file's
+//!    final state;
 //!
-//! It needs root (fimd's eBPF sensor, auditd). auditd is skipped, with the reason printed, when it
-//! cannot run here or another audit configuration is present. It never fails on a missed goal.
+//! and then, for every column in turn:
+//! 3. the cost to a writer of 1-byte writes (`dd bs=1 conv=notrunc`) to an unwatched and to a
+//!    watched file with nothing running, with `fimd run` on each tier, and with auditd holding one
+//!    `-w TREE -p wa` watch: median wall and CPU time of dd, and the overhead over nothing.
+//!
+//! It needs root (fimd's sensors, auditd). A tier fimd cannot run here is an error printed in its
+//! column (and the exit status), the other columns are still measured. auditd is skipped, with
+//! the reason printed, when it cannot run here or another audit configuration is present. It
+//! never fails on a missed goal.
+use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -24,7 +31,9 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use super::daemon::{Daemon, Tail, stop_child};
-use super::{tail, verdict};
+use super::tail;
+
+mod report;
 
 /// Goals, printed beside the measurements.
 const LATENCY_P99_GOAL_MS: f64 = 20.0;
@@ -44,18 +53,50 @@ const AUDIT_KEY: &str = "fimd-bench";
 /// How long `fimd run` may take to attach and compare the benchmark trees.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
-pub(super) fn run(changes: usize, writes: u64, runs: usize) -> anyhow::Result<()> {
+/// A fimd sensor tier, as `[realtime] sensor` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tier {
+    /// eBPF where it loads, else fanotify (the start-up line says which attached).
+    Auto,
+    /// The ctime tracepoints.
+    Ebpf,
+    /// Filesystem marks with FID reporting.
+    Fanotify,
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Tier::Auto => "auto",
+            Tier::Ebpf => "ebpf",
+            Tier::Fanotify => "fanotify",
+        })
+    }
+}
+
+/// One fimd tier's latency run and storm, or why fimd could not run them.
+struct TierRun {
+    tier: Tier,
+    result: Result<Realtime, String>,
+}
+
+pub(super) fn run(changes: usize, writes: u64, runs: usize, tiers: &[Tier]) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("bench realtime needs root: fimd run loads an eBPF sensor, and auditd needs root too");
+        bail!("bench realtime needs root: fimd run loads a kernel sensor, and auditd needs root too");
+    }
+    let mut distinct: Vec<Tier> = Vec::new();
+    for &t in tiers {
+        if !distinct.contains(&t) {
+            distinct.push(t);
+        }
     }
     let load_start = load_average();
     let fimd = crate::build_fimd()?;
     let dir = tempfile::Builder::new()
         .prefix("fimd-bench-rt-")
         .tempdir_in("/tmp")?;
-    let l = Layout::new(dir.path(), writes)?;
-    fimd_init(&fimd, &l)?;
+    let l = Layout::new(dir.path(), writes, &distinct)?;
 
     // Whether auditd can be the peer here; decided before anything is measured.
     let audit = Audit::probe();
@@ -63,37 +104,42 @@ pub(super) fn run(changes: usize, writes: u64, runs: usize) -> anyhow::Result<()
         eprintln!("xtask: no auditd column: {why}");
     }
 
-    // 1 and 3 share one daemon.
-    let daemon = Daemon::start(
-        &fimd,
-        &l.config,
-        l.logs.join("fimd-run-latency-storm.err"),
-        READY_WITHIN,
-    )?;
-    let mut alerts = Tail::open(&l.alerts)?;
-    eprintln!(
-        "xtask: latency: {changes} sequential changes to {}",
-        l.latency.display()
-    );
-    let latency = latency(&l, &daemon, &mut alerts, changes)?;
-    eprintln!("xtask: storm: {writes} one-byte writes to {}", l.storm.display());
-    let storm = storm(&l, &daemon, &mut alerts, writes)?;
-    let lost = daemon.stop()?;
+    let tier_runs: Vec<TierRun> = distinct
+        .iter()
+        .map(|&tier| TierRun {
+            tier,
+            result: realtime(&fimd, &l, tier, changes, writes).map_err(|e| {
+                eprintln!("xtask: fimd {tier}: {e:#}");
+                format!("{e:#}")
+            }),
+        })
+        .collect();
+    let overhead = overhead(&fimd, &l, &audit, &tier_runs, writes, runs)?;
 
-    let overhead = overhead(&fimd, &l, &audit, writes, runs)?;
-
-    print_report(&Report {
+    report::print(&report::Report {
         dir: &l.dir,
         changes,
         writes,
         runs,
         load_start,
-        latency: &latency,
+        tiers: &tier_runs,
         overhead: &overhead,
         audit: &audit,
-        storm: &storm,
-        lost,
     });
+    let failed: Vec<String> = overhead
+        .columns
+        .iter()
+        .filter_map(|c| match (c.condition, &c.failed) {
+            (Condition::Fimd(t), Some(_)) => Some(t.to_string()),
+            _ => None,
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "fimd could not be measured on sensor tier(s) {}: see the report",
+            failed.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -110,13 +156,13 @@ struct Layout {
     unwatched: PathBuf,
     /// Written by dd for the storm.
     storm: PathBuf,
-    config: PathBuf,
     alerts: PathBuf,
     logs: PathBuf,
 }
 
 impl Layout {
-    fn new(dir: &Path, writes: u64) -> anyhow::Result<Layout> {
+    /// The tree and files, and one fimd configuration per tier.
+    fn new(dir: &Path, writes: u64, tiers: &[Tier]) -> anyhow::Result<Layout> {
         let dir = fs::canonicalize(dir)?;
         let tree = dir.join("tree");
         let logs = dir.join("logs");
@@ -129,36 +175,48 @@ impl Layout {
             watched: tree.join("dd"),
             unwatched: dir.join("plain/dd"),
             storm: tree.join("storm"),
-            config: dir.join("fimd.toml"),
             alerts: dir.join("alerts.jsonl"),
             tree,
             logs,
             dir,
         };
-        // Every size used by the latency run is larger.
-        fs::write(&l.latency, "initial\n")?;
         // dd writes zeros over zeros here: the same work in every run.
         fs::write(&l.watched, vec![0u8; size])?;
         fs::write(&l.unwatched, vec![0u8; size])?;
-        // dd's zeros replace this, so the final state differs from every state before it.
-        fs::write(&l.storm, vec![b'x'; size])?;
         let toml = |p: &Path| serde_json::to_string(&p.to_string_lossy());
-        fs::write(
-            &l.config,
-            format!(
-                "state_dir = {}\n\n[[watch]]\npath = {}\n\n[alerts]\njsonl = {}\n",
-                toml(&l.dir.join("state"))?,
-                toml(&l.tree)?,
-                toml(&l.alerts)?
-            ),
-        )?;
+        for &tier in tiers {
+            fs::write(
+                l.config(tier),
+                format!(
+                    "state_dir = {}\n\n[[watch]]\npath = {}\n\n[alerts]\njsonl = {}\n\n\
+                     [realtime]\nsensor = \"{tier}\"\n",
+                    toml(&l.dir.join("state"))?,
+                    toml(&l.tree)?,
+                    toml(&l.alerts)?
+                ),
+            )?;
+        }
         Ok(l)
+    }
+
+    /// `fimd run`'s configuration for one tier; they differ only in `[realtime] sensor`.
+    fn config(&self, tier: Tier) -> PathBuf {
+        self.dir.join(format!("fimd-{tier}.toml"))
+    }
+
+    /// The latency and storm files as every tier's run starts from.
+    fn reset(&self, writes: u64) -> anyhow::Result<()> {
+        // Every size used by the latency run is larger.
+        fs::write(&self.latency, "initial\n")?;
+        // dd's zeros replace this, so the final state differs from every state before it.
+        fs::write(&self.storm, vec![b'x'; usize::try_from(writes)?])?;
+        Ok(())
     }
 }
 
-fn fimd_init(fimd: &Path, l: &Layout) -> anyhow::Result<()> {
+fn fimd_init(fimd: &Path, config: &Path) -> anyhow::Result<()> {
     let mut cmd = Command::new(fimd);
-    cmd.arg("-c").arg(&l.config).arg("init").stdin(Stdio::null());
+    cmd.arg("-c").arg(config).arg("init").stdin(Stdio::null());
     eprintln!("xtask: $ {}", crate::show(&cmd));
     let out = cmd
         .output()
@@ -172,6 +230,45 @@ fn fimd_init(fimd: &Path, l: &Layout) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// What one tier's `fimd run` did in the latency run and the storm.
+struct Realtime {
+    /// Its start-up line: the sensor that attached and its hooks.
+    ready: String,
+    latency: Latency,
+    storm: Storm,
+    /// Kernel events it reported lost during both.
+    lost: u64,
+}
+
+/// The latency run then the storm under one tier's `fimd run`, from a fresh baseline of the
+/// files as they start.
+fn realtime(fimd: &Path, l: &Layout, tier: Tier, changes: usize, writes: u64) -> anyhow::Result<Realtime> {
+    l.reset(writes)?;
+    let config = l.config(tier);
+    fimd_init(fimd, &config)?;
+    let log = l.logs.join(format!("fimd-run-{tier}-latency-storm.err"));
+    let daemon = Daemon::start(fimd, &config, log, READY_WITHIN)?;
+    let mut alerts = Tail::open(&l.alerts)?;
+    eprintln!(
+        "xtask: {tier} latency: {changes} sequential changes to {}",
+        l.latency.display()
+    );
+    let latency = latency(l, &daemon, &mut alerts, changes)?;
+    eprintln!(
+        "xtask: {tier} storm: {writes} one-byte writes to {}",
+        l.storm.display()
+    );
+    let storm = storm(l, &daemon, &mut alerts, writes)?;
+    let ready = daemon.ready.clone();
+    let lost = daemon.stop()?;
+    Ok(Realtime {
+        ready,
+        latency,
+        storm,
+        lost,
+    })
 }
 
 fn alert_path(v: &Value) -> Option<&str> {
@@ -373,77 +470,121 @@ fn dd(file: &Path, writes: u64, err: &Path) -> anyhow::Result<Sample> {
     Ok(Sample { wall, cpu })
 }
 
-/// The columns of the writer overhead table.
-const NOTHING: usize = 0;
-const FIMD: usize = 1;
-const AUDITD: usize = 2;
-/// Its rows.
+/// The rows of the writer overhead table.
 const UNWATCHED: usize = 0;
 const WATCHED: usize = 1;
 
-struct Overhead {
-    /// [column][row]: the dd samples.
-    cells: [[Vec<Sample>; 2]; 3],
-    /// fimd's CPU time while dd wrote the watched file, per run.
-    fimd_cpu_watched: Vec<f64>,
-    /// Records auditd logged with the benchmark's key, per auditd run.
-    audit_records: Vec<usize>,
-    /// Why the auditd column is empty, when it is.
-    audit_skipped: Option<String>,
+/// What runs while dd writes, in one column of the writer overhead table.
+#[derive(Clone, Copy, PartialEq)]
+enum Condition {
+    Nothing,
+    Fimd(Tier),
+    Auditd,
 }
 
-/// dd to the unwatched then the watched file, with nothing running, with fimd, with auditd; the
-/// three conditions in turn, `runs` times.
-fn overhead(fimd: &Path, l: &Layout, audit: &Audit, writes: u64, runs: usize) -> anyhow::Result<Overhead> {
-    let mut o = Overhead {
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Condition::Nothing => f.write_str("nothing"),
+            Condition::Fimd(tier) => write!(f, "fimd {tier}"),
+            Condition::Auditd => f.write_str("auditd"),
+        }
+    }
+}
+
+struct Column {
+    condition: Condition,
+    /// [row]: the dd samples.
+    cells: [Vec<Sample>; 2],
+    /// Per run: fimd's CPU time while dd wrote the watched file, or the records auditd logged
+    /// with the benchmark's key.
+    own: Vec<f64>,
+    /// Why the column is empty: fimd could not run this tier, or auditd cannot run here.
+    failed: Option<String>,
+}
+
+struct Overhead {
+    /// Nothing, each fimd tier, auditd.
+    columns: Vec<Column>,
+}
+
+/// dd to the unwatched then the watched file under each column's condition in turn, `runs`
+/// times. A tier that failed its latency run is not started again.
+fn overhead(
+    fimd: &Path,
+    l: &Layout,
+    audit: &Audit,
+    tiers: &[TierRun],
+    writes: u64,
+    runs: usize,
+) -> anyhow::Result<Overhead> {
+    let column = |condition, failed| Column {
+        condition,
         cells: Default::default(),
-        fimd_cpu_watched: Vec::new(),
-        audit_records: Vec::new(),
-        audit_skipped: audit.peer.clone().err(),
+        own: Vec::new(),
+        failed,
     };
-    let err = l.logs.join("dd.err");
+    let mut columns = vec![column(Condition::Nothing, None)];
+    for t in tiers {
+        let failed = t
+            .result
+            .as_ref()
+            .err()
+            .map(|_| "fimd run could not run this tier (see the top of the report)".to_owned());
+        columns.push(column(Condition::Fimd(t.tier), failed));
+    }
+    columns.push(column(Condition::Auditd, audit.peer.clone().err()));
     for run in 1..=runs {
-        eprintln!("xtask: writer overhead, run {run} of {runs}: nothing running");
-        {
-            let _quiet = audit.quiet()?;
-            o.cells[NOTHING][UNWATCHED].push(dd(&l.unwatched, writes, &err)?);
-            o.cells[NOTHING][WATCHED].push(dd(&l.watched, writes, &err)?);
-        }
-        eprintln!("xtask: writer overhead, run {run} of {runs}: fimd run");
-        {
-            let _quiet = audit.quiet()?;
-            let d = Daemon::start(
-                fimd,
-                &l.config,
-                l.logs.join(format!("fimd-run-overhead-{run}.err")),
-                READY_WITHIN,
-            )?;
-            o.cells[FIMD][UNWATCHED].push(dd(&l.unwatched, writes, &err)?);
-            let cpu0 = d.cpu_secs()?;
-            o.cells[FIMD][WATCHED].push(dd(&l.watched, writes, &err)?);
-            o.fimd_cpu_watched.push(d.cpu_secs()? - cpu0);
-            d.stop()?;
-        }
-        if o.audit_skipped.is_some() {
-            continue;
-        }
-        eprintln!("xtask: writer overhead, run {run} of {runs}: auditd");
-        match Auditd::start(audit, l, run) {
-            Ok(a) => {
-                o.cells[AUDITD][UNWATCHED].push(dd(&l.unwatched, writes, &err)?);
-                o.cells[AUDITD][WATCHED].push(dd(&l.watched, writes, &err)?);
-                o.audit_records.push(a.stop()?);
-            }
-            Err(e) => {
-                eprintln!("xtask: auditd could not start; no auditd column: {e:#}");
-                o.audit_skipped = Some(format!("{e:#}"));
-                for row in &mut o.cells[AUDITD] {
-                    row.clear();
+        for c in columns.iter_mut().filter(|c| c.failed.is_none()) {
+            eprintln!("xtask: writer overhead, run {run} of {runs}: {}", c.condition);
+            match measure(c, fimd, l, audit, writes, run) {
+                Ok(()) => {}
+                Err(e) if c.condition == Condition::Nothing => return Err(e),
+                Err(e) => {
+                    eprintln!("xtask: {}: no figures in this column: {e:#}", c.condition);
+                    c.failed = Some(format!("{e:#}"));
+                    c.cells = Default::default();
                 }
             }
         }
     }
-    Ok(o)
+    Ok(Overhead { columns })
+}
+
+/// One run of one column: dd to the unwatched then the watched file, under its condition.
+fn measure(
+    c: &mut Column,
+    fimd: &Path,
+    l: &Layout,
+    audit: &Audit,
+    writes: u64,
+    run: usize,
+) -> anyhow::Result<()> {
+    let err = l.logs.join("dd.err");
+    match c.condition {
+        Condition::Nothing => {
+            let _quiet = audit.quiet()?;
+            c.cells[UNWATCHED].push(dd(&l.unwatched, writes, &err)?);
+            c.cells[WATCHED].push(dd(&l.watched, writes, &err)?);
+        }
+        Condition::Fimd(tier) => {
+            let _quiet = audit.quiet()?;
+            let log = l.logs.join(format!("fimd-run-{tier}-overhead-{run}.err"));
+            let d = Daemon::start(fimd, &l.config(tier), log, READY_WITHIN)?;
+            c.cells[UNWATCHED].push(dd(&l.unwatched, writes, &err)?);
+            let cpu0 = d.cpu_secs()?;
+            c.cells[WATCHED].push(dd(&l.watched, writes, &err)?);
+            c.own.push(d.cpu_secs()? - cpu0);
+            d.stop()?;
+        }
+        Condition::Auditd => {
+            let a = Auditd::start(audit, l, run)?;
+            c.cells[UNWATCHED].push(dd(&l.unwatched, writes, &err)?);
+            c.cells[WATCHED].push(dd(&l.watched, writes, &err)?);
+            c.own.push(a.stop()? as f64);
+        }
+    }
+    Ok(())
 }
 
 /// The kernel's audit state, probed once.
@@ -681,236 +822,8 @@ impl Drop for Auditd {
     }
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
-}
-
 fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
-}
-
-struct Report<'a> {
-    dir: &'a Path,
-    changes: usize,
-    writes: u64,
-    runs: usize,
-    load_start: String,
-    latency: &'a Latency,
-    overhead: &'a Overhead,
-    audit: &'a Audit,
-    storm: &'a Storm,
-    /// Kernel events fimd reported lost during the latency and storm runs.
-    lost: u64,
-}
-
-/// Nearest-rank percentile; a missing alert counts as slower than any.
-fn percentile(sorted: &[Option<Duration>], p: f64) -> Option<Duration> {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Option<Duration>) -> String {
-    d.map_or_else(
-        || "missing".into(),
-        |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
-    )
-}
-
-fn pct(x: f64, base: f64) -> f64 {
-    (x / base.max(1e-9) - 1.0) * 100.0
-}
-
-fn print_report(r: &Report) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!();
-    println!(
-        "fimd run vs auditd in {}: Linux {}, {cores} cores; load average at the start {}",
-        r.dir.display(),
-        kernel.trim(),
-        r.load_start
-    );
-
-    // 1. Latency.
-    let lat = r.latency;
-    let mut sorted = lat.samples.clone();
-    // None (missing) sorts last.
-    sorted.sort_by_key(|s| s.unwrap_or(Duration::MAX));
-    let found: Vec<Duration> = sorted.iter().flatten().copied().collect();
-    let missing = sorted.len() - found.len();
-    let (p50, p99) = (percentile(&sorted, 50.0), percentile(&sorted, 99.0));
-    let mean = (!found.is_empty()).then(|| found.iter().sum::<Duration>() / found.len() as u32);
-    let p99_ok = p99.is_some_and(|d| d.as_secs_f64() * 1e3 < LATENCY_P99_GOAL_MS);
-    println!();
-    println!(
-        "1. Latency, writer's close() to its alert line: {} sequential changes to one watched file",
-        sorted.len()
-    );
-    println!("   (open O_TRUNC, one write of a distinct size, close; alert matched by path and size)");
-    println!(
-        "   p50 {}   p99 {}   max {}   mean {}   missing {missing} of {}   goal p99 < {LATENCY_P99_GOAL_MS:.0} ms {}",
-        ms(p50),
-        ms(p99),
-        ms(found.last().copied()),
-        ms(mean),
-        sorted.len(),
-        verdict(p99_ok)
-    );
-    if lat.gave_up {
-        println!(
-            "   stopped after {MAX_MISSING_IN_A_ROW} missing alerts in a row ({} of {} changes made)",
-            sorted.len(),
-            r.changes
-        );
-    }
-    println!(
-        "   alert lines on the file: {} ({:.2} per change); fimd CPU {:.2} s ({:.2} ms per change)",
-        lat.lines,
-        lat.lines as f64 / sorted.len().max(1) as f64,
-        lat.fimd_cpu,
-        lat.fimd_cpu * 1e3 / sorted.len().max(1) as f64
-    );
-
-    // 2. Writer overhead.
-    let o = r.overhead;
-    let med = |col: usize, row: usize| -> Option<Sample> {
-        let cell = &o.cells[col][row];
-        Some(Sample {
-            wall: median(cell.iter().map(|s| s.wall).collect())?,
-            cpu: median(cell.iter().map(|s| s.cpu).collect())?,
-        })
-    };
-    println!();
-    println!(
-        "2. Writer overhead: dd if=/dev/zero bs=1 count={} conv=notrunc ({} reads and writes), median of {} run(s)",
-        r.writes, r.writes, r.runs
-    );
-    println!("   wall s, and CPU s of dd (user + system); % over nothing running");
-    let groups = format!(
-        "   {:<15}{:^17}|{:^49}|{:^40}",
-        "", "nothing", "fimd run", "auditd, one -w TREE -p wa watch"
-    );
-    println!("{}", groups.trim_end());
-    println!(
-        "   {:<15}{:>8}{:>8} |{:>8}{:>8}{:>8}{:>8}  {:<15}|{:>8}{:>8}{:>8}{:>8}{:>7}",
-        "", "wall", "cpu", "wall", "cpu", "wall%", "cpu%", "goal", "wall", "cpu", "wall%", "cpu%", "a/f"
-    );
-    for (row, name, goal) in [
-        (UNWATCHED, "unwatched file", UNWATCHED_GOAL_PCT),
-        (WATCHED, "watched file", WATCHED_GOAL_PCT),
-    ] {
-        let Some(base) = med(NOTHING, row) else {
-            continue;
-        };
-        let mut line = format!("   {name:<15}{:>8.3}{:>8.3} |", base.wall, base.cpu);
-        let f = med(FIMD, row);
-        match f {
-            Some(f) => {
-                let wall = pct(f.wall, base.wall);
-                line.push_str(&format!(
-                    "{:>8.3}{:>8.3}{:>+7.1}%{:>+7.1}%  {:<15}|",
-                    f.wall,
-                    f.cpu,
-                    wall,
-                    pct(f.cpu, base.cpu),
-                    format!("<= +{goal:.0}% {}", verdict(wall <= goal))
-                ));
-            }
-            None => line.push_str(&format!("{:^49}|", "-")),
-        }
-        match med(AUDITD, row) {
-            Some(a) => {
-                line.push_str(&format!(
-                    "{:>8.3}{:>8.3}{:>+7.1}%{:>+7.1}%",
-                    a.wall,
-                    a.cpu,
-                    pct(a.wall, base.wall),
-                    pct(a.cpu, base.cpu)
-                ));
-                if let Some(f) = f {
-                    line.push_str(&format!("{:>6.2}x", a.wall / f.wall.max(1e-9)));
-                }
-            }
-            None => line.push_str(&format!("{:^40}", "skipped")),
-        }
-        println!("{}", line.trim_end());
-    }
-    println!(
-        "   a/f: dd's wall time under auditd over under fimd; the issue measured auditd at about +{AUDITD_ISSUE_PCT:.0}% \
-         on the watched file"
-    );
-    if let Some(cpu) = median(o.fimd_cpu_watched.clone()) {
-        println!("   fimd's own CPU time while dd wrote the watched file: {cpu:.2} s (median)");
-    }
-    match &o.audit_skipped {
-        Some(why) => println!("   auditd column skipped: {why}"),
-        None => {
-            if let Some(n) = median(o.audit_records.iter().map(|&n| n as f64).collect()) {
-                println!("   auditd logged {n:.0} record line(s) with the watch's key per run (median)");
-            }
-        }
-    }
-    if r.audit.control {
-        println!(
-            "   nothing and fimd columns ran with `auditctl -a never,task`: once audit has been enabled since \
-             boot, new tasks take the syscall audit slow path even with auditd stopped"
-        );
-    }
-
-    // 3. Storm.
-    let s = r.storm;
-    let bound = (r.writes as f64 * STORM_BOUND).max(1.0);
-    println!();
-    println!(
-        "3. Storm: {} one-byte writes to one watched file (dd conv=notrunc, zeros over 'x'), fimd run active",
-        r.writes
-    );
-    println!(
-        "   dd {:.3} s wall ({:.3} s CPU); final state alerted {} after dd exited",
-        s.dd.wall,
-        s.dd.cpu,
-        ms(s.catch_up)
-    );
-    println!(
-        "   alert lines on the file (~ kernel records that left the kernel): {} = {:.4}% of writes, {:.0} per s \
-         of storm   goal <= {:.0} {}",
-        s.lines,
-        s.lines as f64 * 100.0 / r.writes as f64,
-        s.lines as f64 / s.span.max(1e-9),
-        bound,
-        verdict((s.lines as f64) <= bound)
-    );
-    println!(
-        "   fimd CPU from dd's start to the final alert: {:.2} s over {:.2} s = {:.0}% of one core",
-        s.fimd_cpu,
-        s.span,
-        s.fimd_cpu * 100.0 / s.span.max(1e-9)
-    );
-    let last = match &s.last {
-        Some((size, sha)) => format!(
-            "size {}, sha256 {}",
-            size.map_or_else(|| "?".into(), |n| n.to_string()),
-            sha.as_deref().unwrap_or("?")
-        ),
-        None => "no alert".into(),
-    };
-    println!(
-        "   last alert: {last}\n   file:       size {}, sha256 {}   goal equal {}",
-        s.final_size,
-        s.final_sha256,
-        verdict(s.last_matches)
-    );
-    println!(
-        "   kernel events fimd reported lost (latency and storm): {}   goal 0 {}",
-        r.lost,
-        verdict(r.lost == 0)
-    );
-    println!();
-    println!("load average at the end: {}", load_average());
 }
