@@ -1043,3 +1043,37 @@ fn a_full_watch_map_is_reported_once_and_never_fatal() {
     assert_eq!(again, 1);
     assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
 }
+
+/// The fanotify tier marks each watched directory, so a filesystem mounted inside a watch
+/// (`one_filesystem = false`) is watched too, and writers elsewhere on the filesystem are not
+/// reported (nor slowed: `cargo xtask bench realtime`).
+#[test]
+fn fanotify_watches_a_tmpfs_mounted_inside_and_nothing_outside() {
+    if !privileged("the fanotify sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    let mnt = f.path("tmp");
+    fs::create_dir(&mnt).unwrap();
+    let _tmpfs = common::Mount::new(&["-t", "tmpfs", "tmpfs"], &mnt);
+    fs::write(mnt.join("on-tmpfs"), "v1").unwrap();
+    let outside = f.dir.path().join("outside.txt");
+    fs::write(&outside, "not watched").unwrap();
+    with_fanotify(&f, "one_filesystem = false");
+    let d = Daemon::start(&f);
+    let pid = by("sh", &["-c", &format!("echo elsewhere >> '{}'", s(&outside))]);
+    let pid2 = by(
+        "sh",
+        &["-c", &format!("echo v2 > '{}'", s(&mnt.join("on-tmpfs")))],
+    );
+    d.expect(&mnt.join("on-tmpfs"), "updated", pid2);
+    let pid3 = by("touch", &[s(&mnt.join("new-on-tmpfs"))]);
+    d.expect(&mnt.join("new-on-tmpfs"), "created", pid3);
+    assert!(
+        !d.alerts()
+            .iter()
+            .any(|a| a["process"]["pid"] == pid || a["file"]["path"] == s(&outside)),
+        "a write outside the watch was reported: {}",
+        summary(d.alerts().iter())
+    );
+}

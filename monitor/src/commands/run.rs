@@ -283,10 +283,11 @@ async fn serve(
     let sink = Dispatcher::start(&outputs, Some(metrics.output_events.clone()))?;
     // Arm what the baseline knows before looking, so nothing changing meanwhile slips by.
     for e in &baseline.entries {
-        match sensor.watch(key_of(e), e.kind == FileKind::Directory) {
+        match sensor.watch(key_of(e), &e.path, e.kind == FileKind::Directory) {
             Ok(()) => {}
-            // The full comparison below learns every entry again and reports the overflow.
-            Err(e) if e.is_full() => break,
+            // The full comparison below learns every entry again and reports what failed.
+            Err(e) if e.not_watched_action() == "watch_capacity_exceeded" => break,
+            Err(e) if e.only_this_inode() => continue,
             Err(e) => return Err(e.into()),
         }
     }
@@ -526,11 +527,11 @@ impl Daemon {
                 .watch_append(key, verified)
                 .and_then(|()| self.sensor.rearm(key))
         } else {
-            self.sensor.watch(key, e.kind == FileKind::Directory)
+            self.sensor.watch(key, &e.path, e.kind == FileKind::Directory)
         };
         match watched {
             Ok(()) => {}
-            Err(err) if err.is_full() => self.not_watched(&e.path, &err),
+            Err(err) if err.only_this_inode() => self.not_watched(&e.path, &err),
             Err(err) => return Err(err.into()),
         }
         self.seen.insert(e.path.clone(), e);
@@ -552,12 +553,12 @@ impl Daemon {
             .find(|w| path.starts_with(w.path.as_os_str().as_bytes()))
             .map_or_else(|| path.to_vec(), |w| w.path.as_os_str().as_bytes().to_vec());
         let reason = format!(
-            "{why}; files of this watch beyond the limit are compared only by the scheduled full comparison \
+            "{why}; what of this watch is not watched is compared only by the scheduled full comparison \
              (schedule.full_check) until then"
         );
         eprintln!("fimd run: {}: {reason}", crate::output::path::path_text(&watch).0);
         self.outbox.push(crate::output::alert::coverage_alert(
-            "watch_capacity_exceeded",
+            why.not_watched_action(),
             &watch,
             &reason,
             &self.origin,

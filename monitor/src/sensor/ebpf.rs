@@ -332,7 +332,7 @@ impl super::Sensor for EbpfSensor {
         }
     }
 
-    fn watch(&mut self, key: InodeKey, is_dir: bool) -> Result<(), super::SensorError> {
+    fn watch(&mut self, key: InodeKey, _path: &[u8], is_dir: bool) -> Result<(), super::SensorError> {
         let val = WatchVal {
             flags: if is_dir { WATCH_IS_DIR } else { 0 },
             _pad: 0,

@@ -38,8 +38,8 @@ pub trait Sensor {
     fn ready_fd(&self) -> BorrowedFd<'_>;
     /// Appends the changes reported since the last call.
     fn drain(&mut self, out: &mut Vec<ChangeRecord>);
-    /// Watches an inode and arms it: its next change is reported.
-    fn watch(&mut self, key: InodeKey, is_dir: bool) -> Result<(), SensorError>;
+    /// Watches an inode, found at `path` (raw bytes), and arms it: its next change is reported.
+    fn watch(&mut self, key: InodeKey, path: &[u8], is_dir: bool) -> Result<(), SensorError>;
     fn unwatch(&mut self, key: &InodeKey);
     /// Marks a watched file append-only, verified up to `verified_len`: the sensor records
     /// any sign that bytes below it changed. Called again as the verified length grows.
@@ -58,9 +58,22 @@ pub trait Sensor {
 }
 
 impl SensorError {
-    /// The sensor's table of watched inodes is full: this inode is not watched in the kernel.
-    pub fn is_full(&self) -> bool {
-        matches!(self, SensorError::Ebpf(ebpf::EbpfError::Full { .. }))
+    /// The failure concerns this one inode (the eBPF maps are full, or fanotify cannot mark
+    /// it): the sensor goes on working for the others.
+    pub fn only_this_inode(&self) -> bool {
+        matches!(
+            self,
+            SensorError::Ebpf(ebpf::EbpfError::Full { .. })
+                | SensorError::Fanotify(fanotify::FanotifyError::Mark { .. })
+        )
+    }
+
+    /// The alert action naming why an inode is not watched.
+    pub fn not_watched_action(&self) -> &'static str {
+        match self {
+            SensorError::Ebpf(ebpf::EbpfError::Full { .. }) => "watch_capacity_exceeded",
+            _ => "watch_failed",
+        }
     }
 }
 

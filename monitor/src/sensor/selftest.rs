@@ -2,6 +2,7 @@
 //! real changes to a file in a temporary directory from child processes, and checks that each
 //! change arrives as a record naming the child's pid.
 use std::io::Write as _;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -102,7 +103,7 @@ pub fn run(choice: SensorChoice) -> Result<Report, SelftestError> {
         _pad: 0,
         ino: meta.ino(),
     };
-    sensor.watch(key, false)?;
+    sensor.watch(key, file.as_os_str().as_bytes(), false)?;
     sensor.watch_append(key, meta.len())?;
     let mut observed = Vec::new();
 
