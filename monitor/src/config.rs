@@ -109,7 +109,7 @@ pub enum SensorChoice {
     Auto,
     /// Only eBPF: `run` fails (exit 2) with the reason when it cannot load.
     Ebpf,
-    /// Only fanotify (needs CAP_SYS_ADMIN for filesystem marks).
+    /// Only fanotify (needs CAP_SYS_ADMIN).
     Fanotify,
 }
 

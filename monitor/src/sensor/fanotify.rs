@@ -72,7 +72,7 @@ pub enum FanotifyError {
         hint = match error.raw_os_error() {
             Some(libc::ENODEV) => " (this filesystem reports no fsid to fanotify: on Linux before 5.13 tmpfs is \
                 one of them; use the eBPF sensor or the scheduled full comparison there)",
-            Some(libc::EPERM) => " (filesystem marks need CAP_SYS_ADMIN)",
+            Some(libc::EPERM) => " (the fanotify sensor needs CAP_SYS_ADMIN)",
             _ => "",
         }
     )]
