@@ -102,9 +102,9 @@ pub struct FanotifySensor {
 
 impl FanotifySensor {
     /// Creates the group and marks each of `roots` (the rest is marked as the daemon watches
-    /// it), so a root that cannot be watched fails here, at start.
+    /// it), so a sensor that can watch nothing fails here, at start.
     ///
-    /// Errors: `Init` when fanotify is unavailable or unprivileged; `Mark` when a root cannot be
+    /// Errors: `Init` when fanotify is unavailable or unprivileged; `Mark` when no root can be
     /// marked (e.g. ENODEV: its filesystem reports no fsid).
     pub fn load(roots: &[PathBuf]) -> Result<FanotifySensor, FanotifyError> {
         let base = libc::FAN_CLASS_NOTIF
@@ -139,11 +139,24 @@ impl FanotifySensor {
             roots: roots.iter().map(|r| r.as_os_str().as_bytes().to_vec()).collect(),
             buf: vec![0; READ_BYTES],
         };
+        // A root that cannot be marked (e.g. tmpfs before 5.13: no fsid) is reported by the
+        // daemon when it learns it (`watch_failed`); only a sensor that can mark no root at all
+        // is refused here.
+        let mut first_error = None;
+        let mut marked = 0;
         for root in roots {
             let is_dir = std::fs::symlink_metadata(root).is_ok_and(|m| m.is_dir());
-            s.mark(root.as_os_str().as_bytes(), is_dir)?;
+            match s.mark(root.as_os_str().as_bytes(), is_dir) {
+                Ok(()) => marked += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(s)
+        match first_error {
+            Some(e) if marked == 0 => Err(e),
+            _ => Ok(s),
+        }
     }
 
     /// Puts an inode mark on `path` (never following a symlink): with `FAN_EVENT_ON_CHILD` for a
