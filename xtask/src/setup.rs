@@ -343,3 +343,36 @@ fn qemu() -> anyhow::Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_llvm_major_is_read_from_rustc() {
+        let v = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nbinary: rustc\nLLVM version: 22.1.4\n";
+        assert_eq!(llvm_major_of_rustc(v), Some(22));
+        assert_eq!(llvm_major_of_rustc("LLVM version: 23.1.4"), Some(23));
+        assert_eq!(llvm_major_of_rustc("rustc 1.95.0"), None);
+    }
+
+    #[test]
+    fn the_pin_must_be_a_dated_nightly_with_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |text: &str| std::fs::write(dir.path().join(ebpf_toolchain::FILE), text).unwrap();
+        write("nightly = \"nightly-2026-05-20\"\nllvm = 22\nbpf-linker = \"0.13.0\"\n");
+        let pin = EbpfToolchain::load(dir.path()).unwrap();
+        assert_eq!((pin.nightly.as_str(), pin.llvm), ("nightly-2026-05-20", 22));
+        for bad in [
+            "nightly = \"nightly\"\nllvm = 22\nbpf-linker = \"0.13.0\"\n",
+            "nightly = \"nightly-2026-5-20\"\nllvm = 22\nbpf-linker = \"0.13.0\"\n",
+            "nightly = \"nightly-2026-05-20\"\nbpf-linker = \"0.13.0\"\n",
+            "nightly = \"nightly-2026-05-20\"\nllvm = 22\nbpf-linker = \"0.13.0\"\nextra = 1\n",
+        ] {
+            write(bad);
+            assert!(EbpfToolchain::load(dir.path()).is_err(), "accepted {bad:?}");
+        }
+        // The repository's own pin passes.
+        EbpfToolchain::load(&crate::root()).unwrap();
+    }
+}
