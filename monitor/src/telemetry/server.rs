@@ -16,14 +16,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
 
 /// How long the loop may go without a tick before `/healthz` fails.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
-/// Connections served at once; more wait in the listen backlog. Scrapers and probes need a few.
+/// Connections served at once. One more evicts the oldest, so clients that trickle a request
+/// out byte by byte (which the idle timeout never ends) cannot keep a probe waiting.
 const MAX_CONNECTIONS: usize = 32;
 /// A connection that sends or takes nothing for this long is closed, so a client that stalls
 /// mid-request holds neither a connection slot nor shutdown. (Short in tests, which wait for it.)
@@ -176,7 +176,8 @@ pub async fn serve(
         .with_state(AppState { metrics, health });
     let listener = Bounded {
         listener,
-        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        open: Registry::default(),
+        next_id: 0,
     };
     let server = axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let server = server.into_future();
@@ -217,10 +218,15 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-/// A listener that holds at most `MAX_CONNECTIONS` open connections, each closed when idle.
+/// Open connections, oldest first: (id, what ends it).
+type Registry = Arc<std::sync::Mutex<std::collections::VecDeque<(u64, CancellationToken)>>>;
+
+/// A listener that holds at most `MAX_CONNECTIONS` open connections, each closed when idle; a
+/// new connection beyond that ends the oldest.
 struct Bounded {
     listener: TcpListener,
-    slots: Arc<Semaphore>,
+    open: Registry,
+    next_id: u64,
 }
 
 impl axum::serve::Listener for Bounded {
@@ -228,18 +234,28 @@ impl axum::serve::Listener for Bounded {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Conn, std::net::SocketAddr) {
-        let slot = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
         loop {
             match self.listener.accept().await {
                 Ok((stream, addr)) => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    let end = CancellationToken::new();
+                    {
+                        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+                        if open.len() >= MAX_CONNECTIONS
+                            && let Some((_, oldest)) = open.pop_front()
+                        {
+                            oldest.cancel();
+                        }
+                        open.push_back((id, end.clone()));
+                    }
                     return (
                         Conn {
                             stream,
                             idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
-                            _slot: slot,
+                            evicted: Box::pin(end.cancelled_owned()),
+                            id,
+                            open: Arc::clone(&self.open),
                         },
                         addr,
                     );
@@ -264,11 +280,21 @@ impl axum::serve::Listener for Bounded {
     }
 }
 
-/// A connection that fails its next read once nothing moved for `IDLE_TIMEOUT`.
+/// A connection that fails its next read once nothing moved for `IDLE_TIMEOUT`, or once a
+/// newer connection evicted it.
 struct Conn {
     stream: TcpStream,
     idle: Pin<Box<tokio::time::Sleep>>,
-    _slot: OwnedSemaphorePermit,
+    evicted: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    id: u64,
+    open: Registry,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|(id, _)| *id != self.id);
+    }
 }
 
 impl Conn {
@@ -278,8 +304,15 @@ impl Conn {
             .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
     }
 
-    /// After an I/O step: progress restarts the idle clock; no progress fails once it ran out.
+    /// After an I/O step: eviction ends the connection; progress restarts the idle clock; no
+    /// progress fails once it ran out.
     fn step<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if self.evicted.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "metrics client evicted by a newer connection",
+            )));
+        }
         if r.is_ready() {
             self.active();
             return r;
@@ -632,22 +665,61 @@ mod tests {
             })
             .collect();
         let began = Instant::now();
-        // Waits for a slot, which the idle timeout frees.
+        // Served at once: the oldest stalled client makes room.
         let r = request(s.addr, "GET", "/healthz").await;
         assert_eq!(r.status, 200);
-        let waited = began.elapsed();
-        assert!(
-            waited >= IDLE_TIMEOUT / 2 && waited < IDLE_TIMEOUT * 3,
-            "{waited:?}"
-        );
-        // The stalled clients were disconnected.
-        let c = &mut stalled[0];
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut buf = [0u8; 64];
-        match c.read(&mut buf) {
-            Ok(n) => assert_eq!(n, 0, "expected end of stream, got {:?}", &buf[..n]),
-            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+        assert!(began.elapsed() < IDLE_TIMEOUT / 2, "{:?}", began.elapsed());
+        // The stalled clients are disconnected (evicted or idle).
+        for c in [0, MAX_CONNECTIONS - 1] {
+            let c = &mut stalled[c];
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 64];
+            match c.read(&mut buf) {
+                Ok(n) => assert_eq!(n, 0, "expected end of stream, got {:?}", &buf[..n]),
+                Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+            }
         }
+        s.cancel.cancel();
+        s.task.await.unwrap().unwrap();
+    }
+
+    /// Slow clients that send a header line every 200 ms stay active (the idle timeout never
+    /// ends them), more of them than there are slots: probes are still answered at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn trickling_clients_never_starve_the_probes() {
+        let s = start(Health::new()).await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let addr = s.addr;
+        let trickle = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut clients: Vec<std::net::TcpStream> = (0..MAX_CONNECTIONS + 8)
+                    .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+                    .collect();
+                for c in &mut clients {
+                    let _ = c.write_all(b"GET /healthz HTTP/1.1\r\n");
+                }
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for c in &mut clients {
+                        let _ = c.write_all(b"X-Slow: 1\r\n");
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            let began = Instant::now();
+            let r = request(s.addr, "GET", path).await;
+            assert!(r.status == 200 || r.status == 503, "{path}: {}", r.status);
+            assert!(
+                began.elapsed() < Duration::from_secs(1),
+                "{path}: {:?}",
+                began.elapsed()
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        trickle.join().unwrap();
         s.cancel.cancel();
         s.task.await.unwrap().unwrap();
     }
