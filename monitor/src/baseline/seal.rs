@@ -10,6 +10,28 @@ pub type Sealer = Hmac<Sha256>;
 
 pub const KEY_FILE: &str = "hmac.key";
 
+/// The largest key file fimd reads (bytes). Its own keys are 32 bytes (HMAC-SHA256's block is 64:
+/// RFC 2104 hashes longer keys anyway); the bound keeps a planted huge file from being read.
+pub const MAX_KEY_BYTES: u64 = 4096;
+
+/// What a non-regular file type is, for messages.
+fn type_name(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error(
@@ -27,6 +49,18 @@ pub enum KeyError {
     Create { path: PathBuf, err: std::io::Error },
     #[error("the baseline key {path} must hold 32 bytes or more, it holds {len}")]
     Short { path: PathBuf, len: usize },
+    /// Not a regular file: reading a FIFO or device could block forever, a symlink could point
+    /// anywhere.
+    #[error(
+        "the baseline key {path} is {what}, not a regular file; fimd does not open it. Restore the key \
+         file (32 random bytes, mode 0600) or point hmac_key at it"
+    )]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error(
+        "the baseline key {path} holds {len} bytes, more than the {MAX_KEY_BYTES} a key may: it is not a key \
+         fimd wrote; restore the key file"
+    )]
+    TooLarge { path: PathBuf, len: u64 },
     #[error(
         "the baseline key {path} is readable by group or others (mode {mode:o}) and cannot be made \
          private ({err}); run `chmod 600 {path}`"
@@ -56,10 +90,16 @@ impl Key {
             path,
             uid: rustix::process::geteuid().as_raw(),
         };
-        match std::fs::metadata(&path) {
+        // lstat: the key's own type and size are judged before anything opens it.
+        match std::fs::symlink_metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => Key::create(&path),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(denied(path)),
             Err(err) => Err(KeyError::Read { path, err }),
+            Ok(md) if !md.file_type().is_file() => Err(KeyError::NotAFile {
+                what: type_name(md.file_type()),
+                path,
+            }),
+            Ok(md) if md.len() > MAX_KEY_BYTES => Err(KeyError::TooLarge { path, len: md.len() }),
             Ok(md) => {
                 use std::os::unix::fs::MetadataExt;
                 let me = rustix::process::geteuid().as_raw();
@@ -90,7 +130,7 @@ impl Key {
                         path.display()
                     );
                 }
-                let bytes = std::fs::read(&path).map_err(|err| {
+                let bytes = read_key(&path).map_err(|err| {
                     if err.kind() == std::io::ErrorKind::PermissionDenied {
                         denied(path.clone())
                     } else {
@@ -100,6 +140,12 @@ impl Key {
                         }
                     }
                 })?;
+                if bytes.len() as u64 > MAX_KEY_BYTES {
+                    return Err(KeyError::TooLarge {
+                        path,
+                        len: bytes.len() as u64,
+                    });
+                }
                 if bytes.len() < 32 {
                     return Err(KeyError::Short {
                         path,
@@ -112,6 +158,7 @@ impl Key {
     }
 
     fn create(path: &Path) -> Result<Key, KeyError> {
+        // create_new never follows a symlink planted at the path (O_CREAT|O_EXCL).
         let err = |err| KeyError::Create {
             path: path.to_owned(),
             err,
@@ -132,4 +179,21 @@ impl Key {
     pub fn sealer(&self) -> Sealer {
         Sealer::new_from_slice(&self.bytes).expect("HMAC takes keys of any length")
     }
+}
+
+/// Reads at most `MAX_KEY_BYTES + 1` bytes of a key file, opened without following a symlink
+/// and without blocking (a FIFO swapped in after the lstat gives EAGAIN, never a hang), after
+/// checking again on the descriptor that it is a regular file.
+fn read_key(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::other("not a regular file once opened"));
+    }
+    let mut bytes = Vec::with_capacity(64);
+    f.take(MAX_KEY_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
