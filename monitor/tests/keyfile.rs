@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::Fixture;
 
+/// How a case puts something in place of the key.
+type Plant<'a> = Box<dyn Fn() + 'a>;
+
 /// Replaces the key with `plant`, then runs `args`: each must exit 2 within a few seconds and
 /// name the key and `what`.
 fn refused(f: &Fixture, what: &str, args: &[&str]) {
@@ -43,7 +46,7 @@ fn keys_that_are_not_small_regular_files_are_refused_at_once() {
         fs::remove_dir(&key).ok();
         how();
     };
-    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+    let cases: Vec<(&str, Plant)> = vec![
         (
             "a FIFO",
             Box::new(|| common::sh("mkfifo", &["-m", "600", key.to_str().unwrap()])),
