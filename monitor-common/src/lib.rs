@@ -32,6 +32,9 @@ pub const OFF_FILES_FDT: &str = "OFF_FILES_FDT";
 pub const OFF_FDT_MAX_FDS: &str = "OFF_FDT_MAX_FDS";
 pub const OFF_FDT_FD: &str = "OFF_FDT_FD";
 pub const OFF_FILE_F_POS: &str = "OFF_FILE_F_POS";
+/// `io_kiocb.file`: the file an io_uring request used, registered (fixed) or not, read when the
+/// request completes (io_uring_complete).
+pub const OFF_IO_KIOCB_FILE: &str = "OFF_IO_KIOCB_FILE";
 pub const OFF_FILE_F_FLAGS: &str = "OFF_FILE_F_FLAGS";
 pub const OFF_INODE_I_SIZE: &str = "OFF_INODE_I_SIZE";
 /// Globals with this architecture's system call numbers, and where `struct pt_regs` keeps

@@ -35,6 +35,8 @@ static OFF_FILE_F_POS: u32 = 0;
 static OFF_FILE_F_FLAGS: u32 = 0;
 #[unsafe(no_mangle)]
 static OFF_INODE_I_SIZE: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_IO_KIOCB_FILE: u32 = 0;
 
 /// Sticky flags per inode, taken (read and deleted) by userspace when it verifies the file.
 #[map]
@@ -251,6 +253,32 @@ pub fn fimd_uring_file(ctx: RawTracePointContext) -> i32 {
 fn try_uring_file(ctx: &RawTracePointContext) -> Result<(), i64> {
     let fd: u64 = ctx.arg::<u64>(1) & 0xffff_ffff;
     let file = file_of(fd)?;
+    let inode: u64 = read(file + offset(&OFF_FILE_F_INODE))?;
+    if let Some((key, _)) = append_watch(inode)? {
+        violate(&key, VIOLATION_URING);
+    }
+    Ok(())
+}
+
+/// io_uring_complete(ctx, req, cqe): a request finished. `req->file` is set for requests on
+/// registered (fixed) files too, which io_uring_file_get never sees; the flag makes userspace
+/// verify the file whole at its next look (the write may already have been looked at).
+#[raw_tracepoint(tracepoint = "io_uring_complete")]
+pub fn fimd_uring_complete(ctx: RawTracePointContext) -> i32 {
+    let _ = try_uring_complete(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_uring_complete(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let req: u64 = ctx.arg::<u64>(1);
+    if req == 0 {
+        return Ok(());
+    }
+    let file: u64 = read(req + offset(&OFF_IO_KIOCB_FILE))?;
+    if file == 0 {
+        return Ok(());
+    }
     let inode: u64 = read(file + offset(&OFF_FILE_F_INODE))?;
     if let Some((key, _)) = append_watch(inode)? {
         violate(&key, VIOLATION_URING);

@@ -411,3 +411,51 @@ fn check_judges_appends_truncation_and_rotation() {
     assert_eq!(code, 1, "{docs:#?}");
     assert_eq!(docs[0]["event"]["action"], "truncated");
 }
+
+/// io_uring writes below the verified length, through a plain descriptor and through a
+/// registered (fixed) file, which io_uring_file_get never sees: each is an alert, never an
+/// `appended` event, and the baseline does not take the tampered hash.
+#[test]
+fn io_uring_writes_below_the_verified_length_alert_through_plain_and_fixed_files() {
+    if !privileged("fimd run") {
+        return;
+    }
+    let f = log_fixture("policy = \"append-only\"");
+    let log = f.path("app.log");
+    f.init();
+    // Each round writes fio's pattern somewhere it has not been yet, so the bytes really change.
+    for (name, fixed, offset) in [("plain", "0", 1000), ("registered", "1", 3000)] {
+        let d = Daemon::start_on_baseline(&f);
+        warm(&d, &log);
+        let pid = by(
+            "fio",
+            &[
+                "--name=tamper",
+                &format!("--filename={}", s(&log)),
+                "--ioengine=io_uring",
+                "--rw=write",
+                "--bs=4",
+                "--size=4",
+                &format!("--offset={offset}"),
+                &format!("--registerfiles={fixed}"),
+                "--fallocate=none",
+                "--thread",
+                "--minimal",
+            ],
+        );
+        // The write changed verified bytes but not the size: the alert may come with that
+        // change or with the next append, never as an `appended` event for it.
+        let next = append_by(&log, "an innocent line\n");
+        let a = d
+            .wait_for(&log, &["updated"], pid, |a| kind(a) == "alert")
+            .or_else(|_| d.wait_for(&log, &["updated"], next, |a| kind(a) == "alert"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(kind(&a), "alert", "{name}");
+        drop(d);
+        // The tampered content is still a difference: it never entered the baseline.
+        let (code, _) = f.check();
+        assert_eq!(code, 1, "{name}: check after the io_uring write");
+        let r = f.fimd(&["accept"]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+    }
+}

@@ -6,9 +6,9 @@ use monitor_common::{
     BTRFS_ENABLED, COUNTER_RB_DROPS, COUNTERS_LEN, ChangeRecord, InodeKey, NR_GLOBALS,
     OFF_AS_I_MMAP_WRITABLE, OFF_BTRFS_INODE_ROOT, OFF_BTRFS_INODE_VFS_INODE, OFF_BTRFS_ROOT_ANON_DEV,
     OFF_FDT_FD, OFF_FDT_MAX_FDS, OFF_FILE_F_FLAGS, OFF_FILE_F_INODE, OFF_FILE_F_MODE, OFF_FILE_F_POS,
-    OFF_FILES_FDT, OFF_INODE_I_INO, OFF_INODE_I_MAPPING, OFF_INODE_I_SB, OFF_INODE_I_SIZE, OFF_KIOCB_KI_FILP,
-    OFF_REGS_ARGS, OFF_SB_S_DEV, OFF_SB_S_MAGIC, OFF_TASK_FILES, Pending, WATCH_APPEND_ONLY, WATCH_IS_DIR,
-    WatchVal,
+    OFF_FILES_FDT, OFF_INODE_I_INO, OFF_INODE_I_MAPPING, OFF_INODE_I_SB, OFF_INODE_I_SIZE, OFF_IO_KIOCB_FILE,
+    OFF_KIOCB_KI_FILP, OFF_REGS_ARGS, OFF_SB_S_DEV, OFF_SB_S_MAGIC, OFF_TASK_FILES, Pending,
+    WATCH_APPEND_ONLY, WATCH_IS_DIR, WatchVal,
 };
 
 use super::btf::KernelBtf;
@@ -68,6 +68,8 @@ pub struct Offsets {
     pub fdt_max_fds: u32,
     pub fdt_fd: u32,
     pub file_f_pos: u32,
+    /// `io_kiocb.file`; `None` when the kernel's BTF has no io_uring types.
+    pub io_kiocb_file: Option<u32>,
     pub file_f_flags: u32,
     pub inode_i_size: u32,
     /// `struct pt_regs` offsets of the six system call arguments.
@@ -133,6 +135,7 @@ impl Offsets {
             fdt_max_fds: btf.member_offset("fdtable", "max_fds")?,
             fdt_fd: btf.member_offset("fdtable", "fd")?,
             file_f_pos: btf.member_offset("file", "f_pos")?,
+            io_kiocb_file: btf.member_offset("io_kiocb", "file").ok(),
             file_f_flags: btf.member_offset("file", "f_flags")?,
             inode_i_size: btf.member_offset("inode", "i_size")?,
             syscall_args: syscall_args(btf)?,
@@ -244,6 +247,7 @@ impl EbpfSensor {
             .override_global(OFF_FDT_MAX_FDS, &off.fdt_max_fds, true)
             .override_global(OFF_FDT_FD, &off.fdt_fd, true)
             .override_global(OFF_FILE_F_POS, &off.file_f_pos, true)
+            .override_global(OFF_IO_KIOCB_FILE, &off.io_kiocb_file.unwrap_or(0), true)
             .override_global(OFF_FILE_F_FLAGS, &off.file_f_flags, true)
             .override_global(OFF_INODE_I_SIZE, &off.inode_i_size, true)
             .load(OBJECT)
@@ -264,6 +268,9 @@ impl EbpfSensor {
                 ("fimd_sys_enter", "sys_enter"),
                 ("fimd_uring_file", "io_uring_file_get"),
             ]);
+            if off.io_kiocb_file.is_some() {
+                programs.push(("fimd_uring_complete", "io_uring_complete"));
+            }
         }
         let mut hooks = Vec::with_capacity(programs.len());
         for (program, tracepoint) in programs {
