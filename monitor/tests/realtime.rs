@@ -1077,3 +1077,55 @@ fn fanotify_watches_a_tmpfs_mounted_inside_and_nothing_outside() {
         summary(d.alerts().iter())
     );
 }
+
+/// tmpfs never write-protects a faulted page, so after the first store through a shared
+/// mapping no later store changes the ctime: the sensor keeps looking at files reported mapped
+/// writable (in /proc/PID/maps) while they stay mapped. A second store 4 s after the first is
+/// reported with the final content, by the mapping process; on both tiers.
+#[test]
+fn a_late_store_through_a_shared_mapping_on_tmpfs_is_reported() {
+    for fanotify in [false, true] {
+        if !privileged("the realtime sensor on tmpfs") {
+            return;
+        }
+        let m = FsFixture::new(Fs::Tmpfs);
+        let f = &m.fixture;
+        if fanotify {
+            with_fanotify(f, "");
+        }
+        let target = f.path("a.txt");
+        fs::write(&target, "alpha\n").unwrap();
+        let d = Daemon::start(f);
+        let mut writer = Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import mmap,sys,time\nf=open(sys.argv[1],'r+b'); m=mmap.mmap(f.fileno(),0)\n\
+                 m[0:5]=b'FIRST'; time.sleep(4); m[0:5]=b'LATER'; time.sleep(3); m.close(); f.close()",
+            )
+            .arg(&target)
+            .spawn()
+            .unwrap();
+        let pid = writer.id();
+        let hash = sha256_hex(b"LATER\n");
+        let deadline = Instant::now() + Duration::from_secs(9);
+        let found = loop {
+            if let Some(a) = d.alerts().into_iter().find(|a| {
+                a["file"]["path"] == s(&target)
+                    && a["file"]["hash"]["sha256"] == hash.as_str()
+                    && a["process"]["pid"] == pid
+            }) {
+                break Some(a);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        writer.wait().unwrap();
+        assert!(
+            found.is_some(),
+            "fanotify={fanotify}: the second store was not reported while mapped: {}",
+            summary(d.alerts().iter())
+        );
+    }
+}

@@ -154,6 +154,9 @@ pub struct EbpfSensor {
     _ebpf: Ebpf,
     /// Entries WATCH and ARMED hold.
     capacity: u32,
+    /// Watched files a record said were mapped shared and writable.
+    mapped_candidates: std::collections::HashMap<InodeKey, ()>,
+    mappings: super::mappings::MappedFiles,
     /// `raw_tracepoint/<name>` of every attached program, in attach order.
     hooks: Vec<&'static str>,
     watch: HashMap<MapData, InodeKey, WatchVal>,
@@ -279,6 +282,8 @@ impl EbpfSensor {
         }
         Ok(EbpfSensor {
             capacity,
+            mapped_candidates: std::collections::HashMap::new(),
+            mappings: super::mappings::MappedFiles::default(),
             watch: HashMap::try_from(take_map(&mut ebpf, "WATCH")?).map_err(map_err("WATCH"))?,
             armed: HashMap::try_from(take_map(&mut ebpf, "ARMED")?).map_err(map_err("ARMED"))?,
             pending: HashMap::try_from(take_map(&mut ebpf, "PENDING")?).map_err(map_err("PENDING"))?,
@@ -334,8 +339,19 @@ impl super::Sensor for EbpfSensor {
             if item.len() >= std::mem::size_of::<ChangeRecord>() {
                 // SAFETY: ChangeRecord is plain integers (any bytes are valid) and the item holds
                 // at least its size; read_unaligned needs no alignment.
-                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ChangeRecord>()) });
+                let r = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ChangeRecord>()) };
+                if r.flags & monitor_common::RECORD_MMAP_WRITABLE != 0 {
+                    self.mapped_candidates.insert(r.key, ());
+                }
+                out.push(r);
             }
+        }
+        // A page of a tmpfs file stays writable once faulted (writeback never write-protects
+        // it), so later stores raise no ctime change: files once reported mapped writable are
+        // looked for in /proc while they stay mapped, and dropped once they are not.
+        if self.mappings.poll(&self.mapped_candidates, out).is_some() {
+            let mappings = &self.mappings;
+            self.mapped_candidates.retain(|k, ()| mappings.is_mapped(k));
         }
     }
 
@@ -369,6 +385,8 @@ impl super::Sensor for EbpfSensor {
     }
 
     fn unwatch(&mut self, key: &InodeKey) {
+        self.mapped_candidates.remove(key);
+        self.mappings.forget(key);
         let _ = self.watch.remove(key);
         let _ = self.armed.remove(key);
         let _ = self.pending.remove(key);

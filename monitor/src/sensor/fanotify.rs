@@ -31,14 +31,14 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use monitor_common::{
     ChangeRecord, HOOK_FAN_ATTRIB, HOOK_FAN_CLOSE_WRITE, HOOK_FAN_CREATE, HOOK_FAN_DELETE, HOOK_FAN_MODIFY,
-    HOOK_FAN_MOVE, HOOK_PROC_MAPS, InodeKey, RECORD_MMAP_WRITABLE, VIOLATION_UNSEEN,
+    HOOK_FAN_MOVE, InodeKey, VIOLATION_UNSEEN,
 };
 
 use super::ebpf::kernel_dev;
+use super::mappings::{MAPS_PERIOD, MappedFiles, Writer};
 
 /// Events asked of every mark (include/uapi/linux/fanotify.h).
 const MASK: u64 = libc::FAN_MODIFY
@@ -53,8 +53,6 @@ const MASK: u64 = libc::FAN_MODIFY
     | libc::FAN_ONDIR;
 const DIRENT: u64 = libc::FAN_CREATE | libc::FAN_DELETE | libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO;
 
-/// How often writable shared mappings of watched files are looked for in /proc.
-pub const MAPS_PERIOD: Duration = Duration::from_secs(1);
 /// Handles resolved to inodes, kept at most (entries); the cache is emptied when full.
 const HANDLE_CACHE: usize = 1 << 16;
 /// One read of the event queue (bytes).
@@ -90,9 +88,8 @@ pub struct FanotifySensor {
     armed: HashSet<InodeKey>,
     /// fsid + handle type + handle bytes → inode.
     handles: HashMap<Vec<u8>, InodeKey>,
-    /// Watched files mapped shared and writable at the last look, with a process mapping them.
-    mapped: HashMap<InodeKey, u32>,
-    next_maps: Instant,
+    /// Watched files mapped shared and writable, looked for in /proc.
+    maps: MappedFiles,
     lost: u64,
     pidfd: bool,
     /// Watch roots, which are marked even when they are files.
@@ -132,8 +129,7 @@ impl FanotifySensor {
             watched: HashMap::new(),
             armed: HashSet::new(),
             handles: HashMap::new(),
-            mapped: HashMap::new(),
-            next_maps: Instant::now(),
+            maps: MappedFiles::default(),
             lost: 0,
             pidfd,
             roots: roots.iter().map(|r| r.as_os_str().as_bytes().to_vec()).collect(),
@@ -350,23 +346,6 @@ impl FanotifySensor {
         }
         self.buf = buf;
     }
-
-    /// Reports watched files mapped shared and writable (stores through them raise no event),
-    /// and once more each file whose mapping went away since the last look.
-    fn scan_maps(&mut self, out: &mut Vec<ChangeRecord>) {
-        let now = mapped_writable(&self.watched);
-        for (key, pid) in &now {
-            self.armed.remove(key);
-            out.push(Writer::read(*pid, None).record(*key, HOOK_PROC_MAPS, RECORD_MMAP_WRITABLE));
-        }
-        for (key, pid) in &self.mapped {
-            if !now.contains_key(key) && self.watched.contains_key(key) {
-                self.armed.remove(key);
-                out.push(Writer::read(*pid, None).record(*key, HOOK_PROC_MAPS, 0));
-            }
-        }
-        self.mapped = now;
-    }
 }
 
 impl super::Sensor for FanotifySensor {
@@ -411,9 +390,10 @@ impl super::Sensor for FanotifySensor {
             }
             self.parse(n as usize, out);
         }
-        if Instant::now() >= self.next_maps {
-            self.next_maps = Instant::now() + MAPS_PERIOD;
-            self.scan_maps(out);
+        // Stores through shared writable mappings raise no fsnotify event: every watched file
+        // is a candidate.
+        for key in self.maps.poll(&self.watched, out).unwrap_or_default() {
+            self.armed.remove(&key);
         }
     }
 
@@ -444,7 +424,7 @@ impl super::Sensor for FanotifySensor {
     fn unwatch(&mut self, key: &InodeKey) {
         self.watched.remove(key);
         self.armed.remove(key);
-        self.mapped.remove(key);
+        self.maps.forget(key);
     }
 
     fn watch_append(&mut self, key: InodeKey, _verified_len: u64) -> Result<(), super::SensorError> {
@@ -488,77 +468,6 @@ fn hook_of(mask: u64) -> u32 {
     }
 }
 
-/// The writing process as /proc shows it when the event is read.
-struct Writer {
-    pid: u32,
-    uid: u32,
-    gid: u32,
-    comm: [u8; 16],
-}
-
-impl Writer {
-    /// Reads `/proc/PID`. With a pidfd, the pid cannot have been reused meanwhile; without one
-    /// (or once the process has been reaped) the name and ids may be missing: uid and gid are
-    /// then `u32::MAX`.
-    fn read(pid: u32, pidfd: Option<&OwnedFd>) -> Writer {
-        let mut comm = [0u8; 16];
-        if pidfd.is_some_and(exited) {
-            // Reaped already: the pid may name another process by now.
-            return Writer {
-                pid,
-                uid: u32::MAX,
-                gid: u32::MAX,
-                comm,
-            };
-        }
-        if let Ok(name) = std::fs::read(format!("/proc/{pid}/comm")) {
-            let name = name.strip_suffix(b"\n").unwrap_or(&name);
-            let n = name.len().min(15);
-            comm[..n].copy_from_slice(&name[..n]);
-        }
-        let (mut uid, mut gid) = (u32::MAX, u32::MAX);
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            let id = |prefix: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(prefix))
-                    .and_then(|rest| rest.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            };
-            // The effective ids: the second field of "Uid:" and "Gid:" (proc(5)).
-            uid = id("Uid:").unwrap_or(u32::MAX);
-            gid = id("Gid:").unwrap_or(u32::MAX);
-        }
-        Writer { pid, uid, gid, comm }
-    }
-
-    fn record(&self, key: InodeKey, hook: u32, flags: u32) -> ChangeRecord {
-        ChangeRecord {
-            key,
-            ktime_ns: 0,
-            cgroup_id: 0,
-            pid: self.pid,
-            tgid: self.pid,
-            uid: self.uid,
-            gid: self.gid,
-            hook,
-            flags,
-            comm: self.comm,
-        }
-    }
-}
-
-/// Whether the process of a pidfd has exited (pidfd_open(2): it polls readable then).
-fn exited(pidfd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, no waiting.
-    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLIN != 0 }
-}
-
 /// The fsid fanotify reports for the filesystem of `fd` (statfs(2) `f_fsid`).
 fn fsid_of(fd: BorrowedFd<'_>) -> Result<[i32; 2], std::io::Error> {
     let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
@@ -570,69 +479,9 @@ fn fsid_of(fd: BorrowedFd<'_>) -> Result<[i32; 2], std::io::Error> {
     Ok(unsafe { std::ptr::read_unaligned(std::ptr::addr_of!((*st.as_ptr()).f_fsid).cast::<[i32; 2]>()) })
 }
 
-/// Watched inodes mapped shared and writable by some process, with one such process, from
-/// every `/proc/PID/maps` (proc(5): "rw-s"/"-w-s" permissions, device "MAJ:MIN" in hex, inode).
-fn mapped_writable(watched: &HashMap<InodeKey, u32>) -> HashMap<InodeKey, u32> {
-    let mut out = HashMap::new();
-    if watched.is_empty() {
-        return out;
-    }
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(maps) = std::fs::read(format!("/proc/{pid}/maps")) else {
-            continue;
-        };
-        for line in maps.split(|&b| b == b'\n') {
-            let mut f = line.split(|&b| b == b' ').filter(|s| !s.is_empty());
-            let (Some(_range), Some(perms), Some(_off), Some(dev), Some(ino)) =
-                (f.next(), f.next(), f.next(), f.next(), f.next())
-            else {
-                continue;
-            };
-            if perms.len() < 4 || perms[1] != b'w' || perms[3] != b's' {
-                continue;
-            }
-            let (Some(dev), Some(ino)) = (
-                parse_dev(dev),
-                std::str::from_utf8(ino).ok().and_then(|i| i.parse().ok()),
-            ) else {
-                continue;
-            };
-            let key = InodeKey { dev, _pad: 0, ino };
-            if watched.contains_key(&key) {
-                out.entry(key).or_insert(pid);
-            }
-        }
-    }
-    out
-}
-
-/// "fd:01" (hex major:minor) as the kernel's `dev_t` (major << 20 | minor).
-fn parse_dev(s: &[u8]) -> Option<u32> {
-    let s = std::str::from_utf8(s).ok()?;
-    let (maj, min) = s.split_once(':')?;
-    let (maj, min) = (
-        u32::from_str_radix(maj, 16).ok()?,
-        u32::from_str_radix(min, 16).ok()?,
-    );
-    Some((maj << 20) | (min & 0xfffff))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn maps_devices_decode() {
-        assert_eq!(parse_dev(b"fd:01"), Some((0xfd << 20) | 1));
-        assert_eq!(parse_dev(b"00:2a"), Some(0x2a));
-        assert_eq!(parse_dev(b"zz:01"), None);
-    }
 
     #[test]
     fn the_most_telling_hook_is_named() {

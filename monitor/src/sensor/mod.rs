@@ -3,6 +3,7 @@
 pub mod btf;
 pub mod ebpf;
 pub mod fanotify;
+pub mod mappings;
 pub mod selftest;
 
 use std::os::fd::BorrowedFd;
