@@ -375,27 +375,40 @@ fn a_database_path_that_is_not_a_database_is_refused_and_nothing_is_created() {
 
 #[test]
 fn a_baseline_from_an_older_fimd_asks_for_init_and_init_upgrades_it() {
-    let f = Fixture::new();
-    f.init();
-    // What fimd with schema version 2 left: no inode flags.
-    let db = rusqlite::Connection::open(f.state.join("baseline.db")).unwrap();
-    db.execute_batch(
-        "ALTER TABLE entries DROP COLUMN flags; ALTER TABLE ledger DROP COLUMN flags; PRAGMA user_version = 2;",
-    )
-    .unwrap();
-    drop(db);
-    for args in [&["check"][..], &["accept"], &["baseline", "show"]] {
-        let r = f.fimd(args);
-        assert_eq!(r.code, 2, "{args:?}");
-        assert!(
-            r.stderr.contains("schema version 2, from an older fimd") && r.stderr.contains("`fimd init`"),
-            "{args:?}: {}",
-            r.stderr
-        );
+    // What fimd with schema version 3 left: no birth times, inode generations or alerted
+    // differences; version 2 had no inode flags either.
+    let v3 = "ALTER TABLE entries DROP COLUMN birth_ns; ALTER TABLE entries DROP COLUMN generation; \
+              ALTER TABLE ledger DROP COLUMN birth_ns; ALTER TABLE ledger DROP COLUMN generation; \
+              DROP TABLE alerted;";
+    for (version, downgrade) in [
+        (3, format!("{v3} PRAGMA user_version = 3;")),
+        (
+            2,
+            format!(
+                "{v3} ALTER TABLE entries DROP COLUMN flags; ALTER TABLE ledger DROP COLUMN flags; PRAGMA user_version = 2;"
+            ),
+        ),
+    ] {
+        let f = Fixture::new();
+        f.init();
+        let db = rusqlite::Connection::open(f.state.join("baseline.db")).unwrap();
+        db.execute_batch(&downgrade).unwrap();
+        drop(db);
+        for args in [&["check"][..], &["accept"], &["baseline", "show"]] {
+            let r = f.fimd(args);
+            assert_eq!(r.code, 2, "{args:?}");
+            assert!(
+                r.stderr
+                    .contains(&format!("schema version {version}, from an older fimd"))
+                    && r.stderr.contains("`fimd init`"),
+                "{args:?}: {}",
+                r.stderr
+            );
+        }
+        let r = f.fimd(&["init"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(f.check().0, 0);
     }
-    let r = f.fimd(&["init"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(f.check().0, 0);
 }
 
 fn generation(alert: &serde_json::Value) -> u64 {
