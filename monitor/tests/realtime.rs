@@ -1003,3 +1003,71 @@ fn inode_flags_set_by_chattr_are_alerted_with_their_process() {
     assert_eq!(a["fim"]["previous"]["attributes"], serde_json::json!(["append"]));
     drop(d);
 }
+
+/// `(action, path, previous path)` of alerts, sorted.
+fn decided(alerts: &[serde_json::Value]) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["event"]["kind"] == "alert")
+        .map(|a| {
+            (
+                a["event"]["action"].as_str().unwrap_or_default().to_owned(),
+                a["file"]["path"].as_str().unwrap_or_default().to_owned(),
+                // Where it came from, for a move (a deletion names its own path there).
+                if a["event"]["action"] == "moved" {
+                    a["fim"]["previous"]["path"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                } else {
+                    String::new()
+                },
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until the daemon's alerts (sorted decisions) are `want`, for up to 10 s.
+fn wait_decided(d: &Daemon, want: &[(String, String, String)]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = decided(&d.alerts());
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "alerts {got:#?}\nwanted {want:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn t(action: &str, path: &Path, from: &str) -> (String, String, String) {
+    (action.to_owned(), s(path).to_owned(), from.to_owned())
+}
+
+#[test]
+fn moves_a_renamed_directory_is_reported_as_check_reports_it() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    fs::create_dir(f.path("d")).unwrap();
+    fs::write(f.path("d/g"), "g\n").unwrap();
+    fs::write(f.path("x"), "x\n").unwrap();
+    let d = Daemon::start(&f);
+    by("mv", &[s(&f.path("d")), s(&f.path("d2"))]);
+    by("mv", &[s(&f.path("x")), s(&f.path("sub/x"))]);
+    let mut want = vec![
+        t("moved", &f.path("d2"), s(&f.path("d"))),
+        t("moved", &f.path("d2/g"), s(&f.path("d/g"))),
+        t("moved", &f.path("sub/x"), s(&f.path("x"))),
+    ];
+    want.sort();
+    wait_decided(&d, &want);
+    // Nothing more comes (no deletion or creation after the moves), and check agrees.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(decided(&d.alerts()), want);
+    let (_, checked) = f.check();
+    assert_eq!(decided(&checked), want);
+}
