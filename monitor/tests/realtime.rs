@@ -1071,3 +1071,105 @@ fn moves_a_renamed_directory_is_reported_as_check_reports_it() {
     let (_, checked) = f.check();
     assert_eq!(decided(&checked), want);
 }
+
+fn restart(f: &Fixture, d: Daemon) -> Daemon {
+    let mut d = d;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    d.child.wait().unwrap();
+    Daemon::start_on_baseline(f)
+}
+
+#[test]
+fn alert_once_across_restarts_and_reloads_and_again_for_a_new_change() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    f.init();
+    fs::write(f.path("a.txt"), "changed while down\n").unwrap();
+    fs::write(f.path("new"), "new\n").unwrap();
+    let mut d = Daemon::start_on_baseline(&f);
+    let want = vec![
+        t("created", &f.path("new"), ""),
+        t("updated", &f.path("a.txt"), ""),
+    ];
+    wait_decided(&d, &want);
+    for _ in 0..2 {
+        d = restart(&f, d);
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    d.wait_log_count("ready", 2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        decided(&d.alerts()),
+        want,
+        "restarts and a reload sent nothing again"
+    );
+    // A second change to a file that already differs is a new difference.
+    let pid = by("sh", &["-c", &format!("echo again > '{}'", s(&f.path("a.txt")))]);
+    d.expect_where(&f.path("a.txt"), "updated", pid, |a| a["file"]["size"] == 6);
+    let before = d.alerts().len();
+    assert!(before > want.len(), "{:#?}", d.alerts());
+    d = restart(&f, d);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.alerts().len(), before, "{:#?}", d.alerts());
+    // check still lists everything outstanding.
+    let (code, checked) = f.check();
+    assert_eq!(code, 1);
+    assert_eq!(decided(&checked), want);
+    drop(d);
+}
+
+#[test]
+fn alert_once_the_daemon_follows_an_accept_while_it_runs() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    let d = Daemon::start(&f);
+    let old = fs::read(f.path("a.txt")).unwrap();
+    let pid = by(
+        "sh",
+        &["-c", &format!("echo accepted > '{}'", s(&f.path("a.txt")))],
+    );
+    d.expect(&f.path("a.txt"), "updated", pid);
+    let pid = by(
+        "sh",
+        &["-c", &format!("echo other > '{}'", s(&f.path("sub/b.conf")))],
+    );
+    d.expect(&f.path("sub/b.conf"), "updated", pid);
+    let r = f.fimd(&["accept", s(&f.path("a.txt"))]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    d.wait_log("taken over");
+    // Put back as it was before the accept: a change from the accepted state.
+    let orig = f.dir.path().join("a.orig");
+    fs::write(&orig, &old).unwrap();
+    let pid = by("cp", &[s(&orig), s(&f.path("a.txt"))]);
+    let a = d.expect_where(&f.path("a.txt"), "updated", pid, |a| {
+        a["file"]["size"] == old.len() as u64
+    });
+    assert_ne!(
+        a["file"]["hash"]["sha256"], a["fim"]["previous"]["hash"]["sha256"],
+        "{a:#}"
+    );
+    assert_eq!(
+        a["fim"]["previous"]["size"], 9,
+        "the accepted state (\"accepted\\n\") is the previous one: {a:#}"
+    );
+    // b.conf was not accepted: still outstanding, and not sent again after a restart.
+    let before = d.alerts().len();
+    let d = restart(&f, d);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.alerts().len(), before, "{:#?}", d.alerts());
+    let (_, checked) = f.check();
+    let paths: Vec<_> = decided(&checked).into_iter().map(|(_, p, _)| p).collect();
+    assert_eq!(
+        paths,
+        vec![
+            s(&f.path("a.txt")).to_owned(),
+            s(&f.path("sub/b.conf")).to_owned()
+        ]
+    );
+}
