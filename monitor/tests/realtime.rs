@@ -1173,3 +1173,52 @@ fn alert_once_the_daemon_follows_an_accept_while_it_runs() {
         ]
     );
 }
+
+#[test]
+fn moves_a_reused_inode_number_is_a_deletion_and_a_creation_under_run() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let f = Fixture::new();
+    // A test beside this one may take the freed number first: then all over again.
+    for _ in 0..20 {
+        let b = f.path("b");
+        fs::write(&b, "b's content\n").unwrap();
+        let d = Daemon::start(&f);
+        let wanted = fs::metadata(&b).unwrap().ino();
+        by("rm", &[s(&b)]);
+        let mut reused = None;
+        for i in 0..50 {
+            let n = f.path(&format!("n{i}"));
+            by("sh", &["-c", &format!("echo unrelated > '{}'", s(&n))]);
+            if fs::metadata(&n).unwrap().ino() == wanted {
+                reused = Some(n);
+                break;
+            }
+            fs::remove_file(&n).unwrap();
+        }
+        let Some(n) = reused else {
+            drop(d);
+            continue;
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = decided(&d.alerts());
+            let has = |action: &str, p: &Path| got.iter().any(|(a, q, _)| a == action && q == s(p));
+            assert!(got.iter().all(|(a, ..)| a != "moved"), "{got:#?}");
+            if has("deleted", &b) && has("created", &n) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{got:#?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (_, checked) = f.check();
+        assert!(
+            decided(&checked).iter().all(|(a, ..)| a != "moved"),
+            "{checked:#?}"
+        );
+        return;
+    }
+    panic!("b's inode number was never handed out again");
+}
