@@ -1,5 +1,4 @@
 //! Comparing a scan with the baseline: what was created, deleted, moved or changed, and how.
-use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -142,7 +141,9 @@ pub fn diff(old: &Entry, new: &Entry, mode: Mode) -> Vec<&'static str> {
         out.push("mtime");
     }
     if mode == Mode::Full {
-        if old.ino != new.ino {
+        // The same number handed to a new inode (birth time or generation differ) is another
+        // inode too.
+        if old.ino != new.ino || crate::moves::reborn(old, new) {
             out.push("inode");
         }
         if !is_dir && old.nlink != new.nlink {
@@ -246,38 +247,14 @@ pub fn compare(
         .collect();
 
     if mode == Mode::Full {
-        // A deleted and a created entry with the same inode on the same device is a move.
-        let mut by_inode: HashMap<(u64, u64), usize> = HashMap::new();
-        for (i, d) in deleted.iter().enumerate() {
-            by_inode.insert((d.dev, d.ino), i);
+        // The same file at a new path is a move (`crate::moves` says when it is the same file).
+        let pairing = crate::moves::pair(deleted, created);
+        for (old, new) in pairing.moved {
+            let policy = policy_of(&new.path);
+            out.changes.push(moved(old, new, mode, policy));
         }
-        let mut moved_from = vec![false; deleted.len()];
-        created.retain(|c| {
-            let Some(&i) = by_inode.get(&(c.dev, c.ino)) else {
-                return true;
-            };
-            if moved_from[i] || deleted[i].kind != c.kind {
-                return true;
-            }
-            moved_from[i] = true;
-            let mut changes = diff(&deleted[i], c, mode);
-            changes.insert(0, "path");
-            out.changes.push(Change {
-                action: Action::Moved,
-                kind: Kind::Alert,
-                extra: Vec::new(),
-                policy: policy_of(&c.path),
-                current: Some(c.clone()),
-                previous: Some(deleted[i].clone()),
-                changes,
-            });
-            false
-        });
-        let mut i = 0;
-        deleted.retain(|_| {
-            i += 1;
-            !moved_from[i - 1]
-        });
+        deleted = pairing.deleted;
+        created = pairing.created;
     }
     for c in created {
         out.changes.push(Change {
@@ -307,6 +284,22 @@ pub fn compare(
     out
 }
 
+/// The change for a file that moved from `old` to `new` (see `crate::moves`): `path` and
+/// whatever else differs.
+pub fn moved(old: Entry, new: Entry, mode: Mode, policy: Policy) -> Change {
+    let mut changes = diff(&old, &new, mode);
+    changes.insert(0, "path");
+    Change {
+        action: Action::Moved,
+        kind: Kind::Alert,
+        extra: Vec::new(),
+        policy,
+        current: Some(new),
+        previous: Some(old),
+        changes,
+    }
+}
+
 /// Whether `path` is `dir` or lies below it, by whole components.
 pub fn is_under(path: &[u8], dir: &[u8]) -> bool {
     Path::new(std::ffi::OsStr::from_bytes(path)).starts_with(Path::new(std::ffi::OsStr::from_bytes(dir)))
@@ -333,6 +326,8 @@ mod tests {
             link_target: None,
             xattrs: Vec::new(),
             flags: Some(0),
+            birth_ns: Some(5),
+            generation: Some(9),
         }
     }
 

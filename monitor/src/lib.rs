@@ -1,4 +1,5 @@
 //! fimd: a file integrity monitor for Linux.
+pub mod alerted;
 pub mod append;
 pub mod attribution;
 pub mod baseline;
@@ -6,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod compare;
 pub mod config;
+pub mod moves;
 pub mod output;
 pub mod scan;
 pub mod sensor;

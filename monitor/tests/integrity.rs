@@ -375,27 +375,40 @@ fn a_database_path_that_is_not_a_database_is_refused_and_nothing_is_created() {
 
 #[test]
 fn a_baseline_from_an_older_fimd_asks_for_init_and_init_upgrades_it() {
-    let f = Fixture::new();
-    f.init();
-    // What fimd with schema version 2 left: no inode flags.
-    let db = rusqlite::Connection::open(f.state.join("baseline.db")).unwrap();
-    db.execute_batch(
-        "ALTER TABLE entries DROP COLUMN flags; ALTER TABLE ledger DROP COLUMN flags; PRAGMA user_version = 2;",
-    )
-    .unwrap();
-    drop(db);
-    for args in [&["check"][..], &["accept"], &["baseline", "show"]] {
-        let r = f.fimd(args);
-        assert_eq!(r.code, 2, "{args:?}");
-        assert!(
-            r.stderr.contains("schema version 2, from an older fimd") && r.stderr.contains("`fimd init`"),
-            "{args:?}: {}",
-            r.stderr
-        );
+    // What fimd with schema version 3 left: no birth times, inode generations or alerted
+    // differences; version 2 had no inode flags either.
+    let v3 = "ALTER TABLE entries DROP COLUMN birth_ns; ALTER TABLE entries DROP COLUMN generation; \
+              ALTER TABLE ledger DROP COLUMN birth_ns; ALTER TABLE ledger DROP COLUMN generation; \
+              DROP TABLE alerted;";
+    for (version, downgrade) in [
+        (3, format!("{v3} PRAGMA user_version = 3;")),
+        (
+            2,
+            format!(
+                "{v3} ALTER TABLE entries DROP COLUMN flags; ALTER TABLE ledger DROP COLUMN flags; PRAGMA user_version = 2;"
+            ),
+        ),
+    ] {
+        let f = Fixture::new();
+        f.init();
+        let db = rusqlite::Connection::open(f.state.join("baseline.db")).unwrap();
+        db.execute_batch(&downgrade).unwrap();
+        drop(db);
+        for args in [&["check"][..], &["accept"], &["baseline", "show"]] {
+            let r = f.fimd(args);
+            assert_eq!(r.code, 2, "{args:?}");
+            assert!(
+                r.stderr
+                    .contains(&format!("schema version {version}, from an older fimd"))
+                    && r.stderr.contains("`fimd init`"),
+                "{args:?}: {}",
+                r.stderr
+            );
+        }
+        let r = f.fimd(&["init"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(f.check().0, 0);
     }
-    let r = f.fimd(&["init"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(f.check().0, 0);
 }
 
 fn generation(alert: &serde_json::Value) -> u64 {
@@ -467,4 +480,127 @@ fn a_rolled_back_baseline_shows_as_its_generation_going_down() {
     let last = r.json_lines().pop().unwrap();
     assert_eq!(last["baseline_generation"], 1, "{last:#}");
     assert_eq!(last["baseline_seal"], alerts[0]["fim"]["baseline"]["seal"]);
+}
+
+/// `(action, path, previous path)` of every alert of `fimd check --json`, sorted.
+fn decisions(f: &Fixture) -> Vec<(String, String, String)> {
+    let (_, alerts) = f.check();
+    let mut v: Vec<_> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["event"]["action"].as_str().unwrap_or_default().to_owned(),
+                a["file"]["path"].as_str().unwrap_or_default().to_owned(),
+                // Where it came from, for a move (a deletion names its own path there).
+                if a["event"]["action"] == "moved" {
+                    a["fim"]["previous"]["path"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                } else {
+                    String::new()
+                },
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn ino(p: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(p).unwrap().ino()
+}
+
+/// Makes `old` (a file, or a directory), baselines the tree, removes `old` and makes new
+/// entries in `dir` until one gets the inode number just freed (ext4 hands it out again at
+/// once, unless a test running beside this one took it first: then all over again). The others
+/// are removed. Returns the new entry's path.
+fn reuse_inode(
+    f: &Fixture,
+    old: &std::path::Path,
+    dir: &std::path::Path,
+    directory: bool,
+) -> std::path::PathBuf {
+    let make = |p: &std::path::Path| {
+        if directory {
+            fs::create_dir(p).unwrap();
+        } else {
+            fs::write(p, format!("content of {}\n", p.display())).unwrap();
+        }
+    };
+    let remove = |p: &std::path::Path| {
+        if directory {
+            fs::remove_dir(p).unwrap();
+        } else {
+            fs::remove_file(p).unwrap();
+        }
+    };
+    for _ in 0..20 {
+        make(old);
+        f.init();
+        let wanted = ino(old);
+        remove(old);
+        for i in 0..50 {
+            let p = dir.join(format!("n{i}"));
+            make(&p);
+            if ino(&p) == wanted {
+                return p;
+            }
+            remove(&p);
+        }
+    }
+    panic!("the inode number of {} was never handed out again", old.display());
+}
+
+fn t(action: &str, path: &std::path::Path, from: &str) -> (String, String, String) {
+    (action.to_owned(), path.display().to_string(), from.to_owned())
+}
+
+#[test]
+fn a_reused_inode_number_is_a_deletion_and_a_creation_not_a_move() {
+    let f = Fixture::new();
+    let n = reuse_inode(&f, &f.path("b"), &f.tree, false);
+    assert_eq!(
+        decisions(&f),
+        vec![t("created", &n, ""), t("deleted", &f.path("b"), "")],
+        "a new file with b's inode number"
+    );
+    fs::remove_file(&n).unwrap();
+    let nd = reuse_inode(&f, &f.path("bdir"), &f.path("sub"), true);
+    assert_eq!(
+        decisions(&f),
+        vec![t("created", &nd, ""), t("deleted", &f.path("bdir"), "")],
+        "a new directory with bdir's inode number"
+    );
+}
+
+#[test]
+fn a_rename_is_a_move_and_a_copy_then_removal_is_not() {
+    let f = Fixture::new();
+    fs::create_dir_all(f.path("d/e")).unwrap();
+    fs::write(f.path("d/g"), "g\n").unwrap();
+    fs::write(f.path("d/e/h"), "h\n").unwrap();
+    fs::write(f.path("x"), "x\n").unwrap();
+    fs::write(f.path("c"), "c\n").unwrap();
+    f.init();
+    // A directory with children renamed, a file moved into a subdirectory, a file copied to
+    // another inode and its original removed.
+    fs::rename(f.path("d"), f.path("d2")).unwrap();
+    fs::rename(f.path("x"), f.path("sub/x")).unwrap();
+    fs::copy(f.path("c"), f.path("c2")).unwrap();
+    fs::remove_file(f.path("c")).unwrap();
+    let tree = f.tree.display().to_string();
+    let from = |rel: &str| format!("{tree}/{rel}");
+    let mut want = vec![
+        t("moved", &f.path("d2"), &from("d")),
+        t("moved", &f.path("d2/e"), &from("d/e")),
+        t("moved", &f.path("d2/e/h"), &from("d/e/h")),
+        t("moved", &f.path("d2/g"), &from("d/g")),
+        t("moved", &f.path("sub/x"), &from("x")),
+        t("created", &f.path("c2"), ""),
+        t("deleted", &f.path("c"), ""),
+    ];
+    want.sort();
+    assert_eq!(decisions(&f), want);
 }

@@ -98,6 +98,7 @@ fn metrics_health_schedule_and_evidence() {
         "fim_integrity_changes_total",
         "fim_baseline_files",
         "fim_baseline_generation",
+        "fim_outstanding_differences",
         "fim_last_full_check_timestamp_seconds",
         "fim_last_full_check_duration_seconds",
         "fim_output_events_total",
@@ -115,6 +116,11 @@ fn metrics_health_schedule_and_evidence() {
     assert_eq!(
         sample(&metrics, "fim_baseline_generation"),
         Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "fim_outstanding_differences"),
+        Some(0.0),
         "{metrics}"
     );
     // No path, pid or container id ever becomes a label.
@@ -137,6 +143,7 @@ fn metrics_health_schedule_and_evidence() {
         1.0,
     );
     assert!(sample(&m, "fim_kernel_events_total").unwrap() >= 1.0);
+    wait_metric(port, "fim_outstanding_differences", 1.0);
     assert!(
         sample(&m, "fim_output_events_total{result=\"sent\",sink=\"jsonl\"}").unwrap() >= 1.0,
         "{m}"
@@ -156,6 +163,14 @@ fn metrics_health_schedule_and_evidence() {
         .unwrap()
         .as_secs_f64();
     assert!((now - last).abs() < 10.0, "last full check {last}, now {now}");
+    // The scheduled comparison found the difference again: still outstanding, not sent again.
+    assert_eq!(sample(&m, "fim_outstanding_differences"), Some(1.0), "{m}");
+    let sent = d
+        .alerts()
+        .iter()
+        .filter(|a| a["file"]["path"] == s(&f.path("a.txt")))
+        .count();
+    assert_eq!(sent, 1, "{:#?}", d.alerts());
     drop(d);
 
     // Evidence: the start, the scheduled comparisons and a manual check, in order.
@@ -170,6 +185,9 @@ fn metrics_health_schedule_and_evidence() {
         "{kinds:?}"
     );
     assert_eq!(kinds.last(), Some(&"check"), "{kinds:?}");
+    // A scheduled comparison counts the difference it did not send again.
+    let scheduled = records.iter().find(|r| r["kind"] == "scheduled").unwrap();
+    assert_eq!(scheduled["differences"], 1, "{scheduled:#}");
     let last = records.last().unwrap();
     assert_eq!(last["differences"], 1, "{last:#}");
     assert_eq!(last["files_compared"], 4, "{last:#}");

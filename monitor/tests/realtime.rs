@@ -1129,3 +1129,222 @@ fn a_late_store_through_a_shared_mapping_on_tmpfs_is_reported() {
         );
     }
 }
+
+/// `(action, path, previous path)` of alerts, sorted.
+fn decided(alerts: &[serde_json::Value]) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["event"]["kind"] == "alert")
+        .map(|a| {
+            (
+                a["event"]["action"].as_str().unwrap_or_default().to_owned(),
+                a["file"]["path"].as_str().unwrap_or_default().to_owned(),
+                // Where it came from, for a move (a deletion names its own path there).
+                if a["event"]["action"] == "moved" {
+                    a["fim"]["previous"]["path"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                } else {
+                    String::new()
+                },
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until the daemon's alerts (sorted decisions) are `want`, for up to 10 s.
+fn wait_decided(d: &Daemon, want: &[(String, String, String)]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = decided(&d.alerts());
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "alerts {got:#?}\nwanted {want:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn t(action: &str, path: &Path, from: &str) -> (String, String, String) {
+    (action.to_owned(), s(path).to_owned(), from.to_owned())
+}
+
+#[test]
+fn moves_a_renamed_directory_is_reported_as_check_reports_it() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    fs::create_dir(f.path("d")).unwrap();
+    fs::write(f.path("d/g"), "g\n").unwrap();
+    fs::write(f.path("x"), "x\n").unwrap();
+    let d = Daemon::start(&f);
+    by("mv", &[s(&f.path("d")), s(&f.path("d2"))]);
+    by("mv", &[s(&f.path("x")), s(&f.path("sub/x"))]);
+    let mut want = vec![
+        t("moved", &f.path("d2"), s(&f.path("d"))),
+        t("moved", &f.path("d2/g"), s(&f.path("d/g"))),
+        t("moved", &f.path("sub/x"), s(&f.path("x"))),
+    ];
+    want.sort();
+    wait_decided(&d, &want);
+    // Nothing more comes (no deletion or creation after the moves), and check agrees.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(decided(&d.alerts()), want);
+    let (_, checked) = f.check();
+    assert_eq!(decided(&checked), want);
+}
+
+fn restart(f: &Fixture, d: Daemon) -> Daemon {
+    let mut d = d;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    d.child.wait().unwrap();
+    Daemon::start_on_baseline(f)
+}
+
+#[test]
+fn alert_once_across_restarts_and_reloads_and_again_for_a_new_change() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    f.init();
+    fs::write(f.path("a.txt"), "changed while down\n").unwrap();
+    fs::write(f.path("new"), "new\n").unwrap();
+    let mut d = Daemon::start_on_baseline(&f);
+    let want = vec![
+        t("created", &f.path("new"), ""),
+        t("updated", &f.path("a.txt"), ""),
+    ];
+    wait_decided(&d, &want);
+    for _ in 0..2 {
+        d = restart(&f, d);
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    d.wait_log_count("ready", 2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        decided(&d.alerts()),
+        want,
+        "restarts and a reload sent nothing again"
+    );
+    // A second change to a file that already differs is a new difference.
+    let pid = by("sh", &["-c", &format!("echo again > '{}'", s(&f.path("a.txt")))]);
+    d.expect_where(&f.path("a.txt"), "updated", pid, |a| a["file"]["size"] == 6);
+    let before = d.alerts().len();
+    assert!(before > want.len(), "{:#?}", d.alerts());
+    d = restart(&f, d);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.alerts().len(), before, "{:#?}", d.alerts());
+    // check still lists everything outstanding.
+    let (code, checked) = f.check();
+    assert_eq!(code, 1);
+    assert_eq!(decided(&checked), want);
+    drop(d);
+}
+
+#[test]
+fn alert_once_the_daemon_follows_an_accept_while_it_runs() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    let f = Fixture::new();
+    let d = Daemon::start(&f);
+    let old = fs::read(f.path("a.txt")).unwrap();
+    let pid = by(
+        "sh",
+        &["-c", &format!("echo accepted > '{}'", s(&f.path("a.txt")))],
+    );
+    d.expect(&f.path("a.txt"), "updated", pid);
+    let pid = by(
+        "sh",
+        &["-c", &format!("echo other > '{}'", s(&f.path("sub/b.conf")))],
+    );
+    d.expect(&f.path("sub/b.conf"), "updated", pid);
+    let r = f.fimd(&["accept", s(&f.path("a.txt"))]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    d.wait_log("taken over");
+    // Put back as it was before the accept: a change from the accepted state.
+    let orig = f.dir.path().join("a.orig");
+    fs::write(&orig, &old).unwrap();
+    let pid = by("cp", &[s(&orig), s(&f.path("a.txt"))]);
+    let a = d.expect_where(&f.path("a.txt"), "updated", pid, |a| {
+        a["file"]["size"] == old.len() as u64
+    });
+    assert_ne!(
+        a["file"]["hash"]["sha256"], a["fim"]["previous"]["hash"]["sha256"],
+        "{a:#}"
+    );
+    assert_eq!(
+        a["fim"]["previous"]["size"], 9,
+        "the accepted state (\"accepted\\n\") is the previous one: {a:#}"
+    );
+    // b.conf was not accepted: still outstanding, and not sent again after a restart.
+    let before = d.alerts().len();
+    let d = restart(&f, d);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.alerts().len(), before, "{:#?}", d.alerts());
+    let (_, checked) = f.check();
+    let paths: Vec<_> = decided(&checked).into_iter().map(|(_, p, _)| p).collect();
+    assert_eq!(
+        paths,
+        vec![
+            s(&f.path("a.txt")).to_owned(),
+            s(&f.path("sub/b.conf")).to_owned()
+        ]
+    );
+}
+
+#[test]
+fn moves_a_reused_inode_number_is_a_deletion_and_a_creation_under_run() {
+    if !privileged("the realtime sensor") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let f = Fixture::new();
+    // A test beside this one may take the freed number first: then all over again.
+    for _ in 0..20 {
+        let b = f.path("b");
+        fs::write(&b, "b's content\n").unwrap();
+        let d = Daemon::start(&f);
+        let wanted = fs::metadata(&b).unwrap().ino();
+        by("rm", &[s(&b)]);
+        let mut reused = None;
+        for i in 0..50 {
+            let n = f.path(&format!("n{i}"));
+            by("sh", &["-c", &format!("echo unrelated > '{}'", s(&n))]);
+            if fs::metadata(&n).unwrap().ino() == wanted {
+                reused = Some(n);
+                break;
+            }
+            fs::remove_file(&n).unwrap();
+        }
+        let Some(n) = reused else {
+            drop(d);
+            continue;
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = decided(&d.alerts());
+            let has = |action: &str, p: &Path| got.iter().any(|(a, q, _)| a == action && q == s(p));
+            assert!(got.iter().all(|(a, ..)| a != "moved"), "{got:#?}");
+            if has("deleted", &b) && has("created", &n) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{got:#?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (_, checked) = f.check();
+        assert!(
+            decided(&checked).iter().all(|(a, ..)| a != "moved"),
+            "{checked:#?}"
+        );
+        return;
+    }
+    panic!("b's inode number was never handed out again");
+}

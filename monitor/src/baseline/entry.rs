@@ -80,6 +80,16 @@ pub struct Entry {
     /// regular file or directory, without the bits the filesystem owns. `None`: not recorded
     /// ("none"): another type, a filesystem without them, or a file that could not be opened.
     pub flags: Option<u32>,
+    /// Birth (creation) time of the inode, nanoseconds since the Unix epoch, from `statx(2)`
+    /// with `STATX_BTIME` (ext4, xfs, btrfs, tmpfs…). `None` where the filesystem does not
+    /// report it. With `generation`, it tells a moved inode from a new one that reuses a
+    /// deleted inode's number (see `crate::moves`).
+    pub birth_ns: Option<i64>,
+    /// The inode generation (`FS_IOC_GETVERSION`, include/uapi/linux/fs.h): a number the
+    /// filesystem gives an inode when it is allocated, so a reused inode number has another
+    /// one (ext4, xfs, btrfs). `None` for types never opened (symlinks, devices, FIFOs) and
+    /// filesystems without the ioctl (tmpfs).
+    pub generation: Option<u32>,
 }
 
 impl Entry {
@@ -115,6 +125,20 @@ impl Entry {
             Some(f) => {
                 out.push(1);
                 out.extend_from_slice(&f.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+        match self.birth_ns {
+            Some(b) => {
+                out.push(1);
+                out.extend_from_slice(&b.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+        match self.generation {
+            Some(g) => {
+                out.push(1);
+                out.extend_from_slice(&g.to_le_bytes());
             }
             None => out.push(0),
         }

@@ -14,7 +14,7 @@ use crate::append::state::AppendState;
 pub const DB_FILE: &str = "baseline.db";
 /// The metadata key of the baseline's generation (decimal).
 const GENERATION: &str = "generation";
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 const SEAL_DOMAIN: &[u8] = b"fimd-baseline-seal-v1\0";
 const LEDGER_DOMAIN: &[u8] = b"fimd-ledger-v1\0";
 const EVIDENCE_DOMAIN: &[u8] = b"fimd-evidence-v1\0";
@@ -38,6 +38,18 @@ const SCHEMA_V3: &str = "
     ALTER TABLE ledger ADD COLUMN flags INTEGER;
     PRAGMA user_version = 3;";
 
+/// Version 4: what tells a moved inode from a reused number (birth time and inode generation,
+/// `NULL`: not reported), in entries and the ledger, and the differences already alerted.
+/// The seal's encoding of an entry includes the new columns, so, as for version 3, only `init`
+/// upgrades an older baseline.
+const SCHEMA_V4: &str = "
+    ALTER TABLE entries ADD COLUMN birth_ns INTEGER;
+    ALTER TABLE entries ADD COLUMN generation INTEGER;
+    ALTER TABLE ledger ADD COLUMN birth_ns INTEGER;
+    ALTER TABLE ledger ADD COLUMN generation INTEGER;
+    CREATE TABLE IF NOT EXISTS alerted (path BLOB NOT NULL, mac BLOB NOT NULL, PRIMARY KEY (path, mac)) WITHOUT ROWID;
+    PRAGMA user_version = 4;";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("baseline database {path}: {err}")]
@@ -60,8 +72,8 @@ pub enum StoreError {
     #[error("baseline database {path} has schema version {found}; this fimd reads version {SCHEMA_VERSION}")]
     Schema { path: PathBuf, found: i64 },
     #[error(
-        "baseline database {path} has schema version {found}, from an older fimd: it records no inode \
-         flags and no generation, and this fimd (version {SCHEMA_VERSION}) cannot verify its seal. Check \
+        "baseline database {path} has schema version {found}, from an older fimd: it lacks what this \
+         fimd records and seals (inode flags, the baseline generation, birth times, inode generations), and this fimd (version {SCHEMA_VERSION}) cannot verify its seal. Check \
          the host with the fimd that made it, then run `fimd init` to rebuild the baseline"
     )]
     OldSchema { path: PathBuf, found: i64 },
@@ -224,13 +236,16 @@ impl Store {
                         id INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL,
                         action TEXT NOT NULL, path BLOB, detail TEXT NOT NULL);",
                 )
-                .and_then(|()| conn.execute_batch(&format!("{SCHEMA_V2} {SCHEMA_V3} COMMIT;")))
+                .and_then(|()| conn.execute_batch(&format!("{SCHEMA_V2} {SCHEMA_V3} {SCHEMA_V4} COMMIT;")))
                 .map_err(sql)?,
             1 if create => conn
-                .execute_batch(&format!("BEGIN; {SCHEMA_V2} {SCHEMA_V3} COMMIT;"))
+                .execute_batch(&format!("BEGIN; {SCHEMA_V2} {SCHEMA_V3} {SCHEMA_V4} COMMIT;"))
                 .map_err(sql)?,
             2 if create => conn
-                .execute_batch(&format!("BEGIN; {SCHEMA_V3} COMMIT;"))
+                .execute_batch(&format!("BEGIN; {SCHEMA_V3} {SCHEMA_V4} COMMIT;"))
+                .map_err(sql)?,
+            3 if create => conn
+                .execute_batch(&format!("BEGIN; {SCHEMA_V4} COMMIT;"))
                 .map_err(sql)?,
             found if found < SCHEMA_VERSION => return Err(StoreError::OldSchema { path, found }),
             found => return Err(StoreError::Schema { path, found }),
@@ -277,8 +292,11 @@ impl Store {
         // Read, not verified: a new baseline follows whatever was there (the counter only
         // grows), even one that fails its seal, which is why it is being replaced.
         let previous = stored_generation(&tx).map_err(sql)?;
-        tx.execute_batch("DELETE FROM entries; DELETE FROM meta; DELETE FROM history; DELETE FROM ledger;")
-            .map_err(sql)?;
+        tx.execute_batch(
+            "DELETE FROM entries; DELETE FROM meta; DELETE FROM history; DELETE FROM ledger;
+                            DELETE FROM alerted;",
+        )
+        .map_err(sql)?;
         Ok(Replace {
             tx,
             path,
@@ -319,9 +337,11 @@ impl Store {
             tx.execute("DELETE FROM entries WHERE path = ?1", [p])
                 .map_err(sql)?;
         }
-        // What is accepted supersedes what the policy advanced.
+        // What is accepted supersedes what the policy advanced, and what was alerted about it.
         for p in deletes.iter().chain(upserts.iter().map(|e| &e.path)) {
             tx.execute("DELETE FROM ledger WHERE path = ?1", [p])
+                .map_err(sql)?;
+            tx.execute("DELETE FROM alerted WHERE path = ?1", [p])
                 .map_err(sql)?;
         }
         insert_history(&tx, history).map_err(sql)?;
@@ -419,8 +439,9 @@ impl Store {
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO ledger
                  (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target,
-                  xattrs, deleted, append_at, append_state, mac, flags)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                  xattrs, deleted, append_at, append_state, mac, flags, birth_ns, generation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+                         ?20, ?21)",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
@@ -443,6 +464,8 @@ impl Store {
                     row.append.as_ref().map(|a| a.state.clone()),
                     mac,
                     e.and_then(|e| e.flags),
+                    e.and_then(|e| e.birth_ns),
+                    e.and_then(|e| e.generation),
                 ])
             })
             .map_err(&sql)?;
@@ -455,7 +478,8 @@ impl Store {
         let mut stmt = conn
             .prepare(
                 "SELECT path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256,
-                        link_target, xattrs, deleted, append_at, append_state, mac, flags FROM ledger ORDER BY path",
+                        link_target, xattrs, deleted, append_at, append_state, mac, flags, birth_ns, generation
+                 FROM ledger ORDER BY path",
             )
             .map_err(&sql)?;
         let mut rows = stmt.query([]).map_err(&sql)?;
@@ -490,6 +514,63 @@ impl Store {
             out.push(row);
         }
         Ok(out)
+    }
+
+    /// The tokens of the differences already alerted (see `crate::alerted`), as stored. Each is
+    /// an HMAC under the baseline key, so a row forged without the key matches no difference.
+    pub fn alerted(&self) -> Result<std::collections::HashSet<Vec<u8>>, StoreError> {
+        let sql = self.sql();
+        let mut stmt = self.conn.prepare("SELECT mac FROM alerted").map_err(&sql)?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(&sql)?;
+        rows.collect::<Result<_, _>>().map_err(&sql)
+    }
+
+    /// Records that the differences `(path, token)` were alerted: one transaction, not synced
+    /// at once (as `ledger_put`): a crash can lose the last rows, and then only means those
+    /// differences are alerted once more.
+    pub fn alerted_put(&self, rows: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sql = self.sql();
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(&sql)?;
+        let out = (|| {
+            let tx = self.conn.unchecked_transaction()?;
+            for (path, token) in rows {
+                tx.prepare_cached("INSERT OR IGNORE INTO alerted (path, mac) VALUES (?1, ?2)")?
+                    .execute(params![path, token])?;
+            }
+            tx.commit()
+        })()
+        .map_err(&sql);
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(&sql)?;
+        out
+    }
+
+    /// Forgets every alerted difference but `keep` (what a full comparison found outstanding):
+    /// a file that matched the baseline again and changes anew is alerted anew.
+    pub fn alerted_retain(&self, keep: &std::collections::HashSet<Vec<u8>>) -> Result<(), StoreError> {
+        let sql = self.sql();
+        let stored = self.alerted()?;
+        let tx = self.conn.unchecked_transaction().map_err(&sql)?;
+        for t in stored.difference(keep) {
+            tx.execute("DELETE FROM alerted WHERE mac = ?1", [t])
+                .map_err(&sql)?;
+        }
+        tx.commit().map_err(&sql)
+    }
+
+    /// The seal as stored now, unverified (`None`: no baseline): cheap enough to ask on every
+    /// tick, to notice an `init` or `accept` by another process.
+    pub fn stored_seal(&self) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT value FROM meta WHERE key = 'seal'")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+            .map_err(self.sql())
     }
 
     /// Appends an evidence record (a comparison: when, what, outcome) to a MAC chain: each
@@ -614,8 +695,9 @@ fn evidence_mac(key: &Key, prev: &[u8], id: i64, text: &str) -> Vec<u8> {
 fn insert_entry(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT OR REPLACE INTO entries
-         (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs, flags)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs, flags,
+          birth_ns, generation)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?;
     // SQLite integers are i64: u64 values are stored bit for bit.
     stmt.execute(params![
@@ -634,6 +716,8 @@ fn insert_entry(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
         e.link_target,
         encode_xattrs(&e.xattrs),
         e.flags,
+        e.birth_ns,
+        e.generation,
     ])?;
     Ok(())
 }
@@ -750,7 +834,7 @@ fn feed(
     let mut stmt = conn
         .prepare(
             "SELECT path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs,
-                    flags FROM entries ORDER BY path",
+                    flags, birth_ns, generation FROM entries ORDER BY path",
         )
         .map_err(sql)?;
     let mut rows = stmt.query([]).map_err(sql)?;
@@ -801,7 +885,8 @@ fn feed(
     Ok((meta, history))
 }
 
-/// An entry from columns 0..=13 in `entries` order, its flags from column `flags_col`.
+/// An entry from columns 0..=13 in `entries` order, its flags from column `flags_col`, its
+/// birth time and generation from the two columns after it.
 fn row_to_entry(r: &rusqlite::Row<'_>, path: &Path, flags_col: usize) -> Result<Entry, StoreError> {
     let bad = |what: &str| StoreError::Malformed {
         path: path.to_owned(),
@@ -833,6 +918,8 @@ fn row_to_entry(r: &rusqlite::Row<'_>, path: &Path, flags_col: usize) -> Result<
         link_target: r.get(12).map_err(sql)?,
         xattrs: decode_xattrs(&xattrs).ok_or_else(|| bad("xattrs"))?,
         flags: r.get(flags_col).map_err(sql)?,
+        birth_ns: r.get(flags_col + 1).map_err(sql)?,
+        generation: r.get(flags_col + 2).map_err(sql)?,
     })
 }
 

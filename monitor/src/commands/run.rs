@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
+mod follow;
+
 use super::{EXIT_CLEAN, exit, open_baseline};
 use crate::append::review::{self, open_regular};
 use crate::append::state::{self as append_state, AppendState, Extended};
@@ -134,11 +136,22 @@ struct Daemon {
     /// Directories of rotating logs with changes waiting for quiet before they are judged as a
     /// whole (a rotation is several steps: rename, create, compress, delete).
     settling: HashMap<Vec<u8>, Settling>,
+    /// Paths found gone and not yet paired with a new path: the other half of a move between
+    /// directories may come in a later record. Reported deleted once `MOVE_WINDOW` passed.
+    departed: Vec<(Entry, std::time::Instant, Option<Modifier>)>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     pods: crate::attribution::PodDirectory,
     /// The sensor ran out of room once this run (reported once; counted every time).
     capacity_alerted: bool,
+    /// The differences already alerted (persisted) and those outstanding.
+    alerted: crate::alerted::Alerted,
+    /// Alerts not sent because they were sent before (counted for the evidence record).
+    suppressed: usize,
+    /// Tokens of the alerts in the outbox, stored when it is sent.
+    alerted_new: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The stored seal last taken over (or refused): another one means an `init` or `accept`.
+    followed_seal: String,
 }
 
 struct Settling {
@@ -151,6 +164,9 @@ struct Settling {
 const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a rotating log's directory must stay quiet before its changes are judged.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a path found gone waits for the new path of a move between two directories (whose
+/// two records may be read in different batches) before it is reported deleted.
+const MOVE_WINDOW: std::time::Duration = std::time::Duration::from_millis(300);
 /// Recent verified states kept per append-only file.
 const CHECKPOINTS: usize = 16;
 /// After a write below the verified length was reported: how long to keep verifying whole.
@@ -291,7 +307,12 @@ async fn serve(
             Err(e) => return Err(e.into()),
         }
     }
+    let sent = store.alerted()?;
     let mut d = Daemon {
+        alerted: crate::alerted::Alerted::new(sent),
+        suppressed: 0,
+        alerted_new: Vec::new(),
+        followed_seal: baseline.seal.clone(),
         baseline: baseline
             .entries
             .iter()
@@ -321,13 +342,13 @@ async fn serve(
         retired: baseline.retired.clone(),
         full_until: HashMap::new(),
         settling: HashMap::new(),
+        departed: Vec::new(),
         metrics: metrics.clone(),
         health: health.clone(),
         pods: crate::attribution::PodDirectory::new(settings.host_root.clone()),
         capacity_alerted: false,
     };
-    let seal = baseline.seal.clone();
-    d.full_check(baseline.entries, reason, &seal)?;
+    d.full_check(baseline.entries, reason)?;
     health.set_reconciled(true);
     let fd = Readiness(d.sensor.ready_fd().as_raw_fd());
     // SAFETY: the descriptor belongs to the sensor, which outlives this AsyncFd (both end with
@@ -379,7 +400,9 @@ async fn serve(
                 tokio::task::block_in_place(|| {
                     d.handle(&records)?;
                     d.recheck_due()?;
-                    d.settle_due()
+                    d.settle_due()?;
+                    d.departed_due()?;
+                    follow::follow_baseline(&mut d)
                 })?;
                 // Anything the sensor could not deliver is repaired by a full comparison.
                 let now = d.sensor.lost();
@@ -393,7 +416,7 @@ async fn serve(
             }
             _ = sleep_until_opt(full_due) => {
                 let entries = d.baseline_entries();
-                tokio::task::block_in_place(|| d.full_check(entries, "scheduled", &seal))?;
+                tokio::task::block_in_place(|| d.full_check(entries, "scheduled"))?;
                 full_due = next_full(tokio::time::Instant::now());
             }
             _ = signals.hup.recv() => break Control::Reload,
@@ -446,7 +469,13 @@ impl Daemon {
     /// A full comparison with the baseline, rehashing everything: at start (what changed while
     /// fimd was down), after a reload, and on the schedule. Learns every current inode and
     /// leaves an evidence record.
-    fn full_check(&mut self, baseline: Vec<Entry>, reason: &'static str, seal: &str) -> anyhow::Result<()> {
+    fn full_check(&mut self, baseline: Vec<Entry>, reason: &'static str) -> anyhow::Result<()> {
+        let seal = self
+            .origin
+            .baseline
+            .as_ref()
+            .map_or(String::new(), |b| b.seal.clone());
+        let seal = seal.as_str();
         let started = std::time::Instant::now();
         let started_at = crate::output::alert::now_rfc3339();
         self.metrics.baseline_files.set(baseline.len() as i64);
@@ -469,12 +498,22 @@ impl Daemon {
         // Everything at once, rotations while fimd was down included: judged here, not settled.
         let changes = cmp.changes.into_iter().map(|c| (c, None)).collect();
         let before = self.outbox.len();
+        // Recounted from scratch; what was alerted before is not sent again.
+        self.alerted.clear_outstanding();
+        let suppressed = self.suppressed;
         self.judge(changes, None)?;
-        let alerts = self.outbox[before..]
+        let sent_alerts = self.outbox[before..]
             .iter()
             .filter(|d| d["event"]["kind"] == "alert")
             .count();
-        let events = self.outbox.len() - before - alerts;
+        let events = self.outbox.len() - before - sent_alerts;
+        let alerts = sent_alerts + (self.suppressed - suppressed);
+        // Differences that are gone (put back as they were) are forgotten: a new change there
+        // is alerted anew.
+        self.store.alerted_retain(&self.alerted.outstanding_tokens())?;
+        self.metrics
+            .outstanding_differences
+            .set(self.alerted.outstanding() as i64);
         super::report_problems(&cmp.problems);
         super::report_metadata_only("run", &self.settings, &cmp.metadata_only);
         self.send_alerts()?;
@@ -722,6 +761,34 @@ impl Daemon {
             .filter(|p| std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(p)).is_err())
             .collect();
         found.retain(|p, _| !vanished.iter().any(|v| compare::is_under(p, v)));
+        // A new directory may already hold files (a directory moved in, or renamed): its whole
+        // subtree is read now, so what came with it is judged with it (a move, not a deletion
+        // and a creation), watched, and only then reported.
+        let mut new_dirs: Vec<PathBuf> = found
+            .values()
+            .filter(|e| e.kind == FileKind::Directory && !self.seen.contains_key(&e.path))
+            .map(|e| PathBuf::from(std::ffi::OsStr::from_bytes(&e.path)))
+            .collect();
+        new_dirs.retain(|d| {
+            let b = d.as_os_str().as_bytes();
+            !listed
+                .iter()
+                .any(|(l, depth)| *depth == u32::MAX && compare::is_under(b, l))
+        });
+        if !new_dirs.is_empty() {
+            let mut scan = scan::start_at(
+                &self.settings,
+                new_dirs.into_iter().map(|p| (p, u32::MAX)).collect(),
+            );
+            while let Some(item) = scan.next_item() {
+                match item {
+                    ScanItem::Entry(e) | ScanItem::Unstable(e) | ScanItem::MetadataOnly(e) => {
+                        found.entry(e.path.clone()).or_insert(e);
+                    }
+                    ScanItem::Problem(p) => problems.push(p),
+                }
+            }
+        }
         super::report_problems(&problems);
         let modifier_for = |path: &[u8]| -> Option<Modifier> {
             let who = who?;
@@ -734,8 +801,20 @@ impl Daemon {
             }
             None
         };
-        // Entries gone from a listed directory (or, in a full rescan, from anywhere).
-        let gone: Vec<Vec<u8>> = self
+        // Entries gone from a listed directory (or, in a full rescan, from anywhere). A listed
+        // directory that is itself gone says nothing of its entries: its parent's listing
+        // (which changed too) finds it gone, and its entries with it, in one decision.
+        let is_root = |p: &[u8]| {
+            self.settings
+                .watches
+                .iter()
+                .any(|w| w.path.as_os_str().as_bytes() == p)
+        };
+        let listed: Vec<(Vec<u8>, u32)> = listed
+            .into_iter()
+            .filter(|(d, _)| found.contains_key(d) || is_root(d))
+            .collect();
+        let mut gone: Vec<Vec<u8>> = self
             .seen
             .keys()
             .filter(|p| !found.contains_key(*p))
@@ -747,8 +826,24 @@ impl Daemon {
             })
             .cloned()
             .collect();
+        // What was below a directory that is gone is gone from there too.
+        let gone_dirs: Vec<Vec<u8>> = gone
+            .iter()
+            .filter(|p| self.seen.get(*p).is_some_and(|e| e.kind == FileKind::Directory))
+            .cloned()
+            .collect();
+        if !gone_dirs.is_empty() {
+            let listed_gone: HashSet<&Vec<u8>> = gone.iter().collect();
+            let below: Vec<Vec<u8>> = self
+                .seen
+                .keys()
+                .filter(|p| !found.contains_key(*p) && !listed_gone.contains(p))
+                .filter(|p| gone_dirs.iter().any(|d| compare::is_under(p, d)))
+                .cloned()
+                .collect();
+            gone.extend(below);
+        }
         let mut created: Vec<Entry> = Vec::new();
-        let mut new_dirs = Vec::new();
         let mut changes: Vec<(Change, Option<Modifier>)> = Vec::new();
         for (path, e) in found {
             match self.seen.get(&path) {
@@ -756,54 +851,56 @@ impl Daemon {
                 Some(old) => {
                     let change = self.change_against_baseline(&e, Some(old));
                     self.learn(e)?;
-                    if let Some(c) = change {
-                        changes.push((c, modifier_for(&path)));
+                    match change {
+                        Some(c) => changes.push((c, modifier_for(&path))),
+                        None => self.alerted.resolved(&path),
                     }
                 }
-                None => {
-                    if e.kind == FileKind::Directory {
-                        new_dirs.push(PathBuf::from(std::ffi::OsStr::from_bytes(&path)));
-                    }
-                    created.push(e);
+                None => created.push(e),
+            }
+        }
+        // A new path of an inode known under another name that no longer holds it: moved here
+        // (its old directory's record may come later, or never for a watch root's parent).
+        for c in &created {
+            for p in self.paths.get(&key_of(c)).cloned().unwrap_or_default() {
+                let left = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&p))
+                    .map_or(true, |md| std::os::unix::fs::MetadataExt::ino(&md) != c.ino);
+                if left && !gone.contains(&p) && self.seen.contains_key(&p) {
+                    gone.push(p);
                 }
             }
         }
-        for path in gone {
-            let old = self.seen.get(&path).cloned().expect("listed from seen");
-            self.forget(&path);
-            // Same inode at a new name: a move.
-            let moved = created
-                .iter()
-                .position(|c| key_of(c) == key_of(&old) && c.kind == old.kind);
-            let change = match moved {
-                Some(i) => {
-                    let c = created.remove(i);
-                    let mut changes = diff(&old, &c, self.mode);
-                    changes.insert(0, "path");
-                    self.learn(c.clone())?;
-                    Change {
-                        action: Action::Moved,
-                        kind: Kind::Alert,
-                        extra: Vec::new(),
-                        policy: self.policy(&c.path),
-                        current: Some(c),
-                        previous: Some(old),
-                        changes,
-                    }
-                }
-                None => Change {
-                    action: Action::Deleted,
-                    kind: Kind::Alert,
-                    extra: Vec::new(),
-                    policy: self.policy(&path),
-                    current: None,
-                    previous: Some(self.baseline.get(&path).cloned().unwrap_or(old)),
-                    changes: Vec::new(),
-                },
-            };
-            changes.push((change, modifier_for(&path)));
+        let now = std::time::Instant::now();
+        let mut due: HashMap<Vec<u8>, (std::time::Instant, Option<Modifier>)> = HashMap::new();
+        let mut gone: Vec<Entry> = gone
+            .into_iter()
+            .map(|p| {
+                let old = self.seen.get(&p).cloned().expect("listed from seen");
+                self.forget(&p);
+                due.insert(p.clone(), (now + MOVE_WINDOW, modifier_for(&p)));
+                old
+            })
+            .collect();
+        for (old, at, m) in std::mem::take(&mut self.departed) {
+            due.insert(old.path.clone(), (at, m));
+            gone.push(old);
         }
-        for c in created {
+        // The same decision as a full comparison's (`fimd check`): see `crate::moves`.
+        let pairing = crate::moves::pair(gone, created);
+        for (old, new) in pairing.moved {
+            let path = old.path.clone();
+            let who = due.remove(&path).and_then(|(_, m)| m);
+            // Against the baseline where it has the old path, as `fimd check` reports it.
+            let before = self.baseline.get(&old.path).cloned().unwrap_or(old);
+            self.learn(new.clone())?;
+            let policy = self.policy(&new.path);
+            changes.push((compare::moved(before, new, self.mode, policy), who));
+        }
+        for old in pairing.deleted {
+            let (at, who) = due.remove(&old.path).unwrap_or((now, None));
+            self.departed.push((old, at, who));
+        }
+        for c in pairing.created {
             let path = c.path.clone();
             let change = self.change_against_baseline(&c, None);
             self.learn(c)?;
@@ -812,11 +909,39 @@ impl Daemon {
             }
         }
         self.judge(changes, Some(SETTLE))?;
-        // A new directory may already hold files: watch its whole subtree, and only then say
-        // it was created, so a change made after that alert is seen as its own.
-        if !new_dirs.is_empty() {
-            self.rescan(new_dirs.into_iter().map(|p| (p, u32::MAX)).collect(), who)?;
+        self.departed_due()?;
+        self.send_alerts()
+    }
+
+    /// Reports the paths found gone whose `MOVE_WINDOW` passed without a new path: deleted.
+    fn departed_due(&mut self) -> anyhow::Result<()> {
+        let now = std::time::Instant::now();
+        if !self.departed.iter().any(|(_, at, _)| *at <= now) {
+            return Ok(());
         }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.departed)
+            .into_iter()
+            .partition(|(_, at, _)| *at <= now);
+        self.departed = later;
+        let mut changes = Vec::new();
+        for (old, _, who) in due {
+            let path = old.path.clone();
+            // Back at its path meanwhile: judged there (against the baseline) when found.
+            if self.seen.contains_key(&path) {
+                continue;
+            }
+            let change = Change {
+                action: Action::Deleted,
+                kind: Kind::Alert,
+                extra: Vec::new(),
+                policy: self.policy(&path),
+                current: None,
+                previous: Some(self.baseline.get(&path).cloned().unwrap_or(old)),
+                changes: Vec::new(),
+            };
+            changes.push((change, who));
+        }
+        self.judge(changes, Some(SETTLE))?;
         self.send_alerts()
     }
 
@@ -904,6 +1029,10 @@ impl Daemon {
         };
         let xattrs = crate::scan::xattr::read_fd(&fd).unwrap_or_default();
         let flags = crate::scan::flags::read_fd(&fd).unwrap_or_default();
+        let (birth_ns, generation) = (
+            crate::scan::identity::birth_fd(&fd),
+            crate::scan::identity::generation_fd(&fd),
+        );
         #[allow(clippy::unnecessary_cast)]
         let cur = Entry {
             path: path.to_vec(),
@@ -921,6 +1050,8 @@ impl Daemon {
             link_target: None,
             xattrs,
             flags,
+            birth_ns,
+            generation,
         };
         let policy = Policy::AppendOnly;
         let change = |action, kind, changes: Vec<&'static str>| Change {
@@ -1154,6 +1285,8 @@ impl Daemon {
         for doc in std::mem::take(&mut self.outbox) {
             self.sink.send(&doc);
         }
+        // Remembered as sent, in one write per batch.
+        self.store.alerted_put(&std::mem::take(&mut self.alerted_new))?;
         Ok(())
     }
 
@@ -1205,6 +1338,23 @@ impl Daemon {
     }
 
     fn alert(&mut self, c: &Change, who: Option<&Modifier>) -> anyhow::Result<()> {
+        // Each distinct difference once, across restarts and reloads (`crate::alerted`).
+        if c.kind == Kind::Alert {
+            let token = crate::alerted::token(&self.key, c);
+            let first = self.alerted.first(c.path(), token.clone());
+            if let Some(p) = c.previous.as_ref().filter(|p| p.path != c.path()) {
+                // Moved away: the old path's difference is this one.
+                self.alerted.resolved(&p.path);
+            }
+            self.metrics
+                .outstanding_differences
+                .set(self.alerted.outstanding() as i64);
+            if !first {
+                self.suppressed += 1;
+                return Ok(());
+            }
+            self.alerted_new.push((c.path().to_vec(), token));
+        }
         self.metrics
             .count_change(c.action.as_str(), c.kind == Kind::Alert);
         let mut doc = to_json(c, &self.origin);

@@ -6,6 +6,7 @@
 pub mod flags;
 pub mod fstype;
 pub mod hash;
+pub mod identity;
 pub mod xattr;
 
 use std::ffi::{CStr, CString};
@@ -380,9 +381,16 @@ impl<'a> Walker<'a> {
             _ => None,
         };
         let xattrs = self.xattrs_at(&parent, &name, &logical);
-        self.send(ScanItem::Entry(
-            self.entry_from(&st, logical, None, target, xattrs, None),
-        ));
+        let birth = identity::birth_at(parent.as_fd(), name.as_c_str());
+        self.send(ScanItem::Entry(self.entry_from(
+            &st,
+            logical,
+            None,
+            target,
+            xattrs,
+            None,
+            (birth, None),
+        )));
     }
 
     fn xattrs_at(&self, parent: &DirFd, name: &CStr, logical: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -420,6 +428,7 @@ impl<'a> Walker<'a> {
             Err(rustix::io::Errno::NOENT) => return,
             Err(e) => {
                 if let Ok(st) = statat(parent.as_fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    let birth = identity::birth_at(parent.as_fd(), name.as_c_str());
                     self.send(ScanItem::Entry(self.entry_from(
                         &st,
                         logical.clone(),
@@ -427,6 +436,7 @@ impl<'a> Walker<'a> {
                         None,
                         Vec::new(),
                         None,
+                        (birth, None),
                     )));
                 }
                 return self.subtree_problem(logical, format!("cannot open directory: {e}"));
@@ -443,7 +453,8 @@ impl<'a> Walker<'a> {
             Vec::new()
         });
         let flags = self.flags_of(&dir, &logical);
-        let entry = self.entry_from(&st, logical.clone(), None, None, xattrs, flags);
+        let ids = (identity::birth_fd(&dir), identity::generation_fd(&dir));
+        let entry = self.entry_from(&st, logical.clone(), None, None, xattrs, flags, ids);
         let dev = entry.dev;
         self.send(ScanItem::Entry(entry));
         let root_dev = watch_dev.unwrap_or(dev);
@@ -549,7 +560,8 @@ impl<'a> Walker<'a> {
                 // What was read, not the size: a file over the cap was not hashed at all.
                 self.progress.bytes.fetch_add(h.hashed_bytes, Ordering::Relaxed);
                 let flags = self.flags_of(&h.fd, &logical);
-                let entry = self.entry_from(&h.stat, logical, h.sha256, None, xattrs, flags);
+                let ids = (identity::birth_fd(&h.fd), identity::generation_fd(&h.fd));
+                let entry = self.entry_from(&h.stat, logical, h.sha256, None, xattrs, flags, ids);
                 self.send(if h.sha256.is_none() {
                     ScanItem::MetadataOnly(entry)
                 } else if h.unstable {
@@ -564,6 +576,7 @@ impl<'a> Walker<'a> {
                 // Record what stat says so the file is not reported deleted; content is unknown.
                 if let Ok(st) = statat(parent.as_fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
                     let xattrs = self.xattrs_at(&parent, &name, &logical);
+                    let birth = identity::birth_at(parent.as_fd(), name.as_c_str());
                     self.send(ScanItem::Entry(self.entry_from(
                         &st,
                         logical.clone(),
@@ -571,6 +584,7 @@ impl<'a> Walker<'a> {
                         None,
                         xattrs,
                         None,
+                        (birth, None),
                     )));
                 }
                 self.problem(logical, e.to_string());
@@ -578,7 +592,8 @@ impl<'a> Walker<'a> {
         }
     }
 
-    #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+    /// `ids`: birth time and inode generation (see [`identity`]).
+    #[allow(clippy::unnecessary_cast, clippy::too_many_arguments)] // stat field widths differ between architectures
     fn entry_from(
         &self,
         st: &Stat,
@@ -587,6 +602,7 @@ impl<'a> Walker<'a> {
         link_target: Option<Vec<u8>>,
         xattrs: Vec<(Vec<u8>, Vec<u8>)>,
         flags: Option<u32>,
+        ids: (Option<i64>, Option<u32>),
     ) -> Entry {
         self.progress.entries.fetch_add(1, Ordering::Relaxed);
         let mode = st.st_mode as u32;
@@ -606,6 +622,8 @@ impl<'a> Walker<'a> {
             link_target,
             xattrs,
             flags,
+            birth_ns: ids.0,
+            generation: ids.1,
         }
     }
 

@@ -76,6 +76,10 @@ pub struct Metrics {
     /// +1 on every `init` and `accept`), set at start and on reload. It never goes down unless
     /// an older copy of the baseline was put back: the `FimdBaselineRolledBack` rule.
     pub baseline_generation: IntGauge,
+    /// `fim_outstanding_differences`: differences from the baseline the daemon knows of and
+    /// has alerted (each once), not yet accepted: recounted by every full comparison, then kept
+    /// up by realtime alerts and by files that match the baseline again.
+    pub outstanding_differences: IntGauge,
     /// `fim_last_full_check_timestamp_seconds`: when the last full comparison ended, unix time.
     pub last_full_check_timestamp: Gauge,
     /// `fim_last_full_check_duration_seconds`.
@@ -216,6 +220,14 @@ impl Metrics {
                 IntGauge::new(
                     "fim_baseline_generation",
                     "Generation of the loaded baseline (+1 on every init and accept; lower means rolled back)",
+                )
+                .expect(BUG),
+            ),
+            outstanding_differences: reg(
+                &registry,
+                IntGauge::new(
+                    "fim_outstanding_differences",
+                    "Differences from the baseline alerted and not yet accepted",
                 )
                 .expect(BUG),
             ),
@@ -381,6 +393,7 @@ mod tests {
         m.observe_hash_batch(4096, Duration::from_millis(3));
         m.full_check_done(Duration::from_millis(1500));
         m.baseline_generation.set(7);
+        m.outstanding_differences.set(3);
         let text = m.encode();
         for line in [
             "fim_sensor_attached{sensor=\"ebpf\"} 1",
@@ -397,6 +410,7 @@ mod tests {
             "fim_hash_duration_seconds_bucket{le=\"60\"} 1",
             "fim_last_full_check_duration_seconds 1.5",
             "fim_baseline_generation 7",
+            "fim_outstanding_differences 3",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

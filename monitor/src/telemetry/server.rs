@@ -519,6 +519,7 @@ mod tests {
             ("fim_append_verified_bytes_total", "counter"),
             ("fim_baseline_files", "gauge"),
             ("fim_baseline_generation", "gauge"),
+            ("fim_outstanding_differences", "gauge"),
             ("fim_last_full_check_timestamp_seconds", "gauge"),
             ("fim_last_full_check_duration_seconds", "gauge"),
             ("fim_output_events_total", "counter"),
@@ -532,7 +533,7 @@ mod tests {
                 r.body
             );
         }
-        assert_eq!(types.len(), 18, "unexpected families: {types:?}");
+        assert_eq!(types.len(), 19, "unexpected families: {types:?}");
         assert!(
             r.body.lines().any(|l| l == "fim_kernel_events_total 7"),
             "{}",
