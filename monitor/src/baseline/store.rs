@@ -124,7 +124,14 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     key_desc: String,
+    /// Opened by [`Store::open_read_only`]: for reading only.
+    read_only: bool,
 }
+
+/// How long a command's write waits for another process's lock before it fails (`check`'s
+/// evidence, `accept`'s commit). The daemon sets a much shorter one ([`Store::set_busy_timeout`])
+/// and retries from its loop instead.
+pub const COMMAND_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Store {
     /// Opens the database in `state_dir`; with `create` (what `init` does), makes the private
@@ -201,8 +208,7 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(sql)?;
+        conn.busy_timeout(COMMAND_BUSY_TIMEOUT).map_err(sql)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
         let version: i64 = conn
@@ -239,7 +245,81 @@ impl Store {
             || state_dir.join(super::seal::KEY_FILE).display().to_string(),
             |p| p.display().to_string(),
         );
-        Ok(Store { conn, path, key_desc })
+        Ok(Store {
+            conn,
+            path,
+            key_desc,
+            read_only: false,
+        })
+    }
+
+    /// Opens an existing database for reading only, when [`Store::open`] cannot (a full
+    /// filesystem: SQLite cannot create the WAL index `-shm`, "disk I/O error"). The connection
+    /// uses `locking_mode=EXCLUSIVE`, so SQLite keeps the WAL index in its own memory and never
+    /// creates `-shm`; while it is open, other processes wait for it. Callers use it to read, and
+    /// expect its writes to fail (the daemon closes it and opens a new store to write).
+    /// The same checks of the path as `open` apply; nothing is ever created.
+    pub fn open_read_only(state_dir: &Path, key_path: Option<&Path>) -> Result<Store, StoreError> {
+        if !files::secure_dir(state_dir, false)? {
+            return Err(StoreError::NoBaseline {
+                path: state_dir.join(DB_FILE),
+            });
+        }
+        let dir = std::fs::canonicalize(state_dir).map_err(|err| StoreError::StateDir {
+            path: state_dir.to_owned(),
+            err,
+        })?;
+        let path = dir.join(DB_FILE);
+        match files::inspect_db(&path)? {
+            files::DbState::Usable => {}
+            files::DbState::Missing => return Err(StoreError::NoBaseline { path }),
+        }
+        let sql = |err| StoreError::Sqlite {
+            path: path.clone(),
+            err,
+        };
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            &path,
+            // Not SQLITE_OPEN_READ_ONLY: a read-only connection to a WAL database insists on
+            // the `-shm` file even in exclusive mode (tested: "disk I/O error" on a full tmpfs).
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(sql)?;
+        conn.busy_timeout(COMMAND_BUSY_TIMEOUT).map_err(sql)?;
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(sql)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql)?;
+        match version {
+            SCHEMA_VERSION => {}
+            found if found < SCHEMA_VERSION => return Err(StoreError::OldSchema { path, found }),
+            found => return Err(StoreError::Schema { path, found }),
+        }
+        let key_desc = key_path.map_or_else(
+            || state_dir.join(super::seal::KEY_FILE).display().to_string(),
+            |p| p.display().to_string(),
+        );
+        Ok(Store {
+            conn,
+            path,
+            key_desc,
+            read_only: true,
+        })
+    }
+
+    /// Whether this store was opened by [`Store::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// How long a write waits for another process's lock before it fails with "database is
+    /// locked" (SQLite's busy timeout).
+    pub fn set_busy_timeout(&self, wait: std::time::Duration) -> Result<(), StoreError> {
+        self.conn.busy_timeout(wait).map_err(self.sql())
     }
 
     pub fn path(&self) -> &Path {

@@ -13,12 +13,12 @@ use serde_json::{Value, json};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::state_writes::{self, Episode, StateWrites};
 use super::{EXIT_CLEAN, exit, open_baseline};
 use crate::append::review::{self, open_regular};
 use crate::append::state::{self as append_state, AppendState, Extended};
 use crate::baseline::entry::{Entry, FileKind};
-use crate::baseline::seal::Key;
-use crate::baseline::store::{LedgerRow, Store};
+use crate::baseline::store::LedgerRow;
 use crate::compare::{self, Action, Change, Kind, Mode, diff};
 use crate::config::{Policy, Settings};
 use crate::output::alert::{BaselineRef, Origin, hostname, to_json};
@@ -119,8 +119,8 @@ struct Daemon {
     rechecks: Vec<(Vec<u8>, std::time::Instant, Modifier, usize)>,
     origin: Origin,
     mode: Mode,
-    store: Store,
-    key: Key,
+    /// Ledger and evidence writes, queued while the state store fails.
+    writes: StateWrites,
     /// Append-only files: the hash state at their verified length, by path.
     appends: HashMap<Vec<u8>, AppendState>,
     /// Recent verified (length, SHA-256) of each append-only file, oldest first: a copy
@@ -302,8 +302,7 @@ async fn serve(
         },
         mode,
         settings: settings.clone(),
-        store,
-        key,
+        writes: StateWrites::new(store, key, settings, metrics.clone()),
         appends: baseline.appends.clone(),
         checkpoints: HashMap::new(),
         retired: baseline.retired.clone(),
@@ -362,6 +361,8 @@ async fn serve(
                 metrics.kernel_events.inc_by(records.len() as u64);
                 metrics.hash_queue_length.set(d.rechecks.len() as i64);
                 tokio::task::block_in_place(|| {
+                    let episode = d.writes.flush(false);
+                    d.report_state(episode);
                     d.handle(&records)?;
                     d.recheck_due()?;
                     d.settle_due()
@@ -387,6 +388,15 @@ async fn serve(
         }
     };
     drop(events);
+    let episode = d.writes.flush(true);
+    d.report_state(episode);
+    if d.writes.queued() > 0 {
+        eprintln!(
+            "fimd run: {} ledger and evidence writes could not be stored and are lost (the state store is \
+             failing); the next start compares everything again",
+            d.writes.queued()
+        );
+    }
     health.set_ready(false);
     metrics.set_sensor_attached(d.sensor.name(), false);
     let end = d.sink.shutdown(SHUTDOWN_FLUSH);
@@ -477,7 +487,8 @@ impl Daemon {
             generation: self.origin.baseline.as_ref().map_or(0, |b| b.generation),
         }
         .to_json(&self.settings);
-        self.store.evidence_append(&self.key, &record)?;
+        let episode = self.writes.evidence(record);
+        self.report_state(episode);
         Ok(())
     }
 
@@ -959,7 +970,8 @@ impl Daemon {
         if rows.is_empty() {
             return Ok(());
         }
-        self.store.ledger_put(&self.key, &rows)?;
+        let episode = self.writes.ledger(rows.clone());
+        self.report_state(episode);
         for row in rows {
             match row.entry {
                 Some(e) => {
@@ -1100,6 +1112,23 @@ impl Daemon {
             self.judge(ours, None)?;
         }
         self.send_alerts()
+    }
+
+    /// Says so when the state store starts failing (an alert, once per episode) or recovers.
+    fn report_state(&mut self, episode: Episode) {
+        let db = self.settings.state_dir.join("baseline.db").display().to_string();
+        let doc = match episode {
+            Episode::Quiet => return,
+            Episode::Failing(reason) => {
+                eprintln!("fimd run: the state store is failing: {reason}; queuing its writes");
+                state_writes::failing_alert(&reason, &db, self.writes.queued(), &self.origin)
+            }
+            Episode::Recovered(n) => {
+                eprintln!("fimd run: the state store works again: {n} queued writes stored");
+                state_writes::recovered_event(&db, n, &self.origin)
+            }
+        };
+        self.sink.send(&doc);
     }
 
     fn send_alerts(&mut self) -> anyhow::Result<()> {

@@ -78,6 +78,15 @@ pub struct Metrics {
     /// `fim_output_events_total{sink,result}`: sink is jsonl, syslog or webhook; result is
     /// sent, retried or dropped. Incremented by the output sinks.
     pub output_events: IntCounterVec,
+    /// `fim_state_write_failures_total`: attempts to write ledger rows or evidence records to
+    /// the state store that failed (full filesystem, locked or read-only database); each one
+    /// is retried.
+    pub state_write_failures: IntCounter,
+    /// `fim_state_queue_length`: ledger rows and evidence records waiting in memory for the
+    /// state store (bounded: `commands::state_writes`).
+    pub state_queue_length: IntGauge,
+    /// `fim_state_writes_dropped_total`: queued state writes dropped because the queue was full.
+    pub state_writes_dropped: IntCounter,
 }
 
 impl Default for Metrics {
@@ -225,6 +234,30 @@ impl Metrics {
                         "Events handed to an output sink, by outcome",
                     ),
                     &["sink", "result"],
+                )
+                .expect(BUG),
+            ),
+            state_write_failures: reg(
+                &registry,
+                IntCounter::new(
+                    "fim_state_write_failures_total",
+                    "Writes to the state store (ledger, evidence) that failed and were queued for retry",
+                )
+                .expect(BUG),
+            ),
+            state_queue_length: reg(
+                &registry,
+                IntGauge::new(
+                    "fim_state_queue_length",
+                    "Ledger rows and evidence records waiting in memory for the state store",
+                )
+                .expect(BUG),
+            ),
+            state_writes_dropped: reg(
+                &registry,
+                IntCounter::new(
+                    "fim_state_writes_dropped_total",
+                    "Queued state store writes dropped because the queue was full",
                 )
                 .expect(BUG),
             ),
