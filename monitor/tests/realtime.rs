@@ -1003,3 +1003,238 @@ fn inode_flags_set_by_chattr_are_alerted_with_their_process() {
     assert_eq!(a["fim"]["previous"]["attributes"], serde_json::json!(["append"]));
     drop(d);
 }
+
+/// §3 of issue 12: a watch never goes silently blind. Each body runs with the default sensor
+/// and with the fanotify sensor.
+mod never_blind {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, Instant};
+
+    use super::common::daemon::{Daemon, by, py, s, summary};
+    use super::common::{Fixture, privileged};
+    use super::with_fanotify;
+    use serde_json::Value;
+
+    fn configure(f: &Fixture, fanotify: bool) {
+        if fanotify {
+            with_fanotify(f, "");
+        } else {
+            f.write_config("");
+        }
+    }
+
+    /// Waits up to 10 s for an alert on `path` with one of `actions` that satisfies `and`; when
+    /// it names a process, that must be one of `pids` (the kernel names the writer of a change
+    /// it reported; a root replaced between two records is found by the loop's own look, and
+    /// then no process is named).
+    fn root_alert(
+        d: &Daemon,
+        path: &Path,
+        actions: &[&str],
+        pids: &[u32],
+        and: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let p = s(path);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all = d.alerts();
+            if let Some(a) = all.iter().find(|a| {
+                a["file"]["path"] == p && actions.iter().any(|x| a["event"]["action"] == *x) && and(a)
+            }) {
+                let pid = &a["process"]["pid"];
+                assert!(
+                    pid.is_null() || pids.iter().any(|x| pid == x),
+                    "alert for {p} names pid {pid}, not one of {pids:?}: {a:#}"
+                );
+                return a.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {actions:?} alert for {p}: {}",
+                summary(all.iter())
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn root_moved_away_and_replaced(fanotify: bool) {
+        if !privileged("the realtime sensor") {
+            return;
+        }
+        let f = Fixture::new();
+        configure(&f, fanotify);
+        let d = Daemon::start(&f);
+        let old = f.dir.path().join("tree.old");
+        let mv = by("mv", &[s(&f.tree), s(&old)]);
+        // The old root is gone for a moment before the new one appears.
+        std::thread::sleep(Duration::from_millis(150));
+        let mkdir = by("mkdir", &["-p", s(&f.path("sub"))]);
+        let new_ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&f.tree).unwrap()).to_string();
+        root_alert(
+            &d,
+            &f.tree,
+            &["created", "updated", "attributes_modified"],
+            &[mv, mkdir],
+            |a| a["file"]["inode"] == new_ino.as_str(),
+        );
+        root_alert(&d, &f.path("sub/b.conf"), &["deleted"], &[mv, mkdir], |_| true);
+        // What is there now is watched: changes in it are alerted with their writer.
+        let w = py(
+            "import sys\nopen(sys.argv[1],'w').write('changed\\n')",
+            &f.path("a.txt"),
+        );
+        d.wait_for(&f.path("a.txt"), &["created", "updated"], w, |_| true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let suid = py(
+            "import os,sys\nfd=os.open(sys.argv[1],os.O_WRONLY|os.O_CREAT,0o644)\nos.write(fd,b'x')\n\
+             os.fchmod(fd,0o4755)\nos.close(fd)",
+            &f.path("sub/tool"),
+        );
+        d.wait_for(
+            &f.path("sub/tool"),
+            &["created", "attributes_modified", "updated"],
+            suid,
+            |a| a["file"]["mode"] == "4755",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn a_root_moved_away_and_made_again_is_watched_again() {
+        root_moved_away_and_replaced(false);
+    }
+
+    #[test]
+    fn fanotify_a_root_moved_away_and_made_again_is_watched_again() {
+        root_moved_away_and_replaced(true);
+    }
+
+    fn single_file_recreated(fanotify: bool) {
+        if !privileged("the realtime sensor") {
+            return;
+        }
+        let mut f = Fixture::new();
+        let file = f.path("a.txt");
+        f.tree = file.clone();
+        configure(&f, fanotify);
+        let d = Daemon::start(&f);
+        let rm = by("rm", &[s(&file)]);
+        d.expect(&file, "deleted", rm);
+        let again = py("import sys\nopen(sys.argv[1],'w').write('alpha\\n')", &file);
+        root_alert(
+            &d,
+            &file,
+            &["created", "updated", "attributes_modified"],
+            &[again],
+            |a| {
+                a["file"]["inode"]
+                    == std::os::unix::fs::MetadataExt::ino(&fs::metadata(&file).unwrap())
+                        .to_string()
+                        .as_str()
+            },
+        );
+        let later = py("import sys\nopen(sys.argv[1],'a').write('later\\n')", &file);
+        d.expect_where(&file, "updated", later, |a| a["file"]["size"] == 12);
+    }
+
+    #[test]
+    fn a_watched_file_deleted_and_recreated_is_watched_again() {
+        single_file_recreated(false);
+    }
+
+    #[test]
+    fn fanotify_a_watched_file_deleted_and_recreated_is_watched_again() {
+        single_file_recreated(true);
+    }
+
+    fn root_becomes_symlink(fanotify: bool) {
+        if !privileged("the realtime sensor") {
+            return;
+        }
+        let f = Fixture::new();
+        configure(&f, fanotify);
+        let d = Daemon::start(&f);
+        let old = f.dir.path().join("tree.old");
+        let mv = by("mv", &[s(&f.tree), s(&old)]);
+        let ln = by("ln", &["-s", s(&old), s(&f.tree)]);
+        root_alert(&d, &f.tree, &["created", "updated"], &[mv, ln], |a| {
+            a["file"]["type"] == "symlink"
+        });
+        root_alert(&d, &f.path("a.txt"), &["deleted"], &[mv, ln], |_| true);
+        root_alert(&d, &f.path("sub/b.conf"), &["deleted"], &[mv, ln], |_| true);
+    }
+
+    #[test]
+    fn a_root_replaced_by_a_symlink_is_reported() {
+        root_becomes_symlink(false);
+    }
+
+    #[test]
+    fn fanotify_a_root_replaced_by_a_symlink_is_reported() {
+        root_becomes_symlink(true);
+    }
+
+    /// Makes, writes or creates under a chain of 200-byte directories deeper than PATH_MAX,
+    /// walking it relative to each directory (as no path-taking call can).
+    const DEEP: &str = "import os,sys\n\
+        fd=os.open(sys.argv[1],os.O_RDONLY|os.O_DIRECTORY)\n\
+        for _ in range(int(sys.argv[2])):\n\
+        \x20 n='d'*200\n\
+        \x20 if sys.argv[3]=='mkdirs':\n\
+        \x20\x20  try: os.mkdir(n,dir_fd=fd)\n\
+        \x20\x20  except FileExistsError: pass\n\
+        \x20 fd=os.open(n,os.O_RDONLY|os.O_DIRECTORY,dir_fd=fd)\n\
+        if sys.argv[3]!='mkdirs':\n\
+        \x20 f=os.open(sys.argv[4],os.O_WRONLY|os.O_CREAT|os.O_TRUNC,0o644,dir_fd=fd)\n\
+        \x20 os.write(f,sys.argv[5].encode())\n\
+        \x20 if sys.argv[3]=='suid': os.fchmod(f,0o4755)\n\
+        \x20 os.close(f)\n";
+
+    fn deep(root: &Path, levels: usize, args: &[&str]) -> u32 {
+        let levels = levels.to_string();
+        let mut all = vec!["-c", DEEP, s(root), &levels];
+        all.extend_from_slice(args);
+        by("python3", &all)
+    }
+
+    fn long_paths(fanotify: bool) {
+        if !privileged("the realtime sensor") {
+            return;
+        }
+        let f = Fixture::new();
+        configure(&f, fanotify);
+        let levels = 4200 / 201 + 1;
+        deep(&f.tree, levels, &["mkdirs"]);
+        deep(&f.tree, levels, &["write", "x.txt", "v1"]);
+        let mut dir: PathBuf = f.tree.clone();
+        for _ in 0..levels {
+            dir.push("d".repeat(200));
+        }
+        assert!(dir.as_os_str().len() > 4096);
+        let d = Daemon::start(&f);
+        let w = deep(&f.tree, levels, &["write", "x.txt", "v2"]);
+        d.expect(&dir.join("x.txt"), "updated", w);
+        let c = deep(&f.tree, levels, &["suid", "new", "x"]);
+        d.wait_for(&dir.join("new"), &["created", "attributes_modified"], c, |a| {
+            a["file"]["mode"] == "4755"
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let deleted: Vec<Value> = d
+            .alerts()
+            .into_iter()
+            .filter(|a| a["event"]["action"] == "deleted")
+            .collect();
+        assert!(deleted.is_empty(), "{}", summary(deleted.iter()));
+    }
+
+    #[test]
+    fn changes_below_path_max_depth_are_alerted() {
+        long_paths(false);
+    }
+
+    #[test]
+    fn fanotify_changes_below_path_max_depth_are_alerted() {
+        long_paths(true);
+    }
+}

@@ -3,9 +3,11 @@ pub mod accept;
 pub mod baseline;
 pub mod check;
 pub mod init;
+pub mod long_paths;
 pub mod report;
 pub mod run;
 pub mod state_writes;
+pub mod watch_roots;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -14,6 +14,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::state_writes::{self, Episode, StateWrites};
+use super::watch_roots::{self, Roots};
 use super::{EXIT_CLEAN, exit, open_baseline};
 use crate::append::review::{self, open_regular};
 use crate::append::state::{self as append_state, AppendState, Extended};
@@ -121,6 +122,10 @@ struct Daemon {
     mode: Mode,
     /// Ledger and evidence writes, queued while the state store fails.
     writes: StateWrites,
+    /// The configured watch paths and their identity when last looked at.
+    roots: Roots,
+    /// The directories holding watch roots, armed: a change there may move or replace a root.
+    root_parents: HashMap<InodeKey, Vec<Vec<u8>>>,
     /// Append-only files: the hash state at their verified length, by path.
     appends: HashMap<Vec<u8>, AppendState>,
     /// Recent verified (length, SHA-256) of each append-only file, oldest first: a copy
@@ -303,6 +308,14 @@ async fn serve(
         mode,
         settings: settings.clone(),
         writes: StateWrites::new(store, key, settings, metrics.clone()),
+        roots: Roots::new(
+            &settings
+                .watches
+                .iter()
+                .map(|w| w.path.clone())
+                .collect::<Vec<_>>(),
+        ),
+        root_parents: HashMap::new(),
         appends: baseline.appends.clone(),
         checkpoints: HashMap::new(),
         retired: baseline.retired.clone(),
@@ -313,6 +326,7 @@ async fn serve(
         pods: crate::attribution::PodDirectory::new(settings.host_root.clone()),
     };
     let seal = baseline.seal.clone();
+    d.arm_root_parents()?;
     d.full_check(baseline.entries, reason, &seal)?;
     health.set_reconciled(true);
     let fd = Readiness(d.sensor.ready_fd().as_raw_fd());
@@ -364,6 +378,7 @@ async fn serve(
                     let episode = d.writes.flush(false);
                     d.report_state(episode);
                     d.handle(&records)?;
+                    d.check_roots(None)?;
                     d.recheck_due()?;
                     d.settle_due()
                 })?;
@@ -499,6 +514,41 @@ impl Daemon {
         v
     }
 
+    /// Arms the directories holding the watch roots.
+    fn arm_root_parents(&mut self) -> anyhow::Result<()> {
+        let roots: Vec<Vec<u8>> = self.roots.paths().map(<[u8]>::to_vec).collect();
+        for root in roots {
+            if let Some(key) = watch_roots::parent_key(&root) {
+                self.sensor.watch(key, true)?;
+                self.root_parents.entry(key).or_default().push(root);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rescans, whole, every watch root whose identity changed since the last look (moved
+    /// away, deleted, recreated, replaced by a symlink): alerts on the root itself and on what
+    /// is under it, then learns and arms what is there now. `who`: the writers the kernel named
+    /// in the root's parent directory.
+    fn check_roots(&mut self, who: Option<&HashMap<Vec<u8>, Modifier>>) -> anyhow::Result<()> {
+        let changed = self.roots.changed();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        for root in &changed {
+            eprintln!(
+                "fimd run: watch root {} is no longer what was watched; rescanning it",
+                crate::output::path::path_text(root).0
+            );
+        }
+        self.metrics.count_rescan("root");
+        let targets = changed
+            .into_iter()
+            .map(|p| (PathBuf::from(std::ffi::OsStr::from_bytes(&p)), u32::MAX))
+            .collect();
+        self.rescan(targets, who)
+    }
+
     fn rescan_all(&mut self) -> anyhow::Result<()> {
         let roots: Vec<PathBuf> = self.settings.watches.iter().map(|w| w.path.clone()).collect();
         let targets = roots.into_iter().map(|p| (p, u32::MAX)).collect();
@@ -545,7 +595,16 @@ impl Daemon {
         let mut targets = Vec::new();
         let mut who: HashMap<Vec<u8>, Modifier> = HashMap::new();
         let mut appends = Vec::new();
+        let mut root_who: HashMap<Vec<u8>, Modifier> = HashMap::new();
         for r in records {
+            // A change in a directory holding a watch root: the root may have been moved,
+            // deleted, recreated or replaced.
+            if let Some(roots) = self.root_parents.get(&r.key) {
+                for root in roots.clone() {
+                    root_who.insert(root, Modifier::from_record(r));
+                }
+                self.sensor.rearm(r.key)?;
+            }
             // A record still in the ring for an inode no longer watched: nothing to re-arm.
             if !self.paths.contains_key(&r.key) {
                 continue;
@@ -592,6 +651,9 @@ impl Daemon {
             }
         }
         self.send_alerts()?;
+        if !root_who.is_empty() {
+            self.check_roots(Some(&root_who))?;
+        }
         if targets.is_empty() {
             return Ok(());
         }
@@ -629,10 +691,9 @@ impl Daemon {
             }
             // A ctime newer than what was seen means a newer change, and the re-armed inode
             // reported it: its own record rescans it and names its writer, not this look.
-            let ctime = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&path)).map(|md| {
-                std::os::unix::fs::MetadataExt::ctime(&md) * 1_000_000_000
-                    + std::os::unix::fs::MetadataExt::ctime_nsec(&md)
-            });
+            #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+            let ctime = super::long_paths::lstat(&path)
+                .map(|st| st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64);
             if ctime.is_ok_and(|c| self.seen.get(&path).is_some_and(|e| e.ctime_ns != c)) {
                 continue;
             }
@@ -682,9 +743,18 @@ impl Daemon {
             .iter()
             .map(|p| p.as_os_str().as_bytes().to_vec())
             .filter(|p| found.contains_key(p))
-            .filter(|p| std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(p)).is_err())
+            // Relative to the parent: a path of PATH_MAX bytes or more is still there.
+            .filter(|p| super::long_paths::lstat(p).is_err())
             .collect();
         found.retain(|p, _| !vanished.iter().any(|v| compare::is_under(p, v)));
+        // A watch root is in no watched directory's listing: its own absence is its deletion.
+        let missing_roots: Vec<&Path> = target_paths
+            .iter()
+            .filter(|p| self.roots.is_root(p.as_os_str().as_bytes()))
+            .filter(|p| !found.contains_key(p.as_os_str().as_bytes()))
+            .filter(|p| super::long_paths::lstat(p.as_os_str().as_bytes()).is_err())
+            .map(PathBuf::as_path)
+            .collect();
         super::report_problems(&problems);
         let modifier_for = |path: &[u8]| -> Option<Modifier> {
             let who = who?;
@@ -703,10 +773,11 @@ impl Daemon {
             .keys()
             .filter(|p| !found.contains_key(*p))
             .filter(|p| {
-                listed.iter().any(|(dir, depth)| {
-                    parent_of(p) == Some(&dir[..])
-                        || (*depth == u32::MAX && compare::is_under(p, dir) && *p != dir)
-                })
+                missing_roots.iter().any(|r| r.as_os_str().as_bytes() == &p[..])
+                    || listed.iter().any(|(dir, depth)| {
+                        parent_of(p) == Some(&dir[..])
+                            || (*depth == u32::MAX && compare::is_under(p, dir) && *p != dir)
+                    })
             })
             .cloned()
             .collect();
@@ -1223,13 +1294,7 @@ fn barrier(path: &[u8], mmap_writable: bool) {
     // O_PATH first: no symlink anywhere on the way, and nothing but a regular file is opened
     // for reading (a device swapped in must not be opened).
     let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    let Ok(fd) = rustix::fs::openat2(
-        rustix::fs::CWD,
-        std::ffi::OsStr::from_bytes(path),
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        resolve,
-    ) else {
+    let Ok(fd) = super::long_paths::openat2(path, OFlags::PATH | OFlags::CLOEXEC, resolve) else {
         return;
     };
     let regular = rustix::fs::fstat(&fd)

@@ -28,7 +28,8 @@ pub const CHANGE_ACTIONS: [&str; 8] = [
     "rotated",
 ];
 
-pub const RESCAN_REASONS: [&str; 4] = ["start", "loss", "reload", "scheduled"];
+/// `root`: a watch root's identity changed (moved, deleted, recreated, replaced).
+pub const RESCAN_REASONS: [&str; 5] = ["start", "loss", "reload", "scheduled", "root"];
 /// Rehash batch durations: 100 µs (one small file) up to a minute (a large tree after a loss).
 const HASH_BUCKETS: [f64; 18] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
