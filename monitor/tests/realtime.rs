@@ -1087,8 +1087,8 @@ mod never_blind {
         d.wait_for(&f.path("a.txt"), &["created", "updated"], w, |_| true)
             .unwrap_or_else(|e| panic!("{e}"));
         let suid = py(
-            "import os,sys\nfd=os.open(sys.argv[1],os.O_WRONLY|os.O_CREAT,0o644)\nos.write(fd,b'x')\n\
-             os.fchmod(fd,0o4755)\nos.close(fd)",
+            "import os,sys\nos.umask(0)\nfd=os.open(sys.argv[1],os.O_WRONLY|os.O_CREAT,0o4755)\n\
+             os.write(fd,b'x')\nos.close(fd)",
             &f.path("sub/tool"),
         );
         d.wait_for(
@@ -1175,6 +1175,49 @@ mod never_blind {
         root_becomes_symlink(true);
     }
 
+    /// A root covered by a mount of another filesystem: its children are gone from view, the
+    /// root is another inode, and changes on the new filesystem are alerted (the fanotify
+    /// sensor marks it).
+    fn root_becomes_mount(fanotify: bool) {
+        if !privileged("the realtime sensor and mount") {
+            return;
+        }
+        let f = Fixture::new();
+        configure(&f, fanotify);
+        let d = Daemon::start(&f);
+        let mount = super::common::Mount::new(&["-t", "tmpfs", "tmpfs"], &f.tree);
+        let new_ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&f.tree).unwrap()).to_string();
+        root_alert(&d, &f.tree, &["updated", "attributes_modified"], &[], |a| {
+            a["file"]["inode"] == new_ino.as_str()
+        });
+        root_alert(&d, &f.path("a.txt"), &["deleted"], &[], |_| true);
+        let w = py(
+            "import sys
+open(sys.argv[1],'w').write('on tmpfs\\n')",
+            &f.path("a.txt"),
+        );
+        d.wait_for(&f.path("a.txt"), &["created", "updated"], w, |_| true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let m = py(
+            "import os,sys
+os.mkdir(sys.argv[1])",
+            &f.path("newdir"),
+        );
+        d.expect(&f.path("newdir"), "created", m);
+        drop(d);
+        drop(mount);
+    }
+
+    #[test]
+    fn a_root_covered_by_a_mount_is_watched_again() {
+        root_becomes_mount(false);
+    }
+
+    #[test]
+    fn fanotify_a_root_covered_by_a_mount_is_watched_again() {
+        root_becomes_mount(true);
+    }
+
     /// Makes, writes or creates under a chain of 200-byte directories deeper than PATH_MAX,
     /// walking it relative to each directory (as no path-taking call can).
     const DEEP: &str = "import os,sys\n\
@@ -1186,9 +1229,9 @@ mod never_blind {
         \x20\x20  except FileExistsError: pass\n\
         \x20 fd=os.open(n,os.O_RDONLY|os.O_DIRECTORY,dir_fd=fd)\n\
         if sys.argv[3]!='mkdirs':\n\
-        \x20 f=os.open(sys.argv[4],os.O_WRONLY|os.O_CREAT|os.O_TRUNC,0o644,dir_fd=fd)\n\
+        \x20 os.umask(0)\n\
+        \x20 f=os.open(sys.argv[4],os.O_WRONLY|os.O_CREAT|os.O_TRUNC,0o4755 if sys.argv[3]=='suid' else 0o644,dir_fd=fd)\n\
         \x20 os.write(f,sys.argv[5].encode())\n\
-        \x20 if sys.argv[3]=='suid': os.fchmod(f,0o4755)\n\
         \x20 os.close(f)\n";
 
     fn deep(root: &Path, levels: usize, args: &[&str]) -> u32 {
@@ -1216,7 +1259,7 @@ mod never_blind {
         let w = deep(&f.tree, levels, &["write", "x.txt", "v2"]);
         d.expect(&dir.join("x.txt"), "updated", w);
         let c = deep(&f.tree, levels, &["suid", "new", "x"]);
-        d.wait_for(&dir.join("new"), &["created", "attributes_modified"], c, |a| {
+        d.wait_for(&dir.join("new"), &["created", "updated"], c, |a| {
             a["file"]["mode"] == "4755"
         })
         .unwrap_or_else(|e| panic!("{e}"));

@@ -126,6 +126,8 @@ struct Daemon {
     roots: Roots,
     /// The directories holding watch roots, armed: a change there may move or replace a root.
     root_parents: HashMap<InodeKey, Vec<Vec<u8>>>,
+    /// Whether a `watch_failed` alert went out already (one per daemon start).
+    watch_failed: bool,
     /// Append-only files: the hash state at their verified length, by path.
     appends: HashMap<Vec<u8>, AppendState>,
     /// Recent verified (length, SHA-256) of each append-only file, oldest first: a copy
@@ -316,6 +318,7 @@ async fn serve(
                 .collect::<Vec<_>>(),
         ),
         root_parents: HashMap::new(),
+        watch_failed: false,
         appends: baseline.appends.clone(),
         checkpoints: HashMap::new(),
         retired: baseline.retired.clone(),
@@ -542,11 +545,51 @@ impl Daemon {
             );
         }
         self.metrics.count_rescan("root");
+        for root in &changed {
+            // Perhaps another filesystem mounted there now.
+            if watch_roots::identity(root).is_some()
+                && let Err(e) = self
+                    .sensor
+                    .watch_filesystem(Path::new(std::ffi::OsStr::from_bytes(root)))
+            {
+                self.cannot_watch(root, &e.to_string());
+            }
+        }
         let targets = changed
             .into_iter()
             .map(|p| (PathBuf::from(std::ffi::OsStr::from_bytes(&p)), u32::MAX))
             .collect();
         self.rescan(targets, who)
+    }
+
+    /// Counts, and reports, something the sensor could not be made to watch: on stderr each
+    /// time, as a `watch_failed` alert the first time.
+    fn cannot_watch(&mut self, path: &[u8], reason: &str) {
+        self.metrics.watch_failures.inc();
+        let text = crate::output::path::path_text(path).0;
+        eprintln!("fimd run: cannot watch {text}: {reason}; only full comparisons cover it");
+        if std::mem::replace(&mut self.watch_failed, true) {
+            return;
+        }
+        self.sink.send(&json!({
+            "@timestamp": crate::output::alert::now_rfc3339(),
+            "event": {
+                "kind": "alert",
+                "category": ["file"],
+                "type": ["error"],
+                "action": "watch_failed",
+                "outcome": "failure",
+                "reason": reason,
+                "module": "fimd",
+            },
+            "file": { "path": text },
+            "error": { "message": reason },
+            "host": { "name": self.origin.host },
+            "message": format!(
+                "watch_failed {text}: {reason}; changes there are found only by full comparisons \
+                 (fim_watch_failures_total counts every such failure)"
+            ),
+        }));
     }
 
     fn rescan_all(&mut self) -> anyhow::Result<()> {
@@ -566,13 +609,18 @@ impl Daemon {
         if !paths.contains(&e.path) {
             paths.push(e.path.clone());
         }
-        if e.kind == FileKind::Regular && self.policy(&e.path) == Policy::AppendOnly {
+        let armed = if e.kind == FileKind::Regular && self.policy(&e.path) == Policy::AppendOnly {
             // One insert: never a moment without the verified length.
             let verified = self.verified_len(&e);
-            self.sensor.watch_append(key, verified)?;
-            self.sensor.rearm(key)?;
+            self.sensor
+                .watch_append(key, verified)
+                .and_then(|()| self.sensor.rearm(key))
         } else {
-            self.sensor.watch(key, e.kind == FileKind::Directory)?;
+            self.sensor.watch(key, e.kind == FileKind::Directory)
+        };
+        // Never fatal: the path is still compared on every full comparison.
+        if let Err(err) = armed {
+            self.cannot_watch(&e.path, &err.to_string());
         }
         self.seen.insert(e.path.clone(), e);
         Ok(())
@@ -596,13 +644,20 @@ impl Daemon {
         let mut who: HashMap<Vec<u8>, Modifier> = HashMap::new();
         let mut appends = Vec::new();
         let mut root_who: HashMap<Vec<u8>, Modifier> = HashMap::new();
+        let mut roots_touched = false;
         for r in records {
             // A change in a directory holding a watch root: the root may have been moved,
             // deleted, recreated or replaced.
             if let Some(roots) = self.root_parents.get(&r.key) {
-                for root in roots.clone() {
-                    root_who.insert(root, Modifier::from_record(r));
+                // Any process may have changed that directory: fimd itself (its alert file may
+                // be there) is never the one that moved a root.
+                let by = (r.tgid != std::process::id()).then(|| Modifier::from_record(r));
+                if let Some(m) = by {
+                    for root in roots.clone() {
+                        root_who.insert(root, m.clone());
+                    }
                 }
+                roots_touched = true;
                 self.sensor.rearm(r.key)?;
             }
             // A record still in the ring for an inode no longer watched: nothing to re-arm.
@@ -651,7 +706,7 @@ impl Daemon {
             }
         }
         self.send_alerts()?;
-        if !root_who.is_empty() {
+        if roots_touched {
             self.check_roots(Some(&root_who))?;
         }
         if targets.is_empty() {

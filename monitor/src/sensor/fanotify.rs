@@ -409,6 +409,10 @@ impl super::Sensor for FanotifySensor {
         self.mapped.remove(key);
     }
 
+    fn watch_filesystem(&mut self, path: &Path) -> Result<(), super::SensorError> {
+        Ok(self.mark(path)?)
+    }
+
     fn watch_append(&mut self, key: InodeKey, _verified_len: u64) -> Result<(), super::SensorError> {
         self.watched.insert(key, monitor_common::WATCH_APPEND_ONLY);
         Ok(())

@@ -51,6 +51,12 @@ pub trait Sensor {
     fn rearm(&mut self, key: InodeKey) -> Result<(), SensorError>;
     /// Changes the sensor could not deliver so far (each one calls for a rescan).
     fn lost(&self) -> u64;
+    /// Makes sure changes on the filesystem holding `path` can be reported: a watch root
+    /// replaced by a mount of another filesystem. The eBPF sensor sees every filesystem
+    /// already; the fanotify sensor marks the new one.
+    fn watch_filesystem(&mut self, _path: &std::path::Path) -> Result<(), SensorError> {
+        Ok(())
+    }
 }
 
 /// What `open` needs to choose and load a sensor.

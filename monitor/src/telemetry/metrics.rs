@@ -88,6 +88,10 @@ pub struct Metrics {
     pub state_queue_length: IntGauge,
     /// `fim_state_writes_dropped_total`: queued state writes dropped because the queue was full.
     pub state_writes_dropped: IntCounter,
+    /// `fim_watch_failures_total`: inodes or filesystems the sensor could not be made to watch
+    /// (its inode map full, a filesystem fanotify cannot mark); changes there are found only
+    /// by full comparisons. Each is reported on stderr, the first as a `watch_failed` alert.
+    pub watch_failures: IntCounter,
 }
 
 impl Default for Metrics {
@@ -259,6 +263,14 @@ impl Metrics {
                 IntCounter::new(
                     "fim_state_writes_dropped_total",
                     "Queued state store writes dropped because the queue was full",
+                )
+                .expect(BUG),
+            ),
+            watch_failures: reg(
+                &registry,
+                IntCounter::new(
+                    "fim_watch_failures_total",
+                    "Inodes or filesystems the sensor could not watch (found only by full comparisons)",
                 )
                 .expect(BUG),
             ),
