@@ -489,6 +489,10 @@ mod tests {
             ("fim_last_full_check_timestamp_seconds", "gauge"),
             ("fim_last_full_check_duration_seconds", "gauge"),
             ("fim_output_events_total", "counter"),
+            ("fim_state_write_failures_total", "counter"),
+            ("fim_state_queue_length", "gauge"),
+            ("fim_state_writes_dropped_total", "counter"),
+            ("fim_watch_failures_total", "counter"),
         ] {
             assert_eq!(
                 types.get(family).map(String::as_str),
@@ -497,7 +501,7 @@ mod tests {
                 r.body
             );
         }
-        assert_eq!(types.len(), 16, "unexpected families: {types:?}");
+        assert_eq!(types.len(), 20, "unexpected families: {types:?}");
         assert!(
             r.body.lines().any(|l| l == "fim_kernel_events_total 7"),
             "{}",
