@@ -678,6 +678,13 @@ mod state_store {
         pub fn release(&self) {
             std::fs::remove_file(&self.filler).unwrap();
         }
+
+        /// Remounts the filesystem read-only (`rw`: false) or read-write again.
+        pub fn remount(&self, rw: bool) {
+            let dir = self.filler.parent().unwrap();
+            let opt = if rw { "remount,rw" } else { "remount,ro" };
+            super::common::sh("mount", &["-o", opt, s(dir)]);
+        }
     }
 
     impl Drop for Small {
@@ -777,6 +784,21 @@ mod state_store {
     }
 
     #[test]
+    fn check_and_accept_on_a_read_only_state_filesystem() {
+        if !privileged("a tmpfs state_dir") {
+            return;
+        }
+        let sm = Small::new("");
+        let before = evidence_records(&sm.f);
+        sm.remount(false);
+        check_reports(&sm.f);
+        accept_refused(&sm.f);
+        sm.remount(true);
+        accept_works(&sm.f);
+        assert!(evidence_records(&sm.f) > before);
+    }
+
+    #[test]
     fn check_and_accept_on_a_locked_database() {
         if !privileged("sqlite3 and python3 holding locks") {
             return;
@@ -813,7 +835,38 @@ mod state_store {
 
     /// Under a failing store the daemon keeps alerting (writer's pid included), alerts once
     /// that the store fails, and stores the queued writes once it works again.
+    /// The value of an unlabelled metric on the daemon's /metrics.
+    fn metric(port: u16, name: &str) -> f64 {
+        use std::io::Read;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            c,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     fn run_through(f: &Fixture, fail: &dyn Fn(), release: &dyn Fn(), failing_from_start: bool) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = std::fs::read_to_string(&f.config).unwrap();
+        std::fs::write(
+            &f.config,
+            format!("{text}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+        )
+        .unwrap();
         let d = if failing_from_start {
             fail();
             Daemon::start_on_baseline(f)
@@ -848,11 +901,15 @@ mod state_store {
         // Once per episode, not once per write.
         std::thread::sleep(Duration::from_millis(1500));
         assert_eq!(failing_alerts(&d).len(), 1, "{:#?}", failing_alerts(&d));
+        // Every failed attempt is counted, and what waits is exported.
+        assert!(metric(port, "fim_state_write_failures_total") >= 2.0);
+        assert!(metric(port, "fim_state_queue_length") >= 1.0);
         release();
         wait_alert(&d, "state_store_recovered event", |a| {
             a["event"]["action"] == "state_store_recovered"
         });
         d.wait_log("the state store works again");
+        assert_eq!(metric(port, "fim_state_queue_length"), 0.0);
         drop(d);
         // The ledger rows landed: the appends are the baseline now, so only b.conf differs.
         let (code, alerts) = f.check();
@@ -879,6 +936,17 @@ mod state_store {
             // before the check made after the daemon stopped.
             assert_eq!(evidence_records(&sm.f), before + 2);
         }
+    }
+
+    #[test]
+    fn run_starts_degraded_on_a_read_only_state_filesystem() {
+        if !privileged("fimd run and a tmpfs state_dir") {
+            return;
+        }
+        let sm = Small::new(APPEND_ONLY);
+        let before = evidence_records(&sm.f);
+        run_through(&sm.f, &|| sm.remount(false), &|| sm.remount(true), true);
+        assert_eq!(evidence_records(&sm.f), before + 2);
     }
 
     #[test]

@@ -256,7 +256,9 @@ impl Store {
     /// Opens an existing database for reading only, when [`Store::open`] cannot (a full
     /// filesystem: SQLite cannot create the WAL index `-shm`, "disk I/O error"). The connection
     /// uses `locking_mode=EXCLUSIVE`, so SQLite keeps the WAL index in its own memory and never
-    /// creates `-shm`; while it is open, other processes wait for it. Callers use it to read, and
+    /// creates `-shm`; while it is open, other processes wait for it. On a read-only filesystem,
+    /// where SQLite can do neither, it reads the file as immutable, unless a non-empty `-wal`
+    /// holds rows the file lacks. Callers use it to read, and
     /// expect its writes to fail (the daemon closes it and opens a new store to write).
     /// The same checks of the path as `open` apply; nothing is ever created.
     pub fn open_read_only(state_dir: &Path, key_path: Option<&Path>) -> Result<Store, StoreError> {
@@ -279,21 +281,50 @@ impl Store {
             err,
         };
         use rusqlite::OpenFlags;
-        let conn = Connection::open_with_flags(
-            &path,
-            // Not SQLITE_OPEN_READ_ONLY: a read-only connection to a WAL database insists on
-            // the `-shm` file even in exclusive mode (tested: "disk I/O error" on a full tmpfs).
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
-        )
-        .map_err(sql)?;
-        conn.busy_timeout(COMMAND_BUSY_TIMEOUT).map_err(sql)?;
-        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
-            .map_err(sql)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(sql)?;
+        let exclusive = || -> rusqlite::Result<(Connection, i64)> {
+            let conn = Connection::open_with_flags(
+                &path,
+                // Not SQLITE_OPEN_READ_ONLY: a read-only connection to a WAL database insists
+                // on the `-shm` file even in exclusive mode ("disk I/O error" on a full tmpfs).
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+            )?;
+            conn.busy_timeout(COMMAND_BUSY_TIMEOUT)?;
+            conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+            let version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            Ok((conn, version))
+        };
+        // A read-only filesystem: SQLite can neither create `-shm` nor take the lock it needs to
+        // go without it. Nothing can write there, so the database is read as immutable, but only
+        // when no WAL holds rows not yet in the database file (immutable mode ignores a WAL).
+        let immutable = || -> rusqlite::Result<(Connection, i64)> {
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            if std::fs::symlink_metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some("its write-ahead log holds rows not yet in the database file".into()),
+                ));
+            }
+            let uri = format!(
+                "file:{}?immutable=1",
+                path.to_string_lossy()
+                    .replace('%', "%25")
+                    .replace('?', "%3f")
+                    .replace('#', "%23")
+            );
+            let conn = Connection::open_with_flags(
+                uri,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_URI
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+            )?;
+            let version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            Ok((conn, version))
+        };
+        let (conn, version) = exclusive().or_else(|e| immutable().map_err(|_| e)).map_err(sql)?;
         match version {
             SCHEMA_VERSION => {}
             found if found < SCHEMA_VERSION => return Err(StoreError::OldSchema { path, found }),
