@@ -1218,6 +1218,45 @@ os.mkdir(sys.argv[1])",
         root_becomes_mount(true);
     }
 
+    /// A root covered by a ramfs (no file handles: fanotify cannot mark it for the whole
+    /// filesystem). The eBPF sensor watches it like any other; the fanotify sensor cannot, and
+    /// says so: a `watch_failed` alert and a count on stderr. Either way the root's own change
+    /// is reported.
+    fn root_becomes_unmarkable(fanotify: bool) {
+        if !privileged("the realtime sensor and mount") {
+            return;
+        }
+        let f = Fixture::new();
+        configure(&f, fanotify);
+        let d = Daemon::start(&f);
+        let mount = super::common::Mount::new(&["-t", "ramfs", "ramfs"], &f.tree);
+        let new_ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&f.tree).unwrap()).to_string();
+        root_alert(&d, &f.tree, &["updated", "attributes_modified"], &[], |a| {
+            a["file"]["inode"] == new_ino.as_str()
+        });
+        if fanotify {
+            let failed = root_alert(&d, &f.tree, &["watch_failed"], &[], |_| true);
+            assert_eq!(failed["event"]["kind"], "alert");
+            d.wait_log("cannot watch");
+        } else {
+            let w = py("import sys\nopen(sys.argv[1],'w').write('x')", &f.path("a.txt"));
+            d.wait_for(&f.path("a.txt"), &["created", "updated"], w, |_| true)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        drop(d);
+        drop(mount);
+    }
+
+    #[test]
+    fn a_root_covered_by_a_ramfs_is_watched_again() {
+        root_becomes_unmarkable(false);
+    }
+
+    #[test]
+    fn fanotify_a_root_covered_by_a_filesystem_it_cannot_mark_is_reported() {
+        root_becomes_unmarkable(true);
+    }
+
     /// Makes, writes or creates under a chain of 200-byte directories deeper than PATH_MAX,
     /// walking it relative to each directory (as no path-taking call can).
     const DEEP: &str = "import os,sys\n\
