@@ -1269,7 +1269,8 @@ os.mkdir(sys.argv[1])",
         \x20 fd=os.open(n,os.O_RDONLY|os.O_DIRECTORY,dir_fd=fd)\n\
         if sys.argv[3]!='mkdirs':\n\
         \x20 os.umask(0)\n\
-        \x20 f=os.open(sys.argv[4],os.O_WRONLY|os.O_CREAT|os.O_TRUNC,0o4755 if sys.argv[3]=='suid' else 0o644,dir_fd=fd)\n\
+        \x20 fl=os.O_APPEND if sys.argv[3]=='append' else os.O_TRUNC\n\
+        \x20 f=os.open(sys.argv[4],os.O_WRONLY|os.O_CREAT|fl,0o4755 if sys.argv[3]=='suid' else 0o644,dir_fd=fd)\n\
         \x20 os.write(f,sys.argv[5].encode())\n\
         \x20 os.close(f)\n";
 
@@ -1308,6 +1309,45 @@ os.mkdir(sys.argv[1])",
             .filter(|a| a["event"]["action"] == "deleted")
             .collect();
         assert!(deleted.is_empty(), "{}", summary(deleted.iter()));
+    }
+
+    /// An append-only log deeper than PATH_MAX: its appends are verified from the checkpoint
+    /// and reported as `appended`, a rewrite as an alert.
+    fn long_path_log(fanotify: bool) {
+        if !privileged("the realtime sensor") {
+            return;
+        }
+        let f = Fixture::new();
+        if fanotify {
+            with_fanotify(&f, "policy = \"append-only\"");
+        } else {
+            f.write_config("policy = \"append-only\"");
+        }
+        let levels = 4200 / 201 + 1;
+        deep(&f.tree, levels, &["mkdirs"]);
+        deep(&f.tree, levels, &["write", "app.log", "line 1\n"]);
+        let mut dir: PathBuf = f.tree.clone();
+        for _ in 0..levels {
+            dir.push("d".repeat(200));
+        }
+        let d = Daemon::start(&f);
+        let a = deep(&f.tree, levels, &["append", "app.log", "line 2\n"]);
+        d.expect_where(&dir.join("app.log"), "appended", a, |x| {
+            x["fim"]["append"]["verified_bytes"] == 7 && x["fim"]["append"]["appended_bytes"] == 7
+        });
+        let w = deep(&f.tree, levels, &["write", "app.log", "LINE 1\n"]);
+        d.wait_for(&dir.join("app.log"), &["truncated", "updated"], w, |_| true)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn an_append_only_log_below_path_max_depth_is_verified() {
+        long_path_log(false);
+    }
+
+    #[test]
+    fn fanotify_an_append_only_log_below_path_max_depth_is_verified() {
+        long_path_log(true);
     }
 
     #[test]

@@ -15,13 +15,19 @@ pub const PATH_MAX_BYTES: usize = 4095;
 /// component at a time without following a symlink, and that last component. Each
 /// component is at most `NAME_MAX` bytes, so any depth works.
 pub fn parent(path: &[u8]) -> Result<(OwnedFd, &[u8]), Errno> {
-    let comps: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
-    let (last, parents) = comps.split_last().ok_or(Errno::INVAL)?;
-    let mut dir = rustix::fs::open(
+    let root = rustix::fs::open(
         "/",
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
+    parent_at(root, path)
+}
+
+/// As [`parent`], for `path` relative to the directory `dir` (a leading `/` is ignored).
+pub fn parent_at(dir: OwnedFd, path: &[u8]) -> Result<(OwnedFd, &[u8]), Errno> {
+    let comps: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+    let (last, parents) = comps.split_last().ok_or(Errno::INVAL)?;
+    let mut dir = dir;
     for c in parents {
         dir = rustix::fs::openat(
             &dir,
