@@ -633,3 +633,342 @@ fn alerts_still_queued_at_shutdown_are_counted_dropped() {
         "{said}"
     );
 }
+
+/// §1 of issue 12: a state store that cannot be written is never fatal and never hides a
+/// difference. The classes: a full filesystem under `state_dir` (a small tmpfs filled by a
+/// filler file) and a database another process holds the write lock of (Python's
+/// `BEGIN IMMEDIATE`, the sqlite3 shell's `BEGIN EXCLUSIVE`).
+mod state_store {
+    use std::io::{BufRead, BufReader, Write};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::common::daemon::{Daemon, py, s};
+    use super::common::{Fixture, Mount, privileged};
+
+    /// A fixture whose `state_dir` is on a 4 MiB tmpfs of its own, with the baseline made.
+    pub struct Small {
+        pub f: Fixture,
+        mount: Option<Mount>,
+        filler: PathBuf,
+    }
+
+    impl Small {
+        pub fn new(extra: &str) -> Small {
+            let mut f = Fixture::with_config_extra(extra);
+            let fs = f.dir.path().join("statefs");
+            std::fs::create_dir(&fs).unwrap();
+            let mount = Mount::new(&["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"], &fs);
+            f.state = fs.join("state");
+            f.write_config(extra);
+            f.init();
+            Small {
+                f,
+                mount: Some(mount),
+                filler: fs.join("filler"),
+            }
+        }
+
+        /// Fills the filesystem to the last byte.
+        pub fn fill(&self) {
+            let _ = Command::new("dd")
+                .args(["if=/dev/zero", &format!("of={}", self.filler.display()), "bs=4k"])
+                .stderr(Stdio::null())
+                .status();
+            assert!(self.filler.metadata().unwrap().len() > 0);
+        }
+
+        pub fn release(&self) {
+            std::fs::remove_file(&self.filler).unwrap();
+        }
+
+        /// Remounts the filesystem read-only (`rw`: false) or read-write again.
+        pub fn remount(&self, rw: bool) {
+            let dir = self.filler.parent().unwrap();
+            let opt = if rw { "remount,rw" } else { "remount,ro" };
+            super::common::sh("mount", &["-o", opt, s(dir)]);
+        }
+    }
+
+    impl Drop for Small {
+        fn drop(&mut self) {
+            drop(self.mount.take());
+        }
+    }
+
+    /// Another process holding the database's write lock until dropped.
+    pub struct Locker(Child);
+
+    impl Locker {
+        /// `python`: `BEGIN IMMEDIATE` from Python's sqlite3 module; else the sqlite3 shell's
+        /// `BEGIN EXCLUSIVE`, kept open on its standard input.
+        pub fn new(db: &Path, python: bool) -> Locker {
+            let mut child = if python {
+                Command::new("python3")
+                    .args([
+                        "-c",
+                        "import sqlite3,sys,time\nc=sqlite3.connect(sys.argv[1],isolation_level=None)\n\
+                         c.execute('BEGIN IMMEDIATE')\nprint('locked',flush=True)\ntime.sleep(600)",
+                        s(db),
+                    ])
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            } else {
+                let mut c = Command::new("sqlite3")
+                    .arg(db)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                writeln!(c.stdin.as_mut().unwrap(), "BEGIN EXCLUSIVE;\nSELECT 'locked';").unwrap();
+                c
+            };
+            let mut line = String::new();
+            BufReader::new(child.stdout.as_mut().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line.trim(), "locked");
+            Locker(child)
+        }
+    }
+
+    impl Drop for Locker {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn evidence_records(f: &Fixture) -> usize {
+        let r = f.fimd(&["report", "--json"]);
+        r.stdout.lines().filter(|l| !l.trim().is_empty()).count()
+    }
+
+    /// `check` reports its differences with exit 1 and says on stderr what it could not record.
+    fn check_reports(f: &Fixture) {
+        std::fs::write(f.path("a.txt"), "changed\n").unwrap();
+        let r = f.fimd(&["check", "--json"]);
+        assert_eq!(r.code, 1, "stdout {}\nstderr {}", r.stdout, r.stderr);
+        let alerts = r.json_lines();
+        f.alert_for(&alerts, &f.path("a.txt"));
+        assert!(r.stderr.contains("not in the evidence log"), "{}", r.stderr);
+    }
+
+    /// `accept` fails (exit 2) without claiming anything was accepted.
+    fn accept_refused(f: &Fixture) {
+        let r = f.fimd(&["accept", "--reason", "test"]);
+        assert_eq!(r.code, 2, "stdout {}\nstderr {}", r.stdout, r.stderr);
+        assert!(!r.stdout.contains("accepted"), "{}", r.stdout);
+        assert!(r.stderr.contains("nothing was accepted"), "{}", r.stderr);
+    }
+
+    fn accept_works(f: &Fixture) {
+        let r = f.fimd(&["accept", "--reason", "test"]);
+        assert_eq!(r.code, 0, "stdout {}\nstderr {}", r.stdout, r.stderr);
+        assert!(r.stdout.contains("accepted"), "{}", r.stdout);
+        assert_eq!(f.check().0, 0);
+    }
+
+    #[test]
+    fn check_and_accept_on_a_full_state_filesystem() {
+        if !privileged("a tmpfs state_dir") {
+            return;
+        }
+        let sm = Small::new("");
+        let before = evidence_records(&sm.f);
+        sm.fill();
+        check_reports(&sm.f);
+        accept_refused(&sm.f);
+        sm.release();
+        accept_works(&sm.f);
+        // The check after the accept was recorded again.
+        assert!(evidence_records(&sm.f) > before);
+    }
+
+    #[test]
+    fn check_and_accept_on_a_read_only_state_filesystem() {
+        if !privileged("a tmpfs state_dir") {
+            return;
+        }
+        let sm = Small::new("");
+        let before = evidence_records(&sm.f);
+        sm.remount(false);
+        check_reports(&sm.f);
+        accept_refused(&sm.f);
+        sm.remount(true);
+        accept_works(&sm.f);
+        assert!(evidence_records(&sm.f) > before);
+    }
+
+    #[test]
+    fn check_and_accept_on_a_locked_database() {
+        if !privileged("sqlite3 and python3 holding locks") {
+            return;
+        }
+        for python in [true, false] {
+            let f = Fixture::new();
+            f.init();
+            let lock = Locker::new(&f.state.join("baseline.db"), python);
+            check_reports(&f);
+            accept_refused(&f);
+            drop(lock);
+            accept_works(&f);
+        }
+    }
+
+    /// Waits up to 20 s for an alert satisfying `ok`.
+    fn wait_alert(d: &Daemon, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(a) = d.alerts().into_iter().find(|a| ok(a)) {
+                return a;
+            }
+            assert!(Instant::now() < deadline, "no {what}: {:#?}", d.alerts());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn failing_alerts(d: &Daemon) -> Vec<serde_json::Value> {
+        d.alerts()
+            .into_iter()
+            .filter(|a| a["event"]["action"] == "state_store_failing")
+            .collect()
+    }
+
+    /// Under a failing store the daemon keeps alerting (writer's pid included), alerts once
+    /// that the store fails, and stores the queued writes once it works again.
+    /// The value of an unlabelled metric on the daemon's /metrics.
+    fn metric(port: u16, name: &str) -> f64 {
+        use std::io::Read;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            c,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn run_through(f: &Fixture, fail: &dyn Fn(), release: &dyn Fn(), failing_from_start: bool) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = std::fs::read_to_string(&f.config).unwrap();
+        std::fs::write(
+            &f.config,
+            format!("{text}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+        )
+        .unwrap();
+        let d = if failing_from_start {
+            fail();
+            Daemon::start_on_baseline(f)
+        } else {
+            Daemon::start_on_baseline(f)
+        };
+        if !failing_from_start {
+            fail();
+        }
+        // An append (a ledger write under the append-only policy), then a violation.
+        let appender = py(
+            "import sys\nopen(sys.argv[1],'a').write('more\\n')",
+            &f.path("a.txt"),
+        );
+        d.expect(&f.path("a.txt"), "appended", appender);
+        let alert = wait_alert(&d, "state_store_failing alert", |a| {
+            a["event"]["action"] == "state_store_failing" && a["event"]["kind"] == "alert"
+        });
+        assert!(!alert["event"]["reason"].as_str().unwrap().is_empty());
+        let writer = py(
+            "import sys\nopen(sys.argv[1],'w').write('x\\n')",
+            &f.path("sub/b.conf"),
+        );
+        d.expect(&f.path("sub/b.conf"), "truncated", writer);
+        let appender2 = py(
+            "import sys\nopen(sys.argv[1],'a').write('again\\n')",
+            &f.path("a.txt"),
+        );
+        d.expect_where(&f.path("a.txt"), "appended", appender2, |a| {
+            a["fim"]["append"]["verified_bytes"] == 11
+        });
+        // Once per episode, not once per write.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(failing_alerts(&d).len(), 1, "{:#?}", failing_alerts(&d));
+        // Every failed attempt is counted, and what waits is exported.
+        assert!(metric(port, "fim_state_write_failures_total") >= 2.0);
+        assert!(metric(port, "fim_state_queue_length") >= 1.0);
+        release();
+        wait_alert(&d, "state_store_recovered event", |a| {
+            a["event"]["action"] == "state_store_recovered"
+        });
+        d.wait_log("the state store works again");
+        assert_eq!(metric(port, "fim_state_queue_length"), 0.0);
+        drop(d);
+        // The ledger rows landed: the appends are the baseline now, so only b.conf differs.
+        let (code, alerts) = f.check();
+        assert_eq!(code, 1, "{alerts:#?}");
+        assert!(
+            alerts.iter().all(|a| a["file"]["path"] != s(&f.path("a.txt"))),
+            "{alerts:#?}"
+        );
+        f.alert_for(&alerts, &f.path("sub/b.conf"));
+    }
+
+    const APPEND_ONLY: &str = "policy = \"append-only\"";
+
+    #[test]
+    fn run_keeps_alerting_on_a_full_state_filesystem() {
+        if !privileged("fimd run and a tmpfs state_dir") {
+            return;
+        }
+        for from_start in [false, true] {
+            let sm = Small::new(APPEND_ONLY);
+            let before = evidence_records(&sm.f);
+            run_through(&sm.f, &|| sm.fill(), &|| sm.release(), from_start);
+            // The comparison made at the (degraded) start is in the evidence log after all,
+            // before the check made after the daemon stopped.
+            assert_eq!(evidence_records(&sm.f), before + 2);
+        }
+    }
+
+    #[test]
+    fn run_starts_degraded_on_a_read_only_state_filesystem() {
+        if !privileged("fimd run and a tmpfs state_dir") {
+            return;
+        }
+        let sm = Small::new(APPEND_ONLY);
+        let before = evidence_records(&sm.f);
+        run_through(&sm.f, &|| sm.remount(false), &|| sm.remount(true), true);
+        assert_eq!(evidence_records(&sm.f), before + 2);
+    }
+
+    #[test]
+    fn run_keeps_alerting_on_a_locked_database() {
+        if !privileged("fimd run") {
+            return;
+        }
+        for python in [true, false] {
+            let f = Fixture::with_config_extra(APPEND_ONLY);
+            f.init();
+            let db = f.state.join("baseline.db");
+            let lock = std::cell::RefCell::new(None);
+            run_through(
+                &f,
+                &|| *lock.borrow_mut() = Some(Locker::new(&db, python)),
+                &|| drop(lock.borrow_mut().take()),
+                false,
+            );
+        }
+    }
+}

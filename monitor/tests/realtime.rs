@@ -1348,3 +1348,360 @@ fn moves_a_reused_inode_number_is_a_deletion_and_a_creation_under_run() {
     }
     panic!("b's inode number was never handed out again");
 }
+
+/// §3 of issue 12: a watch never goes silently blind. Each body runs with the default sensor
+/// and with the fanotify sensor.
+mod never_blind {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, Instant};
+
+    use super::common::daemon::{Daemon, by, py, s, summary};
+    use super::common::{Fixture, privileged};
+    use super::with_fanotify;
+    use serde_json::Value;
+
+    fn configure(f: &Fixture, fanotify: bool) {
+        if fanotify {
+            with_fanotify(f, "");
+        } else {
+            f.write_config("");
+        }
+    }
+
+    /// Waits up to 10 s for an alert on `path` with one of `actions` that satisfies `and`; when
+    /// it names a process, that must be one of `pids` (the kernel names the writer of a change
+    /// it reported; a root replaced between two records is found by the loop's own look, and
+    /// then no process is named).
+    fn root_alert(
+        d: &Daemon,
+        path: &Path,
+        actions: &[&str],
+        pids: &[u32],
+        and: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let p = s(path);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all = d.alerts();
+            if let Some(a) = all.iter().find(|a| {
+                a["file"]["path"] == p && actions.iter().any(|x| a["event"]["action"] == *x) && and(a)
+            }) {
+                let pid = &a["process"]["pid"];
+                assert!(
+                    pid.is_null() || pids.iter().any(|x| pid == x),
+                    "alert for {p} names pid {pid}, not one of {pids:?}: {a:#}"
+                );
+                return a.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {actions:?} alert for {p}: {}",
+                summary(all.iter())
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn root_moved_away_and_replaced(fanotify: bool) {
+        if !privileged("the realtime sensor") {
+            return;
+        }
+        let f = Fixture::new();
+        configure(&f, fanotify);
+        let d = Daemon::start(&f);
+        let old = f.dir.path().join("tree.old");
+        let mv = by("mv", &[s(&f.tree), s(&old)]);
+        // The old root is gone for a moment before the new one appears.
+        std::thread::sleep(Duration::from_millis(150));
+        let mkdir = by("mkdir", &["-p", s(&f.path("sub"))]);
+        let new_ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&f.tree).unwrap()).to_string();
+        root_alert(
+            &d,
+            &f.tree,
+            &["created", "updated", "attributes_modified"],
+            &[mv, mkdir],
+            |a| a["file"]["inode"] == new_ino.as_str(),
+        );
+        root_alert(&d, &f.path("sub/b.conf"), &["deleted"], &[mv, mkdir], |_| true);
+        // What is there now is watched: changes in it are alerted with their writer.
+        let w = py(
+            "import sys\nopen(sys.argv[1],'w').write('changed\\n')",
+            &f.path("a.txt"),
+        );
+        d.wait_for(&f.path("a.txt"), &["created", "updated"], w, |_| true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let suid = py(
+            "import os,sys\nos.umask(0)\nfd=os.open(sys.argv[1],os.O_WRONLY|os.O_CREAT,0o4755)\n\
+             os.write(fd,b'x')\nos.close(fd)",
+            &f.path("sub/tool"),
+        );
+        d.wait_for(
+            &f.path("sub/tool"),
+            &["created", "attributes_modified", "updated"],
+            suid,
+            |a| a["file"]["mode"] == "4755",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn a_root_moved_away_and_made_again_is_watched_again() {
+        root_moved_away_and_replaced(false);
+    }
+
+    #[test]
+    fn fanotify_a_root_moved_away_and_made_again_is_watched_again() {
+        root_moved_away_and_replaced(true);
+    }
+
+    fn single_file_recreated(fanotify: bool) {
+        if !privileged("the realtime sensor") {
+            return;
+        }
+        let mut f = Fixture::new();
+        let file = f.path("a.txt");
+        f.tree = file.clone();
+        configure(&f, fanotify);
+        let d = Daemon::start(&f);
+        let rm = by("rm", &[s(&file)]);
+        d.expect(&file, "deleted", rm);
+        let again = py("import sys\nopen(sys.argv[1],'w').write('alpha\\n')", &file);
+        root_alert(
+            &d,
+            &file,
+            &["created", "updated", "attributes_modified"],
+            &[again],
+            |a| {
+                a["file"]["inode"]
+                    == std::os::unix::fs::MetadataExt::ino(&fs::metadata(&file).unwrap())
+                        .to_string()
+                        .as_str()
+            },
+        );
+        let later = py("import sys\nopen(sys.argv[1],'a').write('later\\n')", &file);
+        d.expect_where(&file, "updated", later, |a| a["file"]["size"] == 12);
+    }
+
+    #[test]
+    fn a_watched_file_deleted_and_recreated_is_watched_again() {
+        single_file_recreated(false);
+    }
+
+    #[test]
+    fn fanotify_a_watched_file_deleted_and_recreated_is_watched_again() {
+        single_file_recreated(true);
+    }
+
+    fn root_becomes_symlink(fanotify: bool) {
+        if !privileged("the realtime sensor") {
+            return;
+        }
+        let f = Fixture::new();
+        configure(&f, fanotify);
+        let d = Daemon::start(&f);
+        let old = f.dir.path().join("tree.old");
+        let mv = by("mv", &[s(&f.tree), s(&old)]);
+        let ln = by("ln", &["-s", s(&old), s(&f.tree)]);
+        root_alert(&d, &f.tree, &["created", "updated"], &[mv, ln], |a| {
+            a["file"]["type"] == "symlink"
+        });
+        root_alert(&d, &f.path("a.txt"), &["deleted"], &[mv, ln], |_| true);
+        root_alert(&d, &f.path("sub/b.conf"), &["deleted"], &[mv, ln], |_| true);
+    }
+
+    #[test]
+    fn a_root_replaced_by_a_symlink_is_reported() {
+        root_becomes_symlink(false);
+    }
+
+    #[test]
+    fn fanotify_a_root_replaced_by_a_symlink_is_reported() {
+        root_becomes_symlink(true);
+    }
+
+    /// A root covered by a mount of another filesystem: its children are gone from view, the
+    /// root is another inode, and changes on the new filesystem are alerted (the fanotify
+    /// sensor marks it).
+    fn root_becomes_mount(fanotify: bool) {
+        if !privileged("the realtime sensor and mount") {
+            return;
+        }
+        let f = Fixture::new();
+        configure(&f, fanotify);
+        let d = Daemon::start(&f);
+        let mount = super::common::Mount::new(&["-t", "tmpfs", "tmpfs"], &f.tree);
+        let new_ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&f.tree).unwrap()).to_string();
+        root_alert(&d, &f.tree, &["updated", "attributes_modified"], &[], |a| {
+            a["file"]["inode"] == new_ino.as_str()
+        });
+        root_alert(&d, &f.path("a.txt"), &["deleted"], &[], |_| true);
+        let w = py(
+            "import sys
+open(sys.argv[1],'w').write('on tmpfs\\n')",
+            &f.path("a.txt"),
+        );
+        d.wait_for(&f.path("a.txt"), &["created", "updated"], w, |_| true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let m = py(
+            "import os,sys
+os.mkdir(sys.argv[1])",
+            &f.path("newdir"),
+        );
+        d.expect(&f.path("newdir"), "created", m);
+        drop(d);
+        drop(mount);
+    }
+
+    #[test]
+    fn a_root_covered_by_a_mount_is_watched_again() {
+        root_becomes_mount(false);
+    }
+
+    #[test]
+    fn fanotify_a_root_covered_by_a_mount_is_watched_again() {
+        root_becomes_mount(true);
+    }
+
+    /// A root covered by a ramfs (no file handles: fanotify cannot mark it for the whole
+    /// filesystem). The eBPF sensor watches it like any other; the fanotify sensor cannot, and
+    /// says so: a `watch_failed` alert and a count on stderr. Either way the root's own change
+    /// is reported.
+    fn root_becomes_unmarkable(fanotify: bool) {
+        if !privileged("the realtime sensor and mount") {
+            return;
+        }
+        let f = Fixture::new();
+        configure(&f, fanotify);
+        let d = Daemon::start(&f);
+        let mount = super::common::Mount::new(&["-t", "ramfs", "ramfs"], &f.tree);
+        let new_ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&f.tree).unwrap()).to_string();
+        root_alert(&d, &f.tree, &["updated", "attributes_modified"], &[], |a| {
+            a["file"]["inode"] == new_ino.as_str()
+        });
+        if fanotify {
+            let failed = root_alert(&d, &f.tree, &["watch_failed"], &[], |_| true);
+            assert_eq!(failed["event"]["kind"], "alert");
+            d.wait_log("cannot watch");
+        } else {
+            let w = py("import sys\nopen(sys.argv[1],'w').write('x')", &f.path("a.txt"));
+            d.wait_for(&f.path("a.txt"), &["created", "updated"], w, |_| true)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        drop(d);
+        drop(mount);
+    }
+
+    #[test]
+    fn a_root_covered_by_a_ramfs_is_watched_again() {
+        root_becomes_unmarkable(false);
+    }
+
+    #[test]
+    fn fanotify_a_root_covered_by_a_filesystem_it_cannot_mark_is_reported() {
+        root_becomes_unmarkable(true);
+    }
+
+    /// Makes, writes or creates under a chain of 200-byte directories deeper than PATH_MAX,
+    /// walking it relative to each directory (as no path-taking call can).
+    const DEEP: &str = "import os,sys\n\
+        fd=os.open(sys.argv[1],os.O_RDONLY|os.O_DIRECTORY)\n\
+        for _ in range(int(sys.argv[2])):\n\
+        \x20 n='d'*200\n\
+        \x20 if sys.argv[3]=='mkdirs':\n\
+        \x20\x20  try: os.mkdir(n,dir_fd=fd)\n\
+        \x20\x20  except FileExistsError: pass\n\
+        \x20 fd=os.open(n,os.O_RDONLY|os.O_DIRECTORY,dir_fd=fd)\n\
+        if sys.argv[3]!='mkdirs':\n\
+        \x20 os.umask(0)\n\
+        \x20 fl=os.O_APPEND if sys.argv[3]=='append' else os.O_TRUNC\n\
+        \x20 f=os.open(sys.argv[4],os.O_WRONLY|os.O_CREAT|fl,0o4755 if sys.argv[3]=='suid' else 0o644,dir_fd=fd)\n\
+        \x20 os.write(f,sys.argv[5].encode())\n\
+        \x20 os.close(f)\n";
+
+    fn deep(root: &Path, levels: usize, args: &[&str]) -> u32 {
+        let levels = levels.to_string();
+        let mut all = vec!["-c", DEEP, s(root), &levels];
+        all.extend_from_slice(args);
+        by("python3", &all)
+    }
+
+    fn long_paths(fanotify: bool) {
+        if !privileged("the realtime sensor") {
+            return;
+        }
+        let f = Fixture::new();
+        configure(&f, fanotify);
+        let levels = 4200 / 201 + 1;
+        deep(&f.tree, levels, &["mkdirs"]);
+        deep(&f.tree, levels, &["write", "x.txt", "v1"]);
+        let mut dir: PathBuf = f.tree.clone();
+        for _ in 0..levels {
+            dir.push("d".repeat(200));
+        }
+        assert!(dir.as_os_str().len() > 4096);
+        let d = Daemon::start(&f);
+        let w = deep(&f.tree, levels, &["write", "x.txt", "v2"]);
+        d.expect(&dir.join("x.txt"), "updated", w);
+        let c = deep(&f.tree, levels, &["suid", "new", "x"]);
+        d.wait_for(&dir.join("new"), &["created", "updated"], c, |a| {
+            a["file"]["mode"] == "4755"
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let deleted: Vec<Value> = d
+            .alerts()
+            .into_iter()
+            .filter(|a| a["event"]["action"] == "deleted")
+            .collect();
+        assert!(deleted.is_empty(), "{}", summary(deleted.iter()));
+    }
+
+    /// An append-only log deeper than PATH_MAX: its appends are verified from the checkpoint
+    /// and reported as `appended`, a rewrite as an alert.
+    fn long_path_log(fanotify: bool) {
+        if !privileged("the realtime sensor") {
+            return;
+        }
+        let f = Fixture::new();
+        if fanotify {
+            with_fanotify(&f, "policy = \"append-only\"");
+        } else {
+            f.write_config("policy = \"append-only\"");
+        }
+        let levels = 4200 / 201 + 1;
+        deep(&f.tree, levels, &["mkdirs"]);
+        deep(&f.tree, levels, &["write", "app.log", "line 1\n"]);
+        let mut dir: PathBuf = f.tree.clone();
+        for _ in 0..levels {
+            dir.push("d".repeat(200));
+        }
+        let d = Daemon::start(&f);
+        let a = deep(&f.tree, levels, &["append", "app.log", "line 2\n"]);
+        d.expect_where(&dir.join("app.log"), "appended", a, |x| {
+            x["fim"]["append"]["verified_bytes"] == 7 && x["fim"]["append"]["appended_bytes"] == 7
+        });
+        let w = deep(&f.tree, levels, &["write", "app.log", "LINE 1\n"]);
+        d.wait_for(&dir.join("app.log"), &["truncated", "updated"], w, |_| true)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn an_append_only_log_below_path_max_depth_is_verified() {
+        long_path_log(false);
+    }
+
+    #[test]
+    fn fanotify_an_append_only_log_below_path_max_depth_is_verified() {
+        long_path_log(true);
+    }
+
+    #[test]
+    fn changes_below_path_max_depth_are_alerted() {
+        long_paths(false);
+    }
+
+    #[test]
+    fn fanotify_changes_below_path_max_depth_are_alerted() {
+        long_paths(true);
+    }
+}

@@ -63,13 +63,28 @@ pub fn open_regular(root: &Path, path: &[u8]) -> Option<OwnedFd> {
         FMode::empty(),
     )
     .ok()?;
-    let fd = rustix::fs::openat2(
-        &dir,
-        std::ffi::OsStr::from_bytes(rel),
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-        FMode::empty(),
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::IN_ROOT,
-    )
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::IN_ROOT;
+    let fd = if rel.len() > crate::commands::long_paths::PATH_MAX_BYTES {
+        // Too long to give whole: its directory relative to `root` one component at a time
+        // (no symlink followed), then the file relative to that.
+        let (parent, last) = crate::commands::long_paths::parent_at(dir, rel).ok()?;
+        rustix::fs::openat2(
+            &parent,
+            std::ffi::OsStr::from_bytes(last),
+            flags,
+            FMode::empty(),
+            resolve,
+        )
+    } else {
+        rustix::fs::openat2(
+            &dir,
+            std::ffi::OsStr::from_bytes(rel),
+            flags,
+            FMode::empty(),
+            resolve,
+        )
+    }
     .ok()?;
     let st = rustix::fs::fstat(&fd).ok()?;
     (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile).then_some(fd)

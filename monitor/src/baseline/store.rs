@@ -136,7 +136,14 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     key_desc: String,
+    /// Opened by [`Store::open_read_only`]: for reading only.
+    read_only: bool,
 }
+
+/// How long a command's write waits for another process's lock before it fails (`check`'s
+/// evidence, `accept`'s commit). The daemon sets a much shorter one ([`Store::set_busy_timeout`])
+/// and retries from its loop instead.
+pub const COMMAND_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Store {
     /// Opens the database in `state_dir`; with `create` (what `init` does), makes the private
@@ -213,8 +220,7 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(sql)?;
+        conn.busy_timeout(COMMAND_BUSY_TIMEOUT).map_err(sql)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
         let version: i64 = conn
@@ -254,7 +260,112 @@ impl Store {
             || state_dir.join(super::seal::KEY_FILE).display().to_string(),
             |p| p.display().to_string(),
         );
-        Ok(Store { conn, path, key_desc })
+        Ok(Store {
+            conn,
+            path,
+            key_desc,
+            read_only: false,
+        })
+    }
+
+    /// Opens an existing database for reading only, when [`Store::open`] cannot (a full
+    /// filesystem: SQLite cannot create the WAL index `-shm`, "disk I/O error"). The connection
+    /// uses `locking_mode=EXCLUSIVE`, so SQLite keeps the WAL index in its own memory and never
+    /// creates `-shm`; while it is open, other processes wait for it. On a read-only filesystem,
+    /// where SQLite can do neither, it reads the file as immutable, unless a non-empty `-wal`
+    /// holds rows the file lacks. Callers use it to read, and
+    /// expect its writes to fail (the daemon closes it and opens a new store to write).
+    /// The same checks of the path as `open` apply; nothing is ever created.
+    pub fn open_read_only(state_dir: &Path, key_path: Option<&Path>) -> Result<Store, StoreError> {
+        if !files::secure_dir(state_dir, false)? {
+            return Err(StoreError::NoBaseline {
+                path: state_dir.join(DB_FILE),
+            });
+        }
+        let dir = std::fs::canonicalize(state_dir).map_err(|err| StoreError::StateDir {
+            path: state_dir.to_owned(),
+            err,
+        })?;
+        let path = dir.join(DB_FILE);
+        match files::inspect_db(&path)? {
+            files::DbState::Usable => {}
+            files::DbState::Missing => return Err(StoreError::NoBaseline { path }),
+        }
+        let sql = |err| StoreError::Sqlite {
+            path: path.clone(),
+            err,
+        };
+        use rusqlite::OpenFlags;
+        let exclusive = || -> rusqlite::Result<(Connection, i64)> {
+            let conn = Connection::open_with_flags(
+                &path,
+                // Not SQLITE_OPEN_READ_ONLY: a read-only connection to a WAL database insists
+                // on the `-shm` file even in exclusive mode ("disk I/O error" on a full tmpfs).
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+            )?;
+            conn.busy_timeout(COMMAND_BUSY_TIMEOUT)?;
+            conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+            let version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            Ok((conn, version))
+        };
+        // A read-only filesystem: SQLite can neither create `-shm` nor take the lock it needs to
+        // go without it. Nothing can write there, so the database is read as immutable, but only
+        // when no WAL holds rows not yet in the database file (immutable mode ignores a WAL).
+        let immutable = || -> rusqlite::Result<(Connection, i64)> {
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            if std::fs::symlink_metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some("its write-ahead log holds rows not yet in the database file".into()),
+                ));
+            }
+            let uri = format!(
+                "file:{}?immutable=1",
+                path.to_string_lossy()
+                    .replace('%', "%25")
+                    .replace('?', "%3f")
+                    .replace('#', "%23")
+            );
+            let conn = Connection::open_with_flags(
+                uri,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_URI
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+            )?;
+            let version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            Ok((conn, version))
+        };
+        let (conn, version) = exclusive().or_else(|e| immutable().map_err(|_| e)).map_err(sql)?;
+        match version {
+            SCHEMA_VERSION => {}
+            found if found < SCHEMA_VERSION => return Err(StoreError::OldSchema { path, found }),
+            found => return Err(StoreError::Schema { path, found }),
+        }
+        let key_desc = key_path.map_or_else(
+            || state_dir.join(super::seal::KEY_FILE).display().to_string(),
+            |p| p.display().to_string(),
+        );
+        Ok(Store {
+            conn,
+            path,
+            key_desc,
+            read_only: true,
+        })
+    }
+
+    /// Whether this store was opened by [`Store::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// How long a write waits for another process's lock before it fails with "database is
+    /// locked" (SQLite's busy timeout).
+    pub fn set_busy_timeout(&self, wait: std::time::Duration) -> Result<(), StoreError> {
+        self.conn.busy_timeout(wait).map_err(self.sql())
     }
 
     pub fn path(&self) -> &Path {

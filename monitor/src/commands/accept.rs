@@ -62,6 +62,7 @@ pub fn run(settings: &Settings, paths: &[PathBuf], reason: Option<&str>) -> anyh
     let mut upserts = Vec::new();
     let mut deletes = Vec::new();
     let mut history = Vec::new();
+    let mut accepted = Vec::new();
     let (at, who) = (now_rfc3339(), actor());
     for c in &cmp.changes {
         let prev_path = c.previous.as_ref().map(|e| &e.path[..]);
@@ -86,7 +87,7 @@ pub fn run(settings: &Settings, paths: &[PathBuf], reason: Option<&str>) -> anyh
                 None => c.changes.join(","),
             },
         });
-        println!("accepted {}", human_line(c));
+        accepted.push(human_line(c));
     }
     report_problems(&cmp.problems);
     super::report_metadata_only("accept", settings, &cmp.metadata_only);
@@ -98,7 +99,13 @@ pub fn run(settings: &Settings, paths: &[PathBuf], reason: Option<&str>) -> anyh
             EXIT_ERROR
         }));
     }
-    let generation = store.apply(&key, &upserts, &deletes, &history, &[("updated_at", at)])?;
+    let generation = store
+        .apply(&key, &upserts, &deletes, &history, &[("updated_at", at)])
+        .map_err(|e| anyhow::anyhow!("{e}; nothing was accepted"))?;
+    // Only once the commit stands: a line printed before it failed would claim what is not so.
+    for line in accepted {
+        println!("accepted {line}");
+    }
     eprintln!(
         "fimd accept: {} changes taken into the baseline by {who}; baseline generation {generation}",
         history.len()

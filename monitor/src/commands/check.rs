@@ -84,8 +84,16 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
     let reviewed = review::review(&ctx, std::mem::take(&mut cmp.changes));
     cmp.changes = reviewed.changes;
     // On the host, what the policy allowed advances the baseline (an image is only read).
-    if matches!(target, Target::Host) && !reviewed.ledger.is_empty() {
-        store.ledger_put(&key, &reviewed.ledger)?;
+    // Not being able to record it never hides a difference: the run reports what it found and
+    // exits by what it found, and says on stderr what it could not write.
+    if matches!(target, Target::Host)
+        && !reviewed.ledger.is_empty()
+        && let Err(e) = store.ledger_put(&key, &reviewed.ledger)
+    {
+        eprintln!(
+            "fimd check: warning: cannot record what the append-only policy allowed ({e}); the next check \
+             verifies those files again"
+        );
     }
 
     print_changes(&cmp, &origin, json)?;
@@ -128,7 +136,9 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
             generation: baseline.generation,
         }
         .to_json(settings);
-        store.evidence_append(&key, &record)?;
+        if let Err(e) = store.evidence_append(&key, &record) {
+            eprintln!("fimd check: warning: this comparison is not in the evidence log: {e}");
+        }
     }
     eprintln!(
         "fimd {}: {} entries compared with baseline generation {} in {:.2} s: {} differences, {} allowed by \

@@ -3,8 +3,11 @@ pub mod accept;
 pub mod baseline;
 pub mod check;
 pub mod init;
+pub mod long_paths;
 pub mod report;
 pub mod run;
+pub mod state_writes;
+pub mod watch_roots;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -86,10 +89,33 @@ pub(crate) fn report_metadata_only(command: &str, settings: &Settings, paths: &[
 
 /// The verified baseline of `settings`, with its store and key.
 pub(crate) fn open_baseline(settings: &Settings) -> anyhow::Result<(Store, Key, Baseline)> {
+    use crate::baseline::store::StoreError;
     // The database first: what is wrong at its path matters more than a missing key.
-    let store = Store::open(&settings.state_dir, settings.hmac_key.as_deref(), false)?;
-    let key = Key::load(&settings.state_dir, settings.hmac_key.as_deref(), false)?;
-    let baseline = store.load(&key)?;
+    let store = Store::open(&settings.state_dir, settings.hmac_key.as_deref(), false);
+    let key = || Key::load(&settings.state_dir, settings.hmac_key.as_deref(), false);
+    let e = match store {
+        Ok(store) => {
+            let key = key()?;
+            match store.load(&key) {
+                Ok(baseline) => return Ok((store, key, baseline)),
+                Err(e @ StoreError::Sqlite { .. }) => e,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(e @ StoreError::Sqlite { .. }) => e,
+        Err(e) => return Err(e.into()),
+    };
+    // SQLite failed where it reads: a full filesystem (no room for the WAL index `-shm`: "disk
+    // I/O error") or a read-only one. The baseline can still be read, and detection must not
+    // depend on being able to write.
+    let Ok(store) = Store::open_read_only(&settings.state_dir, settings.hmac_key.as_deref()) else {
+        return Err(e.into());
+    };
+    let key = key()?;
+    let Ok(baseline) = store.load(&key) else {
+        return Err(e.into());
+    };
+    eprintln!("fimd: warning: {e}; reading the baseline without writing to it");
     Ok((store, key, baseline))
 }
 

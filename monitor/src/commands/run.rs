@@ -15,12 +15,13 @@ use tokio::signal::unix::{SignalKind, signal};
 
 mod follow;
 
+use super::state_writes::{self, Episode, StateWrites};
+use super::watch_roots::{self, Roots};
 use super::{EXIT_CLEAN, exit, open_baseline};
 use crate::append::review::{self, open_regular};
 use crate::append::state::{self as append_state, AppendState, Extended};
 use crate::baseline::entry::{Entry, FileKind};
-use crate::baseline::seal::Key;
-use crate::baseline::store::{LedgerRow, Store};
+use crate::baseline::store::LedgerRow;
 use crate::compare::{self, Action, Change, Kind, Mode, diff};
 use crate::config::{Policy, Settings};
 use crate::output::alert::{BaselineRef, Origin, hostname, to_json};
@@ -121,8 +122,12 @@ struct Daemon {
     rechecks: Vec<(Vec<u8>, std::time::Instant, Modifier, usize)>,
     origin: Origin,
     mode: Mode,
-    store: Store,
-    key: Key,
+    /// Ledger and evidence writes, queued while the state store fails.
+    writes: StateWrites,
+    /// The configured watch paths and their identity when last looked at.
+    roots: Roots,
+    /// The directories holding watch roots, armed: a change there may move or replace a root.
+    root_parents: HashMap<InodeKey, Vec<Vec<u8>>>,
     /// Append-only files: the hash state at their verified length, by path.
     appends: HashMap<Vec<u8>, AppendState>,
     /// Recent verified (length, SHA-256) of each append-only file, oldest first: a copy
@@ -142,8 +147,8 @@ struct Daemon {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     pods: crate::attribution::PodDirectory,
-    /// The sensor ran out of room once this run (reported once; counted every time).
-    capacity_alerted: bool,
+    /// The kinds of watch failure already alerted this run (each is counted every time).
+    watch_failures_alerted: HashSet<&'static str>,
     /// The differences already alerted (persisted) and those outstanding.
     alerted: crate::alerted::Alerted,
     /// Alerts not sent because they were sent before (counted for the evidence record).
@@ -335,8 +340,15 @@ async fn serve(
         },
         mode,
         settings: settings.clone(),
-        store,
-        key,
+        writes: StateWrites::new(store, key, settings, metrics.clone()),
+        roots: Roots::new(
+            &settings
+                .watches
+                .iter()
+                .map(|w| w.path.clone())
+                .collect::<Vec<_>>(),
+        ),
+        root_parents: HashMap::new(),
         appends: baseline.appends.clone(),
         checkpoints: HashMap::new(),
         retired: baseline.retired.clone(),
@@ -346,8 +358,9 @@ async fn serve(
         metrics: metrics.clone(),
         health: health.clone(),
         pods: crate::attribution::PodDirectory::new(settings.host_root.clone()),
-        capacity_alerted: false,
+        watch_failures_alerted: HashSet::new(),
     };
+    d.arm_root_parents()?;
     d.full_check(baseline.entries, reason)?;
     health.set_reconciled(true);
     let fd = Readiness(d.sensor.ready_fd().as_raw_fd());
@@ -398,7 +411,10 @@ async fn serve(
                 metrics.kernel_events.inc_by(records.len() as u64);
                 metrics.hash_queue_length.set(d.rechecks.len() as i64);
                 tokio::task::block_in_place(|| {
+                    let episode = d.writes.flush(false);
+                    d.report_state(episode);
                     d.handle(&records)?;
+                    d.check_roots(None)?;
                     d.recheck_due()?;
                     d.settle_due()?;
                     d.departed_due()?;
@@ -425,6 +441,15 @@ async fn serve(
         }
     };
     drop(events);
+    let episode = d.writes.flush(true);
+    d.report_state(episode);
+    if d.writes.queued() > 0 {
+        eprintln!(
+            "fimd run: {} ledger and evidence writes could not be stored and are lost (the state store is \
+             failing); the next start compares everything again",
+            d.writes.queued()
+        );
+    }
     health.set_ready(false);
     metrics.set_sensor_attached(d.sensor.name(), false);
     let end = d.sink.shutdown(SHUTDOWN_FLUSH);
@@ -510,7 +535,12 @@ impl Daemon {
         let alerts = sent_alerts + (self.suppressed - suppressed);
         // Differences that are gone (put back as they were) are forgotten: a new change there
         // is alerted anew.
-        self.store.alerted_retain(&self.alerted.outstanding_tokens())?;
+        // Best effort, like every state write: an unwritable store never stops detection.
+        if let Some(store) = self.writes.store()
+            && let Err(e) = store.alerted_retain(&self.alerted.outstanding_tokens())
+        {
+            eprintln!("fimd run: cannot record which differences were alerted: {e}");
+        }
         self.metrics
             .outstanding_differences
             .set(self.alerted.outstanding() as i64);
@@ -531,7 +561,8 @@ impl Daemon {
             generation: self.origin.baseline.as_ref().map_or(0, |b| b.generation),
         }
         .to_json(&self.settings);
-        self.store.evidence_append(&self.key, &record)?;
+        let episode = self.writes.evidence(record);
+        self.report_state(episode);
         Ok(())
     }
 
@@ -540,6 +571,54 @@ impl Daemon {
         let mut v: Vec<Entry> = self.baseline.values().cloned().collect();
         v.sort_by(|a, b| a.path.cmp(&b.path));
         v
+    }
+
+    /// Arms the directories holding the watch roots.
+    fn arm_root_parents(&mut self) -> anyhow::Result<()> {
+        let roots: Vec<Vec<u8>> = self.roots.paths().map(<[u8]>::to_vec).collect();
+        for root in roots {
+            if let Some(key) = watch_roots::parent_key(&root) {
+                let parent = Path::new(std::ffi::OsStr::from_bytes(&root))
+                    .parent()
+                    .map_or_else(Vec::new, |p| p.as_os_str().as_bytes().to_vec());
+                self.sensor.watch(key, &parent, true)?;
+                self.root_parents.entry(key).or_default().push(root);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rescans, whole, every watch root whose identity changed since the last look (moved
+    /// away, deleted, recreated, replaced by a symlink): alerts on the root itself and on what
+    /// is under it, then learns and arms what is there now. `who`: the writers the kernel named
+    /// in the root's parent directory.
+    fn check_roots(&mut self, who: Option<&HashMap<Vec<u8>, Modifier>>) -> anyhow::Result<()> {
+        let changed = self.roots.changed();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        for root in &changed {
+            eprintln!(
+                "fimd run: watch root {} is no longer what was watched; rescanning it",
+                crate::output::path::path_text(root).0
+            );
+        }
+        self.metrics.count_rescan("root");
+        for root in &changed {
+            // Perhaps another filesystem mounted there now.
+            if watch_roots::identity(root).is_some()
+                && let Err(e) = self
+                    .sensor
+                    .watch_filesystem(Path::new(std::ffi::OsStr::from_bytes(root)))
+            {
+                self.cannot_watch(root, &e);
+            }
+        }
+        let targets = changed
+            .into_iter()
+            .map(|p| (PathBuf::from(std::ffi::OsStr::from_bytes(&p)), u32::MAX))
+            .collect();
+        self.rescan(targets, who)
     }
 
     fn rescan_all(&mut self) -> anyhow::Result<()> {
@@ -568,23 +647,27 @@ impl Daemon {
         } else {
             self.sensor.watch(key, &e.path, e.kind == FileKind::Directory)
         };
-        match watched {
-            Ok(()) => {}
-            Err(err) if err.only_this_inode() => self.not_watched(&e.path, &err),
-            Err(err) => return Err(err.into()),
+        // Never fatal: the path is still compared on every full comparison.
+        if let Err(err) = watched {
+            self.cannot_watch(&e.path, &err);
         }
         self.seen.insert(e.path.clone(), e);
         Ok(())
     }
 
-    /// An inode the sensor has no room for: counted, and once per run an alert naming the
-    /// watch, because its changes now wait for the scheduled full comparison.
-    fn not_watched(&mut self, path: &[u8], why: &crate::sensor::SensorError) {
-        self.metrics.watch_full.inc();
-        if self.capacity_alerted {
+    /// Counts, and reports, an inode the sensor could not be made to watch (its maps are full,
+    /// or fanotify cannot mark it): `fim_watch_failures_total` (and, for full maps,
+    /// `fim_sensor_watch_full_total`) every time; on stderr and as one alert naming the watch the
+    /// first time of each kind, because what it covers now waits for the full comparison.
+    fn cannot_watch(&mut self, path: &[u8], why: &crate::sensor::SensorError) {
+        self.metrics.watch_failures.inc();
+        let action = why.not_watched_action();
+        if action == "watch_capacity_exceeded" {
+            self.metrics.watch_full.inc();
+        }
+        if !self.watch_failures_alerted.insert(action) {
             return;
         }
-        self.capacity_alerted = true;
         let watch = self
             .settings
             .watches
@@ -593,11 +676,14 @@ impl Daemon {
             .map_or_else(|| path.to_vec(), |w| w.path.as_os_str().as_bytes().to_vec());
         let reason = format!(
             "{why}; what of this watch is not watched is compared only by the scheduled full comparison \
-             (schedule.full_check) until then"
+             (schedule.full_check) until then (fim_watch_failures_total counts every such inode)"
         );
-        eprintln!("fimd run: {}: {reason}", crate::output::path::path_text(&watch).0);
+        eprintln!(
+            "fimd run: cannot watch {}: {reason}",
+            crate::output::path::path_text(path).0
+        );
         self.outbox.push(crate::output::alert::coverage_alert(
-            why.not_watched_action(),
+            action,
             &watch,
             &reason,
             &self.origin,
@@ -621,7 +707,23 @@ impl Daemon {
         let mut targets = Vec::new();
         let mut who: HashMap<Vec<u8>, Modifier> = HashMap::new();
         let mut appends = Vec::new();
+        let mut root_who: HashMap<Vec<u8>, Modifier> = HashMap::new();
+        let mut roots_touched = false;
         for r in records {
+            // A change in a directory holding a watch root: the root may have been moved,
+            // deleted, recreated or replaced.
+            if let Some(roots) = self.root_parents.get(&r.key) {
+                // Any process may have changed that directory: fimd itself (its alert file may
+                // be there) is never the one that moved a root.
+                let by = (r.tgid != std::process::id()).then(|| Modifier::from_record(r));
+                if let Some(m) = by {
+                    for root in roots.clone() {
+                        root_who.insert(root, m.clone());
+                    }
+                }
+                roots_touched = true;
+                self.sensor.rearm(r.key)?;
+            }
             // A record still in the ring for an inode no longer watched: nothing to re-arm.
             if !self.paths.contains_key(&r.key) {
                 continue;
@@ -668,6 +770,9 @@ impl Daemon {
             }
         }
         self.send_alerts()?;
+        if roots_touched {
+            self.check_roots(Some(&root_who))?;
+        }
         if targets.is_empty() {
             return Ok(());
         }
@@ -705,10 +810,9 @@ impl Daemon {
             }
             // A ctime newer than what was seen means a newer change, and the re-armed inode
             // reported it: its own record rescans it and names its writer, not this look.
-            let ctime = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&path)).map(|md| {
-                std::os::unix::fs::MetadataExt::ctime(&md) * 1_000_000_000
-                    + std::os::unix::fs::MetadataExt::ctime_nsec(&md)
-            });
+            #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+            let ctime = super::long_paths::lstat(&path)
+                .map(|st| st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64);
             if ctime.is_ok_and(|c| self.seen.get(&path).is_some_and(|e| e.ctime_ns != c)) {
                 continue;
             }
@@ -758,7 +862,8 @@ impl Daemon {
             .iter()
             .map(|p| p.as_os_str().as_bytes().to_vec())
             .filter(|p| found.contains_key(p))
-            .filter(|p| std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(p)).is_err())
+            // Relative to the parent: a path of PATH_MAX bytes or more is still there.
+            .filter(|p| super::long_paths::lstat(p).is_err())
             .collect();
         found.retain(|p, _| !vanished.iter().any(|v| compare::is_under(p, v)));
         // A new directory may already hold files (a directory moved in, or renamed): its whole
@@ -789,6 +894,14 @@ impl Daemon {
                 }
             }
         }
+        // A watch root is in no watched directory's listing: its own absence is its deletion.
+        let missing_roots: Vec<&Path> = target_paths
+            .iter()
+            .filter(|p| self.roots.is_root(p.as_os_str().as_bytes()))
+            .filter(|p| !found.contains_key(p.as_os_str().as_bytes()))
+            .filter(|p| super::long_paths::lstat(p.as_os_str().as_bytes()).is_err())
+            .map(PathBuf::as_path)
+            .collect();
         super::report_problems(&problems);
         let modifier_for = |path: &[u8]| -> Option<Modifier> {
             let who = who?;
@@ -819,10 +932,11 @@ impl Daemon {
             .keys()
             .filter(|p| !found.contains_key(*p))
             .filter(|p| {
-                listed.iter().any(|(dir, depth)| {
-                    parent_of(p) == Some(&dir[..])
-                        || (*depth == u32::MAX && compare::is_under(p, dir) && *p != dir)
-                })
+                missing_roots.iter().any(|r| r.as_os_str().as_bytes() == &p[..])
+                    || listed.iter().any(|(dir, depth)| {
+                        parent_of(p) == Some(&dir[..])
+                            || (*depth == u32::MAX && compare::is_under(p, dir) && *p != dir)
+                    })
             })
             .cloned()
             .collect();
@@ -1138,7 +1252,8 @@ impl Daemon {
         if rows.is_empty() {
             return Ok(());
         }
-        self.store.ledger_put(&self.key, &rows)?;
+        let episode = self.writes.ledger(rows.clone());
+        self.report_state(episode);
         for row in rows {
             match row.entry {
                 Some(e) => {
@@ -1281,12 +1396,34 @@ impl Daemon {
         self.send_alerts()
     }
 
+    /// Says so when the state store starts failing (an alert, once per episode) or recovers.
+    fn report_state(&mut self, episode: Episode) {
+        let db = self.settings.state_dir.join("baseline.db").display().to_string();
+        let doc = match episode {
+            Episode::Quiet => return,
+            Episode::Failing(reason) => {
+                eprintln!("fimd run: the state store is failing: {reason}; queuing its writes");
+                state_writes::failing_alert(&reason, &db, self.writes.queued(), &self.origin)
+            }
+            Episode::Recovered(n) => {
+                eprintln!("fimd run: the state store works again: {n} queued writes stored");
+                state_writes::recovered_event(&db, n, &self.origin)
+            }
+        };
+        self.sink.send(&doc);
+    }
+
     fn send_alerts(&mut self) -> anyhow::Result<()> {
         for doc in std::mem::take(&mut self.outbox) {
             self.sink.send(&doc);
         }
         // Remembered as sent, in one write per batch.
-        self.store.alerted_put(&std::mem::take(&mut self.alerted_new))?;
+        let sent = std::mem::take(&mut self.alerted_new);
+        if let Some(store) = self.writes.store()
+            && let Err(e) = store.alerted_put(&sent)
+        {
+            eprintln!("fimd run: cannot record which differences were alerted: {e}");
+        }
         Ok(())
     }
 
@@ -1340,7 +1477,7 @@ impl Daemon {
     fn alert(&mut self, c: &Change, who: Option<&Modifier>) -> anyhow::Result<()> {
         // Each distinct difference once, across restarts and reloads (`crate::alerted`).
         if c.kind == Kind::Alert {
-            let token = crate::alerted::token(&self.key, c);
+            let token = crate::alerted::token(self.writes.key(), c);
             let first = self.alerted.first(c.path(), token.clone());
             if let Some(p) = c.previous.as_ref().filter(|p| p.path != c.path()) {
                 // Moved away: the old path's difference is this one.
@@ -1392,13 +1529,7 @@ fn barrier(path: &[u8], mmap_writable: bool) {
     // O_PATH first: no symlink anywhere on the way, and nothing but a regular file is opened
     // for reading (a device swapped in must not be opened).
     let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    let Ok(fd) = rustix::fs::openat2(
-        rustix::fs::CWD,
-        std::ffi::OsStr::from_bytes(path),
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        resolve,
-    ) else {
+    let Ok(fd) = super::long_paths::openat2(path, OFlags::PATH | OFlags::CLOEXEC, resolve) else {
         return;
     };
     let regular = rustix::fs::fstat(&fd)

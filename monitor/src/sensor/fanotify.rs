@@ -427,6 +427,12 @@ impl super::Sensor for FanotifySensor {
         self.maps.forget(key);
     }
 
+    fn watch_filesystem(&mut self, path: &Path) -> Result<(), super::SensorError> {
+        // Inode marks: the root directory now there is marked like any directory (also when
+        // the daemon learns it); marking it now makes a failure show at once.
+        Ok(self.mark(path.as_os_str().as_bytes(), true)?)
+    }
+
     fn watch_append(&mut self, key: InodeKey, _verified_len: u64) -> Result<(), super::SensorError> {
         self.watched.insert(key, monitor_common::WATCH_APPEND_ONLY);
         Ok(())

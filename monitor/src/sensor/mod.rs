@@ -56,6 +56,13 @@ pub trait Sensor {
     fn kernel_bytes(&self) -> u64 {
         0
     }
+
+    /// Makes sure changes on the filesystem holding `path` can be reported: a watch root
+    /// replaced by a mount of another filesystem. The eBPF sensor sees every filesystem
+    /// already; the fanotify sensor marks the new one.
+    fn watch_filesystem(&mut self, _path: &std::path::Path) -> Result<(), SensorError> {
+        Ok(())
+    }
 }
 
 impl SensorError {

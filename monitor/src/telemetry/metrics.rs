@@ -28,7 +28,8 @@ pub const CHANGE_ACTIONS: [&str; 8] = [
     "rotated",
 ];
 
-pub const RESCAN_REASONS: [&str; 4] = ["start", "loss", "reload", "scheduled"];
+/// `root`: a watch root's identity changed (moved, deleted, recreated, replaced).
+pub const RESCAN_REASONS: [&str; 5] = ["start", "loss", "reload", "scheduled", "root"];
 /// Rehash batch durations: 100 µs (one small file) up to a minute (a large tree after a loss).
 const HASH_BUCKETS: [f64; 18] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -87,6 +88,19 @@ pub struct Metrics {
     /// `fim_output_events_total{sink,result}`: sink is jsonl, syslog or webhook; result is
     /// sent, retried or dropped. Incremented by the output sinks.
     pub output_events: IntCounterVec,
+    /// `fim_state_write_failures_total`: attempts to write ledger rows or evidence records to
+    /// the state store that failed (full filesystem, locked or read-only database); each one
+    /// is retried.
+    pub state_write_failures: IntCounter,
+    /// `fim_state_queue_length`: ledger rows and evidence records waiting in memory for the
+    /// state store (bounded: `commands::state_writes`).
+    pub state_queue_length: IntGauge,
+    /// `fim_state_writes_dropped_total`: queued state writes dropped because the queue was full.
+    pub state_writes_dropped: IntCounter,
+    /// `fim_watch_failures_total`: inodes or filesystems the sensor could not be made to watch
+    /// (its inode map full, a filesystem fanotify cannot mark); changes there are found only
+    /// by full comparisons. Each is reported on stderr, the first as a `watch_failed` alert.
+    pub watch_failures: IntCounter,
 }
 
 impl Default for Metrics {
@@ -255,6 +269,38 @@ impl Metrics {
                         "Events handed to an output sink, by outcome",
                     ),
                     &["sink", "result"],
+                )
+                .expect(BUG),
+            ),
+            state_write_failures: reg(
+                &registry,
+                IntCounter::new(
+                    "fim_state_write_failures_total",
+                    "Writes to the state store (ledger, evidence) that failed and were queued for retry",
+                )
+                .expect(BUG),
+            ),
+            state_queue_length: reg(
+                &registry,
+                IntGauge::new(
+                    "fim_state_queue_length",
+                    "Ledger rows and evidence records waiting in memory for the state store",
+                )
+                .expect(BUG),
+            ),
+            state_writes_dropped: reg(
+                &registry,
+                IntCounter::new(
+                    "fim_state_writes_dropped_total",
+                    "Queued state store writes dropped because the queue was full",
+                )
+                .expect(BUG),
+            ),
+            watch_failures: reg(
+                &registry,
+                IntCounter::new(
+                    "fim_watch_failures_total",
+                    "Inodes or filesystems the sensor could not watch (found only by full comparisons)",
                 )
                 .expect(BUG),
             ),

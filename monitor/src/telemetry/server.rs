@@ -525,6 +525,10 @@ mod tests {
             ("fim_output_events_total", "counter"),
             ("fim_sensor_watch_full_total", "counter"),
             ("fim_sensor_kernel_bytes", "gauge"),
+            ("fim_state_write_failures_total", "counter"),
+            ("fim_state_queue_length", "gauge"),
+            ("fim_state_writes_dropped_total", "counter"),
+            ("fim_watch_failures_total", "counter"),
         ] {
             assert_eq!(
                 types.get(family).map(String::as_str),
@@ -533,7 +537,7 @@ mod tests {
                 r.body
             );
         }
-        assert_eq!(types.len(), 19, "unexpected families: {types:?}");
+        assert_eq!(types.len(), 23, "unexpected families: {types:?}");
         assert!(
             r.body.lines().any(|l| l == "fim_kernel_events_total 7"),
             "{}",

@@ -11,14 +11,19 @@ use crate::output::alert::BaselineRef;
 /// replaces the baseline, the append states and the alerted differences in memory, and drops
 /// the outstanding differences the new baseline accepted.
 pub(super) fn follow_baseline(d: &mut Daemon) -> anyhow::Result<()> {
-    let Some(stored) = d.store.stored_seal()? else {
+    // While the store cannot be opened for writing, there is nothing to follow yet.
+    let Some(store) = d.writes.store() else {
+        return Ok(());
+    };
+    let Some(stored) = store.stored_seal()? else {
         return Ok(());
     };
     if stored == d.followed_seal {
         return Ok(());
     }
     d.followed_seal = stored;
-    let baseline = match d.store.load(&d.key) {
+    let loaded = store.load(d.writes.key());
+    let baseline = match loaded {
         Ok(b) => b,
         Err(e) => {
             d.health.set_baseline_verified(false);
@@ -41,7 +46,9 @@ pub(super) fn follow_baseline(d: &mut Daemon) -> anyhow::Result<()> {
         .collect();
     d.appends = baseline.appends;
     d.retired = baseline.retired;
-    d.alerted.reload_sent(d.store.alerted()?);
+    if let Some(store) = d.writes.store() {
+        d.alerted.reload_sent(store.alerted()?);
+    }
     let (base, seen, mode) = (&d.baseline, &d.seen, d.mode);
     d.alerted
         .retain_outstanding(|p| still_differs(base.get(p), seen.get(p), mode));
