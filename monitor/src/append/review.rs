@@ -65,10 +65,10 @@ pub fn open_regular(root: &Path, path: &[u8]) -> Option<OwnedFd> {
     .ok()?;
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
     let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::IN_ROOT;
-    let fd = if rel.len() > crate::commands::long_paths::PATH_MAX_BYTES {
+    let fd = if rel.len() > crate::scan::long_paths::PATH_MAX_BYTES {
         // Too long to give whole: its directory relative to `root` one component at a time
         // (no symlink followed), then the file relative to that.
-        let (parent, last) = crate::commands::long_paths::parent_at(dir, rel).ok()?;
+        let (parent, last) = crate::scan::long_paths::parent_at(dir, rel).ok()?;
         rustix::fs::openat2(
             &parent,
             std::ffi::OsStr::from_bytes(last),

@@ -3,7 +3,6 @@ pub mod accept;
 pub mod baseline;
 pub mod check;
 pub mod init;
-pub mod long_paths;
 pub mod report;
 pub mod run;
 pub mod state_writes;

@@ -581,7 +581,10 @@ impl Daemon {
                 let parent = Path::new(std::ffi::OsStr::from_bytes(&root))
                     .parent()
                     .map_or_else(Vec::new, |p| p.as_os_str().as_bytes().to_vec());
-                self.sensor.watch(key, &parent, true)?;
+                // Named by the root it is for: the parent is watched on the root's behalf.
+                if let Err(e) = self.sensor.watch(key, &parent, true) {
+                    self.cannot_watch(&root, &e);
+                }
                 self.root_parents.entry(key).or_default().push(root);
             }
         }
@@ -811,7 +814,7 @@ impl Daemon {
             // A ctime newer than what was seen means a newer change, and the re-armed inode
             // reported it: its own record rescans it and names its writer, not this look.
             #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
-            let ctime = super::long_paths::lstat(&path)
+            let ctime = crate::scan::long_paths::lstat(&path)
                 .map(|st| st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64);
             if ctime.is_ok_and(|c| self.seen.get(&path).is_some_and(|e| e.ctime_ns != c)) {
                 continue;
@@ -863,7 +866,7 @@ impl Daemon {
             .map(|p| p.as_os_str().as_bytes().to_vec())
             .filter(|p| found.contains_key(p))
             // Relative to the parent: a path of PATH_MAX bytes or more is still there.
-            .filter(|p| super::long_paths::lstat(p).is_err())
+            .filter(|p| crate::scan::long_paths::lstat(p).is_err())
             .collect();
         found.retain(|p, _| !vanished.iter().any(|v| compare::is_under(p, v)));
         // A new directory may already hold files (a directory moved in, or renamed): its whole
@@ -899,7 +902,7 @@ impl Daemon {
             .iter()
             .filter(|p| self.roots.is_root(p.as_os_str().as_bytes()))
             .filter(|p| !found.contains_key(p.as_os_str().as_bytes()))
-            .filter(|p| super::long_paths::lstat(p.as_os_str().as_bytes()).is_err())
+            .filter(|p| crate::scan::long_paths::lstat(p.as_os_str().as_bytes()).is_err())
             .map(PathBuf::as_path)
             .collect();
         super::report_problems(&problems);
@@ -1529,7 +1532,7 @@ fn barrier(path: &[u8], mmap_writable: bool) {
     // O_PATH first: no symlink anywhere on the way, and nothing but a regular file is opened
     // for reading (a device swapped in must not be opened).
     let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    let Ok(fd) = super::long_paths::openat2(path, OFlags::PATH | OFlags::CLOEXEC, resolve) else {
+    let Ok(fd) = crate::scan::long_paths::openat2(path, OFlags::PATH | OFlags::CLOEXEC, resolve) else {
         return;
     };
     let regular = rustix::fs::fstat(&fd)

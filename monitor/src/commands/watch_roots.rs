@@ -18,7 +18,7 @@ pub type Identity = Option<(u64, u64, u32)>;
 /// The current identity of `path`, without following a symlink.
 pub fn identity(path: &[u8]) -> Identity {
     #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
-    super::long_paths::lstat(path).ok().map(|st| {
+    crate::scan::long_paths::lstat(path).ok().map(|st| {
         (
             st.st_dev as u64,
             st.st_ino as u64,

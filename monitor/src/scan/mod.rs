@@ -7,6 +7,7 @@ pub mod flags;
 pub mod fstype;
 pub mod hash;
 pub mod identity;
+pub mod long_paths;
 pub mod xattr;
 
 use std::ffi::{CStr, CString};

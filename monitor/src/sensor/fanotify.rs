@@ -169,15 +169,26 @@ impl FanotifySensor {
         } else {
             MASK
         };
-        // SAFETY: the group descriptor is open and `c` a valid path; FAN_MARK_DONT_FOLLOW
-        // marks a symlink itself, never what it points to.
+        // A path the kernel does not take whole (PATH_MAX) is marked relative to its parent,
+        // opened one component at a time, as the scan sees it.
+        let (dirfd, name) = if path.len() > crate::scan::long_paths::PATH_MAX_BYTES {
+            let (dir, last) = crate::scan::long_paths::parent(path)
+                .map_err(|e| err(std::io::Error::from_raw_os_error(e.raw_os_error())))?;
+            let last =
+                CString::new(last).map_err(|_| err(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
+            (Some(dir), last)
+        } else {
+            (None, c.clone())
+        };
+        // SAFETY: the group descriptor is open, `dirfd` (when set) an open directory and `name`
+        // a valid path; FAN_MARK_DONT_FOLLOW marks a symlink itself, never its target.
         let rc = unsafe {
             libc::fanotify_mark(
                 self.fd.as_raw_fd(),
                 libc::FAN_MARK_ADD | libc::FAN_MARK_DONT_FOLLOW,
                 mask,
-                libc::AT_FDCWD,
-                c.as_ptr(),
+                dirfd.as_ref().map_or(libc::AT_FDCWD, AsRawFd::as_raw_fd),
+                name.as_ptr(),
             )
         };
         if rc < 0 {
@@ -206,8 +217,24 @@ impl FanotifySensor {
         };
         if let Some(dir) = dir
             && let Ok(fsid) = fsid_of(dir.as_fd())
+            && !self.mounts.contains_key(&fsid)
         {
-            self.mounts.entry(fsid).or_insert(dir);
+            // Since 6.5 fanotify marks filesystems whose handles cannot be opened again (ramfs,
+            // …): every event there would name an unknown file. Refuse such a filesystem here.
+            if let Err(error) = decodable(&dir) {
+                // SAFETY: as above; removes the mark just added.
+                unsafe {
+                    libc::fanotify_mark(
+                        self.fd.as_raw_fd(),
+                        libc::FAN_MARK_REMOVE | libc::FAN_MARK_DONT_FOLLOW,
+                        mask,
+                        dirfd.as_ref().map_or(libc::AT_FDCWD, AsRawFd::as_raw_fd),
+                        name.as_ptr(),
+                    )
+                };
+                return Err(err(error));
+            }
+            self.mounts.insert(fsid, dir);
         }
         Ok(())
     }
@@ -472,6 +499,43 @@ fn hook_of(mask: u64) -> u32 {
     } else {
         HOOK_FAN_CLOSE_WRITE
     }
+}
+
+/// Whether file handles of the filesystem holding `dir` can be opened again: encodes the
+/// directory's own handle (name_to_handle_at(2), AT_EMPTY_PATH) and opens it by handle.
+fn decodable(dir: &OwnedFd) -> Result<(), std::io::Error> {
+    // struct file_handle with room for MAX_HANDLE_SZ (128) bytes of handle.
+    let mut fh = [0u32; 2 + 32];
+    fh[0] = 128;
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: fh is a file_handle with handle_bytes set to the room it has; "" with
+    // AT_EMPTY_PATH names `dir` itself.
+    let rc = unsafe {
+        libc::name_to_handle_at(
+            dir.as_raw_fd(),
+            c"".as_ptr(),
+            fh.as_mut_ptr().cast::<libc::file_handle>(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fh now holds the handle the kernel wrote; O_PATH opens no data.
+    let raw = unsafe {
+        libc::open_by_handle_at(
+            dir.as_raw_fd(),
+            fh.as_mut_ptr().cast::<libc::file_handle>(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor open_by_handle_at just returned.
+    drop(unsafe { OwnedFd::from_raw_fd(raw) });
+    Ok(())
 }
 
 /// The fsid fanotify reports for the filesystem of `fd` (statfs(2) `f_fsid`).
