@@ -153,9 +153,9 @@ pub fn to_json(c: &Change, origin: &Origin) -> Value {
     })
 }
 
-/// An ECS event for a path the scan could not compare (unreadable, unstable, unreachable).
-pub fn problem_json(p: &crate::scan::Problem, origin: &Origin) -> Value {
-    let (text, raw) = path_text(&p.path);
+/// `fim.*` of a document that is not a file's change: the scan, the raw path bytes when the
+/// path is not UTF-8, and the baseline's generation and seal.
+fn origin_fim(raw: Option<String>, origin: &Origin) -> Map<String, Value> {
     let mut fim = Map::new();
     fim.insert("scan".into(), json!(origin.scan));
     if let Some(raw) = raw {
@@ -164,6 +164,13 @@ pub fn problem_json(p: &crate::scan::Problem, origin: &Origin) -> Value {
     if let Some(b) = &origin.baseline {
         fim.insert("baseline".into(), b.to_json());
     }
+    fim
+}
+
+/// An ECS event for a path the scan could not compare (unreadable, unstable, unreachable).
+pub fn problem_json(p: &crate::scan::Problem, origin: &Origin) -> Value {
+    let (text, raw) = path_text(&p.path);
+    let fim = origin_fim(raw, origin);
     json!({
         "@timestamp": now_rfc3339(),
         "event": {
@@ -186,14 +193,7 @@ pub fn problem_json(p: &crate::scan::Problem, origin: &Origin) -> Value {
 /// what covers it meanwhile.
 pub fn coverage_alert(action: &str, path: &[u8], reason: &str, origin: &Origin) -> Value {
     let (text, raw) = path_text(path);
-    let mut fim = Map::new();
-    fim.insert("scan".into(), json!(origin.scan));
-    if let Some(raw) = raw {
-        fim.insert("path_bytes_b64".into(), json!(raw));
-    }
-    if let Some(b) = &origin.baseline {
-        fim.insert("baseline".into(), b.to_json());
-    }
+    let fim = origin_fim(raw, origin);
     json!({
         "@timestamp": now_rfc3339(),
         "event": {
