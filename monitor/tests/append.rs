@@ -459,3 +459,94 @@ fn io_uring_writes_below_the_verified_length_alert_through_plain_and_fixed_files
         assert_eq!(r.code, 0, "{name}: {}", r.stderr);
     }
 }
+
+fn append_line(path: &Path, line: &str) {
+    fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut w| std::io::Write::write_all(&mut w, line.as_bytes()))
+        .unwrap();
+}
+
+/// Rewrites one byte of `path` in place (the same inode, the same length).
+fn tamper(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x20], at).unwrap();
+}
+
+fn alerts_of(docs: &[Value]) -> Vec<&Value> {
+    docs.iter().filter(|d| kind(d) == "alert").collect()
+}
+
+/// The whole chain shifted by hand between two checks (`.1` -> `.2`, the log -> `.1`, a new
+/// log): the comparison sees every name replaced, and the judge sees one rotation.
+#[test]
+fn a_chain_shifted_between_two_checks_is_one_rotation() {
+    let f = Fixture::with_config_extra("policy = \"append-only\"\nrotate = [\"app.log.*\"]");
+    let (log, r1, r2) = (f.path("app.log"), f.path("app.log.1"), f.path("app.log.2"));
+    fs::write(&log, "a\n").unwrap();
+    f.init();
+    sh("mv", &[s(&log), s(&r1)]);
+    fs::write(&log, "b\n").unwrap();
+    let (code, docs) = f.check();
+    assert_eq!(code, 0, "first generation: {docs:#?}");
+    sh("mv", &[s(&r1), s(&r2)]);
+    sh("mv", &[s(&log), s(&r1)]);
+    fs::write(&log, "c\n").unwrap();
+    let (code, docs) = f.check();
+    assert_eq!(code, 0, "second generation: {docs:#?}");
+    assert!(
+        docs.iter()
+            .any(|d| d["file"]["path"] == s(&r1) && d["event"]["action"] == "rotated"),
+        "{docs:#?}"
+    );
+    let (code, docs) = f.check();
+    assert_eq!((code, docs.len()), (0, 0), "the check after: {docs:#?}");
+    // A third generation, then the oldest changed: an alert, on every later check.
+    sh("mv", &[s(&r2), s(&f.path("app.log.3"))]);
+    sh("mv", &[s(&r1), s(&r2)]);
+    sh("mv", &[s(&log), s(&r1)]);
+    fs::write(&log, "d\n").unwrap();
+    let (code, docs) = f.check();
+    assert_eq!(code, 0, "third generation: {docs:#?}");
+    tamper(&f.path("app.log.3"), 0);
+    for _ in 0..2 {
+        let (code, docs) = f.check();
+        assert_eq!(code, 1, "{docs:#?}");
+        assert_eq!(alerts_of(&docs).len(), 1, "{docs:#?}");
+        assert_eq!(alerts_of(&docs)[0]["file"]["path"], s(&f.path("app.log.3")));
+    }
+}
+
+/// copytruncate found after the application wrote again: the copy holds the verified content
+/// and the log is the same inode, so a rotation, whatever the length of the new line.
+#[test]
+fn copytruncate_seen_late_is_a_rotation_whatever_the_new_length() {
+    for new_line in [
+        "short\n",
+        "a line that is longer than everything the log held before it\n",
+    ] {
+        let f = Fixture::with_config_extra(ROTATING);
+        let log = f.path("app.log");
+        fs::write(&log, "first line\nsecond line\n").unwrap();
+        f.init();
+        sh("cp", &[s(&log), s(&f.path("app.log.1"))]);
+        fs::write(&log, "").unwrap();
+        append_line(&log, new_line);
+        let (code, docs) = f.check();
+        assert_eq!(code, 0, "{new_line:?}: {docs:#?}");
+        let ev = docs
+            .iter()
+            .find(|d| d["file"]["path"] == s(&log))
+            .unwrap_or_else(|| panic!("{docs:#?}"));
+        assert_eq!(ev["event"]["action"], "rotated", "{ev:#}");
+        assert_eq!(ev["fim"]["rotation"]["copytruncate"], true, "{ev:#}");
+        // Without a copy, the same rewrite is an alert.
+        fs::write(&log, "x".repeat(new_line.len() + 40)).unwrap();
+        let (code, docs) = f.check();
+        assert_eq!(code, 1, "{new_line:?}: {docs:#?}");
+    }
+}
