@@ -550,3 +550,114 @@ fn copytruncate_seen_late_is_a_rotation_whatever_the_new_length() {
         assert_eq!(code, 1, "{new_line:?}: {docs:#?}");
     }
 }
+
+/// Drives the real logrotate with a private configuration and state file.
+struct Logrotate {
+    conf: std::path::PathBuf,
+    state: std::path::PathBuf,
+}
+
+impl Logrotate {
+    fn new(f: &Fixture, directives: &str) -> Logrotate {
+        assert!(
+            Path::new("/usr/sbin/logrotate").exists(),
+            "logrotate is not installed (cargo xtask setup installs it)"
+        );
+        let conf = f.dir.path().join("logrotate.conf");
+        let state = f.dir.path().join("logrotate.state");
+        fs::write(
+            &conf,
+            format!("{} {{\n{directives}\nmissingok\n}}\n", s(&f.path("app.log"))),
+        )
+        .unwrap();
+        Logrotate { conf, state }
+    }
+
+    fn cycle(&self) {
+        sh(
+            "/usr/sbin/logrotate",
+            &["-s", s(&self.state), "-f", s(&self.conf)],
+        );
+    }
+}
+
+const STYLES: &[(&str, &str)] = &[
+    ("create", "rotate 3\ncreate\nnocompress"),
+    ("copytruncate", "rotate 3\ncopytruncate\nnocompress"),
+    (
+        "compress+delaycompress",
+        "rotate 3\ncreate\ncompress\ndelaycompress",
+    ),
+    ("compress", "rotate 3\ncreate\ncompress"),
+    (
+        "dateext",
+        "rotate 3\ncreate\ndateext\ndateformat -%Y%m%d-%s\nnocompress",
+    ),
+    ("rotate 0", "rotate 0\ncreate\nnocompress"),
+];
+
+fn logrotate_cycles_under_check(style: &str) {
+    let (_, directives) = STYLES.iter().find(|(n, _)| *n == style).unwrap();
+    let f = log_fixture(ROTATING);
+    let log = f.path("app.log");
+    let lr = Logrotate::new(&f, directives);
+    f.init();
+    for cycle in 0..6 {
+        for i in 0..50 {
+            append_line(&log, &format!("cycle {cycle} line {i}\n"));
+        }
+        let (code, docs) = f.check();
+        assert_eq!(code, 0, "{style}, cycle {cycle}, after appending: {docs:#?}");
+        if style == "dateext" {
+            // One rotated name per second.
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        lr.cycle();
+        let (code, docs) = f.check();
+        assert_eq!(code, 0, "{style}, cycle {cycle}, after rotating: {docs:#?}");
+    }
+    append_line(&log, "the last line\n");
+    assert_eq!(f.check().0, 0, "{style}: the last append");
+    // A changed line in the newest plain rotated file, or in the live log.
+    let rotated = fs::read_dir(&f.tree)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("app.log") && n != "app.log" && !n.ends_with(".gz")
+        })
+        .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap());
+    let target = rotated.unwrap_or_else(|| log.clone());
+    tamper(&target, 3);
+    let (code, docs) = f.check();
+    assert_eq!(code, 1, "{style}: {} changed: {docs:#?}", target.display());
+    assert!(
+        alerts_of(&docs).iter().any(|d| d["file"]["path"] == s(&target)),
+        "{style}: {docs:#?}"
+    );
+}
+
+#[test]
+fn logrotate_create_over_many_cycles_under_check() {
+    logrotate_cycles_under_check("create");
+}
+
+#[test]
+fn logrotate_copytruncate_over_many_cycles_under_check() {
+    logrotate_cycles_under_check("copytruncate");
+}
+
+#[test]
+fn logrotate_compress_delaycompress_over_many_cycles_under_check() {
+    logrotate_cycles_under_check("compress+delaycompress");
+}
+
+#[test]
+fn logrotate_compress_over_many_cycles_under_check() {
+    logrotate_cycles_under_check("compress");
+}
+
+#[test]
+fn logrotate_dateext_over_many_cycles_under_check() {
+    logrotate_cycles_under_check("dateext");
+}
