@@ -661,3 +661,45 @@ fn logrotate_compress_over_many_cycles_under_check() {
 fn logrotate_dateext_over_many_cycles_under_check() {
     logrotate_cycles_under_check("dateext");
 }
+
+fn logrotate_cycles_under_run(style: &str) {
+    if !privileged("fimd run") {
+        return;
+    }
+    let (_, directives) = STYLES.iter().find(|(n, _)| *n == style).unwrap();
+    let f = log_fixture(ROTATING);
+    let log = f.path("app.log");
+    let lr = Logrotate::new(&f, directives);
+    let d = Daemon::start(&f);
+    for cycle in 0..5 {
+        append_by(&log, &format!("cycle {cycle}\n").repeat(20));
+        settle();
+        if style == "dateext" {
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        lr.cycle();
+        settle();
+        let alerts: Vec<Value> = d.alerts().into_iter().filter(|a| kind(a) == "alert").collect();
+        assert!(alerts.is_empty(), "{style}, cycle {cycle}: {alerts:#?}");
+    }
+    drop(d);
+    let (code, docs) = f.check();
+    assert_eq!(code, 0, "{style}: check after the daemon: {docs:#?}");
+}
+
+#[test]
+fn logrotate_create_and_copytruncate_under_run() {
+    logrotate_cycles_under_run("create");
+    logrotate_cycles_under_run("copytruncate");
+}
+
+#[test]
+fn logrotate_compress_delaycompress_and_compress_under_run() {
+    logrotate_cycles_under_run("compress+delaycompress");
+    logrotate_cycles_under_run("compress");
+}
+
+#[test]
+fn logrotate_dateext_under_run() {
+    logrotate_cycles_under_run("dateext");
+}
