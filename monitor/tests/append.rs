@@ -459,3 +459,247 @@ fn io_uring_writes_below_the_verified_length_alert_through_plain_and_fixed_files
         assert_eq!(r.code, 0, "{name}: {}", r.stderr);
     }
 }
+
+fn append_line(path: &Path, line: &str) {
+    fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut w| std::io::Write::write_all(&mut w, line.as_bytes()))
+        .unwrap();
+}
+
+/// Rewrites one byte of `path` in place (the same inode, the same length).
+fn tamper(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x20], at).unwrap();
+}
+
+fn alerts_of(docs: &[Value]) -> Vec<&Value> {
+    docs.iter().filter(|d| kind(d) == "alert").collect()
+}
+
+/// The whole chain shifted by hand between two checks (`.1` -> `.2`, the log -> `.1`, a new
+/// log): the comparison sees every name replaced, and the judge sees one rotation.
+#[test]
+fn a_chain_shifted_between_two_checks_is_one_rotation() {
+    let f = Fixture::with_config_extra("policy = \"append-only\"\nrotate = [\"app.log.*\"]");
+    let (log, r1, r2) = (f.path("app.log"), f.path("app.log.1"), f.path("app.log.2"));
+    fs::write(&log, "a\n").unwrap();
+    f.init();
+    sh("mv", &[s(&log), s(&r1)]);
+    fs::write(&log, "b\n").unwrap();
+    let (code, docs) = f.check();
+    assert_eq!(code, 0, "first generation: {docs:#?}");
+    sh("mv", &[s(&r1), s(&r2)]);
+    sh("mv", &[s(&log), s(&r1)]);
+    fs::write(&log, "c\n").unwrap();
+    let (code, docs) = f.check();
+    assert_eq!(code, 0, "second generation: {docs:#?}");
+    assert!(
+        docs.iter()
+            .any(|d| d["file"]["path"] == s(&r1) && d["event"]["action"] == "rotated"),
+        "{docs:#?}"
+    );
+    let (code, docs) = f.check();
+    assert_eq!((code, docs.len()), (0, 0), "the check after: {docs:#?}");
+    // A third generation, then the oldest changed: an alert, on every later check.
+    sh("mv", &[s(&r2), s(&f.path("app.log.3"))]);
+    sh("mv", &[s(&r1), s(&r2)]);
+    sh("mv", &[s(&log), s(&r1)]);
+    fs::write(&log, "d\n").unwrap();
+    let (code, docs) = f.check();
+    assert_eq!(code, 0, "third generation: {docs:#?}");
+    tamper(&f.path("app.log.3"), 0);
+    for _ in 0..2 {
+        let (code, docs) = f.check();
+        assert_eq!(code, 1, "{docs:#?}");
+        assert_eq!(alerts_of(&docs).len(), 1, "{docs:#?}");
+        assert_eq!(alerts_of(&docs)[0]["file"]["path"], s(&f.path("app.log.3")));
+    }
+}
+
+/// copytruncate found after the application wrote again: the copy holds the verified content
+/// and the log is the same inode, so a rotation, whatever the length of the new line.
+#[test]
+fn copytruncate_seen_late_is_a_rotation_whatever_the_new_length() {
+    for new_line in [
+        "short\n",
+        "a line that is longer than everything the log held before it\n",
+    ] {
+        let f = Fixture::with_config_extra(ROTATING);
+        let log = f.path("app.log");
+        fs::write(&log, "first line\nsecond line\n").unwrap();
+        f.init();
+        sh("cp", &[s(&log), s(&f.path("app.log.1"))]);
+        fs::write(&log, "").unwrap();
+        append_line(&log, new_line);
+        let (code, docs) = f.check();
+        assert_eq!(code, 0, "{new_line:?}: {docs:#?}");
+        let ev = docs
+            .iter()
+            .find(|d| d["file"]["path"] == s(&log))
+            .unwrap_or_else(|| panic!("{docs:#?}"));
+        assert_eq!(ev["event"]["action"], "rotated", "{ev:#}");
+        assert_eq!(ev["fim"]["rotation"]["copytruncate"], true, "{ev:#}");
+        // Without a copy, the same rewrite is an alert.
+        fs::write(&log, "x".repeat(new_line.len() + 40)).unwrap();
+        let (code, docs) = f.check();
+        assert_eq!(code, 1, "{new_line:?}: {docs:#?}");
+    }
+}
+
+/// Drives the real logrotate with a private configuration and state file.
+struct Logrotate {
+    conf: std::path::PathBuf,
+    state: std::path::PathBuf,
+}
+
+impl Logrotate {
+    fn new(f: &Fixture, directives: &str) -> Logrotate {
+        assert!(
+            Path::new("/usr/sbin/logrotate").exists(),
+            "logrotate is not installed (cargo xtask setup installs it)"
+        );
+        let conf = f.dir.path().join("logrotate.conf");
+        let state = f.dir.path().join("logrotate.state");
+        fs::write(
+            &conf,
+            format!("{} {{\n{directives}\nmissingok\n}}\n", s(&f.path("app.log"))),
+        )
+        .unwrap();
+        Logrotate { conf, state }
+    }
+
+    fn cycle(&self) {
+        sh(
+            "/usr/sbin/logrotate",
+            &["-s", s(&self.state), "-f", s(&self.conf)],
+        );
+    }
+}
+
+const STYLES: &[(&str, &str)] = &[
+    ("create", "rotate 3\ncreate\nnocompress"),
+    ("copytruncate", "rotate 3\ncopytruncate\nnocompress"),
+    (
+        "compress+delaycompress",
+        "rotate 3\ncreate\ncompress\ndelaycompress",
+    ),
+    ("compress", "rotate 3\ncreate\ncompress"),
+    (
+        "dateext",
+        "rotate 3\ncreate\ndateext\ndateformat -%Y%m%d-%s\nnocompress",
+    ),
+    ("rotate 0", "rotate 0\ncreate\nnocompress"),
+];
+
+fn logrotate_cycles_under_check(style: &str) {
+    let (_, directives) = STYLES.iter().find(|(n, _)| *n == style).unwrap();
+    let f = log_fixture(ROTATING);
+    let log = f.path("app.log");
+    let lr = Logrotate::new(&f, directives);
+    f.init();
+    for cycle in 0..6 {
+        for i in 0..50 {
+            append_line(&log, &format!("cycle {cycle} line {i}\n"));
+        }
+        let (code, docs) = f.check();
+        assert_eq!(code, 0, "{style}, cycle {cycle}, after appending: {docs:#?}");
+        if style == "dateext" {
+            // One rotated name per second.
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        lr.cycle();
+        let (code, docs) = f.check();
+        assert_eq!(code, 0, "{style}, cycle {cycle}, after rotating: {docs:#?}");
+    }
+    append_line(&log, "the last line\n");
+    assert_eq!(f.check().0, 0, "{style}: the last append");
+    // A changed line in the newest plain rotated file, or in the live log.
+    let rotated = fs::read_dir(&f.tree)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("app.log") && n != "app.log" && !n.ends_with(".gz")
+        })
+        .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap());
+    let target = rotated.unwrap_or_else(|| log.clone());
+    tamper(&target, 3);
+    let (code, docs) = f.check();
+    assert_eq!(code, 1, "{style}: {} changed: {docs:#?}", target.display());
+    assert!(
+        alerts_of(&docs).iter().any(|d| d["file"]["path"] == s(&target)),
+        "{style}: {docs:#?}"
+    );
+}
+
+#[test]
+fn logrotate_create_over_many_cycles_under_check() {
+    logrotate_cycles_under_check("create");
+}
+
+#[test]
+fn logrotate_copytruncate_over_many_cycles_under_check() {
+    logrotate_cycles_under_check("copytruncate");
+}
+
+#[test]
+fn logrotate_compress_delaycompress_over_many_cycles_under_check() {
+    logrotate_cycles_under_check("compress+delaycompress");
+}
+
+#[test]
+fn logrotate_compress_over_many_cycles_under_check() {
+    logrotate_cycles_under_check("compress");
+}
+
+#[test]
+fn logrotate_dateext_over_many_cycles_under_check() {
+    logrotate_cycles_under_check("dateext");
+}
+
+fn logrotate_cycles_under_run(style: &str) {
+    if !privileged("fimd run") {
+        return;
+    }
+    let (_, directives) = STYLES.iter().find(|(n, _)| *n == style).unwrap();
+    let f = log_fixture(ROTATING);
+    let log = f.path("app.log");
+    let lr = Logrotate::new(&f, directives);
+    let d = Daemon::start(&f);
+    for cycle in 0..5 {
+        append_by(&log, &format!("cycle {cycle}\n").repeat(20));
+        settle();
+        if style == "dateext" {
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        lr.cycle();
+        settle();
+        let alerts: Vec<Value> = d.alerts().into_iter().filter(|a| kind(a) == "alert").collect();
+        assert!(alerts.is_empty(), "{style}, cycle {cycle}: {alerts:#?}");
+    }
+    drop(d);
+    let (code, docs) = f.check();
+    assert_eq!(code, 0, "{style}: check after the daemon: {docs:#?}");
+}
+
+#[test]
+fn logrotate_create_and_copytruncate_under_run() {
+    logrotate_cycles_under_run("create");
+    logrotate_cycles_under_run("copytruncate");
+}
+
+#[test]
+fn logrotate_compress_delaycompress_and_compress_under_run() {
+    logrotate_cycles_under_run("compress+delaycompress");
+    logrotate_cycles_under_run("compress");
+}
+
+#[test]
+fn logrotate_dateext_under_run() {
+    logrotate_cycles_under_run("dateext");
+}

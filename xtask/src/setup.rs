@@ -27,6 +27,8 @@ const PACKAGES: &[&str] = &[
     "auditd",
     "rsyslog",
     "gzip",
+    // logrotate: the append-only tests drive the real one through every rotation style.
+    "logrotate",
     "prometheus",
     "strace",
     "systemd",

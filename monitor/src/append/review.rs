@@ -172,6 +172,35 @@ pub fn judge_file(fd: OwnedFd, checkpoints: &[(u64, [u8; 32])], cap: u64) -> std
     Ok((j, compressed))
 }
 
+/// The length and SHA-256 of a file's content (decompressed, when it is gzip), reading at most
+/// `cap` bytes of it; whether it was compressed.
+fn digest_file(fd: OwnedFd, cap: u64) -> std::io::Result<(u64, [u8; 32], bool)> {
+    let compressed = is_compressed(&fd);
+    let file = std::fs::File::from(fd);
+    let mut r: Box<dyn Read> = if compressed {
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)))
+    } else {
+        Box::new(file)
+    };
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        total += n as u64;
+        if total > cap {
+            return Err(std::io::Error::other("larger than max_file_size"));
+        }
+    }
+    Ok((total, h.finalize().into(), compressed))
+}
+
 struct Judge<'a, 'c> {
     ctx: &'a Context<'c>,
     out: Reviewed,
@@ -268,10 +297,44 @@ impl Judge<'_, '_> {
         }))
     }
 
+    /// A rotated file of the baseline, in `cur`'s directory, whose whole content `cur` holds
+    /// (decompressed, when it is gzip): its path, and what the event says.
+    fn same_as_rotated(&self, cur: &Entry) -> Option<(Vec<u8>, serde_json::Value)> {
+        let dir = dir_of(&cur.path);
+        let candidates: Vec<&Entry> = self
+            .ctx
+            .base
+            .values()
+            .filter(|e| e.kind == FileKind::Regular && e.path != cur.path && dir_of(&e.path) == dir)
+            .filter(|e| e.sha256.is_some() && self.is_rotated_name(&e.path))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let fd = open_regular(self.ctx.root, &cur.path)?;
+        let cap = self.ctx.settings.max_file_size.unwrap_or(u64::MAX);
+        let (len, sha, compressed) = digest_file(fd, cap).ok()?;
+        let src = candidates
+            .into_iter()
+            .filter(|e| e.size == len && e.sha256 == Some(sha))
+            .min_by(|a, b| a.path.cmp(&b.path))?;
+        Some((
+            src.path.clone(),
+            json!({
+                "from": path_text(&src.path).0,
+                "compressed": compressed,
+                "verified_bytes": len,
+                "unverified_bytes": 0,
+                "lost_bytes": 0,
+            }),
+        ))
+    }
+
     fn run(mut self, changes: Vec<Change>) -> Reviewed {
         let (mine, others): (Vec<Change>, Vec<Change>) =
             changes.into_iter().partition(|c| c.policy == Policy::AppendOnly);
         self.out.changes = others;
+        let mine = self.unchain(mine);
         let mut deleted_used: HashSet<Vec<u8>> = HashSet::new();
         let mut pending = Vec::new();
         // 1: rotated files appearing (moved or created under a rotated name).
@@ -316,18 +379,26 @@ impl Judge<'_, '_> {
                         .and_then(|s| self.ctx.base.get(s))
                         .filter(|s| self.is_rotated_name(&s.path))
                         .cloned();
-                    let verdict = match (&rotated_source, self.log_for(&cur.path).cloned()) {
-                        (Some(src), _) => self.judge_rotated(&cur, src).filter(|x| {
+                    let from_source = rotated_source.as_ref().and_then(|src| {
+                        let extra = self.judge_rotated(&cur, src).filter(|x| {
                             x["verified_bytes"] == json!(src.size) && x["unverified_bytes"] == json!(0)
-                        }),
-                        (None, Some(log)) => self.judge_rotated(&cur, &log),
-                        (None, None) => None,
+                        })?;
+                        Some((src.path.clone(), extra))
+                    });
+                    // Or a rotated file compressed after it moved on (delaycompress, between
+                    // two looks): the whole of one, whatever its name was. Or the log itself.
+                    let verdict = match from_source.or_else(|| self.same_as_rotated(&cur)) {
+                        Some((src, extra)) => {
+                            deleted_used.insert(src);
+                            Some(extra)
+                        }
+                        None => match self.log_for(&cur.path).cloned() {
+                            Some(log) => self.judge_rotated(&cur, &log),
+                            None => None,
+                        },
                     };
                     match verdict {
                         Some(extra) => {
-                            if let Some(s) = source {
-                                deleted_used.insert(s);
-                            }
                             self.event(Action::Rotated, &c, vec![("rotation", extra)]);
                             self.advance(&cur, None);
                         }
@@ -374,7 +445,102 @@ impl Judge<'_, '_> {
             }
         }
         self.out.changes.sort_by(|a, b| a.path().cmp(b.path()));
+        // A chain shift retires a name and fills it again (app.log.1 moves on, app.log takes
+        // its place): the rows are applied in order, last one wins, so retirements go first.
+        self.out.ledger.sort_by_key(|r| r.entry.is_some());
         self.out
+    }
+
+    /// A chain shift between two looks (`app.log.1` -> `app.log.2`, `app.log` -> `app.log.1`,
+    /// a new `app.log`) leaves no path gone: the comparison sees each name replaced by another
+    /// inode. Here a replaced name is split into the inode that left it and the one that came,
+    /// and both are paired again with the paths that disappeared and appeared, by the same rule
+    /// as any move (`crate::moves`). A replacement neither half of which moved stays as it was.
+    fn unchain(&self, mine: Vec<Change>) -> Vec<Change> {
+        let replaced = |c: &Change| {
+            matches!(c.action, Action::Updated | Action::AttributesModified)
+                && c.previous.is_some()
+                && c.current.is_some()
+                && c.changes.contains(&"inode")
+        };
+        if self.ctx.mode != Mode::Full || !mine.iter().any(replaced) {
+            return mine;
+        }
+        let mut keep = Vec::new();
+        let mut gone = Vec::new();
+        let mut new = Vec::new();
+        let mut split: Vec<Change> = Vec::new();
+        for c in mine {
+            match (&c.action, &c.previous, &c.current) {
+                (Action::Deleted, Some(p), None) => gone.push(p.clone()),
+                (Action::Created, None, Some(n)) => new.push(n.clone()),
+                (_, Some(p), Some(n)) if replaced(&c) => {
+                    gone.push(p.clone());
+                    new.push(n.clone());
+                    split.push(c);
+                }
+                _ => keep.push(c),
+            }
+        }
+        let pairing = crate::moves::pair(gone, new);
+        let moved_from: HashSet<Vec<u8>> = pairing.moved.iter().map(|(o, _)| o.path.clone()).collect();
+        let moved_to: HashSet<Vec<u8>> = pairing.moved.iter().map(|(_, n)| n.path.clone()).collect();
+        // A replacement whose two halves both stayed unpaired is reported as before.
+        let whole: Vec<Change> = split
+            .into_iter()
+            .filter(|c| !moved_from.contains(c.path()) && !moved_to.contains(c.path()))
+            .collect();
+        let whole_paths: HashSet<Vec<u8>> = whole.iter().map(|c| c.path().to_vec()).collect();
+        keep.extend(whole);
+        for (old, new) in pairing.moved {
+            keep.push(crate::compare::moved(old, new, self.ctx.mode, Policy::AppendOnly));
+        }
+        let deleted = pairing
+            .deleted
+            .into_iter()
+            .filter(|e| !whole_paths.contains(&e.path))
+            .collect();
+        let created = pairing
+            .created
+            .into_iter()
+            .filter(|e| !whole_paths.contains(&e.path))
+            .collect();
+        let mut out = self.rebuild(keep, deleted, created);
+        out.sort_by(|a, b| a.path().cmp(b.path()));
+        out
+    }
+
+    fn rebuild(&self, mut keep: Vec<Change>, deleted: Vec<Entry>, created: Vec<Entry>) -> Vec<Change> {
+        let change = |action, previous, current| Change {
+            action,
+            kind: Kind::Alert,
+            policy: Policy::AppendOnly,
+            current,
+            previous,
+            changes: Vec::new(),
+            extra: Vec::new(),
+        };
+        keep.extend(
+            deleted
+                .into_iter()
+                .map(|e| change(Action::Deleted, Some(e), None)),
+        );
+        keep.extend(
+            created
+                .into_iter()
+                .map(|e| change(Action::Created, None, Some(e))),
+        );
+        keep
+    }
+
+    /// The log copied to a rotated name (that holds its verified content), then truncated in
+    /// place: a rotation; what it holds now starts the next generation.
+    fn copytruncated(&mut self, c: &Change, prev: &Entry, cur: &Entry) {
+        let copy_len = self.covered.get(&prev.path).map_or(0, |&(_, len)| len);
+        let extra = json!({ "copytruncate": true, "lost_bytes": prev.size.saturating_sub(copy_len) });
+        self.event(Action::Rotated, c, vec![("rotation", extra)]);
+        let st = self.full_state(cur);
+        self.advance(cur, st);
     }
 
     /// A new file where a rotated log was: the next generation of that log, an event.
@@ -413,11 +579,8 @@ impl Judge<'_, '_> {
             return self.out.changes.push(c);
         }
         if cur.size < prev.size {
-            if let Some(&(_, copy_len)) = self.covered.get(&prev.path) {
-                let extra = json!({ "copytruncate": true, "lost_bytes": prev.size.saturating_sub(copy_len) });
-                self.event(Action::Rotated, &c, vec![("rotation", extra)]);
-                let st = self.full_state(cur);
-                return self.advance(cur, st);
+            if self.covered.contains_key(&prev.path) {
+                return self.copytruncated(&c, prev, cur);
             }
             let mut c = c;
             c.action = Action::Truncated;
@@ -434,6 +597,11 @@ impl Judge<'_, '_> {
                     self.event(Action::Appended, &c, vec![("append", extra)]);
                 }
                 self.advance(cur, Some(state));
+            }
+            // A copy holds the verified content and this is still the same inode: copytruncate,
+            // then new lines, whatever their length (the verified prefix is in the copy).
+            Ok(Extended::Shorter | Extended::Changed) if self.covered.contains_key(&prev.path) => {
+                self.copytruncated(&c, prev, cur)
             }
             Ok(Extended::Shorter) => {
                 let mut c = c;
@@ -488,5 +656,224 @@ mod tests {
         let gz = gz.finish().unwrap();
         let j = judge_stream(flate2::read::MultiGzDecoder::new(&gz[..]), &cps, u64::MAX).unwrap();
         assert_eq!((j.total, j.verified, j.mismatch), (50_000, 30_000, false));
+    }
+
+    /// A directory of logs watched append-only with `rotate = ["app.log.*"]`, and what the
+    /// baseline says of it.
+    struct Logs {
+        dir: tempfile::TempDir,
+        settings: Settings,
+        base: HashMap<Vec<u8>, Entry>,
+    }
+
+    fn entry_of(path: &Path) -> Entry {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).unwrap();
+        Entry {
+            path: path.as_os_str().as_bytes().to_vec(),
+            kind: FileKind::Regular,
+            size: m.len(),
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            ino: m.ino(),
+            dev: m.dev(),
+            nlink: m.nlink(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            sha256: Some(Sha256::digest(std::fs::read(path).unwrap()).into()),
+            link_target: None,
+            xattrs: Default::default(),
+            flags: None,
+            birth_ns: None,
+            generation: None,
+        }
+    }
+
+    impl Logs {
+        fn new(log: &str) -> Logs {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("app.log"), log).unwrap();
+            let text = format!(
+                "state_dir = \"/nonexistent\"\n[[watch]]\npath = {:?}\npolicy = \"append-only\"\n\
+                 rotate = [\"app.log.*\"]\n",
+                dir.path().display().to_string()
+            );
+            let settings = Settings::parse(Path::new("fimd.toml"), &text).unwrap();
+            let mut logs = Logs {
+                dir,
+                settings,
+                base: HashMap::new(),
+            };
+            logs.base = logs.now();
+            logs
+        }
+
+        fn path(&self, name: &str) -> std::path::PathBuf {
+            self.dir.path().join(name)
+        }
+
+        fn now(&self) -> HashMap<Vec<u8>, Entry> {
+            std::fs::read_dir(self.dir.path())
+                .unwrap()
+                .map(|e| entry_of(&e.unwrap().path()))
+                .map(|e| (e.path.clone(), e))
+                .collect()
+        }
+
+        /// What a comparison finds (path by path, then moves paired), judged; the ledger
+        /// applied to the baseline as the store does (row by row, the last one wins).
+        fn look(&mut self) -> Vec<Change> {
+            let now = self.now();
+            let mut changes = Vec::new();
+            let (mut gone, mut new) = (Vec::new(), Vec::new());
+            for (p, b) in &self.base {
+                match now.get(p) {
+                    Some(n) => {
+                        let d = crate::compare::diff(b, n, Mode::Full);
+                        if !d.is_empty() {
+                            let content = d.iter().any(|k| ["content", "size"].contains(k));
+                            changes.push(Change {
+                                action: if content {
+                                    Action::Updated
+                                } else {
+                                    Action::AttributesModified
+                                },
+                                kind: Kind::Alert,
+                                policy: Policy::AppendOnly,
+                                current: Some(n.clone()),
+                                previous: Some(b.clone()),
+                                changes: d,
+                                extra: Vec::new(),
+                            });
+                        }
+                    }
+                    None => gone.push(b.clone()),
+                }
+            }
+            new.extend(now.values().filter(|n| !self.base.contains_key(&n.path)).cloned());
+            let pairing = crate::moves::pair(gone, new);
+            for (o, n) in pairing.moved {
+                changes.push(crate::compare::moved(o, n, Mode::Full, Policy::AppendOnly));
+            }
+            let plain = |action, previous, current| Change {
+                action,
+                kind: Kind::Alert,
+                policy: Policy::AppendOnly,
+                current,
+                previous,
+                changes: Vec::new(),
+                extra: Vec::new(),
+            };
+            changes.extend(
+                pairing
+                    .deleted
+                    .into_iter()
+                    .map(|e| plain(Action::Deleted, Some(e), None)),
+            );
+            changes.extend(
+                pairing
+                    .created
+                    .into_iter()
+                    .map(|e| plain(Action::Created, None, Some(e))),
+            );
+            changes.sort_by(|a, b| a.path().cmp(b.path()));
+            let retired = HashSet::new();
+            let checkpoints = HashMap::new();
+            let ctx = Context {
+                settings: &self.settings,
+                root: Path::new("/"),
+                mode: Mode::Full,
+                base: &self.base,
+                retired: &retired,
+                checkpoints: &checkpoints,
+            };
+            let out = review(&ctx, changes);
+            for row in out.ledger {
+                match row.entry {
+                    Some(e) => self.base.insert(row.path, e),
+                    None => self.base.remove(&row.path),
+                };
+            }
+            out.changes
+        }
+
+        fn mv(&self, from: &str, to: &str) {
+            std::fs::rename(self.path(from), self.path(to)).unwrap();
+        }
+    }
+
+    fn alerts(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .filter(|c| c.kind == Kind::Alert)
+            .map(|c| format!("{} {}", c.action.as_str(), String::from_utf8_lossy(c.path())))
+            .collect()
+    }
+
+    #[test]
+    fn a_chain_shifted_between_two_looks_is_one_rotation() {
+        let mut l = Logs::new("a\n");
+        l.mv("app.log", "app.log.1");
+        std::fs::write(l.path("app.log"), "b\n").unwrap();
+        assert_eq!(alerts(&l.look()), Vec::<String>::new(), "first generation");
+        // Every name is replaced by another inode; none is gone.
+        l.mv("app.log.1", "app.log.2");
+        l.mv("app.log", "app.log.1");
+        std::fs::write(l.path("app.log"), "c\n").unwrap();
+        let seen = l.look();
+        assert_eq!(alerts(&seen), Vec::<String>::new(), "second generation");
+        assert_eq!(
+            seen.iter().filter(|c| c.action == Action::Rotated).count(),
+            2,
+            "app.log -> .1 and .1 -> .2"
+        );
+        assert!(l.look().is_empty(), "the baseline took the chain");
+        // Delaycompress after the shift: .1 -> .2, then .2 compressed, all between two looks.
+        l.mv("app.log.2", "app.log.3");
+        l.mv("app.log.1", "app.log.2");
+        l.mv("app.log", "app.log.1");
+        std::fs::write(l.path("app.log"), "d\n").unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&std::fs::read(l.path("app.log.2")).unwrap())
+            .unwrap();
+        std::fs::write(l.path("app.log.2.gz"), gz.finish().unwrap()).unwrap();
+        std::fs::remove_file(l.path("app.log.2")).unwrap();
+        assert_eq!(
+            alerts(&l.look()),
+            Vec::<String>::new(),
+            "compressed after the shift"
+        );
+        assert!(l.look().is_empty());
+        // A rotated file whose content changed at its new name is still an alert.
+        l.mv("app.log.3", "app.log.4");
+        std::fs::write(l.path("app.log.4"), "A\n").unwrap();
+        let seen = alerts(&l.look());
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].ends_with("app.log.4"), "{seen:?}");
+    }
+
+    #[test]
+    fn copytruncate_seen_late_is_a_rotation_whatever_the_new_length() {
+        for line in ["x\n", "a line at least as long as the verified length\n"] {
+            let mut l = Logs::new("first\nsecond\n");
+            std::fs::copy(l.path("app.log"), l.path("app.log.1")).unwrap();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(l.path("app.log"))
+                .unwrap();
+            f.set_len(0).unwrap();
+            (&f).write_all(line.as_bytes()).unwrap();
+            let seen = l.look();
+            assert_eq!(alerts(&seen), Vec::<String>::new(), "{line:?}");
+            let log = seen
+                .iter()
+                .find(|c| c.path() == l.path("app.log").as_os_str().as_bytes());
+            assert_eq!(log.map(|c| c.action), Some(Action::Rotated), "{line:?}");
+            assert!(l.look().is_empty(), "{line:?}");
+            // No copy this time: the same rewrite is an alert.
+            std::fs::write(l.path("app.log"), "y".repeat(line.len() + 10)).unwrap();
+            assert_eq!(alerts(&l.look()).len(), 1, "{line:?}");
+        }
     }
 }

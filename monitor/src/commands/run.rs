@@ -1264,6 +1264,12 @@ impl Daemon {
                     // A new log at this path: the old one's checkpoints describe other bytes.
                     if self.baseline.get(&row.path).is_none_or(|b| b.ino != e.ino) {
                         self.checkpoints.remove(&row.path);
+                        // What the kernel recorded for this inode number before now belongs to
+                        // bytes this row was judged by whole, or to another file that had the
+                        // number (a rotated file deleted, its number given to the new log).
+                        if e.kind == FileKind::Regular {
+                            self.sensor.take_violations(&key_of(&e));
+                        }
                     }
                     if e.kind == FileKind::Regular && self.policy(&e.path) == Policy::AppendOnly {
                         self.sensor.watch_append(key_of(&e), e.size)?;
