@@ -5,7 +5,7 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, privileged, sh};
+use common::{Fixture, privileged, sh, t};
 use rand::Rng;
 
 fn export(f: &Fixture) -> (i32, String) {
@@ -483,28 +483,9 @@ fn a_rolled_back_baseline_shows_as_its_generation_going_down() {
 }
 
 /// `(action, path, previous path)` of every alert of `fimd check --json`, sorted.
-fn decisions(f: &Fixture) -> Vec<(String, String, String)> {
+fn decisions(f: &Fixture) -> Vec<common::Decision> {
     let (_, alerts) = f.check();
-    let mut v: Vec<_> = alerts
-        .iter()
-        .map(|a| {
-            (
-                a["event"]["action"].as_str().unwrap_or_default().to_owned(),
-                a["file"]["path"].as_str().unwrap_or_default().to_owned(),
-                // Where it came from, for a move (a deletion names its own path there).
-                if a["event"]["action"] == "moved" {
-                    a["fim"]["previous"]["path"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned()
-                } else {
-                    String::new()
-                },
-            )
-        })
-        .collect();
-    v.sort();
-    v
+    common::decided(alerts.iter())
 }
 
 fn ino(p: &std::path::Path) -> u64 {
@@ -551,10 +532,6 @@ fn reuse_inode(
         }
     }
     panic!("the inode number of {} was never handed out again", old.display());
-}
-
-fn t(action: &str, path: &std::path::Path, from: &str) -> (String, String, String) {
-    (action.to_owned(), path.display().to_string(), from.to_owned())
 }
 
 #[test]

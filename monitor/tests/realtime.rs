@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, by, py, s, summary};
-use common::{Fixture, Fs, FsFixture, privileged};
+use common::{Fixture, Fs, FsFixture, privileged, t};
 use serde_json::Value;
 
 /// The failures of one suite, collected so a run reports every operation that was not
@@ -1139,29 +1139,9 @@ fn a_late_store_through_a_shared_mapping_on_tmpfs_is_reported() {
     }
 }
 
-/// `(action, path, previous path)` of alerts, sorted.
-fn decided(alerts: &[serde_json::Value]) -> Vec<(String, String, String)> {
-    let mut v: Vec<_> = alerts
-        .iter()
-        .filter(|a| a["event"]["kind"] == "alert")
-        .map(|a| {
-            (
-                a["event"]["action"].as_str().unwrap_or_default().to_owned(),
-                a["file"]["path"].as_str().unwrap_or_default().to_owned(),
-                // Where it came from, for a move (a deletion names its own path there).
-                if a["event"]["action"] == "moved" {
-                    a["fim"]["previous"]["path"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned()
-                } else {
-                    String::new()
-                },
-            )
-        })
-        .collect();
-    v.sort();
-    v
+/// The decisions of the alerts (not events) among `docs`.
+fn decided(docs: &[Value]) -> Vec<common::Decision> {
+    common::decided(docs.iter().filter(|a| a["event"]["kind"] == "alert"))
 }
 
 /// Waits until the daemon's alerts (sorted decisions) are `want`, for up to 10 s.
@@ -1175,10 +1155,6 @@ fn wait_decided(d: &Daemon, want: &[(String, String, String)]) {
         assert!(Instant::now() < deadline, "alerts {got:#?}\nwanted {want:#?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn t(action: &str, path: &Path, from: &str) -> (String, String, String) {
-    (action.to_owned(), s(path).to_owned(), from.to_owned())
 }
 
 #[test]
@@ -1339,7 +1315,8 @@ fn moves_a_reused_inode_number_is_a_deletion_and_a_creation_under_run() {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let got = decided(&d.alerts());
+            let all = d.alerts();
+            let got = common::decided(all.iter().filter(|a| a["event"]["kind"] == "alert"));
             let has = |action: &str, p: &Path| got.iter().any(|(a, q, _)| a == action && q == s(p));
             assert!(got.iter().all(|(a, ..)| a != "moved"), "{got:#?}");
             if has("deleted", &b) && has("created", &n) {

@@ -146,6 +146,27 @@ pub struct Store {
 pub const COMMAND_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Store {
+    /// The store over an open connection; `key_path` is the configured key, named in errors
+    /// (the default one in `state_dir` when `None`).
+    fn opened(
+        conn: Connection,
+        path: PathBuf,
+        state_dir: &Path,
+        key_path: Option<&Path>,
+        read_only: bool,
+    ) -> Store {
+        let key_desc = key_path.map_or_else(
+            || state_dir.join(super::seal::KEY_FILE).display().to_string(),
+            |p| p.display().to_string(),
+        );
+        Store {
+            conn,
+            path,
+            key_desc,
+            read_only,
+        }
+    }
+
     /// Opens the database in `state_dir`; with `create` (what `init` does), makes the private
     /// state directory and an empty database when they do not exist. Without it, a missing
     /// database is `NoBaseline` and nothing is created. What is at the database path is judged
@@ -256,16 +277,7 @@ impl Store {
             found if found < SCHEMA_VERSION => return Err(StoreError::OldSchema { path, found }),
             found => return Err(StoreError::Schema { path, found }),
         }
-        let key_desc = key_path.map_or_else(
-            || state_dir.join(super::seal::KEY_FILE).display().to_string(),
-            |p| p.display().to_string(),
-        );
-        Ok(Store {
-            conn,
-            path,
-            key_desc,
-            read_only: false,
-        })
+        Ok(Store::opened(conn, path, state_dir, key_path, false))
     }
 
     /// Opens an existing database for reading only, when [`Store::open`] cannot (a full
@@ -345,16 +357,7 @@ impl Store {
             found if found < SCHEMA_VERSION => return Err(StoreError::OldSchema { path, found }),
             found => return Err(StoreError::Schema { path, found }),
         }
-        let key_desc = key_path.map_or_else(
-            || state_dir.join(super::seal::KEY_FILE).display().to_string(),
-            |p| p.display().to_string(),
-        );
-        Ok(Store {
-            conn,
-            path,
-            key_desc,
-            read_only: true,
-        })
+        Ok(Store::opened(conn, path, state_dir, key_path, true))
     }
 
     /// Whether this store was opened by [`Store::open_read_only`].

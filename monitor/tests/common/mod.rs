@@ -265,3 +265,34 @@ impl FsFixture {
         }
     }
 }
+
+/// One alert as `(action, path, previous path)`: the previous path only for a move.
+pub type Decision = (String, String, String);
+
+/// The decisions of `alerts`, sorted, so a set of moves, deletions and creations compares whole.
+pub fn decided<'a>(alerts: impl Iterator<Item = &'a serde_json::Value>) -> Vec<Decision> {
+    let mut v: Vec<Decision> = alerts
+        .map(|a| {
+            (
+                a["event"]["action"].as_str().unwrap_or_default().to_owned(),
+                a["file"]["path"].as_str().unwrap_or_default().to_owned(),
+                // Where it came from, for a move (a deletion names its own path there).
+                if a["event"]["action"] == "moved" {
+                    a["fim"]["previous"]["path"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                } else {
+                    String::new()
+                },
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The decision `(action, path, from)` a test expects.
+pub fn t(action: &str, path: &Path, from: &str) -> Decision {
+    (action.to_owned(), path.display().to_string(), from.to_owned())
+}
