@@ -10,6 +10,9 @@
 //! close() to the alert, the cost to writers of 1-byte writes with fimd and with auditd watching,
 //! and a write storm (see bench/realtime.rs).
 //!
+//! `bench scale` builds synthetic trees of 100k, 1M and 2M files and runs fimd `init`, `check`
+//! and `run` against AIDE on each (see bench/scale.rs).
+//!
 //! `bench append` times fimd's verification of 4 KiB appends to logs of 1 MiB to 10 GiB against a
 //! full rehash and AIDE's `growing` check (see bench/append.rs).
 use std::fs;
@@ -24,6 +27,7 @@ use clap::Subcommand;
 mod append;
 mod daemon;
 mod realtime;
+mod scale;
 
 #[derive(Subcommand)]
 pub enum Which {
@@ -73,6 +77,22 @@ pub enum Which {
         #[arg(long, default_value = "1G")]
         real_up_to: append::Size,
     },
+    /// Synthetic trees of 100k to 2M files: `fimd init`/`check`/`run` against AIDE, peak RSS,
+    /// kernel maps, latency while all are watched, and a wide directory under creations (needs root).
+    Scale {
+        /// Tree sizes in files (k = 1,000, M = 1,000,000); each tree is removed before the next.
+        #[arg(long, value_delimiter = ',', default_value = "100k,1M,2M")]
+        files: Vec<scale::Count>,
+        /// Where the trees go (2M files take about 10 GB).
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        /// Rewrites of one watched file timed from close() to the alert, per size.
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
+        /// Timed init and check runs per tool and size; the median time is reported.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -91,6 +111,12 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             dir,
             real_up_to,
         } => append::run(appends.max(1), &sizes, runs.max(1), &dir, real_up_to.bytes),
+        Which::Scale {
+            files,
+            dir,
+            changes,
+            runs,
+        } => scale::run(&files, &dir, changes.max(1), runs.max(1)),
     }
 }
 

@@ -122,6 +122,17 @@ impl Daemon {
         Ok(total as f64 / hz as f64)
     }
 
+    /// fimd's peak resident set so far, in KiB (`VmHWM` of /proc/PID/status).
+    pub(super) fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        let path = format!("/proc/{}/status", self.pid);
+        let text = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .with_context(|| format!("no VmHWM in {path}"))?;
+        Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+    }
+
     /// Stops fimd, returning how many kernel events it reported lost.
     pub(super) fn stop(mut self) -> anyhow::Result<u64> {
         let status = self.halt();
