@@ -9,6 +9,7 @@ pub mod compare;
 pub mod config;
 pub mod moves;
 pub mod output;
+pub mod paths;
 pub mod scan;
 pub mod sensor;
 pub mod telemetry;

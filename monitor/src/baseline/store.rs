@@ -622,7 +622,7 @@ impl Store {
             if ledger_mac(key, &row) != mac {
                 return Err(StoreError::LedgerMismatch {
                     path: self.path.clone(),
-                    row: crate::output::path::path_text(&row.path).0,
+                    row: crate::paths::path_text(&row.path).0,
                 });
             }
             out.push(row);

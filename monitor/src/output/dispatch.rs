@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use prometheus::{IntCounter, IntCounterVec};
 use serde_json::Value;
 
-use super::sink::{SinkError, SinkSettings};
+use super::sink::SinkError;
 use super::{jsonl, syslog, webhook};
+use crate::config::alerts::SinkSettings;
 
 /// How long `Drop` waits for the sink threads to finish what they hold.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -461,7 +462,7 @@ impl Drop for Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::sink::WebhookSettings;
+    use crate::config::alerts::WebhookSettings;
 
     /// A webhook whose server refuses every connection: what is sent stays queued, retried.
     fn failing_webhook(queue: usize) -> SinkSettings {

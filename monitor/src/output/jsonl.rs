@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::dispatch::Worker;
-use super::sink::JsonlTarget;
 pub use super::sink::SinkError;
+use crate::config::alerts::JsonlTarget;
 
 /// Size-based rotation of a file sink.
 struct Rotation {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::dispatch::{Doc, Worker};
-use super::sink::{SyslogSettings, SyslogTarget};
+use crate::config::alerts::{SyslogSettings, SyslogTarget};
 
 /// Structured-data ID: `fim` under the documentation enterprise number of RFC 5612.
 pub const SD_ID: &str = "fim@32473";

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::dispatch::{Doc, Worker};
-use super::sink::WebhookSettings;
+use crate::config::alerts::WebhookSettings;
 
 /// Longest a server's `Retry-After` can hold a batch back (the backoff cap still applies).
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
