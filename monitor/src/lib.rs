@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod compare;
 pub mod config;
+pub mod fstype;
 pub mod moves;
 pub mod output;
 pub mod paths;

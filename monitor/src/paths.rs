@@ -21,6 +21,17 @@ pub fn parent_of(path: &[u8]) -> Option<&[u8]> {
     Some(if i == 0 { b"/" } else { &path[..i] })
 }
 
+/// `dir` and a child `name` joined by one `/` (none added after a `dir` ending in `/`).
+pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+    p.extend_from_slice(dir);
+    if dir.last() != Some(&b'/') {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
 /// Whether `path` is `dir` or lies below it, by whole components (`/etcx` is not under `/etc`).
 pub fn is_under(path: &[u8], dir: &[u8]) -> bool {
     Path::new(OsStr::from_bytes(path)).starts_with(Path::new(OsStr::from_bytes(dir)))

@@ -1,7 +1,7 @@
 //! Configuration: the TOML document as written and the validated `Settings` every command works
 //! from, one file per table (`[[watch]]`, `[alerts]`, `[scan]`, `[realtime]`, `[schedule]`,
 //! `[metrics]`) and the value forms they share (`values`). The bottom of the crate: it imports
-//! nothing from it but `paths` and `scan::fstype` (both leaves).
+//! nothing from it but `paths` and `fstype` (both leaves).
 //!
 //! Every error names the file, the line and the key, so an operator can fix it without guessing.
 use std::ops::Range;
@@ -224,7 +224,7 @@ impl Settings {
     }
 
     /// Checks that every watched path exists under `root` (the host's `/` by default) and is
-    /// not on a pseudo-filesystem (proc, sysfs, cgroup, …: see `scan::fstype`).
+    /// not on a pseudo-filesystem (proc, sysfs, cgroup, …: see `crate::fstype`).
     pub fn check_paths_exist(&self, root: &Path) -> Result<(), ConfigError> {
         let text = std::fs::read_to_string(&self.source).unwrap_or_default();
         for w in &self.watches {
@@ -244,7 +244,7 @@ impl Settings {
                     real.display()
                 )));
             }
-            if let Ok(Some(fs)) = crate::scan::fstype::pseudo_fs_at(&real) {
+            if let Ok(Some(fs)) = crate::fstype::pseudo_fs_at(&real) {
                 return Err(refuse(format!(
                     "watch.path: {} is on a {fs} pseudo-filesystem, whose files are kernel state that \
                      changes by itself; remove this [[watch]] (fimd watches files on disk)",
