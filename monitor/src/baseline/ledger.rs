@@ -35,6 +35,8 @@ pub struct LedgerRow {
     pub append: Option<AppendState>,
 }
 
+/// Writes `rows` in one transaction, each with its own MAC (the caller chooses how soon it is
+/// synced).
 pub(super) fn put(conn: &Connection, path: &Path, key: &Key, rows: &[LedgerRow]) -> Result<(), StoreError> {
     let sql = sqlite(path);
     let tx = conn.unchecked_transaction().map_err(&sql)?;
@@ -78,6 +80,7 @@ pub(super) fn put(conn: &Connection, path: &Path, key: &Key, rows: &[LedgerRow])
     tx.commit().map_err(&sql)
 }
 
+/// Every ledger row, by path, each MAC checked: the first that fails is `LedgerMismatch`.
 pub(super) fn read(conn: &Connection, path: &Path, key: &Key) -> Result<Vec<LedgerRow>, StoreError> {
     let sql = sqlite(path);
     let mut stmt = conn
