@@ -178,11 +178,7 @@ pub fn compare(
     let mut created = Vec::new();
     // A sorted vector and a seen-bit per entry: no second copy of every path in a hash map.
     let mut seen = vec![false; baseline.len()];
-    let policy_of = |path: &[u8]| {
-        settings
-            .watch_for(Path::new(std::ffi::OsStr::from_bytes(path)))
-            .map_or(Policy::Static, |w| w.policy)
-    };
+    let policy_of = |path: &[u8]| settings.policy_of(path);
     while let Some(item) = scan.next_item() {
         let entry = match item {
             ScanItem::Entry(e) => e,
@@ -300,10 +296,8 @@ pub fn moved(old: Entry, new: Entry, mode: Mode, policy: Policy) -> Change {
     }
 }
 
-/// Whether `path` is `dir` or lies below it, by whole components.
-pub fn is_under(path: &[u8], dir: &[u8]) -> bool {
-    Path::new(std::ffi::OsStr::from_bytes(path)).starts_with(Path::new(std::ffi::OsStr::from_bytes(dir)))
-}
+/// Kept for callers that name it `compare::is_under`; the one home is [`crate::paths`].
+pub use crate::paths::is_under;
 
 #[cfg(test)]
 mod tests {

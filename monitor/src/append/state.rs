@@ -14,17 +14,8 @@ use crate::scan::hash::{HashError, feed};
 /// Hash states are kept at multiples of this.
 pub const CHECKPOINT_ALIGN: u64 = 4096;
 
-/// What is known of an append-only file's verified content.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppendState {
-    /// Bytes verified, and their SHA-256.
-    pub len: u64,
-    pub sha256: [u8; 32],
-    /// The serialised hash state after the first `at` bytes (`at` a multiple of
-    /// `CHECKPOINT_ALIGN`, at most `len`).
-    pub at: u64,
-    pub state: Vec<u8>,
-}
+/// Defined with the ledger that keeps it, below `append`, so the baseline need not import it.
+pub use crate::baseline::ledger::AppendState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Extended {

@@ -3,114 +3,21 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use hmac::Mac;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::entry::{Entry, FileKind, decode_xattrs, encode_xattrs};
+use super::entry::Entry;
 use super::files;
-use super::seal::{Key, KeyError, Sealer};
-use crate::append::state::AppendState;
+use super::ledger::AppendState;
+use super::rows::{GENERATION, insert_entry, insert_history, set_meta, stored_generation};
+use super::schema::{SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_VERSION};
+use super::seal::Key;
+use super::sealed::{read_sealed, write_seal};
+use super::{evidence, ledger};
 
-pub const DB_FILE: &str = "baseline.db";
-/// The metadata key of the baseline's generation (decimal).
-const GENERATION: &str = "generation";
-const SCHEMA_VERSION: i64 = 4;
-const SEAL_DOMAIN: &[u8] = b"fimd-baseline-seal-v1\0";
-const LEDGER_DOMAIN: &[u8] = b"fimd-ledger-v1\0";
-const EVIDENCE_DOMAIN: &[u8] = b"fimd-evidence-v1\0";
-
-/// Version 2: the ledger (what policy advanced since the seal: verified appends, rotations)
-/// and the evidence log of comparisons.
-const SCHEMA_V2: &str = "
-    CREATE TABLE IF NOT EXISTS ledger (
-        path BLOB PRIMARY KEY, kind INTEGER, size INTEGER,
-        mode INTEGER, uid INTEGER, gid INTEGER, ino INTEGER, dev INTEGER, nlink INTEGER,
-        mtime_ns INTEGER, ctime_ns INTEGER, sha256 BLOB, link_target BLOB, xattrs BLOB,
-        deleted INTEGER NOT NULL, append_at INTEGER, append_state BLOB, mac BLOB NOT NULL) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS evidence (id INTEGER PRIMARY KEY, record TEXT NOT NULL, mac BLOB NOT NULL);
-    PRAGMA user_version = 2;";
-
-/// Version 3: inode flags (`NULL`: none recorded), in entries and the ledger. The seal's
-/// encoding of an entry includes them, so a version 2 baseline cannot be verified by this
-/// fimd: only `init` upgrades one, as it replaces the whole baseline anyway.
-const SCHEMA_V3: &str = "
-    ALTER TABLE entries ADD COLUMN flags INTEGER;
-    ALTER TABLE ledger ADD COLUMN flags INTEGER;
-    PRAGMA user_version = 3;";
-
-/// Version 4: what tells a moved inode from a reused number (birth time and inode generation,
-/// `NULL`: not reported), in entries and the ledger, and the differences already alerted.
-/// The seal's encoding of an entry includes the new columns, so, as for version 3, only `init`
-/// upgrades an older baseline.
-const SCHEMA_V4: &str = "
-    ALTER TABLE entries ADD COLUMN birth_ns INTEGER;
-    ALTER TABLE entries ADD COLUMN generation INTEGER;
-    ALTER TABLE ledger ADD COLUMN birth_ns INTEGER;
-    ALTER TABLE ledger ADD COLUMN generation INTEGER;
-    CREATE TABLE IF NOT EXISTS alerted (path BLOB NOT NULL, mac BLOB NOT NULL, PRIMARY KEY (path, mac)) WITHOUT ROWID;
-    PRAGMA user_version = 4;";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("baseline database {path}: {err}")]
-    Sqlite { path: PathBuf, err: rusqlite::Error },
-    #[error("state directory {path}: {err}")]
-    StateDir { path: PathBuf, err: std::io::Error },
-    /// The state directory or database is there but this process may not use it.
-    #[error(
-        "cannot open the baseline database {path} for reading and writing: permission denied (fimd runs as \
-         uid {uid}); run fimd as root (or as the owner of the state directory); the baseline itself is not damaged"
-    )]
-    Denied { path: PathBuf, uid: u32 },
-    #[error("no baseline in {path}: run `fimd init` first")]
-    NoBaseline { path: PathBuf },
-    #[error(
-        "baseline database {path} fails its integrity seal: it was changed outside fimd, or {key} is not \
-         the key it was sealed with; restore both from a trusted copy, or rebuild with `fimd init`"
-    )]
-    SealMismatch { path: PathBuf, key: String },
-    #[error("baseline database {path} has schema version {found}; this fimd reads version {SCHEMA_VERSION}")]
-    Schema { path: PathBuf, found: i64 },
-    #[error(
-        "baseline database {path} has schema version {found}, from an older fimd: it lacks what this \
-         fimd records and seals (inode flags, the baseline generation, birth times, inode generations), and this fimd (version {SCHEMA_VERSION}) cannot verify its seal. Check \
-         the host with the fimd that made it, then run `fimd init` to rebuild the baseline"
-    )]
-    OldSchema { path: PathBuf, found: i64 },
-    #[error(
-        "baseline database {path}: the ledger row for {row} fails its MAC: it was changed outside fimd; \
-         restore the database from a trusted copy, or run `fimd accept` for that path after checking it"
-    )]
-    LedgerMismatch { path: PathBuf, row: String },
-    #[error(
-        "baseline database {path} holds a malformed row ({what}); restore it or rebuild with `fimd init`"
-    )]
-    Malformed { path: PathBuf, what: String },
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    #[error(transparent)]
-    State(#[from] files::StateError),
-}
-
-/// One line of the baseline's history: inits and accepted changes, with when and by whom.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HistoryRow {
-    pub at: String,
-    pub actor: String,
-    pub action: String,
-    #[serde(skip)]
-    pub path: Option<Vec<u8>>,
-    pub detail: String,
-}
-
-/// What a policy advanced after the seal, for one path: its new state (`None`: deleted, as
-/// rotation retires old logs) and, for an append-only file, the hash state of its content.
-#[derive(Debug, Clone)]
-pub struct LedgerRow {
-    pub path: Vec<u8>,
-    pub entry: Option<Entry>,
-    pub append: Option<AppendState>,
-}
+pub use super::error::StoreError;
+pub use super::ledger::LedgerRow;
+pub use super::rows::{HistoryRow, hex};
+pub use super::schema::DB_FILE;
 
 /// A verified baseline held in memory.
 pub struct Baseline {
@@ -250,19 +157,7 @@ impl Store {
         match version {
             SCHEMA_VERSION => {}
             0 if create => conn
-                .execute_batch(
-                    "BEGIN;
-                     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-                     CREATE TABLE IF NOT EXISTS entries (
-                        path BLOB PRIMARY KEY, kind INTEGER NOT NULL, size INTEGER NOT NULL,
-                        mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
-                        ino INTEGER NOT NULL, dev INTEGER NOT NULL, nlink INTEGER NOT NULL,
-                        mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
-                        sha256 BLOB, link_target BLOB, xattrs BLOB NOT NULL) WITHOUT ROWID;
-                     CREATE TABLE IF NOT EXISTS history (
-                        id INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL,
-                        action TEXT NOT NULL, path BLOB, detail TEXT NOT NULL);",
-                )
+                .execute_batch(&format!("BEGIN; {SCHEMA_V1}"))
                 .and_then(|()| conn.execute_batch(&format!("{SCHEMA_V2} {SCHEMA_V3} {SCHEMA_V4} COMMIT;")))
                 .map_err(sql)?,
             1 if create => conn
@@ -480,7 +375,7 @@ impl Store {
         let seal: String = tx
             .query_row("SELECT value FROM meta WHERE key = 'seal'", [], |r| r.get(0))
             .map_err(self.sql())?;
-        let ledger = self.read_ledger(&tx, key)?;
+        let ledger = ledger::read(&tx, &self.path, key)?;
         drop(tx);
         let mut appends = HashMap::new();
         let mut retired = std::collections::HashSet::new();
@@ -537,97 +432,11 @@ impl Store {
         self.conn
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(&sql)?;
-        let out = self.ledger_put_rows(key, rows);
+        let out = ledger::put(&self.conn, &self.path, key, rows);
         self.conn
             .pragma_update(None, "synchronous", "FULL")
             .map_err(&sql)?;
         out
-    }
-
-    fn ledger_put_rows(&self, key: &Key, rows: &[LedgerRow]) -> Result<(), StoreError> {
-        let sql = self.sql();
-        let tx = self.conn.unchecked_transaction().map_err(&sql)?;
-        for row in rows {
-            let mac = ledger_mac(key, row);
-            let e = row.entry.as_ref();
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO ledger
-                 (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target,
-                  xattrs, deleted, append_at, append_state, mac, flags, birth_ns, generation)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-                         ?20, ?21)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    row.path,
-                    e.map(|e| e.kind as i64),
-                    e.map(|e| e.size as i64),
-                    e.map(|e| e.mode),
-                    e.map(|e| e.uid),
-                    e.map(|e| e.gid),
-                    e.map(|e| e.ino as i64),
-                    e.map(|e| e.dev as i64),
-                    e.map(|e| e.nlink as i64),
-                    e.map(|e| e.mtime_ns),
-                    e.map(|e| e.ctime_ns),
-                    e.and_then(|e| e.sha256.as_ref().map(|h| h.to_vec())),
-                    e.and_then(|e| e.link_target.clone()),
-                    e.map(|e| encode_xattrs(&e.xattrs)),
-                    i64::from(e.is_none()),
-                    row.append.as_ref().map(|a| a.at as i64),
-                    row.append.as_ref().map(|a| a.state.clone()),
-                    mac,
-                    e.and_then(|e| e.flags),
-                    e.and_then(|e| e.birth_ns),
-                    e.and_then(|e| e.generation),
-                ])
-            })
-            .map_err(&sql)?;
-        }
-        tx.commit().map_err(&sql)
-    }
-
-    fn read_ledger(&self, conn: &Connection, key: &Key) -> Result<Vec<LedgerRow>, StoreError> {
-        let sql = self.sql();
-        let mut stmt = conn
-            .prepare(
-                "SELECT path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256,
-                        link_target, xattrs, deleted, append_at, append_state, mac, flags, birth_ns, generation
-                 FROM ledger ORDER BY path",
-            )
-            .map_err(&sql)?;
-        let mut rows = stmt.query([]).map_err(&sql)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(&sql)? {
-            let path: Vec<u8> = r.get(0).map_err(&sql)?;
-            let deleted: i64 = r.get(14).map_err(&sql)?;
-            let entry = if deleted != 0 {
-                None
-            } else {
-                Some(row_to_entry(r, &self.path, 18)?)
-            };
-            let at: Option<i64> = r.get(15).map_err(&sql)?;
-            let state: Option<Vec<u8>> = r.get(16).map_err(&sql)?;
-            let append = match (at, state, &entry) {
-                (Some(at), Some(state), Some(e)) => e.sha256.map(|sha256| AppendState {
-                    len: e.size,
-                    sha256,
-                    at: at as u64,
-                    state,
-                }),
-                _ => None,
-            };
-            let mac: Vec<u8> = r.get(17).map_err(&sql)?;
-            let row = LedgerRow { path, entry, append };
-            if ledger_mac(key, &row) != mac {
-                return Err(StoreError::LedgerMismatch {
-                    path: self.path.clone(),
-                    row: crate::output::path::path_text(&row.path).0,
-                });
-            }
-            out.push(row);
-        }
-        Ok(out)
     }
 
     /// The tokens of the differences already alerted (see `crate::alerted`), as stored. Each is
@@ -678,6 +487,17 @@ impl Store {
         tx.commit().map_err(&sql)
     }
 
+    /// Appends an evidence record (a comparison: when, what, outcome) to a MAC chain: each
+    /// record's MAC covers the previous one, so a record cannot be dropped or edited unseen.
+    pub fn evidence_append(&self, key: &Key, record: &serde_json::Value) -> Result<(), StoreError> {
+        evidence::append(&self.conn, &self.path, key, record)
+    }
+
+    /// Every evidence record, oldest first, each with whether the chain verifies up to it.
+    pub fn evidence(&self, key: &Key) -> Result<Vec<(i64, serde_json::Value, bool)>, StoreError> {
+        evidence::read(&self.conn, &self.path, key)
+    }
+
     /// The seal as stored now, unverified (`None`: no baseline): cheap enough to ask on every
     /// tick, to notice an `init` or `accept` by another process.
     pub fn stored_seal(&self) -> Result<Option<String>, StoreError> {
@@ -685,53 +505,6 @@ impl Store {
             .prepare_cached("SELECT value FROM meta WHERE key = 'seal'")
             .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
             .map_err(self.sql())
-    }
-
-    /// Appends an evidence record (a comparison: when, what, outcome) to a MAC chain: each
-    /// record's MAC covers the previous one, so a record cannot be dropped or edited unseen.
-    pub fn evidence_append(&self, key: &Key, record: &serde_json::Value) -> Result<(), StoreError> {
-        let sql = self.sql();
-        let tx = self.conn.unchecked_transaction().map_err(&sql)?;
-        let last: Option<(i64, Vec<u8>)> = tx
-            .query_row("SELECT id, mac FROM evidence ORDER BY id DESC LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(&sql)?;
-        let (id, prev) = last.map_or((1, Vec::new()), |(id, mac)| (id + 1, mac));
-        let text = record.to_string();
-        let mac = evidence_mac(key, &prev, id, &text);
-        tx.execute(
-            "INSERT INTO evidence (id, record, mac) VALUES (?1, ?2, ?3)",
-            params![id, text, mac],
-        )
-        .map_err(&sql)?;
-        tx.commit().map_err(&sql)
-    }
-
-    /// Every evidence record, oldest first, each with whether the chain verifies up to it.
-    pub fn evidence(&self, key: &Key) -> Result<Vec<(i64, serde_json::Value, bool)>, StoreError> {
-        let sql = self.sql();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, record, mac FROM evidence ORDER BY id")
-            .map_err(&sql)?;
-        let mut rows = stmt.query([]).map_err(&sql)?;
-        let mut out = Vec::new();
-        let mut prev = Vec::new();
-        let mut intact = true;
-        while let Some(r) = rows.next().map_err(&sql)? {
-            let (id, text, mac): (i64, String, Vec<u8>) = (
-                r.get(0).map_err(&sql)?,
-                r.get(1).map_err(&sql)?,
-                r.get(2).map_err(&sql)?,
-            );
-            intact &= evidence_mac(key, &prev, id, &text) == mac;
-            let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-            out.push((id, value, intact));
-            prev = mac;
-        }
-        Ok(out)
     }
 }
 
@@ -772,285 +545,4 @@ impl Replace<'_> {
         write_seal(&self.tx, &self.path, key)?;
         self.tx.commit().map_err(sql)
     }
-}
-
-fn ledger_mac(key: &Key, row: &LedgerRow) -> Vec<u8> {
-    let mut mac = key.sealer();
-    let mut buf = Vec::with_capacity(256);
-    buf.extend_from_slice(LEDGER_DOMAIN);
-    buf.extend_from_slice(&(row.path.len() as u64).to_le_bytes());
-    buf.extend_from_slice(&row.path);
-    match &row.entry {
-        Some(e) => {
-            buf.push(1);
-            e.encode_into(&mut buf);
-        }
-        None => buf.push(0),
-    }
-    if let Some(a) = &row.append {
-        buf.extend_from_slice(&a.at.to_le_bytes());
-        buf.extend_from_slice(&(a.state.len() as u64).to_le_bytes());
-        buf.extend_from_slice(&a.state);
-    }
-    mac.update(&buf);
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn evidence_mac(key: &Key, prev: &[u8], id: i64, text: &str) -> Vec<u8> {
-    let mut mac = key.sealer();
-    mac.update(EVIDENCE_DOMAIN);
-    mac.update(&(prev.len() as u64).to_le_bytes());
-    mac.update(prev);
-    mac.update(&id.to_le_bytes());
-    mac.update(text.as_bytes());
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn insert_entry(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT OR REPLACE INTO entries
-         (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs, flags,
-          birth_ns, generation)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-    )?;
-    // SQLite integers are i64: u64 values are stored bit for bit.
-    stmt.execute(params![
-        e.path,
-        e.kind as i64,
-        e.size as i64,
-        e.mode,
-        e.uid,
-        e.gid,
-        e.ino as i64,
-        e.dev as i64,
-        e.nlink as i64,
-        e.mtime_ns,
-        e.ctime_ns,
-        e.sha256.as_ref().map(|h| &h[..]),
-        e.link_target,
-        encode_xattrs(&e.xattrs),
-        e.flags,
-        e.birth_ns,
-        e.generation,
-    ])?;
-    Ok(())
-}
-
-/// The generation in the metadata as stored, unverified; 0 when there is none.
-fn stored_generation(conn: &Connection) -> rusqlite::Result<u64> {
-    let g: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [GENERATION], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    Ok(g.and_then(|g| g.parse().ok()).unwrap_or(0))
-}
-
-fn insert_history(conn: &Connection, rows: &[HistoryRow]) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO history (at, actor, action, path, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for h in rows {
-        stmt.execute(params![h.at, h.actor, h.action, h.path, h.detail])?;
-    }
-    Ok(())
-}
-
-fn set_meta(conn: &Connection, meta: &[(&str, String)]) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
-    for (k, v) in meta {
-        stmt.execute(params![k, v])?;
-    }
-    Ok(())
-}
-
-fn write_seal(conn: &Connection, path: &Path, key: &Key) -> Result<(), StoreError> {
-    conn.execute("DELETE FROM meta WHERE key = 'seal'", [])
-        .map_err(|err| StoreError::Sqlite {
-            path: path.to_owned(),
-            err,
-        })?;
-    let mut mac = key.sealer();
-    feed(conn, path, &mut mac, |_| {})?;
-    let seal = hex(&mac.finalize().into_bytes());
-    set_meta(conn, &[("seal", seal)]).map_err(|err| StoreError::Sqlite {
-        path: path.to_owned(),
-        err,
-    })
-}
-
-type MetaAndHistory = (HashMap<String, String>, Vec<HistoryRow>);
-
-/// Reads everything the seal covers, hands each entry to `visit`, and checks the seal.
-fn read_sealed(
-    conn: &Connection,
-    path: &Path,
-    key: &Key,
-    key_desc: &str,
-    visit: impl FnMut(Entry),
-) -> Result<MetaAndHistory, StoreError> {
-    let sql = |err| StoreError::Sqlite {
-        path: path.to_owned(),
-        err,
-    };
-    let stored: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'seal'", [], |r| r.get(0))
-        .optional()
-        .map_err(sql)?;
-    let mut mac = key.sealer();
-    let (meta, history) = feed(conn, path, &mut mac, visit)?;
-    let ok = stored
-        .as_deref()
-        .and_then(unhex)
-        .is_some_and(|s| mac.verify_slice(&s).is_ok());
-    if !ok {
-        return Err(StoreError::SealMismatch {
-            path: path.to_owned(),
-            key: key_desc.to_owned(),
-        });
-    }
-    Ok((meta, history))
-}
-
-/// Feeds the canonical encoding of meta (but the seal), entries and history into `mac`.
-fn feed(
-    conn: &Connection,
-    path: &Path,
-    mac: &mut Sealer,
-    mut visit: impl FnMut(Entry),
-) -> Result<MetaAndHistory, StoreError> {
-    let sql = |err| StoreError::Sqlite {
-        path: path.to_owned(),
-        err,
-    };
-    let mut buf = Vec::with_capacity(512);
-    let put = |buf: &mut Vec<u8>, b: &[u8]| {
-        buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
-        buf.extend_from_slice(b);
-    };
-    mac.update(SEAL_DOMAIN);
-
-    let mut meta = HashMap::new();
-    let mut stmt = conn
-        .prepare("SELECT key, value FROM meta WHERE key <> 'seal' ORDER BY key")
-        .map_err(sql)?;
-    let mut rows = stmt.query([]).map_err(sql)?;
-    while let Some(r) = rows.next().map_err(sql)? {
-        let (k, v): (String, String) = (r.get(0).map_err(sql)?, r.get(1).map_err(sql)?);
-        buf.clear();
-        buf.push(b'M');
-        put(&mut buf, k.as_bytes());
-        put(&mut buf, v.as_bytes());
-        mac.update(&buf);
-        meta.insert(k, v);
-    }
-
-    let mut stmt = conn
-        .prepare(
-            "SELECT path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs,
-                    flags, birth_ns, generation FROM entries ORDER BY path",
-        )
-        .map_err(sql)?;
-    let mut rows = stmt.query([]).map_err(sql)?;
-    while let Some(r) = rows.next().map_err(sql)? {
-        let e = row_to_entry(r, path, 14)?;
-        buf.clear();
-        buf.push(b'E');
-        e.encode_into(&mut buf);
-        mac.update(&buf);
-        visit(e);
-    }
-
-    let mut history = Vec::new();
-    let mut stmt = conn
-        .prepare("SELECT id, at, actor, action, path, detail FROM history ORDER BY id")
-        .map_err(sql)?;
-    let mut rows = stmt.query([]).map_err(sql)?;
-    while let Some(r) = rows.next().map_err(sql)? {
-        let id: i64 = r.get(0).map_err(sql)?;
-        let h = HistoryRow {
-            at: r.get(1).map_err(sql)?,
-            actor: r.get(2).map_err(sql)?,
-            action: r.get(3).map_err(sql)?,
-            path: r.get(4).map_err(sql)?,
-            detail: r.get(5).map_err(sql)?,
-        };
-        buf.clear();
-        buf.push(b'H');
-        buf.extend_from_slice(&id.to_le_bytes());
-        for f in [
-            h.at.as_bytes(),
-            h.actor.as_bytes(),
-            h.action.as_bytes(),
-            h.detail.as_bytes(),
-        ] {
-            put(&mut buf, f);
-        }
-        match &h.path {
-            Some(p) => {
-                buf.push(1);
-                put(&mut buf, p);
-            }
-            None => buf.push(0),
-        }
-        mac.update(&buf);
-        history.push(h);
-    }
-    Ok((meta, history))
-}
-
-/// An entry from columns 0..=13 in `entries` order, its flags from column `flags_col`, its
-/// birth time and generation from the two columns after it.
-fn row_to_entry(r: &rusqlite::Row<'_>, path: &Path, flags_col: usize) -> Result<Entry, StoreError> {
-    let bad = |what: &str| StoreError::Malformed {
-        path: path.to_owned(),
-        what: what.to_owned(),
-    };
-    let sql = |err| StoreError::Sqlite {
-        path: path.to_owned(),
-        err,
-    };
-    let kind: i64 = r.get(1).map_err(sql)?;
-    let sha: Option<Vec<u8>> = r.get(11).map_err(sql)?;
-    let xattrs: Vec<u8> = r.get(13).map_err(sql)?;
-    Ok(Entry {
-        path: r.get(0).map_err(sql)?,
-        kind: FileKind::try_from(kind).map_err(|k| bad(&format!("file kind {k}")))?,
-        size: r.get::<_, i64>(2).map_err(sql)? as u64,
-        mode: r.get(3).map_err(sql)?,
-        uid: r.get(4).map_err(sql)?,
-        gid: r.get(5).map_err(sql)?,
-        ino: r.get::<_, i64>(6).map_err(sql)? as u64,
-        dev: r.get::<_, i64>(7).map_err(sql)? as u64,
-        nlink: r.get::<_, i64>(8).map_err(sql)? as u64,
-        mtime_ns: r.get(9).map_err(sql)?,
-        ctime_ns: r.get(10).map_err(sql)?,
-        sha256: match sha {
-            None => None,
-            Some(v) => Some(v.try_into().map_err(|_| bad("sha256 length"))?),
-        },
-        link_target: r.get(12).map_err(sql)?,
-        xattrs: decode_xattrs(&xattrs).ok_or_else(|| bad("xattrs"))?,
-        flags: r.get(flags_col).map_err(sql)?,
-        birth_ns: r.get(flags_col + 1).map_err(sql)?,
-        generation: r.get(flags_col + 2).map_err(sql)?,
-    })
-}
-
-pub fn hex(b: &[u8]) -> String {
-    use std::fmt::Write;
-    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }

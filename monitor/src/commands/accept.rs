@@ -9,9 +9,10 @@ use super::{
     report_problems,
 };
 use crate::baseline::store::HistoryRow;
-use crate::compare::{self, Action, is_under};
+use crate::compare::{self, Action};
 use crate::config::Settings;
 use crate::output::alert::{human_line, now_rfc3339};
+use crate::paths::is_under;
 use crate::scan;
 
 pub fn run(settings: &Settings, paths: &[PathBuf], reason: Option<&str>) -> anyhow::Result<ExitCode> {

@@ -77,7 +77,7 @@ pub fn history(settings: &Settings) -> anyhow::Result<ExitCode> {
     for h in &baseline.history {
         let mut doc = serde_json::to_value(h)?;
         if let (Some(p), Some(obj)) = (&h.path, doc.as_object_mut()) {
-            obj.insert("path".into(), json!(crate::output::path::path_text(p).0));
+            obj.insert("path".into(), json!(crate::paths::path_text(p).0));
         }
         serde_json::to_writer(&mut out, &doc)?;
         out.write_all(b"\n")?;

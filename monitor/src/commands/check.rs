@@ -100,7 +100,7 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
     // The periodic check also feeds the configured sinks (a SIEM); verify reads someone else's
     // image. Stdout is where --json already prints.
     let mut sinks = settings.alerts.clone();
-    if matches!(sinks.jsonl, Some(crate::output::sink::JsonlTarget::Stdout)) {
+    if matches!(sinks.jsonl, Some(crate::config::JsonlTarget::Stdout)) {
         sinks.jsonl = None;
     }
     if origin.scan == "check" && (sinks.jsonl.is_some() || sinks.syslog.is_some() || sinks.webhook.is_some())

@@ -19,7 +19,7 @@ use crate::baseline::seal::Key;
 use crate::baseline::store::{Baseline, Store};
 use crate::compare::Mode;
 use crate::config::Settings;
-use crate::output::path::path_text;
+use crate::paths::path_text;
 use crate::scan::{Problem, Scan};
 
 /// 0: clean.

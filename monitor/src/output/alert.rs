@@ -1,11 +1,11 @@
 //! Alerts as Elastic Common Schema JSON objects, and their one-line human form.
 use serde_json::{Map, Value, json};
 
-use super::path::path_text;
 use crate::baseline::entry::{Entry, FileKind};
 use crate::baseline::store::hex;
 use crate::compare::{Action, Change};
 use crate::config::Policy;
+use crate::paths::path_text;
 
 /// Where a change was found.
 #[derive(Debug, Clone)]

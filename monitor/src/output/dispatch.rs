@@ -3,262 +3,22 @@
 //! Threads rather than tasks so the same dispatcher serves the synchronous `fimd check` and the
 //! tokio daemon. The caller (detection) never waits on a sink: `send` serialises the document
 //! once and offers it to each queue; a full queue drops it for that sink and counts it.
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use prometheus::{IntCounter, IntCounterVec};
+use prometheus::IntCounterVec;
 use serde_json::Value;
 
-use super::sink::{SinkError, SinkSettings};
+use super::doc::{Doc, Fields};
+use super::queue::{Backoff, Counters, Queue, Worker};
+use super::sink::SinkError;
 use super::{jsonl, syslog, webhook};
+use crate::config::alerts::SinkSettings;
 
 /// How long `Drop` waits for the sink threads to finish what they hold.
 const STOP_GRACE: Duration = Duration::from_secs(2);
-
-/// One document as every sink receives it: serialised once, shared.
-pub(crate) struct Doc {
-    pub json: String,
-    /// What a syslog header and structured data need, taken from the document when syslog is on.
-    pub syslog: Option<syslog::Fields>,
-}
-
-/// A sink's share of the outcome counters.
-#[derive(Clone)]
-pub(crate) struct Counters {
-    sent: Option<IntCounter>,
-    retried: Option<IntCounter>,
-    dropped: Option<IntCounter>,
-    dropped_total: Arc<AtomicU64>,
-}
-
-impl Counters {
-    fn new(vec: Option<&IntCounterVec>, sink: &str, dropped_total: Arc<AtomicU64>) -> Counters {
-        let get = |result: &str| vec.map(|v| v.with_label_values(&[sink, result]));
-        Counters {
-            sent: get("sent"),
-            retried: get("retried"),
-            dropped: get("dropped"),
-            dropped_total,
-        }
-    }
-
-    pub fn sent(&self, n: usize) {
-        if let Some(c) = &self.sent {
-            c.inc_by(n as u64);
-        }
-    }
-
-    /// One failed attempt that will be tried again.
-    pub fn retried(&self) {
-        if let Some(c) = &self.retried {
-            c.inc();
-        }
-    }
-
-    pub fn dropped(&self, n: usize) {
-        if let Some(c) = &self.dropped {
-            c.inc_by(n as u64);
-        }
-        self.dropped_total.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
-/// Exponential pause between delivery attempts.
-pub(crate) struct Backoff {
-    first: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(first: Duration, max: Duration) -> Backoff {
-        Backoff {
-            first,
-            max,
-            next: first,
-        }
-    }
-
-    /// The pause before the next attempt (at least `floor`, e.g. a server's Retry-After).
-    pub fn next(&mut self, floor: Duration) -> Duration {
-        let d = self.next.max(floor).min(self.max);
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.first;
-    }
-}
-
-#[derive(Default)]
-struct QueueState {
-    items: VecDeque<Arc<Doc>>,
-    /// Taken by the sink thread and not yet delivered or given up.
-    in_flight: usize,
-    /// Callers waiting in `flush`: a batching sink sends what it has at once.
-    flushing: usize,
-    stopping: bool,
-}
-
-/// A bounded queue between the callers and one sink thread, which also tells `flush` when
-/// everything accepted has been settled (delivered or given up).
-pub(crate) struct Queue {
-    state: Mutex<QueueState>,
-    /// Wakes the sink thread: a document, a flush or a stop.
-    wake: Condvar,
-    /// Wakes `flush`: the queue is empty and nothing is in flight.
-    idle: Condvar,
-    cap: usize,
-}
-
-impl Queue {
-    fn new(cap: usize) -> Queue {
-        Queue {
-            state: Mutex::new(QueueState::default()),
-            wake: Condvar::new(),
-            idle: Condvar::new(),
-            cap,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
-        // A panicking sink thread must not take detection down with it.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// False when the queue is full (or stopping): the caller counts the drop.
-    fn push(&self, doc: Arc<Doc>) -> bool {
-        let mut st = self.lock();
-        if st.stopping || st.items.len() >= self.cap {
-            return false;
-        }
-        st.items.push_back(doc);
-        drop(st);
-        self.wake.notify_one();
-        true
-    }
-
-    /// Up to `max` documents, waiting for the first one as long as it takes and then up to
-    /// `linger` for the batch to fill (not when a flush or stop is asked). `None` once stopping
-    /// with nothing left.
-    pub fn take(&self, max: usize, linger: Duration) -> Option<Vec<Arc<Doc>>> {
-        let mut st = self.lock();
-        while st.items.is_empty() {
-            if st.stopping {
-                return None;
-            }
-            st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-        let until = Instant::now() + linger;
-        while st.items.len() < max && st.flushing == 0 && !st.stopping {
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
-            st = self
-                .wake
-                .wait_timeout(st, until - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        let n = st.items.len().min(max);
-        st.in_flight += n;
-        Some(st.items.drain(..n).collect())
-    }
-
-    /// `n` documents taken are now delivered or given up.
-    pub fn settle(&self, n: usize) {
-        let mut st = self.lock();
-        st.in_flight -= n.min(st.in_flight);
-        if st.in_flight == 0 && st.items.is_empty() {
-            self.idle.notify_all();
-        }
-    }
-
-    /// Sleeps `d` unless stopping; true when stopping.
-    pub fn pause(&self, d: Duration) -> bool {
-        let until = Instant::now() + d;
-        let mut st = self.lock();
-        while !st.stopping {
-            let now = Instant::now();
-            if now >= until {
-                return false;
-            }
-            st = self
-                .wake
-                .wait_timeout(st, until - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
-    }
-
-    pub fn stopping(&self) -> bool {
-        self.lock().stopping
-    }
-
-    /// Documents still waiting (not in flight): for messages about a backlog.
-    pub fn waiting(&self) -> usize {
-        self.lock().items.len()
-    }
-
-    /// A flush begins: a batching sink sends what it holds without waiting for more.
-    fn begin_flush(&self) {
-        self.lock().flushing += 1;
-        self.wake.notify_all();
-    }
-
-    fn end_flush(&self) {
-        self.lock().flushing -= 1;
-    }
-
-    /// Waits until everything accepted is settled, or the deadline.
-    fn wait_idle(&self, deadline: Instant) -> bool {
-        let mut st = self.lock();
-        loop {
-            if st.items.is_empty() && st.in_flight == 0 {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            st = self
-                .idle
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
-    fn stop(&self) {
-        self.lock().stopping = true;
-        self.wake.notify_all();
-    }
-
-    /// Stops the queue and empties it; returns how many documents it held (not in flight).
-    fn stop_and_clear(&self) -> usize {
-        let mut st = self.lock();
-        st.stopping = true;
-        let n = st.items.len();
-        st.items.clear();
-        if st.in_flight == 0 {
-            self.idle.notify_all();
-        }
-        drop(st);
-        self.wake.notify_all();
-        n
-    }
-
-    /// Documents a sink thread took and has not settled.
-    fn in_flight(&self) -> usize {
-        self.lock().in_flight
-    }
-}
 
 /// What `Dispatcher::shutdown` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,13 +27,6 @@ pub struct Shutdown {
     pub given_up: u64,
     /// Documents dropped since start, all sinks together, `given_up` included.
     pub dropped: u64,
-}
-
-/// What a sink thread is handed.
-pub(crate) struct Worker {
-    pub queue: Arc<Queue>,
-    pub counters: Counters,
-    pub backoff: Backoff,
 }
 
 struct SinkThread {
@@ -363,7 +116,7 @@ impl Dispatcher {
         };
         let doc = Arc::new(Doc {
             json,
-            syslog: self.syslog.then(|| syslog::Fields::of(doc)),
+            syslog: self.syslog.then(|| Fields::of(doc)),
         });
         for s in &self.sinks {
             if !s.queue.push(doc.clone()) {
@@ -393,19 +146,20 @@ impl Dispatcher {
     /// delivered, so it is not "0 dropped"). The sinks are stopped afterwards; later `send`s
     /// are dropped and counted.
     pub fn shutdown(&mut self, timeout: Duration) -> Shutdown {
-        let mut given_up = 0u64;
-        if !self.flush(timeout) {
+        let flushed = self.flush(timeout);
+        // Read before anything is stopped: a sink in the middle of an attempt sees the stop and
+        // counts its batch dropped itself, at once, and that batch was given up too. (Read after
+        // the stop, a sink woken first made "still held" miss it.)
+        let before = self.dropped();
+        if !flushed {
             for s in &self.sinks {
                 let n = s.queue.stop_and_clear();
                 s.counters.dropped(n);
-                given_up += n as u64;
             }
         }
-        let before = self.dropped();
-        // A sink in the middle of an attempt sees the stop and counts its batch dropped itself;
-        // one stuck in a network call past the grace is counted here.
+        // One stuck in a network call past the grace is counted here.
         let stuck = self.stop_threads();
-        given_up += self.dropped() - before + stuck;
+        let given_up = self.dropped() - before + stuck;
         Shutdown {
             given_up,
             dropped: self.dropped() + stuck,
@@ -445,11 +199,6 @@ impl Dispatcher {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
-
-    /// The sinks running, by name (`jsonl`, `syslog`, `webhook`).
-    pub fn sinks(&self) -> Vec<&'static str> {
-        self.sinks.iter().map(|s| s.name).collect()
-    }
 }
 
 impl Drop for Dispatcher {
@@ -461,7 +210,7 @@ impl Drop for Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::sink::WebhookSettings;
+    use crate::config::alerts::WebhookSettings;
 
     /// A webhook whose server refuses every connection: what is sent stays queued, retried.
     fn failing_webhook(queue: usize) -> SinkSettings {

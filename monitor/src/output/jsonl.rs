@@ -5,9 +5,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::dispatch::Worker;
-use super::sink::JsonlTarget;
+use super::queue::Worker;
 pub use super::sink::SinkError;
+use crate::config::alerts::JsonlTarget;
 
 /// Size-based rotation of a file sink.
 struct Rotation {
@@ -178,11 +178,6 @@ impl JsonlSink {
             r.size += len;
         }
         Ok(())
-    }
-
-    pub fn write(&mut self, doc: &serde_json::Value) -> Result<(), SinkError> {
-        let json = serde_json::to_string(doc).map_err(|e| self.error(e.into()))?;
-        self.write_line(&json)
     }
 
     /// Writes out what is buffered; only then do its lines count as in the file.

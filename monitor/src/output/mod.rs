@@ -1,8 +1,10 @@
 //! What fimd writes: alert documents, their sinks, and file names as text.
 pub mod alert;
 pub mod dispatch;
+mod doc;
 pub mod jsonl;
 pub mod path;
+mod queue;
 pub mod sink;
 pub mod syslog;
 pub mod webhook;

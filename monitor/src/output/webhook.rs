@@ -9,8 +9,9 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::dispatch::{Doc, Worker};
-use super::sink::WebhookSettings;
+use super::doc::Doc;
+use super::queue::Worker;
+use crate::config::alerts::WebhookSettings;
 
 /// Longest a server's `Retry-After` can hold a batch back (the backoff cap still applies).
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);

@@ -1,0 +1,535 @@
+//! The walk itself: directories read relative to their parent fd on one thread pool, regular
+//! files hashed in jobs of `FILES_PER_JOB`, items sent in batches of `BATCH`.
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+
+use rustix::fs::{AtFlags, Mode, OFlags, Stat, openat, statat};
+
+use crate::baseline::entry::{Entry, FileKind};
+use crate::config::{Settings, Watch};
+
+use super::item::{Problem, Progress, ScanItem};
+use super::{flags, hash, identity, xattr};
+use crate::fstype;
+use crate::paths::join;
+
+/// Items travel in batches: one channel operation (and at most one wake-up) per batch.
+const BATCH: usize = 256;
+/// Regular files hashed by one job: few enough to spread a big directory over the cores,
+/// many enough that scheduling costs little next to the hashing.
+const FILES_PER_JOB: usize = 32;
+
+thread_local! {
+    /// Each hashing thread's unsent items.
+    static OUTBOX: std::cell::RefCell<Vec<ScanItem>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Walks `targets` (paths under `root`, each with a depth) on `settings.threads` threads,
+/// sending what it records to `tx`; returns when the walk is over and every item is sent.
+pub(super) fn run(
+    settings: &Settings,
+    root: &Path,
+    targets: &[(std::path::PathBuf, u32)],
+    tx: SyncSender<Vec<ScanItem>>,
+    progress: Arc<Progress>,
+    abort: Arc<AtomicBool>,
+) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(settings.threads)
+        .thread_name(|i| format!("fimd-hash-{i}"))
+        .build();
+    let walker = Walker {
+        settings,
+        tx,
+        progress,
+        abort,
+    };
+    match pool {
+        Ok(pool) => {
+            pool.scope(|s| walker.walk_all(s, root, targets));
+            pool.broadcast(|_| walker.flush());
+        }
+        Err(e) => walker.subtree_problem(b"/".to_vec(), format!("cannot start hashing threads: {e}")),
+    }
+    walker.flush();
+}
+
+struct Walker<'a> {
+    settings: &'a Settings,
+    tx: SyncSender<Vec<ScanItem>>,
+    progress: Arc<Progress>,
+    abort: Arc<AtomicBool>,
+}
+
+/// A directory the walk holds open, shared by the jobs that read its children.
+type DirFd = Arc<OwnedFd>;
+
+/// One directory entry to record, and how many levels below it to read.
+struct Node<'s> {
+    watch: &'s Watch,
+    parent: DirFd,
+    name: CString,
+    /// Its host path.
+    logical: Vec<u8>,
+    /// The watch root's device, once known: the walk stays on it unless told otherwise.
+    watch_dev: Option<u64>,
+    depth: u32,
+}
+
+impl<'a> Walker<'a> {
+    fn send(&self, item: ScanItem) {
+        let full = OUTBOX.with_borrow_mut(|out| {
+            out.push(item);
+            out.len() >= BATCH
+        });
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Sends this thread's unsent items.
+    fn flush(&self) {
+        let batch = OUTBOX.with_borrow_mut(std::mem::take);
+        if !batch.is_empty() && self.tx.send(batch).is_err() {
+            self.abort.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn problem(&self, path: Vec<u8>, message: String) {
+        self.send(ScanItem::Problem(Problem {
+            path,
+            message,
+            subtree: false,
+        }));
+    }
+
+    /// A problem that kept a whole subtree from being read.
+    fn subtree_problem(&self, path: Vec<u8>, message: String) {
+        self.send(ScanItem::Problem(Problem {
+            path,
+            message,
+            subtree: true,
+        }));
+    }
+
+    fn walk_all<'s>(&'s self, s: &rayon::Scope<'s>, root: &Path, targets: &[(std::path::PathBuf, u32)]) {
+        let root_fd = match rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(e) => {
+                return self.subtree_problem(b"/".to_vec(), format!("cannot open {}: {e}", root.display()));
+            }
+        };
+        for (path, depth) in targets {
+            if let Some(watch) = self.settings.watch_for(path) {
+                self.walk_watch(s, &root_fd, watch, path, *depth);
+            }
+        }
+    }
+
+    /// Resolves the path's parent component by component, refusing symlinks.
+    fn walk_watch<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        root_fd: &OwnedFd,
+        watch: &'s Watch,
+        path: &Path,
+        depth: u32,
+    ) {
+        let logical = path.as_os_str().as_bytes().to_vec();
+        let comps: Vec<Vec<u8>> = logical
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        let Some((last, parents)) = comps.split_last() else {
+            // Watching "/" itself.
+            if let Some(fs) = fstype::pseudo_fs_of(root_fd) {
+                return self.pseudo_watch(logical, fs);
+            }
+            let fd = match rustix::io::dup(root_fd) {
+                Ok(fd) => fd,
+                Err(e) => return self.subtree_problem(logical, format!("cannot open: {e}")),
+            };
+            let node = Node {
+                watch,
+                parent: Arc::new(fd),
+                name: c".".to_owned(),
+                logical,
+                watch_dev: None,
+                depth,
+            };
+            return self.visit(s, node);
+        };
+        let mut cur = match rustix::io::dup(root_fd) {
+            Ok(fd) => fd,
+            Err(e) => return self.subtree_problem(logical, format!("cannot open: {e}")),
+        };
+        for c in parents {
+            let name = CString::new(c.clone()).expect("no NUL in a path component");
+            match openat(
+                &cur,
+                name.as_c_str(),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => cur = fd,
+                Err(e) => {
+                    let why = if e == rustix::io::Errno::NOTDIR || e == rustix::io::Errno::LOOP {
+                        "is a symlink or not a directory; fimd never follows symlinks, so watch the real path"
+                            .to_string()
+                    } else {
+                        e.to_string()
+                    };
+                    return self.subtree_problem(
+                        logical,
+                        format!(
+                            "cannot reach the watch: component {:?} {why}",
+                            String::from_utf8_lossy(c)
+                        ),
+                    );
+                }
+            }
+        }
+        let name = CString::new(last.clone()).expect("no NUL in a path component");
+        // Where the watch is opened, not only in `config check` and `init`: a baseline from
+        // before this check, or a filesystem mounted over the watch since.
+        if let Ok(fd) = openat(
+            &cur,
+            name.as_c_str(),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) && let Some(fs) = fstype::pseudo_fs_of(&fd)
+        {
+            return self.pseudo_watch(logical, fs);
+        }
+        self.visit(
+            s,
+            Node {
+                watch,
+                parent: Arc::new(cur),
+                name,
+                logical,
+                watch_dev: None,
+                depth,
+            },
+        );
+    }
+
+    /// A watch on a pseudo-filesystem: nothing below it is read.
+    fn pseudo_watch(&self, logical: Vec<u8>, fs: &str) {
+        self.subtree_problem(
+            logical,
+            format!(
+                "the watch is on a {fs} pseudo-filesystem (kernel state, not files on disk): not read; \
+                 remove this [[watch]]"
+            ),
+        );
+    }
+
+    /// Records one directory entry; descends into directories.
+    fn visit<'s>(&'s self, s: &rayon::Scope<'s>, node: Node<'s>) {
+        if self.abort.load(Ordering::Relaxed) {
+            return;
+        }
+        let st = match statat(
+            node.parent.as_fd(),
+            node.name.as_c_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => st,
+            // Gone (or a watch root that does not exist): not there now, so not recorded; a
+            // missing watch root shows as its baseline entries being deleted.
+            Err(rustix::io::Errno::NOENT) => return,
+            Err(e) => return self.subtree_problem(node.logical, format!("cannot stat: {e}")),
+        };
+        let kind = FileKind::from_mode(st.st_mode as u32);
+        match kind {
+            FileKind::Regular => {
+                return s.spawn(move |_| self.hash_job(node.parent, node.name, node.logical));
+            }
+            // Opened inside the job, so a directory with a million subdirectories holds
+            // pending jobs, not a million descriptors.
+            FileKind::Directory => return s.spawn(move |s| self.dir_job(s, node)),
+            _ => {}
+        }
+        let Node {
+            parent,
+            name,
+            logical,
+            ..
+        } = node;
+        let target = match kind {
+            FileKind::Symlink => match rustix::fs::readlinkat(parent.as_fd(), name.as_c_str(), Vec::new()) {
+                Ok(t) => Some(t.into_bytes()),
+                Err(e) => {
+                    self.problem(logical.clone(), format!("cannot read link: {e}"));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let xattrs = self.xattrs_at(&parent, &name, &logical);
+        let birth = identity::birth_at(parent.as_fd(), name.as_c_str());
+        self.send(ScanItem::Entry(self.entry_from(
+            &st,
+            logical,
+            None,
+            target,
+            xattrs,
+            None,
+            (birth, None),
+        )));
+    }
+
+    fn xattrs_at(&self, parent: &DirFd, name: &CStr, logical: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        xattr::read_at(parent.as_fd(), name.to_bytes()).unwrap_or_else(|e| {
+            self.problem(logical.to_vec(), format!("cannot read extended attributes: {e}"));
+            Vec::new()
+        })
+    }
+
+    fn dir_job<'s>(&'s self, s: &rayon::Scope<'s>, node: Node<'s>) {
+        if self.abort.load(Ordering::Relaxed) {
+            return;
+        }
+        let Node {
+            watch,
+            parent,
+            name,
+            logical,
+            watch_dev,
+            depth,
+        } = node;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let opened = match openat(
+            parent.as_fd(),
+            name.as_c_str(),
+            flags | OFlags::NOATIME,
+            Mode::empty(),
+        ) {
+            Err(rustix::io::Errno::PERM) => openat(parent.as_fd(), name.as_c_str(), flags, Mode::empty()),
+            other => other,
+        };
+        // What is recorded is what was opened, not what a stat saw a moment before.
+        let (dir, st) = match opened.and_then(|fd| rustix::fs::fstat(&fd).map(|st| (fd, st))) {
+            Ok(pair) => pair,
+            Err(rustix::io::Errno::NOENT) => return,
+            Err(e) => {
+                if let Ok(st) = statat(parent.as_fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    let birth = identity::birth_at(parent.as_fd(), name.as_c_str());
+                    self.send(ScanItem::Entry(self.entry_from(
+                        &st,
+                        logical.clone(),
+                        None,
+                        None,
+                        Vec::new(),
+                        None,
+                        (birth, None),
+                    )));
+                }
+                return self.subtree_problem(logical, format!("cannot open directory: {e}"));
+            }
+        };
+        // A pseudo-filesystem mounted below the watch (/proc under a watch of /): neither its
+        // root (whose link count follows the number of processes) nor anything in it.
+        #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+        if watch_dev.is_some_and(|d| d != st.st_dev as u64) && fstype::pseudo_fs_of(&dir).is_some() {
+            return;
+        }
+        let xattrs = xattr::read_fd(&dir).unwrap_or_else(|e| {
+            self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
+            Vec::new()
+        });
+        let flags = self.flags_of(&dir, &logical);
+        let ids = (identity::birth_fd(&dir), identity::generation_fd(&dir));
+        let entry = self.entry_from(&st, logical.clone(), None, None, xattrs, flags, ids);
+        let dev = entry.dev;
+        self.send(ScanItem::Entry(entry));
+        let root_dev = watch_dev.unwrap_or(dev);
+        if depth == 0 || (watch.one_filesystem && dev != root_dev) {
+            return;
+        }
+        self.read_dir(s, watch, Arc::new(dir), logical, root_dev, depth - 1);
+    }
+
+    /// Lists a directory; its subdirectories are read `depth` levels further.
+    fn read_dir<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        watch: &'s Watch,
+        dir: DirFd,
+        logical: Vec<u8>,
+        root_dev: u64,
+        depth: u32,
+    ) {
+        let entries = match rustix::fs::Dir::read_from(dir.as_fd()) {
+            Ok(d) => d,
+            Err(e) => return self.subtree_problem(logical, format!("cannot list directory: {e}")),
+        };
+        let mut files: Vec<(CString, Vec<u8>)> = Vec::new();
+        for ent in entries {
+            if self.abort.load(Ordering::Relaxed) {
+                return;
+            }
+            let ent = match ent {
+                Ok(e) => e,
+                Err(e) => return self.subtree_problem(logical, format!("cannot list directory: {e}")),
+            };
+            let name = ent.file_name();
+            let bytes = name.to_bytes();
+            if bytes == b"." || bytes == b".." {
+                continue;
+            }
+            let child = join(&logical, bytes);
+            if watch.exclude.is_excluded(&child, bytes) || self.is_other_watch_root(watch, &child) {
+                continue;
+            }
+            // The listing's type saves a stat; the open descriptor is checked again anyway.
+            match ent.file_type() {
+                rustix::fs::FileType::RegularFile => {
+                    files.push((name.to_owned(), child));
+                    if files.len() == FILES_PER_JOB {
+                        let batch = std::mem::take(&mut files);
+                        let dir = dir.clone();
+                        s.spawn(move |_| self.hash_files(dir, batch));
+                    }
+                }
+                file_type => {
+                    let node = Node {
+                        watch,
+                        parent: dir.clone(),
+                        name: name.to_owned(),
+                        logical: child,
+                        watch_dev: Some(root_dev),
+                        depth,
+                    };
+                    if file_type == rustix::fs::FileType::Directory {
+                        s.spawn(move |s| self.dir_job(s, node));
+                    } else {
+                        self.visit(s, node);
+                    }
+                }
+            }
+        }
+        if !files.is_empty() {
+            self.hash_files(dir, files);
+        }
+    }
+
+    fn hash_files(&self, dir: DirFd, files: Vec<(CString, Vec<u8>)>) {
+        for (name, logical) in files {
+            self.hash_job(dir.clone(), name, logical);
+        }
+    }
+
+    /// A nested watch (same policy, validated) walks its own subtree with its own excludes.
+    fn is_other_watch_root(&self, watch: &Watch, path: &[u8]) -> bool {
+        self.settings
+            .watches
+            .iter()
+            .any(|w| w.path != watch.path && w.path.as_os_str().as_bytes() == path)
+    }
+
+    fn hash_job(&self, parent: DirFd, name: CString, logical: Vec<u8>) {
+        if self.abort.load(Ordering::Relaxed) {
+            return;
+        }
+        match hash::hash_file(
+            parent.as_fd(),
+            name.as_c_str(),
+            self.settings.max_file_size,
+            &self.abort,
+        ) {
+            Ok(h) => {
+                let xattrs = xattr::read_fd(&h.fd).unwrap_or_else(|e| {
+                    self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
+                    Vec::new()
+                });
+                // What was read, not the size: a file over the cap was not hashed at all.
+                self.progress.bytes.fetch_add(h.hashed_bytes, Ordering::Relaxed);
+                let flags = self.flags_of(&h.fd, &logical);
+                let ids = (identity::birth_fd(&h.fd), identity::generation_fd(&h.fd));
+                let entry = self.entry_from(&h.stat, logical, h.sha256, None, xattrs, flags, ids);
+                self.send(if h.sha256.is_none() {
+                    ScanItem::MetadataOnly(entry)
+                } else if h.unstable {
+                    ScanItem::Unstable(entry)
+                } else {
+                    ScanItem::Entry(entry)
+                });
+            }
+            Err(hash::HashError::Open(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(hash::HashError::Aborted) => {}
+            Err(e) => {
+                // Record what stat says so the file is not reported deleted; content is unknown.
+                if let Ok(st) = statat(parent.as_fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    let xattrs = self.xattrs_at(&parent, &name, &logical);
+                    let birth = identity::birth_at(parent.as_fd(), name.as_c_str());
+                    self.send(ScanItem::Entry(self.entry_from(
+                        &st,
+                        logical.clone(),
+                        None,
+                        None,
+                        xattrs,
+                        None,
+                        (birth, None),
+                    )));
+                }
+                self.problem(logical, e.to_string());
+            }
+        }
+    }
+
+    /// `ids`: birth time and inode generation (see [`identity`]).
+    #[allow(clippy::unnecessary_cast, clippy::too_many_arguments)] // stat field widths differ between architectures
+    fn entry_from(
+        &self,
+        st: &Stat,
+        path: Vec<u8>,
+        sha256: Option<[u8; 32]>,
+        link_target: Option<Vec<u8>>,
+        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+        flags: Option<u32>,
+        ids: (Option<i64>, Option<u32>),
+    ) -> Entry {
+        self.progress.entries.fetch_add(1, Ordering::Relaxed);
+        let mode = st.st_mode as u32;
+        Entry {
+            path,
+            kind: FileKind::from_mode(mode),
+            size: st.st_size.max(0) as u64,
+            mode: mode & 0o7777,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+            nlink: st.st_nlink as u64,
+            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
+            sha256,
+            link_target,
+            xattrs,
+            flags,
+            birth_ns: ids.0,
+            generation: ids.1,
+        }
+    }
+
+    /// The inode flags of an open regular file or directory; a failure other than "not
+    /// supported here" is a problem, and the flags are then not recorded.
+    fn flags_of(&self, fd: impl AsFd, logical: &[u8]) -> Option<u32> {
+        flags::read_fd(fd).unwrap_or_else(|e| {
+            self.problem(logical.to_vec(), format!("cannot read inode flags: {e}"));
+            None
+        })
+    }
+}
