@@ -620,8 +620,7 @@ fn alerts_still_queued_at_shutdown_are_counted_dropped() {
         let pid = by("sh", &["-c", &format!("echo {i} >> '{}'", s(&f.path(name)))]);
         d.expect(&f.path(name), "updated", pid);
     }
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    d.signal(libc::SIGTERM);
     d.wait_log("fimd run: stopped");
     let log = d.log();
     let said = log
@@ -902,8 +901,10 @@ mod state_store {
         d.expect_where(&f.path("a.txt"), "appended", appender2, |a| {
             a["fim"]["append"]["verified_bytes"] == 11
         });
-        // Once per episode, not once per write.
-        std::thread::sleep(Duration::from_millis(1500));
+        // Once per episode, not once per write: two more failed attempts to store what waits
+        // (one a second), each followed by the daemon's look at the episode, and still one.
+        let failed = metric(port, "fim_state_write_failures_total");
+        super::common::metrics::wait_metric(port, "fim_state_write_failures_total", failed + 2.0);
         assert_eq!(failing_alerts(&d).len(), 1, "{:#?}", failing_alerts(&d));
         // Every failed attempt is counted, and what waits is exported.
         assert!(metric(port, "fim_state_write_failures_total") >= 2.0);

@@ -247,19 +247,19 @@ impl Daemon {
         }
     }
 
-    /// Proves the daemon has handled every change made before this call: appends a line to
-    /// `marker` (a watched append-only file, or any watched file when `kind` is "alert"),
-    /// waits for the document on it by the appending process, and returns every document.
-    /// Records are handled in the order the kernel reported them, so once the marker's
-    /// document is out, anything the earlier changes would have raised is out too; a test that
-    /// must prove something did NOT happen asserts on what this returns instead of sleeping.
-    pub fn drain(&self, marker: &Path, action: &str) -> Vec<Value> {
+    /// Proves the daemon has handled every change made before this call, instead of sleeping:
+    /// appends a line to the watched file `marker` and waits for the document on it with
+    /// `action` by the appending process, whose pid it returns (to tell the marker's alert
+    /// from others). The kernel reports records in order and the daemon handles them in
+    /// order, so once the marker's document is out, whatever the earlier changes raise is out
+    /// too: a test that must prove something did NOT happen asserts after this.
+    pub fn drain(&self, marker: &Path, action: &str) -> u32 {
         let pid = by(
             "sh",
             &["-c", &format!("echo drain marker >> '{}'", marker.display())],
         );
         self.expect(marker, action, pid);
-        self.alerts()
+        pid
     }
 }
 

@@ -59,3 +59,21 @@ pub fn wait_metric_for(port: u16, series: &str, at_least: f64, patience: Duratio
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Waits up to 15 s for `series` on /metrics to fall to `at_most` (a queue drained); returns
+/// the exposition.
+pub fn wait_metric_at_most(port: u16, series: &str, at_most: f64) -> String {
+    let patience = Duration::from_secs(15);
+    let deadline = Instant::now() + patience;
+    loop {
+        let body = http_get(port, "/metrics").map(|(_, b)| b).unwrap_or_default();
+        if sample(&body, series).is_some_and(|v| v <= at_most) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never fell to {at_most} within {patience:?}:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
