@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::daemon::{Daemon, by, py, s};
 use common::{Fixture, privileged, sh};
@@ -87,19 +87,9 @@ fn appends_from_several_writers_are_events_and_advance_the_baseline() {
     }
     // Every writer's bytes verified (an event may carry several writers' appends).
     let size = fs::metadata(&log).unwrap().len();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d
-        .alerts()
-        .iter()
-        .any(|a| a["file"]["size"] == size && a["event"]["action"] == "appended")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "appends never verified up to {size}: {:#?}",
-            d.alerts()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    d.wait_doc(&format!("appended event verifying up to {size} bytes"), |a| {
+        a["file"]["size"] == size && a["event"]["action"] == "appended"
+    });
     let pid = by("sh", &["-c", &format!("echo from the shell >> {}", s(&log))]);
     let ev = d.expect(&log, "appended", pid);
     assert_eq!(kind(&ev), "event");

@@ -641,7 +641,7 @@ mod state_store {
     use std::io::{BufRead, BufReader, Write};
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::common::daemon::{Daemon, py, s};
     use super::common::{Fixture, Mount, privileged};
@@ -819,14 +819,11 @@ mod state_store {
 
     /// Waits up to 20 s for an alert satisfying `ok`.
     fn wait_alert(d: &Daemon, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(a) = d.alerts().into_iter().find(|a| ok(a)) {
-                return a;
-            }
-            assert!(Instant::now() < deadline, "no {what}: {:#?}", d.alerts());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        d.wait_until(
+            Duration::from_secs(20),
+            |all| all.iter().find(|a| ok(a)).cloned(),
+            |all| format!("no {what}: {all:#?}"),
+        )
     }
 
     fn failing_alerts(d: &Daemon) -> Vec<serde_json::Value> {

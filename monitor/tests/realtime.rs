@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::daemon::{Daemon, by, py, s, summary};
 use common::{Fixture, Fs, FsFixture, privileged, t};
@@ -676,24 +676,22 @@ fn lost_records_are_counted_and_repaired_by_a_rescan() {
         "import sys\nfor i in range(400):\n    open(f'{sys.argv[1]}/f{i}', 'w').write('v2 changed')",
         &f.path("sub"),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let alerts = d.alerts();
-        let updated: std::collections::HashSet<String> = alerts
-            .iter()
+    let updated = |all: &[Value]| -> std::collections::HashSet<String> {
+        all.iter()
             .filter(|a| a["event"]["action"] == "updated" && a["file"]["size"] == 10)
             .map(|a| a["file"]["path"].as_str().unwrap().to_owned())
-            .collect();
-        if updated.len() == 400 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of 400 changes reported (writer pid {pid})",
-            updated.len()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            .collect()
+    };
+    d.wait_until(
+        Duration::from_secs(20),
+        |all| (updated(all).len() == 400).then_some(()),
+        |all| {
+            format!(
+                "{} of 400 changes reported (writer pid {pid})",
+                updated(all).len()
+            )
+        },
+    );
     assert!(
         d.log()
             .iter()
@@ -898,19 +896,15 @@ fn fanotify_queue_overflow_is_counted_and_repaired_by_a_rescan() {
     // The rescan finds what the lost events were about.
     for i in [0, 9999, 19999] {
         let p = f.path(&format!("sub/n{i}"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !d
-            .alerts()
-            .iter()
-            .any(|a| a["file"]["path"] == s(&p) && a["event"]["action"] == "created")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no created alert for {} (writer {pid})",
-                p.display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        d.wait_until(
+            Duration::from_secs(30),
+            |all| {
+                all.iter()
+                    .any(|a| a["file"]["path"] == s(&p) && a["event"]["action"] == "created")
+                    .then_some(())
+            },
+            |_| format!("no created alert for {} (writer {pid})", p.display()),
+        );
     }
 }
 
@@ -1135,20 +1129,17 @@ fn a_late_store_through_a_shared_mapping_on_tmpfs_is_reported() {
             .unwrap();
         let pid = writer.id();
         let hash = sha256_hex(b"LATER\n");
-        let deadline = Instant::now() + Duration::from_secs(9);
-        let found = loop {
-            if let Some(a) = d.alerts().into_iter().find(|a| {
-                a["file"]["path"] == s(&target)
-                    && a["file"]["hash"]["sha256"] == hash.as_str()
-                    && a["process"]["pid"] == pid
-            }) {
-                break Some(a);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let found = d
+            .poll(Duration::from_secs(9), |all| {
+                all.iter()
+                    .find(|a| {
+                        a["file"]["path"] == s(&target)
+                            && a["file"]["hash"]["sha256"] == hash.as_str()
+                            && a["process"]["pid"] == pid
+                    })
+                    .cloned()
+            })
+            .ok();
         writer.wait().unwrap();
         assert!(
             found.is_some(),
@@ -1165,15 +1156,11 @@ fn decided(docs: &[Value]) -> Vec<common::Decision> {
 
 /// Waits until the daemon's alerts (sorted decisions) are `want`, for up to 10 s.
 fn wait_decided(d: &Daemon, want: &[(String, String, String)]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = decided(&d.alerts());
-        if got == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "alerts {got:#?}\nwanted {want:#?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    d.wait_until(
+        Duration::from_secs(10),
+        |all| (decided(all) == want).then_some(()),
+        |all| format!("alerts {:#?}\nwanted {want:#?}", decided(all)),
+    );
 }
 
 #[test]
@@ -1347,18 +1334,16 @@ fn moves_a_reused_inode_number_is_a_deletion_and_a_creation_under_run() {
             drop(d);
             continue;
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let all = d.alerts();
-            let got = common::decided(all.iter().filter(|a| a["event"]["kind"] == "alert"));
-            let has = |action: &str, p: &Path| got.iter().any(|(a, q, _)| a == action && q == s(p));
-            assert!(got.iter().all(|(a, ..)| a != "moved"), "{got:#?}");
-            if has("deleted", &b) && has("created", &n) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{got:#?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        d.wait_until(
+            Duration::from_secs(10),
+            |all| {
+                let got = decided(all);
+                let has = |action: &str, p: &Path| got.iter().any(|(a, q, _)| a == action && q == s(p));
+                assert!(got.iter().all(|(a, ..)| a != "moved"), "{got:#?}");
+                (has("deleted", &b) && has("created", &n)).then_some(())
+            },
+            |all| format!("{:#?}", decided(all)),
+        );
         let (_, checked) = f.check();
         assert!(
             decided(&checked).iter().all(|(a, ..)| a != "moved"),
@@ -1374,7 +1359,7 @@ fn moves_a_reused_inode_number_is_a_deletion_and_a_creation_under_run() {
 mod never_blind {
     use std::fs;
     use std::path::{Path, PathBuf};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::common::daemon::{Daemon, by, py, s, summary};
     use super::common::{Fixture, privileged};
@@ -1401,26 +1386,23 @@ mod never_blind {
         and: impl Fn(&Value) -> bool,
     ) -> Value {
         let p = s(path);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let all = d.alerts();
-            if let Some(a) = all.iter().find(|a| {
-                a["file"]["path"] == p && actions.iter().any(|x| a["event"]["action"] == *x) && and(a)
-            }) {
-                let pid = &a["process"]["pid"];
-                assert!(
-                    pid.is_null() || pids.iter().any(|x| pid == x),
-                    "alert for {p} names pid {pid}, not one of {pids:?}: {a:#}"
-                );
-                return a.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {actions:?} alert for {p}: {}",
-                summary(all.iter())
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let a = d.wait_until(
+            Duration::from_secs(10),
+            |all| {
+                all.iter()
+                    .find(|a| {
+                        a["file"]["path"] == p && actions.iter().any(|x| a["event"]["action"] == *x) && and(a)
+                    })
+                    .cloned()
+            },
+            |all| format!("no {actions:?} alert for {p}: {}", summary(all.iter())),
+        );
+        let pid = &a["process"]["pid"];
+        assert!(
+            pid.is_null() || pids.iter().any(|x| pid == x),
+            "alert for {p} names pid {pid}, not one of {pids:?}: {a:#}"
+        );
+        a
     }
 
     fn root_moved_away_and_replaced(fanotify: bool) {

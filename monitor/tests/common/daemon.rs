@@ -85,10 +85,10 @@ impl Daemon {
         }
     }
 
-    /// Every line fimd has written on stderr so far.
+    /// Every line fimd has written on stderr so far (file names in it are bytes: a line that
+    /// is not UTF-8 is read lossily, not dropped).
     pub fn log(&self) -> Vec<String> {
-        fs::read_to_string(&self.stderr)
-            .unwrap_or_default()
+        String::from_utf8_lossy(&fs::read(&self.stderr).unwrap_or_default())
             .lines()
             .map(str::to_owned)
             .collect()
@@ -184,21 +184,45 @@ impl Daemon {
             .collect()
     }
 
-    /// Waits for the first document satisfying `ok`; the failure names `what` and lists every
-    /// document that did arrive.
-    pub fn wait_doc(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + ALERT_WITHIN;
+    /// Reads the alert file every 20 ms until `found` makes something of the documents so far,
+    /// for up to `within`; on time out, the documents then.
+    pub fn poll<T>(
+        &self,
+        within: Duration,
+        mut found: impl FnMut(&[Value]) -> Option<T>,
+    ) -> Result<T, Vec<Value>> {
+        let deadline = Instant::now() + within;
         loop {
-            if let Some(a) = self.alerts().into_iter().find(|a| ok(a)) {
-                return a;
+            let all = self.alerts();
+            if let Some(t) = found(&all) {
+                return Ok(t);
             }
-            assert!(
-                Instant::now() < deadline,
-                "no {what} within {ALERT_WITHIN:?}; got: {:#?}",
-                self.alerts()
-            );
+            if Instant::now() > deadline {
+                return Err(all);
+            }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// As `poll`, failing the test on time out with `failure`'s account of the documents.
+    pub fn wait_until<T>(
+        &self,
+        within: Duration,
+        found: impl FnMut(&[Value]) -> Option<T>,
+        failure: impl FnOnce(&[Value]) -> String,
+    ) -> T {
+        self.poll(within, found)
+            .unwrap_or_else(|all| panic!("within {within:?}: {}", failure(&all)))
+    }
+
+    /// Waits up to 10 s for the first document satisfying `ok`; the failure names `what` and
+    /// lists every document that did arrive.
+    pub fn wait_doc(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        self.wait_until(
+            ALERT_WITHIN,
+            |all| all.iter().find(|a| ok(a)).cloned(),
+            |all| format!("no {what}; got: {all:#?}"),
+        )
     }
 
     /// Waits for an alert on `path` with `action`, made by process `pid`.
@@ -222,29 +246,26 @@ impl Daemon {
         and: impl Fn(&Value) -> bool,
     ) -> Result<Value, String> {
         let p = path.display().to_string();
-        let deadline = Instant::now() + ALERT_WITHIN;
-        loop {
-            let all = self.alerts();
-            if let Some(a) = all.iter().find(|a| {
-                a["file"]["path"] == p.as_str()
-                    && actions.iter().any(|act| a["event"]["action"] == *act)
-                    && a["process"]["pid"] == pid
-                    && and(a)
-            }) {
-                return Ok(a.clone());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "no {} alert for {p} by pid {pid} within {ALERT_WITHIN:?}; alerts for that path or by that pid: {}",
-                    actions.join("/"),
-                    summary(
-                        all.iter()
-                            .filter(|a| a["file"]["path"] == p.as_str() || a["process"]["pid"] == pid)
-                    )
-                ));
-            }
-            std::thread::sleep(POLL);
-        }
+        self.poll(ALERT_WITHIN, |all| {
+            all.iter()
+                .find(|a| {
+                    a["file"]["path"] == p.as_str()
+                        && actions.iter().any(|act| a["event"]["action"] == *act)
+                        && a["process"]["pid"] == pid
+                        && and(a)
+                })
+                .cloned()
+        })
+        .map_err(|all| {
+            format!(
+                "no {} alert for {p} by pid {pid} within {ALERT_WITHIN:?}; alerts for that path or by that pid: {}",
+                actions.join("/"),
+                summary(
+                    all.iter()
+                        .filter(|a| a["file"]["path"] == p.as_str() || a["process"]["pid"] == pid)
+                )
+            )
+        })
     }
 
     /// Proves the daemon has handled every change made before this call, instead of sleeping:
