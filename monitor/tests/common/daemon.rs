@@ -85,10 +85,14 @@ impl Daemon {
         }
     }
 
-    /// Every line fimd has written on stderr so far (file names in it are bytes: a line that
-    /// is not UTF-8 is read lossily, not dropped).
+    /// Every whole line fimd has written on stderr so far. A line still being written (one
+    /// `eprintln!` may take several write(2)s) is left for the next look; file names in it are
+    /// bytes, so a line that is not UTF-8 is read lossily, not dropped.
     pub fn log(&self) -> Vec<String> {
-        String::from_utf8_lossy(&fs::read(&self.stderr).unwrap_or_default())
+        let mut bytes = fs::read(&self.stderr).unwrap_or_default();
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        bytes.truncate(whole);
+        String::from_utf8_lossy(&bytes)
             .lines()
             .map(str::to_owned)
             .collect()
