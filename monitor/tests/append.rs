@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::daemon::{Daemon, by, py, s};
 use common::{Fixture, privileged, sh};
@@ -36,26 +36,17 @@ fn alerts_on(d: &Daemon, path: &Path) -> Vec<Value> {
 
 /// Waits for a document on `path` with `action` and `kind`, by any process.
 fn wait_doc(d: &Daemon, path: &Path, action: &str, want_kind: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(a) = d
-            .alerts()
-            .into_iter()
-            .find(|a| a["file"]["path"] == s(path) && a["event"]["action"] == action && kind(a) == want_kind)
-        {
-            return a;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {want_kind} {action} on {} within 10 s; got: {:#?}",
-            path.display(),
-            d.alerts()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    d.wait_doc(&format!("{want_kind} {action} on {}", path.display()), |a| {
+        a["file"]["path"] == s(path) && a["event"]["action"] == action && kind(a) == want_kind
+    })
 }
 
-/// Lets the daemon finish what it is doing: rotations settle after a second of quiet.
+/// Waits until the daemon has judged the changes made so far in a rotating log's directory.
+/// It holds them until the directory has been quiet for a second (run.rs's SETTLE), then judges
+/// them in one comparison on its next tick. This stays a sleep: nothing observable marks a
+/// judgement that raised nothing (no log line, no metric), and no marker change can join the
+/// wait without changing what is judged: an append is verified at once, not held, and any
+/// other change in the directory would itself be judged (an alert, a difference for check).
 fn settle() {
     std::thread::sleep(Duration::from_millis(1800));
 }
@@ -96,19 +87,9 @@ fn appends_from_several_writers_are_events_and_advance_the_baseline() {
     }
     // Every writer's bytes verified (an event may carry several writers' appends).
     let size = fs::metadata(&log).unwrap().len();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d
-        .alerts()
-        .iter()
-        .any(|a| a["file"]["size"] == size && a["event"]["action"] == "appended")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "appends never verified up to {size}: {:#?}",
-            d.alerts()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    d.wait_doc(&format!("appended event verifying up to {size} bytes"), |a| {
+        a["file"]["size"] == size && a["event"]["action"] == "appended"
+    });
     let pid = by("sh", &["-c", &format!("echo from the shell >> {}", s(&log))]);
     let ev = d.expect(&log, "appended", pid);
     assert_eq!(kind(&ev), "event");
@@ -675,6 +656,7 @@ fn logrotate_cycles_under_run(style: &str) {
         append_by(&log, &format!("cycle {cycle}\n").repeat(20));
         settle();
         if style == "dateext" {
+            // One rotated name per second (logrotate's clock, not the daemon).
             std::thread::sleep(Duration::from_millis(1100));
         }
         lr.cycle();

@@ -620,8 +620,7 @@ fn alerts_still_queued_at_shutdown_are_counted_dropped() {
         let pid = by("sh", &["-c", &format!("echo {i} >> '{}'", s(&f.path(name)))]);
         d.expect(&f.path(name), "updated", pid);
     }
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    d.signal(libc::SIGTERM);
     d.wait_log("fimd run: stopped");
     let log = d.log();
     let said = log
@@ -642,7 +641,7 @@ mod state_store {
     use std::io::{BufRead, BufReader, Write};
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::common::daemon::{Daemon, py, s};
     use super::common::{Fixture, Mount, privileged};
@@ -820,14 +819,11 @@ mod state_store {
 
     /// Waits up to 20 s for an alert satisfying `ok`.
     fn wait_alert(d: &Daemon, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(a) = d.alerts().into_iter().find(|a| ok(a)) {
-                return a;
-            }
-            assert!(Instant::now() < deadline, "no {what}: {:#?}", d.alerts());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        d.wait_until(
+            Duration::from_secs(20),
+            |all| all.iter().find(|a| ok(a)).cloned(),
+            |all| format!("no {what}: {all:#?}"),
+        )
     }
 
     fn failing_alerts(d: &Daemon) -> Vec<serde_json::Value> {
@@ -902,8 +898,10 @@ mod state_store {
         d.expect_where(&f.path("a.txt"), "appended", appender2, |a| {
             a["fim"]["append"]["verified_bytes"] == 11
         });
-        // Once per episode, not once per write.
-        std::thread::sleep(Duration::from_millis(1500));
+        // Once per episode, not once per write: two more failed attempts to store what waits
+        // (one a second), each followed by the daemon's look at the episode, and still one.
+        let failed = metric(port, "fim_state_write_failures_total");
+        super::common::metrics::wait_metric(port, "fim_state_write_failures_total", failed + 2.0);
         assert_eq!(failing_alerts(&d).len(), 1, "{:#?}", failing_alerts(&d));
         // Every failed attempt is counted, and what waits is exported.
         assert!(metric(port, "fim_state_write_failures_total") >= 2.0);

@@ -3,68 +3,11 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::daemon::{Daemon, by, s};
+use common::metrics::{free_port, get, sample, wait_metric, wait_metric_for};
 use common::{Fixture, privileged};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A plain HTTP/1.1 GET: (status, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    c.read_to_string(&mut text).unwrap();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The value of one sample line (`name{labels} value`) in an exposition text.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-fn wait_metric(port: u16, series: &str, at_least: f64) -> String {
-    wait_metric_for(port, series, at_least, Duration::from_secs(15))
-}
-
-fn wait_metric_for(port: u16, series: &str, at_least: f64, patience: Duration) -> String {
-    let deadline = Instant::now() + patience;
-    loop {
-        let (_, body) = get(port, "/metrics");
-        if sample(&body, series).is_some_and(|v| v >= at_least) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} never reached {at_least}:\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn metrics_health_schedule_and_evidence() {

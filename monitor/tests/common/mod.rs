@@ -8,6 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod daemon;
+pub mod deploy;
+pub mod metrics;
 
 pub const FIMD: &str = env!("CARGO_BIN_EXE_fimd");
 
