@@ -12,9 +12,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::state::{self, AppendState, Extended};
+use super::verdict::{Content, Look, Verdict, verdict};
 use crate::baseline::entry::{Entry, FileKind};
 use crate::baseline::store::LedgerRow;
-use crate::compare::{Action, Change, Kind, Mode};
+use crate::compare::{Action, Change, Mode};
 use crate::config::{Policy, Settings, Watch};
 use crate::output::path::path_text;
 
@@ -244,11 +245,7 @@ impl Judge<'_, '_> {
     }
 
     fn event(&mut self, action: Action, c: &Change, extra: Vec<(&'static str, serde_json::Value)>) {
-        let mut e = c.clone();
-        e.action = action;
-        e.kind = Kind::Event;
-        e.extra.extend(extra);
-        self.out.changes.push(e);
+        self.out.changes.push(c.clone().into_event(action, extra));
     }
 
     fn advance(&mut self, entry: &Entry, append: Option<AppendState>) {
@@ -511,24 +508,15 @@ impl Judge<'_, '_> {
     }
 
     fn rebuild(&self, mut keep: Vec<Change>, deleted: Vec<Entry>, created: Vec<Entry>) -> Vec<Change> {
-        let change = |action, previous, current| Change {
-            action,
-            kind: Kind::Alert,
-            policy: Policy::AppendOnly,
-            current,
-            previous,
-            changes: Vec::new(),
-            extra: Vec::new(),
-        };
         keep.extend(
             deleted
                 .into_iter()
-                .map(|e| change(Action::Deleted, Some(e), None)),
+                .map(|e| Change::deleted(e, Policy::AppendOnly)),
         );
         keep.extend(
             created
                 .into_iter()
-                .map(|e| change(Action::Created, None, Some(e))),
+                .map(|e| Change::created(e, Policy::AppendOnly)),
         );
         keep
     }
@@ -567,49 +555,57 @@ impl Judge<'_, '_> {
             }
             return;
         }
-        let meta: Vec<&'static str> = c
-            .changes
-            .iter()
-            .copied()
-            .filter(|k| !["content", "size", "mtime", "ctime"].contains(k))
-            .collect();
-        if !meta.is_empty() {
-            let mut c = c;
-            c.action = Action::AttributesModified;
-            return self.out.changes.push(c);
-        }
-        if cur.size < prev.size {
-            if self.covered.contains_key(&prev.path) {
-                return self.copytruncated(&c, prev, cur);
+        let mut intact = None;
+        // Hashed only when its length leaves the verified bytes in it.
+        let content = if cur.size < prev.size {
+            Content::Shorter
+        } else {
+            match (prev.sha256, open_regular(self.ctx.root, &cur.path)) {
+                (Some(sha), Some(fd)) => match state::full(&fd, cur.size, Some((prev.size, sha))) {
+                    Ok(Extended::Intact { state, .. }) if Some(state.sha256) == cur.sha256 => {
+                        intact = Some(state);
+                        Content::Intact
+                    }
+                    Ok(Extended::Shorter) => Content::Shorter,
+                    Ok(Extended::Changed) => Content::Changed,
+                    // Changed again while read (the next look judges it), or unreadable.
+                    _ => Content::Unsettled,
+                },
+                _ => Content::Unsettled,
             }
-            let mut c = c;
-            c.action = Action::Truncated;
-            return self.out.changes.push(c);
-        }
-        let (Some(sha), Some(fd)) = (prev.sha256, open_regular(self.ctx.root, &cur.path)) else {
-            return self.out.changes.push(c);
         };
-        match state::full(&fd, cur.size, Some((prev.size, sha))) {
-            Ok(Extended::Intact { state, .. }) if Some(state.sha256) == cur.sha256 => {
-                if cur.size > prev.size {
-                    let extra =
-                        json!({ "verified_bytes": prev.size, "appended_bytes": cur.size - prev.size });
-                    self.event(Action::Appended, &c, vec![("append", extra)]);
-                }
-                self.advance(cur, Some(state));
+        let look = Look {
+            verified_len: prev.size,
+            len: cur.size,
+            differ: &c.changes,
+            content,
+            kernel_saw_shrink: false,
+        };
+        let covered = self.covered.contains_key(&prev.path);
+        match verdict(&look) {
+            Verdict::AttributesModified(_) => {
+                let mut c = c;
+                c.action = Action::AttributesModified;
+                self.out.changes.push(c);
             }
             // A copy holds the verified content and this is still the same inode: copytruncate,
             // then new lines, whatever their length (the verified prefix is in the copy).
-            Ok(Extended::Shorter | Extended::Changed) if self.covered.contains_key(&prev.path) => {
-                self.copytruncated(&c, prev, cur)
-            }
-            Ok(Extended::Shorter) => {
+            Verdict::Truncated | Verdict::ContentChanged if covered => self.copytruncated(&c, prev, cur),
+            Verdict::Truncated => {
                 let mut c = c;
                 c.action = Action::Truncated;
                 self.out.changes.push(c);
             }
-            // Changed, or changed again while read (the next look judges it).
-            _ => self.out.changes.push(c),
+            Verdict::Appended {
+                verified_bytes,
+                appended_bytes,
+            } => {
+                let extra = json!({ "verified_bytes": verified_bytes, "appended_bytes": appended_bytes });
+                self.event(Action::Appended, &c, vec![("append", extra)]);
+                self.advance(cur, intact);
+            }
+            Verdict::Intact => self.advance(cur, intact),
+            Verdict::ContentChanged | Verdict::Unsettled => self.out.changes.push(c),
         }
     }
 }
@@ -733,19 +729,18 @@ mod tests {
                         let d = crate::compare::diff(b, n, Mode::Full);
                         if !d.is_empty() {
                             let content = d.iter().any(|k| ["content", "size"].contains(k));
-                            changes.push(Change {
-                                action: if content {
-                                    Action::Updated
-                                } else {
-                                    Action::AttributesModified
-                                },
-                                kind: Kind::Alert,
-                                policy: Policy::AppendOnly,
-                                current: Some(n.clone()),
-                                previous: Some(b.clone()),
-                                changes: d,
-                                extra: Vec::new(),
-                            });
+                            let action = if content {
+                                Action::Updated
+                            } else {
+                                Action::AttributesModified
+                            };
+                            changes.push(Change::alert(
+                                action,
+                                Policy::AppendOnly,
+                                Some(b.clone()),
+                                Some(n.clone()),
+                                d,
+                            ));
                         }
                     }
                     None => gone.push(b.clone()),
@@ -756,26 +751,17 @@ mod tests {
             for (o, n) in pairing.moved {
                 changes.push(crate::compare::moved(o, n, Mode::Full, Policy::AppendOnly));
             }
-            let plain = |action, previous, current| Change {
-                action,
-                kind: Kind::Alert,
-                policy: Policy::AppendOnly,
-                current,
-                previous,
-                changes: Vec::new(),
-                extra: Vec::new(),
-            };
             changes.extend(
                 pairing
                     .deleted
                     .into_iter()
-                    .map(|e| plain(Action::Deleted, Some(e), None)),
+                    .map(|e| Change::deleted(e, Policy::AppendOnly)),
             );
             changes.extend(
                 pairing
                     .created
                     .into_iter()
-                    .map(|e| plain(Action::Created, None, Some(e))),
+                    .map(|e| Change::created(e, Policy::AppendOnly)),
             );
             changes.sort_by(|a, b| a.path().cmp(b.path()));
             let retired = HashSet::new();
@@ -806,7 +792,7 @@ mod tests {
     fn alerts(changes: &[Change]) -> Vec<String> {
         changes
             .iter()
-            .filter(|c| c.kind == Kind::Alert)
+            .filter(|c| c.kind == crate::compare::Kind::Alert)
             .map(|c| format!("{} {}", c.action.as_str(), String::from_utf8_lossy(c.path())))
             .collect()
     }
