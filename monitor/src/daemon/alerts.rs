@@ -37,6 +37,7 @@ pub struct Mark {
     suppressed: usize,
 }
 
+/// Builds, queues and sends every document the daemon emits (see the module doc).
 pub struct AlertWriter {
     sink: Dispatcher,
     /// Documents of the step under way, sent by `send`.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use monitor_common::{VIOLATION_SHRINK, VIOLATION_WRITE_BELOW};
 
 use super::watch_index::key_of;
-use crate::append::review::open_regular;
+use crate::append::content::open_regular;
 use crate::append::state::{self as append_state, AppendState, Extended};
 use crate::append::verdict::{Content, Look, Verdict, verdict};
 use crate::baseline::entry::{Entry, FileKind};
@@ -37,6 +37,7 @@ pub enum Verified {
 }
 
 #[derive(Debug)]
+/// A change of a log judged from its verified state.
 pub struct Judged {
     /// The file as it is now.
     pub current: Entry,
@@ -48,6 +49,7 @@ pub struct Judged {
     pub read: u64,
 }
 
+/// What is verified of each append-only log (see the module doc).
 #[derive(Debug, Default)]
 pub struct AppendTracker {
     /// The hash state at each log's verified length, by path.

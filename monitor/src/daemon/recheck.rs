@@ -25,6 +25,7 @@ pub struct Recheck {
     pub looks: usize,
 }
 
+/// The planned looks, at most one per path, in the order they were planned.
 #[derive(Debug, Default)]
 pub struct RecheckQueue {
     items: Vec<Recheck>,

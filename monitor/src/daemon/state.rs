@@ -29,6 +29,7 @@ use crate::problems::{report_metadata_only, report_problems};
 use crate::scan;
 use crate::telemetry::{Health, Metrics};
 
+/// The daemon's parts, each owning its state; the loop (`serve`) drives them.
 pub struct Daemon {
     pub rules: Rules,
     /// The sealed baseline, by path: what alerts compare against.

@@ -33,6 +33,7 @@ pub enum Arm {
     Append { verified_len: u64 },
 }
 
+/// The watched paths and inodes, and the sensor armed for them (see the module doc).
 pub struct WatchIndex {
     sensor: Box<dyn Sensor>,
     /// The last state seen of every watched path.
