@@ -56,7 +56,8 @@ pub struct Metrics {
     pub sensor_hooks: IntGaugeVec,
     /// `fim_kernel_events_total`: records drained from the kernel.
     pub kernel_events: IntCounter,
-    /// `fim_kernel_events_lost_total`: records the kernel could not deliver.
+    /// `fim_kernel_events_lost_total`: records the kernel could not deliver, and failed kernel
+    /// reads (`Sensor::lost`; the reads also per program in `fim_sensor_probe_errors_total`).
     pub kernel_events_lost: IntCounter,
     /// `fim_sensor_probe_errors_total{program}`: failed kernel reads per eBPF program (one of
     /// `monitor_common::PROGRAMS`), each a change or write check the program gave up on.
