@@ -5,59 +5,115 @@
 //! Tags are plain `u32`s, decoded in userspace with `TryFrom`: never transmuted.
 #![no_std]
 
-/// Globals the loader fills with struct member offsets read from the running kernel's BTF.
-pub const OFF_INODE_I_SB: &str = "OFF_INODE_I_SB";
-pub const OFF_INODE_I_INO: &str = "OFF_INODE_I_INO";
-pub const OFF_SB_S_DEV: &str = "OFF_SB_S_DEV";
-pub const OFF_INODE_I_MAPPING: &str = "OFF_INODE_I_MAPPING";
-pub const OFF_AS_I_MMAP_WRITABLE: &str = "OFF_AS_I_MMAP_WRITABLE";
-pub const OFF_SB_S_MAGIC: &str = "OFF_SB_S_MAGIC";
-/// btrfs reports a subvolume's own device in `st_dev`: these find it from the inode. Zero
-/// `BTRFS_ENABLED` when the kernel's BTF lacks the btrfs types.
-pub const BTRFS_ENABLED: &str = "BTRFS_ENABLED";
-pub const OFF_BTRFS_INODE_VFS_INODE: &str = "OFF_BTRFS_INODE_VFS_INODE";
-pub const OFF_BTRFS_INODE_ROOT: &str = "OFF_BTRFS_INODE_ROOT";
-pub const OFF_BTRFS_ROOT_ANON_DEV: &str = "OFF_BTRFS_ROOT_ANON_DEV";
+/// Everything the kernel programs need to know about the running kernel's layout, in the one
+/// read-only global `LAYOUT`: struct member offsets (bytes) read from the running kernel's BTF,
+/// and this architecture's system call numbers, set once by the loader before the programs are
+/// verified. raw_tracepoint programs read a member as `bpf_probe_read_kernel(base + off)`.
+///
+/// Adding an offset takes one field here and its BTF lookup in
+/// `monitor/src/sensor/ebpf.rs::layout_from_btf`. Every field is a `u32`, so the struct has no
+/// padding (asserted below): the loader copies it into the object as raw bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// `inode.i_sb`, `inode.i_ino`, `inode.i_mapping`, `inode.i_size`.
+    pub inode_i_sb: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_mapping: u32,
+    pub inode_i_size: u32,
+    /// `super_block.s_dev`, `super_block.s_magic`.
+    pub sb_s_dev: u32,
+    pub sb_s_magic: u32,
+    /// `address_space.i_mmap_writable` (atomic_t).
+    pub as_i_mmap_writable: u32,
+    /// 1 when the kernel's BTF has the btrfs types (btrfs built in), else 0 and the three
+    /// btrfs offsets are unused: btrfs reports a subvolume's own device in `st_dev`, found from
+    /// the inode as `BTRFS_I(inode)->root->anon_dev`.
+    pub btrfs: u32,
+    /// `btrfs_inode.vfs_inode`, `btrfs_inode.root`, `btrfs_root.anon_dev`.
+    pub btrfs_inode_vfs_inode: u32,
+    pub btrfs_inode_root: u32,
+    pub btrfs_root_anon_dev: u32,
+    /// `kiocb.ki_filp`: for `iomap_dio_complete` (direct I/O data has landed).
+    pub kiocb_ki_filp: u32,
+    /// `file.f_inode`, `file.f_mode`, `file.f_pos`, `file.f_flags`.
+    pub file_f_inode: u32,
+    pub file_f_mode: u32,
+    pub file_f_pos: u32,
+    pub file_f_flags: u32,
+    /// From the current task to a descriptor's `struct file`: `task_struct.files`,
+    /// `files_struct.fdt`, `fdtable.max_fds`, `fdtable.fd`.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    /// 1 when the kernel's BTF has `io_kiocb.file` (io_uring built in), else 0.
+    pub io_kiocb: u32,
+    /// `io_kiocb.file`: the file an io_uring request used, registered (fixed) or not, read when
+    /// the request completes (io_uring_complete). 0 is a valid offset: see `io_kiocb`.
+    pub io_kiocb_file: u32,
+    /// Where `struct pt_regs` keeps the six system call arguments.
+    pub regs_args: [u32; 6],
+    /// This architecture's write-family system call numbers, `u32::MAX` for none.
+    pub nr_write: u32,
+    pub nr_writev: u32,
+    pub nr_pwrite64: u32,
+    pub nr_pwritev: u32,
+    pub nr_pwritev2: u32,
+    pub nr_sendfile: u32,
+    pub nr_splice: u32,
+    pub nr_copy_file_range: u32,
+    pub nr_fallocate: u32,
+}
+
+/// The symbol of the `KernelLayout` global in the eBPF object.
+pub const KERNEL_LAYOUT_GLOBAL: &str = "LAYOUT";
+
+// No implicit padding: the size is the sum of its 37 u32 fields.
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 37 * 4);
+
+impl KernelLayout {
+    /// The object's placeholder until the loader sets the real layout: every offset 0, no
+    /// optional types, no system call numbers.
+    pub const UNSET: KernelLayout = KernelLayout {
+        inode_i_sb: 0,
+        inode_i_ino: 0,
+        inode_i_mapping: 0,
+        inode_i_size: 0,
+        sb_s_dev: 0,
+        sb_s_magic: 0,
+        as_i_mmap_writable: 0,
+        btrfs: 0,
+        btrfs_inode_vfs_inode: 0,
+        btrfs_inode_root: 0,
+        btrfs_root_anon_dev: 0,
+        kiocb_ki_filp: 0,
+        file_f_inode: 0,
+        file_f_mode: 0,
+        file_f_pos: 0,
+        file_f_flags: 0,
+        task_files: 0,
+        files_fdt: 0,
+        fdt_max_fds: 0,
+        fdt_fd: 0,
+        io_kiocb: 0,
+        io_kiocb_file: 0,
+        regs_args: [0; 6],
+        nr_write: u32::MAX,
+        nr_writev: u32::MAX,
+        nr_pwrite64: u32::MAX,
+        nr_pwritev: u32::MAX,
+        nr_pwritev2: u32::MAX,
+        nr_sendfile: u32::MAX,
+        nr_splice: u32::MAX,
+        nr_copy_file_range: u32::MAX,
+        nr_fallocate: u32::MAX,
+    };
+}
+
 pub const BTRFS_SUPER_MAGIC: u64 = 0x9123_683E;
-/// For `iomap_dio_complete`: direct I/O data has landed (its ctime changed before it did).
-pub const OFF_KIOCB_KI_FILP: &str = "OFF_KIOCB_KI_FILP";
-pub const OFF_FILE_F_INODE: &str = "OFF_FILE_F_INODE";
-pub const OFF_FILE_F_MODE: &str = "OFF_FILE_F_MODE";
 /// `FMODE_WRITE`, a stable kernel ABI bit.
 pub const FMODE_WRITE: u32 = 0x2;
-/// Offsets the append-only checks need: from the current task to a descriptor's `struct file`,
-/// its position and flags, and an inode's size.
-pub const OFF_TASK_FILES: &str = "OFF_TASK_FILES";
-pub const OFF_FILES_FDT: &str = "OFF_FILES_FDT";
-pub const OFF_FDT_MAX_FDS: &str = "OFF_FDT_MAX_FDS";
-pub const OFF_FDT_FD: &str = "OFF_FDT_FD";
-pub const OFF_FILE_F_POS: &str = "OFF_FILE_F_POS";
-/// `io_kiocb.file`: the file an io_uring request used, registered (fixed) or not, read when the
-/// request completes (io_uring_complete).
-pub const OFF_IO_KIOCB_FILE: &str = "OFF_IO_KIOCB_FILE";
-pub const OFF_FILE_F_FLAGS: &str = "OFF_FILE_F_FLAGS";
-pub const OFF_INODE_I_SIZE: &str = "OFF_INODE_I_SIZE";
-/// Globals with this architecture's system call numbers, and where `struct pt_regs` keeps
-/// the six arguments.
-pub const NR_GLOBALS: [&str; 9] = [
-    "NR_WRITE",
-    "NR_WRITEV",
-    "NR_PWRITE64",
-    "NR_PWRITEV",
-    "NR_PWRITEV2",
-    "NR_SENDFILE",
-    "NR_SPLICE",
-    "NR_COPY_FILE_RANGE",
-    "NR_FALLOCATE",
-];
-pub const OFF_REGS_ARGS: [&str; 6] = [
-    "OFF_REGS_ARG0",
-    "OFF_REGS_ARG1",
-    "OFF_REGS_ARG2",
-    "OFF_REGS_ARG3",
-    "OFF_REGS_ARG4",
-    "OFF_REGS_ARG5",
-];
 pub const O_APPEND: u32 = 0o2000;
 pub const RWF_APPEND: u64 = 0x10;
 
@@ -165,47 +221,63 @@ impl Hook {
     }
 }
 
-/// One change to a watched inode, sent when the inode was armed (at most one per re-arm).
+/// One change to a watched inode, sent when the inode was armed (at most one per re-arm):
+/// the inode and the task that changed it, as the kernel saw them at the change.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ChangeRecord {
     pub key: InodeKey,
-    pub ktime_ns: u64,
+    /// The task's cgroup v2 id (0 from the fanotify sensor, which cannot see it).
     pub cgroup_id: u64,
+    /// Thread id, thread group (process) id, and uid of the task (eBPF: the real uid,
+    /// `bpf_get_current_uid_gid`; fanotify: the effective uid from /proc).
     pub pid: u32,
     pub tgid: u32,
     pub uid: u32,
-    pub gid: u32,
+    /// `HOOK_*`: the hook that saw the change.
     pub hook: u32,
     /// `RECORD_*` bits.
     pub flags: u32,
+    /// The task's name (`TASK_COMM_LEN` bytes, NUL-padded).
     pub comm: [u8; 16],
+    pub _pad: u32,
 }
+
+// No implicit padding: 16 + 8 + 5 * 4 + 16 + 4 bytes.
+const _: () = assert!(core::mem::size_of::<ChangeRecord>() == 64);
 
 /// `ChangeRecord::flags`: the file has shared writable mappings, so stores through them
 /// change it without a system call; userspace writes it back (write-protecting the pages,
 /// so the next store faults and reports) before hashing.
 pub const RECORD_MMAP_WRITABLE: u32 = 1;
 
-/// Changes since the last record, kept per inode until userspace takes them.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct Pending {
-    pub count: u64,
-    pub last_ns: u64,
-    pub pid: u32,
-    pub tgid: u32,
-    pub uid: u32,
-    pub _pad: u32,
-    pub comm: [u8; 16],
-}
+/// The kernel programs, in `PROG_*` order: (program name in the object, raw tracepoint).
+/// The first three report changes; the last three are the append-only write checks.
+pub const PROGRAMS: [(&str, &str); 6] = [
+    ("fimd_ctime_xchg", "ctime_ns_xchg"),
+    ("fimd_ctime_set", "inode_set_ctime_to_ts"),
+    ("fimd_dio_complete", "iomap_dio_complete"),
+    ("fimd_sys_enter", "sys_enter"),
+    ("fimd_uring_file", "io_uring_file_get"),
+    ("fimd_uring_complete", "io_uring_complete"),
+];
+pub const PROG_CTIME_XCHG: u32 = 0;
+pub const PROG_CTIME_SET: u32 = 1;
+pub const PROG_DIO_COMPLETE: u32 = 2;
+pub const PROG_SYS_ENTER: u32 = 3;
+pub const PROG_URING_FILE: u32 = 4;
+pub const PROG_URING_COMPLETE: u32 = 5;
 
-/// Per-CPU counters in `COUNTERS`.
-pub const COUNTER_HITS: u32 = 0;
-pub const COUNTER_EMITTED: u32 = 1;
-pub const COUNTER_RB_DROPS: u32 = 2;
-pub const COUNTER_PENDING_FULL: u32 = 3;
-pub const COUNTERS_LEN: u32 = 4;
+/// Per-CPU counters in `COUNTERS`: records the ring buffer had no room for (each one a
+/// loss userspace repairs by a rescan), then per program the failed kernel reads that made it
+/// give up on an event (`counter_probe_errors`).
+pub const COUNTER_RB_DROPS: u32 = 0;
+pub const COUNTERS_LEN: u32 = 1 + PROGRAMS.len() as u32;
+
+/// The `COUNTERS` slot of program `program`'s (`PROG_*`) failed reads.
+pub const fn counter_probe_errors(program: u32) -> u32 {
+    1 + program
+}
 
 #[cfg(feature = "user")]
 mod pod {
@@ -213,5 +285,5 @@ mod pod {
     unsafe impl aya::Pod for super::InodeKey {}
     unsafe impl aya::Pod for super::WatchVal {}
     unsafe impl aya::Pod for super::ChangeRecord {}
-    unsafe impl aya::Pod for super::Pending {}
+    unsafe impl aya::Pod for super::KernelLayout {}
 }

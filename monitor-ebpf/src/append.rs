@@ -8,113 +8,29 @@
 //! io_uring takes, or that changes while mapped writable, has no offsets to check: userspace
 //! verifies it whole. Truncation is seen by the change hooks (`note_change`).
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user},
-    macros::{map, raw_tracepoint},
-    maps::HashMap,
+    bindings::BPF_NOEXIST, helpers::bpf_probe_read_user, macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
 use monitor_common::{
-    InodeKey, O_APPEND, RWF_APPEND, VIOLATION_MMAP, VIOLATION_SHRINK, VIOLATION_URING, VIOLATION_WRITE_BELOW,
-    WATCH_APPEND_ONLY, WatchVal,
+    InodeKey, O_APPEND, PROG_SYS_ENTER, PROG_URING_COMPLETE, PROG_URING_FILE, RWF_APPEND, VIOLATION_MMAP,
+    VIOLATION_SHRINK, VIOLATION_URING, VIOLATION_WRITE_BELOW, WATCH_APPEND_ONLY, WatchVal,
 };
 
-use crate::change::{OFF_FILE_F_INODE, WATCH, inode_key, mmap_writable, offset};
+use crate::kernel::{file_inode, file_of, inode_key, inode_size, layout, mmap_writable, read};
+use crate::maps::{VIOLATIONS, WATCH, probe_error};
 
-#[unsafe(no_mangle)]
-static OFF_TASK_FILES: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_FILES_FDT: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_FDT_MAX_FDS: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_FDT_FD: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_FILE_F_POS: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_FILE_F_FLAGS: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_INODE_I_SIZE: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_IO_KIOCB_FILE: u32 = 0;
-
-/// Sticky flags per inode, taken (read and deleted) by userspace when it verifies the file.
-#[map]
-static VIOLATIONS: HashMap<InodeKey, u32> = HashMap::with_max_entries(65_536, 0);
-
-/// System call numbers of this architecture, set by the loader (`u32::MAX`: none).
-#[unsafe(no_mangle)]
-static NR_WRITE: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_WRITEV: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_PWRITE64: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_PWRITEV: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_PWRITEV2: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_SENDFILE: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_SPLICE: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_COPY_FILE_RANGE: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_FALLOCATE: u32 = u32::MAX;
-/// Where `struct pt_regs` keeps the six system call arguments (from BTF).
-#[unsafe(no_mangle)]
-static OFF_REGS_ARG0: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_REGS_ARG1: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_REGS_ARG2: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_REGS_ARG3: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_REGS_ARG4: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_REGS_ARG5: u32 = 0;
-
+/// System call argument `n` (0..=5) from `struct pt_regs *regs`.
 #[inline(always)]
-fn nr(global: &u32) -> u64 {
-    offset(global)
-}
-
-#[inline(always)]
-fn arg(regs: u64, n: u32) -> u64 {
+fn arg(regs: u64, n: usize) -> Result<u64, i64> {
     let off = match n {
-        0 => offset(&OFF_REGS_ARG0),
-        1 => offset(&OFF_REGS_ARG1),
-        2 => offset(&OFF_REGS_ARG2),
-        3 => offset(&OFF_REGS_ARG3),
-        4 => offset(&OFF_REGS_ARG4),
-        _ => offset(&OFF_REGS_ARG5),
+        0 => layout!(regs_args[0]),
+        1 => layout!(regs_args[1]),
+        2 => layout!(regs_args[2]),
+        3 => layout!(regs_args[3]),
+        4 => layout!(regs_args[4]),
+        _ => layout!(regs_args[5]),
     };
-    read::<u64>(regs + off).unwrap_or(0)
-}
-
-fn read<T>(addr: u64) -> Result<T, i64> {
-    // SAFETY: a probe read: a bad address is an error, not a fault.
-    unsafe { bpf_probe_read_kernel(addr as *const T).map_err(|e| e as i64) }
-}
-
-/// The current task's `struct file` for descriptor `fd`: task->files->fdt->fd[fd].
-#[inline(always)]
-fn file_of(fd: u64) -> Result<u64, i64> {
-    // SAFETY: helper without preconditions.
-    let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task + offset(&OFF_TASK_FILES))?;
-    if files == 0 {
-        return Err(0);
-    }
-    let fdt: u64 = read(files + offset(&OFF_FILES_FDT))?;
-    let max: u32 = read(fdt + offset(&OFF_FDT_MAX_FDS))?;
-    if fd >= u64::from(max) {
-        return Err(0);
-    }
-    let array: u64 = read(fdt + offset(&OFF_FDT_FD))?;
-    let file: u64 = read(array + fd * 8)?;
-    if file == 0 { Err(0) } else { Ok(file) }
+    read(regs + off)
 }
 
 /// The append-only watch of `inode`, if it has one.
@@ -153,18 +69,19 @@ const AT_F_POS: u64 = u64::MAX;
 /// Inlined: BPF calls pass scalars in registers only, and an `Option` would not fit.
 #[inline(always)]
 fn check_write(fd: u64, pos: u64) -> Result<(), i64> {
-    let file = file_of(fd)?;
-    let flags: u32 = read(file + offset(&OFF_FILE_F_FLAGS))?;
+    let Some(file) = file_of(fd)? else {
+        return Ok(());
+    };
+    let flags: u32 = read(file + layout!(file_f_flags))?;
     // O_APPEND writes land at the end whatever the offset (pwrite included, on Linux).
     if flags & O_APPEND != 0 {
         return Ok(());
     }
-    let inode: u64 = read(file + offset(&OFF_FILE_F_INODE))?;
-    let Some((key, w)) = append_watch(inode)? else {
+    let Some((key, w)) = append_watch(file_inode(file)?)? else {
         return Ok(());
     };
     let at = if pos == AT_F_POS {
-        read::<i64>(file + offset(&OFF_FILE_F_POS))?.max(0) as u64
+        read::<i64>(file + layout!(file_f_pos))?.max(0) as u64
     } else {
         pos
     };
@@ -192,35 +109,37 @@ fn user_offset(ptr: u64) -> u64 {
 pub fn fimd_sys_enter(ctx: RawTracePointContext) -> i32 {
     let id: u64 = ctx.arg(1);
     let regs: u64 = ctx.arg(0);
-    let _ = try_sys_enter(regs, id);
+    if try_sys_enter(regs, id).is_err() {
+        probe_error(PROG_SYS_ENTER);
+    }
     0
 }
 
 #[inline(always)]
 fn try_sys_enter(regs: u64, id: u64) -> Result<(), i64> {
-    if id == nr(&NR_WRITE) || id == nr(&NR_WRITEV) || id == nr(&NR_SENDFILE) {
+    if id == layout!(nr_write) || id == layout!(nr_writev) || id == layout!(nr_sendfile) {
         // write(fd, …), writev(fd, …), sendfile(out_fd, …): at out_fd's position.
-        check_write(arg(regs, 0), AT_F_POS)
-    } else if id == nr(&NR_PWRITE64) || id == nr(&NR_PWRITEV) {
+        check_write(arg(regs, 0)?, AT_F_POS)
+    } else if id == layout!(nr_pwrite64) || id == layout!(nr_pwritev) {
         // pwrite64(fd, buf, count, pos), pwritev(fd, iov, vlen, pos_l, pos_h).
-        check_write(arg(regs, 0), arg(regs, 3))
-    } else if id == nr(&NR_PWRITEV2) {
+        check_write(arg(regs, 0)?, arg(regs, 3)?)
+    } else if id == layout!(nr_pwritev2) {
         // pwritev2(fd, iov, vlen, pos_l, pos_h, flags): -1 means the descriptor's position.
-        if arg(regs, 5) & RWF_APPEND != 0 {
+        if arg(regs, 5)? & RWF_APPEND != 0 {
             return Ok(());
         }
-        let pos = arg(regs, 3);
-        check_write(arg(regs, 0), if pos as i64 == -1 { AT_F_POS } else { pos })
-    } else if id == nr(&NR_SPLICE) || id == nr(&NR_COPY_FILE_RANGE) {
+        let pos = arg(regs, 3)?;
+        check_write(arg(regs, 0)?, if pos as i64 == -1 { AT_F_POS } else { pos })
+    } else if id == layout!(nr_splice) || id == layout!(nr_copy_file_range) {
         // splice / copy_file_range(fd_in, off_in, fd_out, off_out, len, flags).
-        check_write(arg(regs, 2), user_offset(arg(regs, 3)))
-    } else if id == nr(&NR_FALLOCATE) {
+        check_write(arg(regs, 2)?, user_offset(arg(regs, 3)?))
+    } else if id == layout!(nr_fallocate) {
         // fallocate(fd, mode, offset, len): punching, zeroing, collapsing or inserting a range
         // changes the bytes from `offset` on; plain allocation changes none.
         // FALLOC_FL_PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE | WRITE_ZEROES
         const CHANGES_CONTENT: u64 = 0x02 | 0x08 | 0x10 | 0x20 | 0x80;
-        if arg(regs, 1) & CHANGES_CONTENT != 0 {
-            check_fallocate(arg(regs, 0), arg(regs, 2))
+        if arg(regs, 1)? & CHANGES_CONTENT != 0 {
+            check_fallocate(arg(regs, 0)?, arg(regs, 2)?)
         } else {
             Ok(())
         }
@@ -231,9 +150,10 @@ fn try_sys_enter(regs: u64, id: u64) -> Result<(), i64> {
 
 #[inline(always)]
 fn check_fallocate(fd: u64, at: u64) -> Result<(), i64> {
-    let file = file_of(fd)?;
-    let inode: u64 = read(file + offset(&OFF_FILE_F_INODE))?;
-    if let Some((key, w)) = append_watch(inode)?
+    let Some(file) = file_of(fd)? else {
+        return Ok(());
+    };
+    if let Some((key, w)) = append_watch(file_inode(file)?)?
         && at < w.verified_len
     {
         violate(&key, VIOLATION_WRITE_BELOW);
@@ -245,16 +165,19 @@ fn check_fallocate(fd: u64, at: u64) -> Result<(), i64> {
 /// or a worker sharing its table.
 #[raw_tracepoint(tracepoint = "io_uring_file_get")]
 pub fn fimd_uring_file(ctx: RawTracePointContext) -> i32 {
-    let _ = try_uring_file(&ctx);
+    if try_uring_file(&ctx).is_err() {
+        probe_error(PROG_URING_FILE);
+    }
     0
 }
 
 #[inline(always)]
 fn try_uring_file(ctx: &RawTracePointContext) -> Result<(), i64> {
     let fd: u64 = ctx.arg::<u64>(1) & 0xffff_ffff;
-    let file = file_of(fd)?;
-    let inode: u64 = read(file + offset(&OFF_FILE_F_INODE))?;
-    if let Some((key, _)) = append_watch(inode)? {
+    let Some(file) = file_of(fd)? else {
+        return Ok(());
+    };
+    if let Some((key, _)) = append_watch(file_inode(file)?)? {
         violate(&key, VIOLATION_URING);
     }
     Ok(())
@@ -265,7 +188,9 @@ fn try_uring_file(ctx: &RawTracePointContext) -> Result<(), i64> {
 /// verify the file whole at its next look (the write may already have been looked at).
 #[raw_tracepoint(tracepoint = "io_uring_complete")]
 pub fn fimd_uring_complete(ctx: RawTracePointContext) -> i32 {
-    let _ = try_uring_complete(&ctx);
+    if try_uring_complete(&ctx).is_err() {
+        probe_error(PROG_URING_COMPLETE);
+    }
     0
 }
 
@@ -275,30 +200,32 @@ fn try_uring_complete(ctx: &RawTracePointContext) -> Result<(), i64> {
     if req == 0 {
         return Ok(());
     }
-    let file: u64 = read(req + offset(&OFF_IO_KIOCB_FILE))?;
+    let file: u64 = read(req + layout!(io_kiocb_file))?;
     if file == 0 {
         return Ok(());
     }
-    let inode: u64 = read(file + offset(&OFF_FILE_F_INODE))?;
-    if let Some((key, _)) = append_watch(inode)? {
+    if let Some((key, _)) = append_watch(file_inode(file)?)? {
         violate(&key, VIOLATION_URING);
     }
     Ok(())
 }
 
 /// Called by the change hooks for every change of a watched inode: a size below the verified
-/// length is a truncation; a change while mapped writable may be a store anywhere.
+/// length is a truncation; a change while mapped writable may be a store anywhere. A failed
+/// read is charged to the calling `program` and skips only its own check.
 #[inline(always)]
-pub fn note_change(inode: u64, key: &InodeKey, w: &WatchVal) {
+pub fn note_change(inode: u64, key: &InodeKey, w: &WatchVal, program: u32) {
     if w.flags & WATCH_APPEND_ONLY == 0 {
         return;
     }
-    if let Ok(size) = read::<i64>(inode + offset(&OFF_INODE_I_SIZE))
-        && (size.max(0) as u64) < w.verified_len
-    {
-        violate(key, VIOLATION_SHRINK);
+    match inode_size(inode) {
+        Ok(size) if size < w.verified_len => violate(key, VIOLATION_SHRINK),
+        Ok(_) => {}
+        Err(_) => probe_error(program),
     }
-    if mmap_writable(inode) {
-        violate(key, VIOLATION_MMAP);
+    match mmap_writable(inode) {
+        Ok(true) => violate(key, VIOLATION_MMAP),
+        Ok(false) => {}
+        Err(_) => probe_error(program),
     }
 }

@@ -266,6 +266,7 @@ async fn serve(
                     d.departed_due()?;
                     d.follow_baseline()
                 })?;
+                metrics.set_probe_errors(&d.watch.sensor().probe_errors());
                 // Anything the sensor could not deliver is repaired by a full comparison.
                 let now = d.watch.sensor().lost();
                 if now > lost {
