@@ -106,6 +106,12 @@ pub const VIOLATION_UNSEEN: u32 = 16;
 pub const HOOK_CTIME_XCHG: u32 = 1;
 pub const HOOK_CTIME_SET: u32 = 2;
 pub const HOOK_DIO_COMPLETE: u32 = 3;
+/// The VFS tier (Linux 5.10 to 6.12; fentry, or kprobes): the kernel functions it hooks.
+pub const HOOK_CURRENT_TIME: u32 = 4;
+pub const HOOK_INODE_SET_CTIME_CURRENT: u32 = 5;
+pub const HOOK_FILE_UPDATE_TIME: u32 = 6;
+pub const HOOK_FILE_MODIFIED: u32 = 7;
+pub const HOOK_KIOCB_MODIFIED: u32 = 8;
 pub const HOOK_FAN_MODIFY: u32 = 16;
 pub const HOOK_FAN_ATTRIB: u32 = 17;
 pub const HOOK_FAN_CLOSE_WRITE: u32 = 18;
@@ -119,6 +125,11 @@ pub enum Hook {
     CtimeXchg,
     CtimeSet,
     DioComplete,
+    CurrentTime,
+    InodeSetCtimeCurrent,
+    FileUpdateTime,
+    FileModified,
+    KiocbModified,
     FanModify,
     FanAttrib,
     FanCloseWrite,
@@ -135,6 +146,11 @@ impl TryFrom<u32> for Hook {
             HOOK_CTIME_XCHG => Ok(Hook::CtimeXchg),
             HOOK_CTIME_SET => Ok(Hook::CtimeSet),
             HOOK_DIO_COMPLETE => Ok(Hook::DioComplete),
+            HOOK_CURRENT_TIME => Ok(Hook::CurrentTime),
+            HOOK_INODE_SET_CTIME_CURRENT => Ok(Hook::InodeSetCtimeCurrent),
+            HOOK_FILE_UPDATE_TIME => Ok(Hook::FileUpdateTime),
+            HOOK_FILE_MODIFIED => Ok(Hook::FileModified),
+            HOOK_KIOCB_MODIFIED => Ok(Hook::KiocbModified),
             HOOK_FAN_MODIFY => Ok(Hook::FanModify),
             HOOK_FAN_ATTRIB => Ok(Hook::FanAttrib),
             HOOK_FAN_CLOSE_WRITE => Ok(Hook::FanCloseWrite),
@@ -148,12 +164,18 @@ impl TryFrom<u32> for Hook {
 }
 
 impl Hook {
-    /// The kernel's name for the hook: a tracepoint, a fanotify event type, or `proc_maps`.
+    /// The kernel's name for the hook: a tracepoint, a kernel function, a fanotify event type, or
+    /// `proc_maps`.
     pub fn name(self) -> &'static str {
         match self {
             Hook::CtimeXchg => "ctime_ns_xchg",
             Hook::CtimeSet => "inode_set_ctime_to_ts",
             Hook::DioComplete => "iomap_dio_complete",
+            Hook::CurrentTime => "current_time",
+            Hook::InodeSetCtimeCurrent => "inode_set_ctime_current",
+            Hook::FileUpdateTime => "file_update_time",
+            Hook::FileModified => "file_modified",
+            Hook::KiocbModified => "kiocb_modified",
             Hook::FanModify => "FAN_MODIFY",
             Hook::FanAttrib => "FAN_ATTRIB",
             Hook::FanCloseWrite => "FAN_CLOSE_WRITE",

@@ -43,7 +43,7 @@ static OFF_BTRFS_INODE_ROOT: u32 = 0;
 #[unsafe(no_mangle)]
 static OFF_BTRFS_ROOT_ANON_DEV: u32 = 0;
 #[unsafe(no_mangle)]
-static OFF_KIOCB_KI_FILP: u32 = 0;
+pub(crate) static OFF_KIOCB_KI_FILP: u32 = 0;
 #[unsafe(no_mangle)]
 pub(crate) static OFF_FILE_F_INODE: u32 = 0;
 #[unsafe(no_mangle)]
@@ -177,7 +177,7 @@ pub(crate) fn inode_key(inode: u64) -> Result<Option<InodeKey>, i64> {
 }
 
 /// Filters `inode` against the watch set, coalesces, and reports the first change after an arm.
-fn report(inode: u64, hook: u32) -> Result<(), i64> {
+pub(crate) fn report(inode: u64, hook: u32) -> Result<(), i64> {
     let Some(key) = inode_key(inode)? else {
         return Ok(());
     };

@@ -4,6 +4,7 @@
 
 mod append;
 mod change;
+mod vfs;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -38,6 +38,13 @@ pub enum EbpfError {
          Linux 6.13 or newer; use `fimd check` on a schedule instead"
     )]
     NoHooks,
+    /// An attached tier below the ctime tracepoints did not report fimd's own test write
+    /// (sensor/tier.rs), so `auto` must not rely on it.
+    #[error("the eBPF hooks attached but the self-check failed: {0}")]
+    SelfCheck(String),
+    /// No eBPF tier loads: each one's reason, most faithful first.
+    #[error("no eBPF tier works here: {}", .0.iter().map(|(t, e)| format!("{}: {e}", t.name())).collect::<Vec<_>>().join("; "))]
+    NoTier(Vec<(super::tier::Tier, EbpfError)>),
     #[error("eBPF map {name}: {reason}")]
     Map { name: &'static str, reason: String },
     /// A map is full (bpf_map_update_elem: E2BIG): the inode cannot be watched in the kernel.
@@ -157,8 +164,8 @@ pub struct EbpfSensor {
     /// Watched files a record said were mapped shared and writable.
     mapped_candidates: std::collections::HashMap<InodeKey, ()>,
     mappings: super::mappings::MappedFiles,
-    /// `raw_tracepoint/<name>` of every attached program, in attach order.
-    hooks: Vec<&'static str>,
+    /// `<program type>/<hook>` of every attached program, in attach order.
+    hooks: Vec<String>,
     watch: HashMap<MapData, InodeKey, WatchVal>,
     armed: HashMap<MapData, InodeKey, u32>,
     pending: HashMap<MapData, InodeKey, Pending>,
@@ -202,10 +209,17 @@ impl EbpfSensor {
     /// attaches the write-offset checks of the append-only policy (they run on every write
     /// syscall of the host, so only when some watch needs them).
     /// `capacity` is how many inodes WATCH and ARMED hold (entries).
-    pub fn load(ring_bytes: u32, append_hooks: bool, capacity: u32) -> Result<EbpfSensor, EbpfError> {
+    /// `tier` chooses the change hooks (sensor/tier.rs); a tier below the ctime tracepoints must
+    /// also pass the self-check.
+    pub fn load(
+        ring_bytes: u32,
+        append_hooks: bool,
+        capacity: u32,
+        tier: super::tier::Tier,
+    ) -> Result<EbpfSensor, EbpfError> {
         ensure_tracefs()?;
         let btf = KernelBtf::from_sys_fs()?;
-        if !btf.has_typedef("btf_trace_ctime_ns_xchg") {
+        if tier == super::tier::Tier::Ctime && !btf.has_typedef("btf_trace_ctime_ns_xchg") {
             return Err(EbpfError::NoHooks);
         }
         let off = Offsets::from_btf(&btf)?;
@@ -261,11 +275,8 @@ impl EbpfSensor {
                     (u64::from(capacity) * u64::from(BYTES_PER_WATCHED_INODE)) >> 20
                 ))
             })?;
-        let mut programs = vec![
-            ("fimd_ctime_xchg", "ctime_ns_xchg"),
-            ("fimd_ctime_set", "inode_set_ctime_to_ts"),
-            ("fimd_dio_complete", "iomap_dio_complete"),
-        ];
+        let mut hooks = super::tier::attach_change_hooks(&mut ebpf, &btf, tier)?;
+        let mut programs = Vec::new();
         if append_hooks {
             programs.extend([
                 ("fimd_sys_enter", "sys_enter"),
@@ -275,12 +286,11 @@ impl EbpfSensor {
                 programs.push(("fimd_uring_complete", "io_uring_complete"));
             }
         }
-        let mut hooks = Vec::with_capacity(programs.len());
         for (program, tracepoint) in programs {
             attach_raw_tracepoint(&mut ebpf, program, tracepoint)?;
-            hooks.push(tracepoint);
+            hooks.push(format!("raw_tracepoint/{tracepoint}"));
         }
-        Ok(EbpfSensor {
+        let mut sensor = EbpfSensor {
             capacity,
             mapped_candidates: std::collections::HashMap::new(),
             mappings: super::mappings::MappedFiles::default(),
@@ -293,7 +303,25 @@ impl EbpfSensor {
             events: RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
             hooks,
             _ebpf: ebpf,
-        })
+        };
+        if tier != super::tier::Tier::Ctime {
+            super::tier::self_check(&mut sensor)?;
+        }
+        Ok(sensor)
+    }
+
+    /// Loads the most faithful tier that works here, of `Tier::to_try()`.
+    ///
+    /// Errors: `NoTier` with each tier's reason.
+    pub fn load_best(ring_bytes: u32, append_hooks: bool, capacity: u32) -> Result<EbpfSensor, EbpfError> {
+        let mut failures = Vec::new();
+        for tier in super::tier::Tier::to_try()? {
+            match EbpfSensor::load(ring_bytes, append_hooks, capacity, tier) {
+                Ok(s) => return Ok(s),
+                Err(e) => failures.push((tier, e)),
+            }
+        }
+        Err(EbpfError::NoTier(failures))
     }
 
     /// `Full` when an insert into `name` failed because the map is full (E2BIG, as
@@ -326,7 +354,7 @@ impl super::Sensor for EbpfSensor {
     }
 
     fn hooks(&self) -> Vec<String> {
-        self.hooks.iter().map(|t| format!("raw_tracepoint/{t}")).collect()
+        self.hooks.clone()
     }
 
     fn ready_fd(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -461,7 +489,7 @@ fn attach_error(
 }
 
 /// The program `program` of the object, as its expected type.
-fn find_program<'e, P>(
+pub(super) fn find_program<'e, P>(
     ebpf: &'e mut Ebpf,
     program: &'static str,
     category: &'static str,
@@ -478,7 +506,7 @@ where
 }
 
 /// Loads `program` (a raw tracepoint program of the object) and attaches it to `tracepoint`.
-fn attach_raw_tracepoint(
+pub(super) fn attach_raw_tracepoint(
     ebpf: &mut Ebpf,
     program: &'static str,
     tracepoint: &'static str,

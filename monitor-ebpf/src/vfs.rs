@@ -1,0 +1,196 @@
+//! The change sensor for kernels without the ctime tracepoints (Linux 5.10 to 6.12): the
+//! same `report` (WATCH filter, ARMED test-and-clear, PENDING, one `ChangeRecord`) fed from
+//! the kernel functions every inode time update goes through, as fentry programs, or kprobes
+//! where the kernel has no BPF trampolines. docs/sensor-design.md §4b says why each function
+//! catches its operations on every kernel in the range.
+//!
+//! - `current_time(inode)`: the timestamp every filesystem computes before it sets ctime/mtime
+//!   on 5.10 and 6.1 (ext4, tmpfs, xfs, btrfs, `notify_change`); on 6.12 only `notify_change`
+//!   (chmod, chown, utimes, truncate) still calls it out of line.
+//! - `inode_set_ctime_current(inode)`: where 6.6 and later set ctime (6.12: ext4, tmpfs, xattr,
+//!   rename, link, unlink, fallocate).
+//! - `file_update_time(file)`, `file_modified(file)`, `kiocb_modified(iocb)`: the write path's
+//!   time update, entered on every write (and on a shared mapping's write fault) whether or not
+//!   the time then changes, so also for FMODE_NOCMTIME writers.
+//!
+//! `current_time` also runs for atime (`atime_needs_update`, on every read): a read is no change,
+//! so `atime_needs_update` marks the reading task for the inode while it runs, and
+//! `current_time` skips the inode that task is reading.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::{fentry, fexit, kprobe, kretprobe, map},
+    maps::HashMap,
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use monitor_common::{
+    HOOK_CURRENT_TIME, HOOK_FILE_MODIFIED, HOOK_FILE_UPDATE_TIME, HOOK_INODE_SET_CTIME_CURRENT,
+    HOOK_KIOCB_MODIFIED,
+};
+
+use crate::change::{OFF_FILE_F_INODE, OFF_KIOCB_KI_FILP, WATCH, inode_key, offset, report};
+
+/// Tasks (pid_tgid) inside `atime_needs_update` for a watched inode → that inode's address.
+/// An entry lives while the function runs; a full map only lets a read through as a recheck.
+#[map]
+static ATIME: HashMap<u64, u64> = HashMap::with_max_entries(16_384, 0);
+
+#[inline(always)]
+fn read_u64(addr: u64) -> Result<u64, i64> {
+    // SAFETY: a probe read: a bad address is an error, not a fault.
+    unsafe { bpf_probe_read_kernel(addr as *const u64).map_err(|e| e as i64) }
+}
+
+/// `file->f_inode`.
+#[inline(always)]
+fn file_inode(file: u64) -> Result<u64, i64> {
+    if file == 0 {
+        return Ok(0);
+    }
+    read_u64(file + offset(&OFF_FILE_F_INODE))
+}
+
+/// `iocb->ki_filp->f_inode`.
+#[inline(always)]
+fn kiocb_inode(iocb: u64) -> Result<u64, i64> {
+    if iocb == 0 {
+        return Ok(0);
+    }
+    file_inode(read_u64(iocb + offset(&OFF_KIOCB_KI_FILP))?)
+}
+
+/// `current_time(inode)`: a change unless this task is inside `atime_needs_update` for it.
+#[inline(always)]
+fn on_current_time(inode: u64) -> Result<(), i64> {
+    // SAFETY: a map value copied out.
+    if let Some(&reading) = unsafe { ATIME.get(&bpf_get_current_pid_tgid()) } {
+        if reading == inode {
+            return Ok(());
+        }
+    }
+    report(inode, HOOK_CURRENT_TIME)
+}
+
+/// `atime_needs_update(path, inode)` starts: mark the task when the inode is watched (the
+/// lookup keeps the map to the few tasks reading watched files).
+#[inline(always)]
+fn on_atime_enter(inode: u64) -> Result<(), i64> {
+    let Some(key) = inode_key(inode)? else {
+        return Ok(());
+    };
+    // SAFETY: a lookup; nothing is kept.
+    if unsafe { WATCH.get(&key) }.is_none() {
+        return Ok(());
+    }
+    ATIME
+        .insert(&bpf_get_current_pid_tgid(), &inode, 0)
+        .map_err(i64::from)
+}
+
+#[inline(always)]
+fn on_atime_exit() {
+    let _ = ATIME.remove(&bpf_get_current_pid_tgid());
+}
+
+#[fentry(function = "current_time")]
+pub fn fimd_fe_current_time(ctx: FEntryContext) -> i32 {
+    let _ = on_current_time(ctx.arg(0));
+    0
+}
+
+#[fentry(function = "inode_set_ctime_current")]
+pub fn fimd_fe_ctime_current(ctx: FEntryContext) -> i32 {
+    let _ = report(ctx.arg(0), HOOK_INODE_SET_CTIME_CURRENT);
+    0
+}
+
+#[fentry(function = "file_update_time")]
+pub fn fimd_fe_file_update_time(ctx: FEntryContext) -> i32 {
+    if let Ok(inode) = file_inode(ctx.arg(0)) {
+        let _ = report(inode, HOOK_FILE_UPDATE_TIME);
+    }
+    0
+}
+
+#[fentry(function = "file_modified")]
+pub fn fimd_fe_file_modified(ctx: FEntryContext) -> i32 {
+    if let Ok(inode) = file_inode(ctx.arg(0)) {
+        let _ = report(inode, HOOK_FILE_MODIFIED);
+    }
+    0
+}
+
+#[fentry(function = "kiocb_modified")]
+pub fn fimd_fe_kiocb_modified(ctx: FEntryContext) -> i32 {
+    if let Ok(inode) = kiocb_inode(ctx.arg(0)) {
+        let _ = report(inode, HOOK_KIOCB_MODIFIED);
+    }
+    0
+}
+
+#[fentry(function = "atime_needs_update")]
+pub fn fimd_fe_atime_enter(ctx: FEntryContext) -> i32 {
+    let _ = on_atime_enter(ctx.arg(1));
+    0
+}
+
+#[fexit(function = "atime_needs_update")]
+pub fn fimd_fx_atime_exit(_ctx: FExitContext) -> i32 {
+    on_atime_exit();
+    0
+}
+
+// The same, as kprobes: arguments from `struct pt_regs`.
+
+#[kprobe]
+pub fn fimd_kp_current_time(ctx: ProbeContext) -> u32 {
+    if let Some(inode) = ctx.arg::<u64>(0) {
+        let _ = on_current_time(inode);
+    }
+    0
+}
+
+#[kprobe]
+pub fn fimd_kp_ctime_current(ctx: ProbeContext) -> u32 {
+    if let Some(inode) = ctx.arg::<u64>(0) {
+        let _ = report(inode, HOOK_INODE_SET_CTIME_CURRENT);
+    }
+    0
+}
+
+#[kprobe]
+pub fn fimd_kp_file_update_time(ctx: ProbeContext) -> u32 {
+    if let Some(Ok(inode)) = ctx.arg::<u64>(0).map(file_inode) {
+        let _ = report(inode, HOOK_FILE_UPDATE_TIME);
+    }
+    0
+}
+
+#[kprobe]
+pub fn fimd_kp_file_modified(ctx: ProbeContext) -> u32 {
+    if let Some(Ok(inode)) = ctx.arg::<u64>(0).map(file_inode) {
+        let _ = report(inode, HOOK_FILE_MODIFIED);
+    }
+    0
+}
+
+#[kprobe]
+pub fn fimd_kp_kiocb_modified(ctx: ProbeContext) -> u32 {
+    if let Some(Ok(inode)) = ctx.arg::<u64>(0).map(kiocb_inode) {
+        let _ = report(inode, HOOK_KIOCB_MODIFIED);
+    }
+    0
+}
+
+#[kprobe]
+pub fn fimd_kp_atime_enter(ctx: ProbeContext) -> u32 {
+    if let Some(inode) = ctx.arg::<u64>(1) {
+        let _ = on_atime_enter(inode);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn fimd_kr_atime_exit(_ctx: RetProbeContext) -> u32 {
+    on_atime_exit();
+    0
+}
