@@ -5,59 +5,115 @@
 //! Tags are plain `u32`s, decoded in userspace with `TryFrom`: never transmuted.
 #![no_std]
 
-/// Globals the loader fills with struct member offsets read from the running kernel's BTF.
-pub const OFF_INODE_I_SB: &str = "OFF_INODE_I_SB";
-pub const OFF_INODE_I_INO: &str = "OFF_INODE_I_INO";
-pub const OFF_SB_S_DEV: &str = "OFF_SB_S_DEV";
-pub const OFF_INODE_I_MAPPING: &str = "OFF_INODE_I_MAPPING";
-pub const OFF_AS_I_MMAP_WRITABLE: &str = "OFF_AS_I_MMAP_WRITABLE";
-pub const OFF_SB_S_MAGIC: &str = "OFF_SB_S_MAGIC";
-/// btrfs reports a subvolume's own device in `st_dev`: these find it from the inode. Zero
-/// `BTRFS_ENABLED` when the kernel's BTF lacks the btrfs types.
-pub const BTRFS_ENABLED: &str = "BTRFS_ENABLED";
-pub const OFF_BTRFS_INODE_VFS_INODE: &str = "OFF_BTRFS_INODE_VFS_INODE";
-pub const OFF_BTRFS_INODE_ROOT: &str = "OFF_BTRFS_INODE_ROOT";
-pub const OFF_BTRFS_ROOT_ANON_DEV: &str = "OFF_BTRFS_ROOT_ANON_DEV";
+/// Everything the kernel programs need to know about the running kernel's layout, in the one
+/// read-only global `LAYOUT`: struct member offsets (bytes) read from the running kernel's BTF,
+/// and this architecture's system call numbers, set once by the loader before the programs are
+/// verified. raw_tracepoint programs read a member as `bpf_probe_read_kernel(base + off)`.
+///
+/// Adding an offset takes one field here and its BTF lookup in
+/// `monitor/src/sensor/ebpf.rs::layout_from_btf`. Every field is a `u32`, so the struct has no
+/// padding (asserted below): the loader copies it into the object as raw bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// `inode.i_sb`, `inode.i_ino`, `inode.i_mapping`, `inode.i_size`.
+    pub inode_i_sb: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_mapping: u32,
+    pub inode_i_size: u32,
+    /// `super_block.s_dev`, `super_block.s_magic`.
+    pub sb_s_dev: u32,
+    pub sb_s_magic: u32,
+    /// `address_space.i_mmap_writable` (atomic_t).
+    pub as_i_mmap_writable: u32,
+    /// 1 when the kernel's BTF has the btrfs types (btrfs built in), else 0 and the three
+    /// btrfs offsets are unused: btrfs reports a subvolume's own device in `st_dev`, found from
+    /// the inode as `BTRFS_I(inode)->root->anon_dev`.
+    pub btrfs: u32,
+    /// `btrfs_inode.vfs_inode`, `btrfs_inode.root`, `btrfs_root.anon_dev`.
+    pub btrfs_inode_vfs_inode: u32,
+    pub btrfs_inode_root: u32,
+    pub btrfs_root_anon_dev: u32,
+    /// `kiocb.ki_filp`: for `iomap_dio_complete` (direct I/O data has landed).
+    pub kiocb_ki_filp: u32,
+    /// `file.f_inode`, `file.f_mode`, `file.f_pos`, `file.f_flags`.
+    pub file_f_inode: u32,
+    pub file_f_mode: u32,
+    pub file_f_pos: u32,
+    pub file_f_flags: u32,
+    /// From the current task to a descriptor's `struct file`: `task_struct.files`,
+    /// `files_struct.fdt`, `fdtable.max_fds`, `fdtable.fd`.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    /// 1 when the kernel's BTF has `io_kiocb.file` (io_uring built in), else 0.
+    pub io_kiocb: u32,
+    /// `io_kiocb.file`: the file an io_uring request used, registered (fixed) or not, read when
+    /// the request completes (io_uring_complete). 0 is a valid offset: see `io_kiocb`.
+    pub io_kiocb_file: u32,
+    /// Where `struct pt_regs` keeps the six system call arguments.
+    pub regs_args: [u32; 6],
+    /// This architecture's write-family system call numbers, `u32::MAX` for none.
+    pub nr_write: u32,
+    pub nr_writev: u32,
+    pub nr_pwrite64: u32,
+    pub nr_pwritev: u32,
+    pub nr_pwritev2: u32,
+    pub nr_sendfile: u32,
+    pub nr_splice: u32,
+    pub nr_copy_file_range: u32,
+    pub nr_fallocate: u32,
+}
+
+/// The symbol of the `KernelLayout` global in the eBPF object.
+pub const KERNEL_LAYOUT_GLOBAL: &str = "LAYOUT";
+
+// No implicit padding: the size is the sum of its 37 u32 fields.
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 37 * 4);
+
+impl KernelLayout {
+    /// The object's placeholder until the loader sets the real layout: every offset 0, no
+    /// optional types, no system call numbers.
+    pub const UNSET: KernelLayout = KernelLayout {
+        inode_i_sb: 0,
+        inode_i_ino: 0,
+        inode_i_mapping: 0,
+        inode_i_size: 0,
+        sb_s_dev: 0,
+        sb_s_magic: 0,
+        as_i_mmap_writable: 0,
+        btrfs: 0,
+        btrfs_inode_vfs_inode: 0,
+        btrfs_inode_root: 0,
+        btrfs_root_anon_dev: 0,
+        kiocb_ki_filp: 0,
+        file_f_inode: 0,
+        file_f_mode: 0,
+        file_f_pos: 0,
+        file_f_flags: 0,
+        task_files: 0,
+        files_fdt: 0,
+        fdt_max_fds: 0,
+        fdt_fd: 0,
+        io_kiocb: 0,
+        io_kiocb_file: 0,
+        regs_args: [0; 6],
+        nr_write: u32::MAX,
+        nr_writev: u32::MAX,
+        nr_pwrite64: u32::MAX,
+        nr_pwritev: u32::MAX,
+        nr_pwritev2: u32::MAX,
+        nr_sendfile: u32::MAX,
+        nr_splice: u32::MAX,
+        nr_copy_file_range: u32::MAX,
+        nr_fallocate: u32::MAX,
+    };
+}
+
 pub const BTRFS_SUPER_MAGIC: u64 = 0x9123_683E;
-/// For `iomap_dio_complete`: direct I/O data has landed (its ctime changed before it did).
-pub const OFF_KIOCB_KI_FILP: &str = "OFF_KIOCB_KI_FILP";
-pub const OFF_FILE_F_INODE: &str = "OFF_FILE_F_INODE";
-pub const OFF_FILE_F_MODE: &str = "OFF_FILE_F_MODE";
 /// `FMODE_WRITE`, a stable kernel ABI bit.
 pub const FMODE_WRITE: u32 = 0x2;
-/// Offsets the append-only checks need: from the current task to a descriptor's `struct file`,
-/// its position and flags, and an inode's size.
-pub const OFF_TASK_FILES: &str = "OFF_TASK_FILES";
-pub const OFF_FILES_FDT: &str = "OFF_FILES_FDT";
-pub const OFF_FDT_MAX_FDS: &str = "OFF_FDT_MAX_FDS";
-pub const OFF_FDT_FD: &str = "OFF_FDT_FD";
-pub const OFF_FILE_F_POS: &str = "OFF_FILE_F_POS";
-/// `io_kiocb.file`: the file an io_uring request used, registered (fixed) or not, read when the
-/// request completes (io_uring_complete).
-pub const OFF_IO_KIOCB_FILE: &str = "OFF_IO_KIOCB_FILE";
-pub const OFF_FILE_F_FLAGS: &str = "OFF_FILE_F_FLAGS";
-pub const OFF_INODE_I_SIZE: &str = "OFF_INODE_I_SIZE";
-/// Globals with this architecture's system call numbers, and where `struct pt_regs` keeps
-/// the six arguments.
-pub const NR_GLOBALS: [&str; 9] = [
-    "NR_WRITE",
-    "NR_WRITEV",
-    "NR_PWRITE64",
-    "NR_PWRITEV",
-    "NR_PWRITEV2",
-    "NR_SENDFILE",
-    "NR_SPLICE",
-    "NR_COPY_FILE_RANGE",
-    "NR_FALLOCATE",
-];
-pub const OFF_REGS_ARGS: [&str; 6] = [
-    "OFF_REGS_ARG0",
-    "OFF_REGS_ARG1",
-    "OFF_REGS_ARG2",
-    "OFF_REGS_ARG3",
-    "OFF_REGS_ARG4",
-    "OFF_REGS_ARG5",
-];
 pub const O_APPEND: u32 = 0o2000;
 pub const RWF_APPEND: u64 = 0x10;
 
@@ -236,4 +292,5 @@ mod pod {
     unsafe impl aya::Pod for super::WatchVal {}
     unsafe impl aya::Pod for super::ChangeRecord {}
     unsafe impl aya::Pod for super::Pending {}
+    unsafe impl aya::Pod for super::KernelLayout {}
 }

@@ -19,76 +19,21 @@ use monitor_common::{
     WATCH_APPEND_ONLY, WatchVal,
 };
 
-use crate::change::{OFF_FILE_F_INODE, WATCH, inode_key, mmap_writable, offset};
-
-#[unsafe(no_mangle)]
-static OFF_TASK_FILES: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_FILES_FDT: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_FDT_MAX_FDS: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_FDT_FD: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_FILE_F_POS: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_FILE_F_FLAGS: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_INODE_I_SIZE: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_IO_KIOCB_FILE: u32 = 0;
+use crate::change::{WATCH, inode_key, layout, mmap_writable};
 
 /// Sticky flags per inode, taken (read and deleted) by userspace when it verifies the file.
 #[map]
 static VIOLATIONS: HashMap<InodeKey, u32> = HashMap::with_max_entries(65_536, 0);
 
-/// System call numbers of this architecture, set by the loader (`u32::MAX`: none).
-#[unsafe(no_mangle)]
-static NR_WRITE: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_WRITEV: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_PWRITE64: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_PWRITEV: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_PWRITEV2: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_SENDFILE: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_SPLICE: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_COPY_FILE_RANGE: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static NR_FALLOCATE: u32 = u32::MAX;
-/// Where `struct pt_regs` keeps the six system call arguments (from BTF).
-#[unsafe(no_mangle)]
-static OFF_REGS_ARG0: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_REGS_ARG1: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_REGS_ARG2: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_REGS_ARG3: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_REGS_ARG4: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_REGS_ARG5: u32 = 0;
-
-#[inline(always)]
-fn nr(global: &u32) -> u64 {
-    offset(global)
-}
-
 #[inline(always)]
 fn arg(regs: u64, n: u32) -> u64 {
     let off = match n {
-        0 => offset(&OFF_REGS_ARG0),
-        1 => offset(&OFF_REGS_ARG1),
-        2 => offset(&OFF_REGS_ARG2),
-        3 => offset(&OFF_REGS_ARG3),
-        4 => offset(&OFF_REGS_ARG4),
-        _ => offset(&OFF_REGS_ARG5),
+        0 => layout!(regs_args[0]),
+        1 => layout!(regs_args[1]),
+        2 => layout!(regs_args[2]),
+        3 => layout!(regs_args[3]),
+        4 => layout!(regs_args[4]),
+        _ => layout!(regs_args[5]),
     };
     read::<u64>(regs + off).unwrap_or(0)
 }
@@ -103,16 +48,16 @@ fn read<T>(addr: u64) -> Result<T, i64> {
 fn file_of(fd: u64) -> Result<u64, i64> {
     // SAFETY: helper without preconditions.
     let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task + offset(&OFF_TASK_FILES))?;
+    let files: u64 = read(task + layout!(task_files))?;
     if files == 0 {
         return Err(0);
     }
-    let fdt: u64 = read(files + offset(&OFF_FILES_FDT))?;
-    let max: u32 = read(fdt + offset(&OFF_FDT_MAX_FDS))?;
+    let fdt: u64 = read(files + layout!(files_fdt))?;
+    let max: u32 = read(fdt + layout!(fdt_max_fds))?;
     if fd >= u64::from(max) {
         return Err(0);
     }
-    let array: u64 = read(fdt + offset(&OFF_FDT_FD))?;
+    let array: u64 = read(fdt + layout!(fdt_fd))?;
     let file: u64 = read(array + fd * 8)?;
     if file == 0 { Err(0) } else { Ok(file) }
 }
@@ -154,17 +99,17 @@ const AT_F_POS: u64 = u64::MAX;
 #[inline(always)]
 fn check_write(fd: u64, pos: u64) -> Result<(), i64> {
     let file = file_of(fd)?;
-    let flags: u32 = read(file + offset(&OFF_FILE_F_FLAGS))?;
+    let flags: u32 = read(file + layout!(file_f_flags))?;
     // O_APPEND writes land at the end whatever the offset (pwrite included, on Linux).
     if flags & O_APPEND != 0 {
         return Ok(());
     }
-    let inode: u64 = read(file + offset(&OFF_FILE_F_INODE))?;
+    let inode: u64 = read(file + layout!(file_f_inode))?;
     let Some((key, w)) = append_watch(inode)? else {
         return Ok(());
     };
     let at = if pos == AT_F_POS {
-        read::<i64>(file + offset(&OFF_FILE_F_POS))?.max(0) as u64
+        read::<i64>(file + layout!(file_f_pos))?.max(0) as u64
     } else {
         pos
     };
@@ -198,23 +143,23 @@ pub fn fimd_sys_enter(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn try_sys_enter(regs: u64, id: u64) -> Result<(), i64> {
-    if id == nr(&NR_WRITE) || id == nr(&NR_WRITEV) || id == nr(&NR_SENDFILE) {
+    if id == layout!(nr_write) || id == layout!(nr_writev) || id == layout!(nr_sendfile) {
         // write(fd, …), writev(fd, …), sendfile(out_fd, …): at out_fd's position.
         check_write(arg(regs, 0), AT_F_POS)
-    } else if id == nr(&NR_PWRITE64) || id == nr(&NR_PWRITEV) {
+    } else if id == layout!(nr_pwrite64) || id == layout!(nr_pwritev) {
         // pwrite64(fd, buf, count, pos), pwritev(fd, iov, vlen, pos_l, pos_h).
         check_write(arg(regs, 0), arg(regs, 3))
-    } else if id == nr(&NR_PWRITEV2) {
+    } else if id == layout!(nr_pwritev2) {
         // pwritev2(fd, iov, vlen, pos_l, pos_h, flags): -1 means the descriptor's position.
         if arg(regs, 5) & RWF_APPEND != 0 {
             return Ok(());
         }
         let pos = arg(regs, 3);
         check_write(arg(regs, 0), if pos as i64 == -1 { AT_F_POS } else { pos })
-    } else if id == nr(&NR_SPLICE) || id == nr(&NR_COPY_FILE_RANGE) {
+    } else if id == layout!(nr_splice) || id == layout!(nr_copy_file_range) {
         // splice / copy_file_range(fd_in, off_in, fd_out, off_out, len, flags).
         check_write(arg(regs, 2), user_offset(arg(regs, 3)))
-    } else if id == nr(&NR_FALLOCATE) {
+    } else if id == layout!(nr_fallocate) {
         // fallocate(fd, mode, offset, len): punching, zeroing, collapsing or inserting a range
         // changes the bytes from `offset` on; plain allocation changes none.
         // FALLOC_FL_PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE | WRITE_ZEROES
@@ -232,7 +177,7 @@ fn try_sys_enter(regs: u64, id: u64) -> Result<(), i64> {
 #[inline(always)]
 fn check_fallocate(fd: u64, at: u64) -> Result<(), i64> {
     let file = file_of(fd)?;
-    let inode: u64 = read(file + offset(&OFF_FILE_F_INODE))?;
+    let inode: u64 = read(file + layout!(file_f_inode))?;
     if let Some((key, w)) = append_watch(inode)?
         && at < w.verified_len
     {
@@ -253,7 +198,7 @@ pub fn fimd_uring_file(ctx: RawTracePointContext) -> i32 {
 fn try_uring_file(ctx: &RawTracePointContext) -> Result<(), i64> {
     let fd: u64 = ctx.arg::<u64>(1) & 0xffff_ffff;
     let file = file_of(fd)?;
-    let inode: u64 = read(file + offset(&OFF_FILE_F_INODE))?;
+    let inode: u64 = read(file + layout!(file_f_inode))?;
     if let Some((key, _)) = append_watch(inode)? {
         violate(&key, VIOLATION_URING);
     }
@@ -275,11 +220,11 @@ fn try_uring_complete(ctx: &RawTracePointContext) -> Result<(), i64> {
     if req == 0 {
         return Ok(());
     }
-    let file: u64 = read(req + offset(&OFF_IO_KIOCB_FILE))?;
+    let file: u64 = read(req + layout!(io_kiocb_file))?;
     if file == 0 {
         return Ok(());
     }
-    let inode: u64 = read(file + offset(&OFF_FILE_F_INODE))?;
+    let inode: u64 = read(file + layout!(file_f_inode))?;
     if let Some((key, _)) = append_watch(inode)? {
         violate(&key, VIOLATION_URING);
     }
@@ -293,7 +238,7 @@ pub fn note_change(inode: u64, key: &InodeKey, w: &WatchVal) {
     if w.flags & WATCH_APPEND_ONLY == 0 {
         return;
     }
-    if let Ok(size) = read::<i64>(inode + offset(&OFF_INODE_I_SIZE))
+    if let Ok(size) = read::<i64>(inode + layout!(inode_i_size))
         && (size.max(0) as u64) < w.verified_len
     {
         violate(key, VIOLATION_SHRINK);

@@ -17,37 +17,31 @@ use aya_ebpf::{
 };
 use monitor_common::{
     BTRFS_SUPER_MAGIC, COUNTER_EMITTED, COUNTER_HITS, COUNTER_PENDING_FULL, COUNTER_RB_DROPS, COUNTERS_LEN,
-    ChangeRecord, FMODE_WRITE, HOOK_CTIME_SET, HOOK_CTIME_XCHG, HOOK_DIO_COMPLETE, InodeKey, Pending,
-    RECORD_MMAP_WRITABLE, WatchVal,
+    ChangeRecord, FMODE_WRITE, HOOK_CTIME_SET, HOOK_CTIME_XCHG, HOOK_DIO_COMPLETE, InodeKey, KernelLayout,
+    Pending, RECORD_MMAP_WRITABLE, WatchVal,
 };
 
-/// Member offsets, set by the loader from the running kernel's BTF.
+/// The running kernel's member offsets and system call numbers, set by the loader from BTF
+/// (`monitor_common::KernelLayout`).
 #[unsafe(no_mangle)]
-static OFF_INODE_I_SB: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_INODE_I_INO: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_SB_S_DEV: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_INODE_I_MAPPING: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_AS_I_MMAP_WRITABLE: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_SB_S_MAGIC: u32 = 0;
-#[unsafe(no_mangle)]
-static BTRFS_ENABLED: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_BTRFS_INODE_VFS_INODE: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_BTRFS_INODE_ROOT: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_BTRFS_ROOT_ANON_DEV: u32 = 0;
-#[unsafe(no_mangle)]
-pub(crate) static OFF_KIOCB_KI_FILP: u32 = 0;
-#[unsafe(no_mangle)]
-pub(crate) static OFF_FILE_F_INODE: u32 = 0;
-#[unsafe(no_mangle)]
-static OFF_FILE_F_MODE: u32 = 0;
+pub(crate) static LAYOUT: KernelLayout = KernelLayout::UNSET;
+
+/// One field of `LAYOUT` (`layout!(file_f_inode)`, `layout!(regs_args[2])`), widened for
+/// address arithmetic.
+macro_rules! layout {
+    ($($field:tt)+) => {
+        crate::change::layout_field(&crate::change::LAYOUT.$($field)+)
+    };
+}
+pub(crate) use layout;
+
+/// Reads a field of `LAYOUT`; volatile, so the load is not folded to the placeholder the
+/// loader replaces after compilation.
+#[inline(always)]
+pub(crate) fn layout_field(field: &u32) -> u64 {
+    // SAFETY: a valid reference to a read-only global.
+    u64::from(unsafe { core::ptr::read_volatile(field) })
+}
 
 #[map]
 pub(crate) static WATCH: HashMap<InodeKey, WatchVal> = HashMap::with_max_entries(262_144, 0);
@@ -88,16 +82,16 @@ fn try_dio_complete(ctx: &RawTracePointContext) -> Result<(), i64> {
     // SAFETY: probe reads of kernel memory.
     let inode = unsafe {
         let file: u64 =
-            bpf_probe_read_kernel((iocb + offset(&OFF_KIOCB_KI_FILP)) as *const u64).map_err(|e| e as i64)?;
+            bpf_probe_read_kernel((iocb + layout!(kiocb_ki_filp)) as *const u64).map_err(|e| e as i64)?;
         if file == 0 {
             return Ok(());
         }
         let mode: u32 =
-            bpf_probe_read_kernel((file + offset(&OFF_FILE_F_MODE)) as *const u32).map_err(|e| e as i64)?;
+            bpf_probe_read_kernel((file + layout!(file_f_mode)) as *const u32).map_err(|e| e as i64)?;
         if mode & FMODE_WRITE == 0 {
             return Ok(());
         }
-        bpf_probe_read_kernel((file + offset(&OFF_FILE_F_INODE)) as *const u64).map_err(|e| e as i64)?
+        bpf_probe_read_kernel((file + layout!(file_f_inode)) as *const u64).map_err(|e| e as i64)?
     };
     report(inode, HOOK_DIO_COMPLETE)
 }
@@ -109,30 +103,25 @@ fn bump(counter: u32) {
     }
 }
 
-pub(crate) fn offset(global: &u32) -> u64 {
-    // SAFETY: read-only globals set by the loader; volatile so the load is not folded to 0.
-    u64::from(unsafe { core::ptr::read_volatile(global) })
-}
-
 /// The device userspace sees in `st_dev`: the superblock's, but on btrfs the subvolume's own
 /// anonymous device (`BTRFS_I(inode)->root->anon_dev`), as `btrfs_getattr` reports it.
 #[inline(always)]
 fn device(inode: u64, sb: u64) -> Result<u32, i64> {
     // SAFETY: probe reads of kernel memory.
     unsafe {
-        if offset(&BTRFS_ENABLED) != 0 {
+        if layout!(btrfs) != 0 {
             let magic: u64 =
-                bpf_probe_read_kernel((sb + offset(&OFF_SB_S_MAGIC)) as *const u64).map_err(|e| e as i64)?;
+                bpf_probe_read_kernel((sb + layout!(sb_s_magic)) as *const u64).map_err(|e| e as i64)?;
             if magic == BTRFS_SUPER_MAGIC {
-                let btrfs_inode = inode - offset(&OFF_BTRFS_INODE_VFS_INODE);
+                let btrfs_inode = inode - layout!(btrfs_inode_vfs_inode);
                 let root: u64 =
-                    bpf_probe_read_kernel((btrfs_inode + offset(&OFF_BTRFS_INODE_ROOT)) as *const u64)
+                    bpf_probe_read_kernel((btrfs_inode + layout!(btrfs_inode_root)) as *const u64)
                         .map_err(|e| e as i64)?;
-                return bpf_probe_read_kernel((root + offset(&OFF_BTRFS_ROOT_ANON_DEV)) as *const u32)
+                return bpf_probe_read_kernel((root + layout!(btrfs_root_anon_dev)) as *const u32)
                     .map_err(|e| e as i64);
             }
         }
-        bpf_probe_read_kernel((sb + offset(&OFF_SB_S_DEV)) as *const u32).map_err(|e| e as i64)
+        bpf_probe_read_kernel((sb + layout!(sb_s_dev)) as *const u32).map_err(|e| e as i64)
     }
 }
 
@@ -141,13 +130,13 @@ fn device(inode: u64, sb: u64) -> Result<u32, i64> {
 pub(crate) fn mmap_writable(inode: u64) -> bool {
     // SAFETY: probe reads; failures read as "no".
     unsafe {
-        let Ok(mapping) = bpf_probe_read_kernel((inode + offset(&OFF_INODE_I_MAPPING)) as *const u64) else {
+        let Ok(mapping) = bpf_probe_read_kernel((inode + layout!(inode_i_mapping)) as *const u64) else {
             return false;
         };
         if mapping == 0 {
             return false;
         }
-        bpf_probe_read_kernel((mapping + offset(&OFF_AS_I_MMAP_WRITABLE)) as *const i32).is_ok_and(|n| n > 0)
+        bpf_probe_read_kernel((mapping + layout!(as_i_mmap_writable)) as *const i32).is_ok_and(|n| n > 0)
     }
 }
 
@@ -164,9 +153,9 @@ pub(crate) fn inode_key(inode: u64) -> Result<Option<InodeKey>, i64> {
     // SAFETY: probe reads of kernel memory; a bad address yields an error, not a fault.
     let (sb, ino) = unsafe {
         let sb: u64 =
-            bpf_probe_read_kernel((inode + offset(&OFF_INODE_I_SB)) as *const u64).map_err(|e| e as i64)?;
+            bpf_probe_read_kernel((inode + layout!(inode_i_sb)) as *const u64).map_err(|e| e as i64)?;
         let ino: u64 =
-            bpf_probe_read_kernel((inode + offset(&OFF_INODE_I_INO)) as *const u64).map_err(|e| e as i64)?;
+            bpf_probe_read_kernel((inode + layout!(inode_i_ino)) as *const u64).map_err(|e| e as i64)?;
         (sb, ino)
     };
     if sb == 0 || ino == 0 {

@@ -27,7 +27,7 @@ use monitor_common::{
     HOOK_KIOCB_MODIFIED,
 };
 
-use crate::change::{OFF_FILE_F_INODE, OFF_KIOCB_KI_FILP, WATCH, inode_key, offset, report};
+use crate::change::{WATCH, inode_key, layout, report};
 
 /// Tasks (pid_tgid) inside `atime_needs_update` for a watched inode → that inode's address.
 /// An entry lives while the function runs; a full map only lets a read through as a recheck.
@@ -46,7 +46,7 @@ fn file_inode(file: u64) -> Result<u64, i64> {
     if file == 0 {
         return Ok(0);
     }
-    read_u64(file + offset(&OFF_FILE_F_INODE))
+    read_u64(file + layout!(file_f_inode))
 }
 
 /// `iocb->ki_filp->f_inode`.
@@ -55,7 +55,7 @@ fn kiocb_inode(iocb: u64) -> Result<u64, i64> {
     if iocb == 0 {
         return Ok(0);
     }
-    file_inode(read_u64(iocb + offset(&OFF_KIOCB_KI_FILP))?)
+    file_inode(read_u64(iocb + layout!(kiocb_ki_filp))?)
 }
 
 /// `current_time(inode)`: a change unless this task is inside `atime_needs_update` for it.

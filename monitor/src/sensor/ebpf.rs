@@ -3,11 +3,7 @@ use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
 use monitor_common::{
-    BTRFS_ENABLED, COUNTER_RB_DROPS, COUNTERS_LEN, ChangeRecord, InodeKey, NR_GLOBALS,
-    OFF_AS_I_MMAP_WRITABLE, OFF_BTRFS_INODE_ROOT, OFF_BTRFS_INODE_VFS_INODE, OFF_BTRFS_ROOT_ANON_DEV,
-    OFF_FDT_FD, OFF_FDT_MAX_FDS, OFF_FILE_F_FLAGS, OFF_FILE_F_INODE, OFF_FILE_F_MODE, OFF_FILE_F_POS,
-    OFF_FILES_FDT, OFF_INODE_I_INO, OFF_INODE_I_MAPPING, OFF_INODE_I_SB, OFF_INODE_I_SIZE, OFF_IO_KIOCB_FILE,
-    OFF_KIOCB_KI_FILP, OFF_REGS_ARGS, OFF_SB_S_DEV, OFF_SB_S_MAGIC, OFF_TASK_FILES, Pending,
+    COUNTER_RB_DROPS, COUNTERS_LEN, ChangeRecord, InodeKey, KERNEL_LAYOUT_GLOBAL, KernelLayout, Pending,
     WATCH_APPEND_ONLY, WATCH_IS_DIR, WatchVal,
 };
 
@@ -55,47 +51,6 @@ pub enum EbpfError {
     Full { name: &'static str, capacity: u32 },
 }
 
-/// Member offsets of this kernel's structs, passed to the programs as globals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Offsets {
-    pub inode_i_sb: u32,
-    pub inode_i_ino: u32,
-    pub sb_s_dev: u32,
-    pub inode_i_mapping: u32,
-    pub as_i_mmap_writable: u32,
-    pub sb_s_magic: u32,
-    /// `btrfs_inode.vfs_inode`, `btrfs_inode.root`, `btrfs_root.anon_dev`; `None` when the
-    /// kernel's BTF has no btrfs types (btrfs not built in), so no btrfs inode can be watched.
-    pub btrfs: Option<(u32, u32, u32)>,
-    pub kiocb_ki_filp: u32,
-    pub file_f_inode: u32,
-    pub file_f_mode: u32,
-    pub task_files: u32,
-    pub files_fdt: u32,
-    pub fdt_max_fds: u32,
-    pub fdt_fd: u32,
-    pub file_f_pos: u32,
-    /// `io_kiocb.file`; `None` when the kernel's BTF has no io_uring types.
-    pub io_kiocb_file: Option<u32>,
-    pub file_f_flags: u32,
-    pub inode_i_size: u32,
-    /// `struct pt_regs` offsets of the six system call arguments.
-    pub syscall_args: [u32; 6],
-}
-
-/// This architecture's numbers for the write-family system calls, in `NR_GLOBALS` order.
-const WRITE_SYSCALLS: [libc::c_long; 9] = [
-    libc::SYS_write,
-    libc::SYS_writev,
-    libc::SYS_pwrite64,
-    libc::SYS_pwritev,
-    libc::SYS_pwritev2,
-    libc::SYS_sendfile,
-    libc::SYS_splice,
-    libc::SYS_copy_file_range,
-    libc::SYS_fallocate,
-];
-
 /// Where the syscall arguments live in `struct pt_regs`, by architecture.
 fn syscall_args(btf: &KernelBtf) -> Result<[u32; 6], EbpfError> {
     let mut out = [0u32; 6];
@@ -117,37 +72,58 @@ fn syscall_args(btf: &KernelBtf) -> Result<[u32; 6], EbpfError> {
     Ok(out)
 }
 
-impl Offsets {
-    pub fn from_btf(btf: &KernelBtf) -> Result<Offsets, EbpfError> {
-        Ok(Offsets {
-            inode_i_sb: btf.member_offset("inode", "i_sb")?,
-            inode_i_ino: btf.member_offset("inode", "i_ino")?,
-            sb_s_dev: btf.member_offset("super_block", "s_dev")?,
-            inode_i_mapping: btf.member_offset("inode", "i_mapping")?,
-            as_i_mmap_writable: btf.member_offset("address_space", "i_mmap_writable")?,
-            sb_s_magic: btf.member_offset("super_block", "s_magic")?,
-            btrfs: match (
-                btf.member_offset("btrfs_inode", "vfs_inode"),
-                btf.member_offset("btrfs_inode", "root"),
-                btf.member_offset("btrfs_root", "anon_dev"),
-            ) {
-                (Ok(a), Ok(b), Ok(c)) => Some((a, b, c)),
-                _ => None,
-            },
-            kiocb_ki_filp: btf.member_offset("kiocb", "ki_filp")?,
-            file_f_inode: btf.member_offset("file", "f_inode")?,
-            file_f_mode: btf.member_offset("file", "f_mode")?,
-            task_files: btf.member_offset("task_struct", "files")?,
-            files_fdt: btf.member_offset("files_struct", "fdt")?,
-            fdt_max_fds: btf.member_offset("fdtable", "max_fds")?,
-            fdt_fd: btf.member_offset("fdtable", "fd")?,
-            file_f_pos: btf.member_offset("file", "f_pos")?,
-            io_kiocb_file: btf.member_offset("io_kiocb", "file").ok(),
-            file_f_flags: btf.member_offset("file", "f_flags")?,
-            inode_i_size: btf.member_offset("inode", "i_size")?,
-            syscall_args: syscall_args(btf)?,
-        })
-    }
+/// The running kernel's layout as the programs need it (`monitor_common::KernelLayout`):
+/// member offsets from its BTF, and this architecture's system call numbers (libc's, which
+/// match the kernel fimd was built for).
+///
+/// Errors: a struct or member the programs need is missing from the BTF (btrfs and io_uring
+/// types are optional: their flags are 0 without them), or the architecture is not supported.
+pub fn layout_from_btf(btf: &KernelBtf) -> Result<KernelLayout, EbpfError> {
+    let btrfs = match (
+        btf.member_offset("btrfs_inode", "vfs_inode"),
+        btf.member_offset("btrfs_inode", "root"),
+        btf.member_offset("btrfs_root", "anon_dev"),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => Some((a, b, c)),
+        _ => None,
+    };
+    let (btrfs_inode_vfs_inode, btrfs_inode_root, btrfs_root_anon_dev) = btrfs.unwrap_or_default();
+    let io_kiocb_file = btf.member_offset("io_kiocb", "file").ok();
+    let nr = |n: libc::c_long| n as u32;
+    Ok(KernelLayout {
+        inode_i_sb: btf.member_offset("inode", "i_sb")?,
+        inode_i_ino: btf.member_offset("inode", "i_ino")?,
+        inode_i_mapping: btf.member_offset("inode", "i_mapping")?,
+        inode_i_size: btf.member_offset("inode", "i_size")?,
+        sb_s_dev: btf.member_offset("super_block", "s_dev")?,
+        sb_s_magic: btf.member_offset("super_block", "s_magic")?,
+        as_i_mmap_writable: btf.member_offset("address_space", "i_mmap_writable")?,
+        btrfs: u32::from(btrfs.is_some()),
+        btrfs_inode_vfs_inode,
+        btrfs_inode_root,
+        btrfs_root_anon_dev,
+        kiocb_ki_filp: btf.member_offset("kiocb", "ki_filp")?,
+        file_f_inode: btf.member_offset("file", "f_inode")?,
+        file_f_mode: btf.member_offset("file", "f_mode")?,
+        file_f_pos: btf.member_offset("file", "f_pos")?,
+        file_f_flags: btf.member_offset("file", "f_flags")?,
+        task_files: btf.member_offset("task_struct", "files")?,
+        files_fdt: btf.member_offset("files_struct", "fdt")?,
+        fdt_max_fds: btf.member_offset("fdtable", "max_fds")?,
+        fdt_fd: btf.member_offset("fdtable", "fd")?,
+        io_kiocb: u32::from(io_kiocb_file.is_some()),
+        io_kiocb_file: io_kiocb_file.unwrap_or(0),
+        regs_args: syscall_args(btf)?,
+        nr_write: nr(libc::SYS_write),
+        nr_writev: nr(libc::SYS_writev),
+        nr_pwrite64: nr(libc::SYS_pwrite64),
+        nr_pwritev: nr(libc::SYS_pwritev),
+        nr_pwritev2: nr(libc::SYS_pwritev2),
+        nr_sendfile: nr(libc::SYS_sendfile),
+        nr_splice: nr(libc::SYS_splice),
+        nr_copy_file_range: nr(libc::SYS_copy_file_range),
+        nr_fallocate: nr(libc::SYS_fallocate),
+    })
 }
 
 /// The kernel's `dev_t` for a userspace `st_dev` (the two encode major and minor differently).
@@ -222,17 +198,9 @@ impl EbpfSensor {
         if tier == super::tier::Tier::Ctime && !btf.has_typedef("btf_trace_ctime_ns_xchg") {
             return Err(EbpfError::NoHooks);
         }
-        let off = Offsets::from_btf(&btf)?;
-        let btrfs = off.btrfs.unwrap_or_default();
-        let nrs: Vec<u32> = WRITE_SYSCALLS.iter().map(|&n| n as u32).collect();
-        let mut loader = EbpfLoader::new();
-        for (name, value) in NR_GLOBALS.iter().zip(&nrs) {
-            loader.override_global(name, value, true);
-        }
-        for (name, value) in OFF_REGS_ARGS.iter().zip(&off.syscall_args) {
-            loader.override_global(name, value, true);
-        }
-        let mut ebpf = loader
+        let layout = layout_from_btf(&btf)?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(KERNEL_LAYOUT_GLOBAL, &layout, true)
             .map_max_entries("EVENTS", ring_bytes)
             .map_max_entries("WATCH", capacity)
             .map_max_entries("ARMED", capacity)
@@ -246,27 +214,6 @@ impl EbpfSensor {
                     1
                 },
             )
-            .override_global(OFF_INODE_I_SB, &off.inode_i_sb, true)
-            .override_global(OFF_INODE_I_INO, &off.inode_i_ino, true)
-            .override_global(OFF_SB_S_DEV, &off.sb_s_dev, true)
-            .override_global(OFF_INODE_I_MAPPING, &off.inode_i_mapping, true)
-            .override_global(OFF_AS_I_MMAP_WRITABLE, &off.as_i_mmap_writable, true)
-            .override_global(OFF_SB_S_MAGIC, &off.sb_s_magic, true)
-            .override_global(BTRFS_ENABLED, &u32::from(off.btrfs.is_some()), true)
-            .override_global(OFF_BTRFS_INODE_VFS_INODE, &btrfs.0, true)
-            .override_global(OFF_BTRFS_INODE_ROOT, &btrfs.1, true)
-            .override_global(OFF_BTRFS_ROOT_ANON_DEV, &btrfs.2, true)
-            .override_global(OFF_KIOCB_KI_FILP, &off.kiocb_ki_filp, true)
-            .override_global(OFF_FILE_F_INODE, &off.file_f_inode, true)
-            .override_global(OFF_FILE_F_MODE, &off.file_f_mode, true)
-            .override_global(OFF_TASK_FILES, &off.task_files, true)
-            .override_global(OFF_FILES_FDT, &off.files_fdt, true)
-            .override_global(OFF_FDT_MAX_FDS, &off.fdt_max_fds, true)
-            .override_global(OFF_FDT_FD, &off.fdt_fd, true)
-            .override_global(OFF_FILE_F_POS, &off.file_f_pos, true)
-            .override_global(OFF_IO_KIOCB_FILE, &off.io_kiocb_file.unwrap_or(0), true)
-            .override_global(OFF_FILE_F_FLAGS, &off.file_f_flags, true)
-            .override_global(OFF_INODE_I_SIZE, &off.inode_i_size, true)
             .load(OBJECT)
             .map_err(|e| {
                 EbpfError::Load(format!(
@@ -282,7 +229,7 @@ impl EbpfSensor {
                 ("fimd_sys_enter", "sys_enter"),
                 ("fimd_uring_file", "io_uring_file_get"),
             ]);
-            if off.io_kiocb_file.is_some() {
+            if layout.io_kiocb != 0 {
                 programs.push(("fimd_uring_complete", "io_uring_complete"));
             }
         }
