@@ -1,7 +1,8 @@
 //! The change sensor for kernels without the ctime tracepoints (Linux 5.10 to 6.12): the
 //! same `report` (WATCH filter, ARMED test-and-clear, PENDING, one `ChangeRecord`) fed from
-//! the kernel functions every inode time update goes through, as fentry programs, or kprobes
-//! where the kernel has no BPF trampolines. docs/sensor-design.md §4b says why each function
+//! the kernel functions every inode time update goes through: fentry programs, and kprobes for
+//! the two functions that return a struct (fentry refuses those) or for all of them where the
+//! kernel has no BPF trampolines. docs/sensor-design.md §4b says why each function
 //! catches its operations on every kernel in the range.
 //!
 //! - `current_time(inode)`: the timestamp every filesystem computes before it sets ctime/mtime
@@ -91,18 +92,6 @@ fn on_atime_exit() {
     let _ = ATIME.remove(&bpf_get_current_pid_tgid());
 }
 
-#[fentry(function = "current_time")]
-pub fn fimd_fe_current_time(ctx: FEntryContext) -> i32 {
-    let _ = on_current_time(ctx.arg(0));
-    0
-}
-
-#[fentry(function = "inode_set_ctime_current")]
-pub fn fimd_fe_ctime_current(ctx: FEntryContext) -> i32 {
-    let _ = report(ctx.arg(0), HOOK_INODE_SET_CTIME_CURRENT);
-    0
-}
-
 #[fentry(function = "file_update_time")]
 pub fn fimd_fe_file_update_time(ctx: FEntryContext) -> i32 {
     if let Ok(inode) = file_inode(ctx.arg(0)) {
@@ -139,7 +128,9 @@ pub fn fimd_fx_atime_exit(_ctx: FExitContext) -> i32 {
     0
 }
 
-// The same, as kprobes: arguments from `struct pt_regs`.
+// The same, as kprobes: arguments from `struct pt_regs`. `current_time` and
+// `inode_set_ctime_current` return a struct, which fentry cannot attach to: both tiers use
+// these kprobes for them.
 
 #[kprobe]
 pub fn fimd_kp_current_time(ctx: ProbeContext) -> u32 {

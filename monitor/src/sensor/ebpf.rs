@@ -261,10 +261,16 @@ impl EbpfSensor {
     ///
     /// Errors: `NoTier` with each tier's reason.
     pub fn load_best(ring_bytes: u32, append_hooks: bool, capacity: u32) -> Result<EbpfSensor, EbpfError> {
-        let mut failures = Vec::new();
+        let mut failures: Vec<(super::tier::Tier, EbpfError)> = Vec::new();
         for tier in super::tier::Tier::to_try()? {
             match EbpfSensor::load(ring_bytes, append_hooks, capacity, tier) {
-                Ok(s) => return Ok(s),
+                Ok(s) => {
+                    // Why the more faithful tiers were passed over, for the start-up log.
+                    for (t, e) in &failures {
+                        eprintln!("fimd: eBPF tier {} not used: {e}", t.name());
+                    }
+                    return Ok(s);
+                }
                 Err(e) => failures.push((tier, e)),
             }
         }

@@ -4,7 +4,8 @@
 //!
 //! From the most to the least faithful (docs/sensor-design.md §4b):
 //! - `Ctime`: the `ctime_ns_xchg` and `inode_set_ctime_to_ts` tracepoints (Linux 6.13 and later);
-//! - `Fentry`: fentry programs on the VFS time-update functions (5.10 to 6.12, BPF trampolines);
+//! - `Fentry`: fentry programs on the VFS write path and the atime filter, kprobes on
+//!   `current_time` and `inode_set_ctime_current` (5.10 to 6.12, BPF trampolines);
 //! - `Kprobe`: the same functions as kprobes, where the kernel has no BPF trampolines.
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
@@ -29,10 +30,10 @@ impl Tier {
     /// Every tier, most faithful first: the order `auto` and `ebpf` try them in.
     pub const ALL: [Tier; 3] = [Tier::Ctime, Tier::Fentry, Tier::Kprobe];
 
-    /// The program type, as hook names print it (`fentry/current_time`).
+    /// The tier's name, as `FIMD_EBPF_TIER` and the start-up log spell it.
     pub fn name(self) -> &'static str {
         match self {
-            Tier::Ctime => "raw_tracepoint",
+            Tier::Ctime => "ctime",
             Tier::Fentry => "fentry",
             Tier::Kprobe => "kprobe",
         }
@@ -57,25 +58,30 @@ impl Tier {
 }
 
 /// The VFS functions of the fentry and kprobe tiers: (kernel function, fentry program, kprobe
-/// program). Each is attached where the kernel has it out of line (BTF FUNC);
-/// why each is needed is in docs/sensor-design.md §4b.
-const VFS_HOOKS: [(&str, &str, &str); 5] = [
-    ("current_time", "fimd_fe_current_time", "fimd_kp_current_time"),
-    (
-        "inode_set_ctime_current",
-        "fimd_fe_ctime_current",
-        "fimd_kp_ctime_current",
-    ),
+/// program, returns a struct). fentry cannot attach to a function that returns a struct
+/// (`current_time` and `inode_set_ctime_current` return `struct timespec64`; the verifier says
+/// "return type STRUCT is unsupported" on 5.10 to 6.12), so the fentry tier attaches those two
+/// as kprobes.
+const VFS_HOOKS: [(&str, &str, &str, bool); 5] = [
+    ("current_time", "", "fimd_kp_current_time", true),
+    ("inode_set_ctime_current", "", "fimd_kp_ctime_current", true),
     (
         "file_update_time",
         "fimd_fe_file_update_time",
         "fimd_kp_file_update_time",
+        false,
     ),
-    ("file_modified", "fimd_fe_file_modified", "fimd_kp_file_modified"),
+    (
+        "file_modified",
+        "fimd_fe_file_modified",
+        "fimd_kp_file_modified",
+        false,
+    ),
     (
         "kiocb_modified",
         "fimd_fe_kiocb_modified",
         "fimd_kp_kiocb_modified",
+        false,
     ),
 ];
 
@@ -117,15 +123,17 @@ pub(super) fn attach_change_hooks(
     }
     let aya_btf =
         aya::Btf::from_sys_fs().map_err(|e| EbpfError::Load(format!("reading the kernel's BTF: {e}")))?;
-    for (function, fentry, kprobe) in VFS_HOOKS {
+    for (function, fentry, kprobe, struct_return) in VFS_HOOKS {
         if !btf.has_func(function) {
             continue;
         }
-        match tier {
-            Tier::Fentry => attach_fentry(ebpf, &aya_btf, fentry, function)?,
-            _ => attach_kprobe(ebpf, kprobe, function)?,
+        if tier == Tier::Fentry && !struct_return {
+            attach_fentry(ebpf, &aya_btf, fentry, function)?;
+            hooks.push(format!("fentry/{function}"));
+        } else {
+            attach_kprobe(ebpf, kprobe, function)?;
+            hooks.push(format!("kprobe/{function}"));
         }
-        hooks.push(format!("{}/{function}", tier.name()));
     }
     // The atime filter: entry marks the reading task, exit clears it.
     match tier {
