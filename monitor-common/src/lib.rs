@@ -64,13 +64,17 @@ pub struct KernelLayout {
     pub nr_splice: u32,
     pub nr_copy_file_range: u32,
     pub nr_fallocate: u32,
+    /// `dentry.d_parent`, `dentry.d_inode`: the VFS tier's `d_delete` hook reports the parent
+    /// directory of a removed entry (monitor-ebpf/src/vfs.rs).
+    pub dentry_d_parent: u32,
+    pub dentry_d_inode: u32,
 }
 
 /// The symbol of the `KernelLayout` global in the eBPF object.
 pub const KERNEL_LAYOUT_GLOBAL: &str = "LAYOUT";
 
-// No implicit padding: the size is the sum of its 37 u32 fields.
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 37 * 4);
+// No implicit padding: the size is the sum of its 39 u32 fields.
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 39 * 4);
 
 impl KernelLayout {
     /// The object's placeholder until the loader sets the real layout: every offset 0, no
@@ -108,6 +112,8 @@ impl KernelLayout {
         nr_splice: u32::MAX,
         nr_copy_file_range: u32::MAX,
         nr_fallocate: u32::MAX,
+        dentry_d_parent: 0,
+        dentry_d_inode: 0,
     };
 }
 
@@ -168,6 +174,7 @@ pub const HOOK_INODE_SET_CTIME_CURRENT: u32 = 5;
 pub const HOOK_FILE_UPDATE_TIME: u32 = 6;
 pub const HOOK_FILE_MODIFIED: u32 = 7;
 pub const HOOK_KIOCB_MODIFIED: u32 = 8;
+pub const HOOK_D_DELETE: u32 = 9;
 pub const HOOK_FAN_MODIFY: u32 = 16;
 pub const HOOK_FAN_ATTRIB: u32 = 17;
 pub const HOOK_FAN_CLOSE_WRITE: u32 = 18;
@@ -186,6 +193,7 @@ pub enum Hook {
     FileUpdateTime,
     FileModified,
     KiocbModified,
+    DDelete,
     FanModify,
     FanAttrib,
     FanCloseWrite,
@@ -207,6 +215,7 @@ impl TryFrom<u32> for Hook {
             HOOK_FILE_UPDATE_TIME => Ok(Hook::FileUpdateTime),
             HOOK_FILE_MODIFIED => Ok(Hook::FileModified),
             HOOK_KIOCB_MODIFIED => Ok(Hook::KiocbModified),
+            HOOK_D_DELETE => Ok(Hook::DDelete),
             HOOK_FAN_MODIFY => Ok(Hook::FanModify),
             HOOK_FAN_ATTRIB => Ok(Hook::FanAttrib),
             HOOK_FAN_CLOSE_WRITE => Ok(Hook::FanCloseWrite),
@@ -232,6 +241,7 @@ impl Hook {
             Hook::FileUpdateTime => "file_update_time",
             Hook::FileModified => "file_modified",
             Hook::KiocbModified => "kiocb_modified",
+            Hook::DDelete => "d_delete",
             Hook::FanModify => "FAN_MODIFY",
             Hook::FanAttrib => "FAN_ATTRIB",
             Hook::FanCloseWrite => "FAN_CLOSE_WRITE",

@@ -24,8 +24,8 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use monitor_common::{
-    HOOK_CURRENT_TIME, HOOK_FILE_MODIFIED, HOOK_FILE_UPDATE_TIME, HOOK_INODE_SET_CTIME_CURRENT,
-    HOOK_KIOCB_MODIFIED,
+    HOOK_CURRENT_TIME, HOOK_D_DELETE, HOOK_FILE_MODIFIED, HOOK_FILE_UPDATE_TIME,
+    HOOK_INODE_SET_CTIME_CURRENT, HOOK_KIOCB_MODIFIED,
 };
 
 use crate::change::{WATCH, inode_key, layout, report};
@@ -116,6 +116,27 @@ pub fn fimd_fe_kiocb_modified(ctx: FEntryContext) -> i32 {
     0
 }
 
+/// `d_delete(dentry)`: a name was removed (vfs_unlink, vfs_rmdir). On 5.10 and 6.1 ext4 and
+/// tmpfs set the parent directory's times in rmdir from `current_time(victim)`, so the parent
+/// is reported here: `dentry->d_parent->d_inode`.
+#[inline(always)]
+fn on_d_delete(dentry: u64) -> Result<(), i64> {
+    if dentry == 0 {
+        return Ok(());
+    }
+    let parent = read_u64(dentry + layout!(dentry_d_parent))?;
+    if parent == 0 || parent == dentry {
+        return Ok(());
+    }
+    report(read_u64(parent + layout!(dentry_d_inode))?, HOOK_D_DELETE)
+}
+
+#[fentry(function = "d_delete")]
+pub fn fimd_fe_d_delete(ctx: FEntryContext) -> i32 {
+    let _ = on_d_delete(ctx.arg(0));
+    0
+}
+
 #[fentry(function = "atime_needs_update")]
 pub fn fimd_fe_atime_enter(ctx: FEntryContext) -> i32 {
     let _ = on_atime_enter(ctx.arg(1));
@@ -176,6 +197,14 @@ pub fn fimd_kp_kiocb_modified(ctx: ProbeContext) -> u32 {
 pub fn fimd_kp_atime_enter(ctx: ProbeContext) -> u32 {
     if let Some(inode) = ctx.arg::<u64>(1) {
         let _ = on_atime_enter(inode);
+    }
+    0
+}
+
+#[kprobe]
+pub fn fimd_kp_d_delete(ctx: ProbeContext) -> u32 {
+    if let Some(dentry) = ctx.arg::<u64>(0) {
+        let _ = on_d_delete(dentry);
     }
     0
 }

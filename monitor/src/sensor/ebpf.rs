@@ -123,6 +123,8 @@ pub fn layout_from_btf(btf: &KernelBtf) -> Result<KernelLayout, EbpfError> {
         nr_splice: nr(libc::SYS_splice),
         nr_copy_file_range: nr(libc::SYS_copy_file_range),
         nr_fallocate: nr(libc::SYS_fallocate),
+        dentry_d_parent: btf.member_offset("dentry", "d_parent")?,
+        dentry_d_inode: btf.member_offset("dentry", "d_inode")?,
     })
 }
 

@@ -62,7 +62,7 @@ impl Tier {
 /// (`current_time` and `inode_set_ctime_current` return `struct timespec64`; the verifier says
 /// "return type STRUCT is unsupported" on 5.10 to 6.12), so the fentry tier attaches those two
 /// as kprobes.
-const VFS_HOOKS: [(&str, &str, &str, bool); 5] = [
+const VFS_HOOKS: [(&str, &str, &str, bool); 6] = [
     ("current_time", "", "fimd_kp_current_time", true),
     ("inode_set_ctime_current", "", "fimd_kp_ctime_current", true),
     (
@@ -83,11 +83,18 @@ const VFS_HOOKS: [(&str, &str, &str, bool); 5] = [
         "fimd_kp_kiocb_modified",
         false,
     ),
+    ("d_delete", "fimd_fe_d_delete", "fimd_kp_d_delete", false),
 ];
 
-/// The functions a VFS tier cannot work without: the write path's two entry points, and the
-/// atime filter (without it every read of a watched file would be a change).
-const REQUIRED: [&str; 3] = ["file_update_time", "file_modified", "atime_needs_update"];
+/// The functions a VFS tier cannot work without: the write path's two entry points, the atime
+/// filter (without it every read of a watched file would be a change), and `d_delete` (rmdir's
+/// parent directory on 5.10 and 6.1).
+const REQUIRED: [&str; 4] = [
+    "file_update_time",
+    "file_modified",
+    "atime_needs_update",
+    "d_delete",
+];
 
 /// Attaches the change hooks of `tier` and returns their names (`<type>/<hook>`).
 ///

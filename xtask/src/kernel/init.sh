@@ -108,7 +108,7 @@ suite() {
         i=$((i + 1))
     done
     if ! grep -q "; ready" "$T/run.err"; then
-        fail "$LABEL/run" "not ready in 60 s: $(cat "$T/run.err")"
+        fail "$LABEL/run" "not ready after $i polls (uptime $(cut -d' ' -f1 /proc/uptime) s): $(cat "$T/run.err"); $(grep State /proc/$RUN/status 2>/dev/null); $(head -8 /proc/$RUN/stack 2>/dev/null | tr '\n' ' ')"
         kill $RUN
         wait $RUN
         return
