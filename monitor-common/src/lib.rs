@@ -253,47 +253,80 @@ impl Hook {
     }
 }
 
-/// One change to a watched inode, sent when the inode was armed (at most one per re-arm).
+/// One change to a watched inode, sent when the inode was armed (at most one per re-arm):
+/// the inode and the task that changed it, as the kernel saw them at the change.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ChangeRecord {
     pub key: InodeKey,
-    pub ktime_ns: u64,
+    /// The task's cgroup v2 id (0 from the fanotify sensor, which cannot see it).
     pub cgroup_id: u64,
+    /// Thread id, thread group (process) id, and uid of the task (eBPF: the real uid,
+    /// `bpf_get_current_uid_gid`; fanotify: the effective uid from /proc).
     pub pid: u32,
     pub tgid: u32,
     pub uid: u32,
-    pub gid: u32,
+    /// `HOOK_*`: the hook that saw the change.
     pub hook: u32,
     /// `RECORD_*` bits.
     pub flags: u32,
+    /// The task's name (`TASK_COMM_LEN` bytes, NUL-padded).
     pub comm: [u8; 16],
+    pub _pad: u32,
 }
+
+// No implicit padding: 16 + 8 + 5 * 4 + 16 + 4 bytes.
+const _: () = assert!(core::mem::size_of::<ChangeRecord>() == 64);
 
 /// `ChangeRecord::flags`: the file has shared writable mappings, so stores through them
 /// change it without a system call; userspace writes it back (write-protecting the pages,
 /// so the next store faults and reports) before hashing.
 pub const RECORD_MMAP_WRITABLE: u32 = 1;
 
-/// Changes since the last record, kept per inode until userspace takes them.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct Pending {
-    pub count: u64,
-    pub last_ns: u64,
-    pub pid: u32,
-    pub tgid: u32,
-    pub uid: u32,
-    pub _pad: u32,
-    pub comm: [u8; 16],
-}
+/// The kernel programs, in `PROG_*` order: (program name in the object, raw tracepoint).
+/// The first three report changes; the last three are the append-only write checks.
+/// Then the VFS tier's (Linux 5.10 to 6.12, monitor-ebpf/src/vfs.rs): (its fentry program, or
+/// the kprobe for the two functions fentry cannot attach to, and the kernel function); its
+/// kprobe variant `fimd_kp_*` of each counts in the same slot (only one variant is attached).
+pub const PROGRAMS: [(&str, &str); 13] = [
+    ("fimd_ctime_xchg", "ctime_ns_xchg"),
+    ("fimd_ctime_set", "inode_set_ctime_to_ts"),
+    ("fimd_dio_complete", "iomap_dio_complete"),
+    ("fimd_sys_enter", "sys_enter"),
+    ("fimd_uring_file", "io_uring_file_get"),
+    ("fimd_uring_complete", "io_uring_complete"),
+    ("fimd_kp_current_time", "current_time"),
+    ("fimd_kp_ctime_current", "inode_set_ctime_current"),
+    ("fimd_fe_file_update_time", "file_update_time"),
+    ("fimd_fe_file_modified", "file_modified"),
+    ("fimd_fe_kiocb_modified", "kiocb_modified"),
+    ("fimd_fe_d_delete", "d_delete"),
+    ("fimd_fe_atime_enter", "atime_needs_update"),
+];
+pub const PROG_CTIME_XCHG: u32 = 0;
+pub const PROG_CTIME_SET: u32 = 1;
+pub const PROG_DIO_COMPLETE: u32 = 2;
+pub const PROG_SYS_ENTER: u32 = 3;
+pub const PROG_URING_FILE: u32 = 4;
+pub const PROG_URING_COMPLETE: u32 = 5;
+pub const PROG_VFS_CURRENT_TIME: u32 = 6;
+pub const PROG_VFS_CTIME_CURRENT: u32 = 7;
+pub const PROG_VFS_FILE_UPDATE_TIME: u32 = 8;
+pub const PROG_VFS_FILE_MODIFIED: u32 = 9;
+pub const PROG_VFS_KIOCB_MODIFIED: u32 = 10;
+pub const PROG_VFS_D_DELETE: u32 = 11;
+pub const PROG_VFS_ATIME: u32 = 12;
 
-/// Per-CPU counters in `COUNTERS`.
-pub const COUNTER_HITS: u32 = 0;
-pub const COUNTER_EMITTED: u32 = 1;
-pub const COUNTER_RB_DROPS: u32 = 2;
-pub const COUNTER_PENDING_FULL: u32 = 3;
-pub const COUNTERS_LEN: u32 = 4;
+/// Per-CPU counters in `COUNTERS`: records the ring buffer had no room for (each one a
+/// loss userspace repairs by a rescan), then per program the failed kernel reads that made it
+/// give up on an event (`counter_probe_errors`).
+pub const COUNTER_RB_DROPS: u32 = 0;
+pub const COUNTERS_LEN: u32 = 1 + PROGRAMS.len() as u32;
+
+/// The `COUNTERS` slot of program `program`'s (`PROG_*`) failed reads.
+pub const fn counter_probe_errors(program: u32) -> u32 {
+    1 + program
+}
 
 #[cfg(feature = "user")]
 mod pod {
@@ -301,6 +334,5 @@ mod pod {
     unsafe impl aya::Pod for super::InodeKey {}
     unsafe impl aya::Pod for super::WatchVal {}
     unsafe impl aya::Pod for super::ChangeRecord {}
-    unsafe impl aya::Pod for super::Pending {}
     unsafe impl aya::Pod for super::KernelLayout {}
 }

@@ -8,25 +8,20 @@
 //! io_uring takes, or that changes while mapped writable, has no offsets to check: userspace
 //! verifies it whole. Truncation is seen by the change hooks (`note_change`).
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user},
-    macros::{map, raw_tracepoint},
-    maps::HashMap,
+    bindings::BPF_NOEXIST, helpers::bpf_probe_read_user, macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
 use monitor_common::{
-    InodeKey, O_APPEND, RWF_APPEND, VIOLATION_MMAP, VIOLATION_SHRINK, VIOLATION_URING, VIOLATION_WRITE_BELOW,
-    WATCH_APPEND_ONLY, WatchVal,
+    InodeKey, O_APPEND, PROG_SYS_ENTER, PROG_URING_COMPLETE, PROG_URING_FILE, RWF_APPEND, VIOLATION_MMAP,
+    VIOLATION_SHRINK, VIOLATION_URING, VIOLATION_WRITE_BELOW, WATCH_APPEND_ONLY, WatchVal,
 };
 
-use crate::change::{WATCH, inode_key, layout, mmap_writable};
+use crate::kernel::{file_inode, file_of, inode_key, inode_size, layout, mmap_writable, read};
+use crate::maps::{VIOLATIONS, WATCH, probe_error};
 
-/// Sticky flags per inode, taken (read and deleted) by userspace when it verifies the file.
-#[map]
-static VIOLATIONS: HashMap<InodeKey, u32> = HashMap::with_max_entries(65_536, 0);
-
+/// System call argument `n` (0..=5) from `struct pt_regs *regs`.
 #[inline(always)]
-fn arg(regs: u64, n: u32) -> u64 {
+fn arg(regs: u64, n: usize) -> Result<u64, i64> {
     let off = match n {
         0 => layout!(regs_args[0]),
         1 => layout!(regs_args[1]),
@@ -35,31 +30,7 @@ fn arg(regs: u64, n: u32) -> u64 {
         4 => layout!(regs_args[4]),
         _ => layout!(regs_args[5]),
     };
-    read::<u64>(regs + off).unwrap_or(0)
-}
-
-fn read<T>(addr: u64) -> Result<T, i64> {
-    // SAFETY: a probe read: a bad address is an error, not a fault.
-    unsafe { bpf_probe_read_kernel(addr as *const T).map_err(|e| e as i64) }
-}
-
-/// The current task's `struct file` for descriptor `fd`: task->files->fdt->fd[fd].
-#[inline(always)]
-fn file_of(fd: u64) -> Result<u64, i64> {
-    // SAFETY: helper without preconditions.
-    let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task + layout!(task_files))?;
-    if files == 0 {
-        return Err(0);
-    }
-    let fdt: u64 = read(files + layout!(files_fdt))?;
-    let max: u32 = read(fdt + layout!(fdt_max_fds))?;
-    if fd >= u64::from(max) {
-        return Err(0);
-    }
-    let array: u64 = read(fdt + layout!(fdt_fd))?;
-    let file: u64 = read(array + fd * 8)?;
-    if file == 0 { Err(0) } else { Ok(file) }
+    read(regs + off)
 }
 
 /// The append-only watch of `inode`, if it has one.
@@ -98,14 +69,15 @@ const AT_F_POS: u64 = u64::MAX;
 /// Inlined: BPF calls pass scalars in registers only, and an `Option` would not fit.
 #[inline(always)]
 fn check_write(fd: u64, pos: u64) -> Result<(), i64> {
-    let file = file_of(fd)?;
+    let Some(file) = file_of(fd)? else {
+        return Ok(());
+    };
     let flags: u32 = read(file + layout!(file_f_flags))?;
     // O_APPEND writes land at the end whatever the offset (pwrite included, on Linux).
     if flags & O_APPEND != 0 {
         return Ok(());
     }
-    let inode: u64 = read(file + layout!(file_f_inode))?;
-    let Some((key, w)) = append_watch(inode)? else {
+    let Some((key, w)) = append_watch(file_inode(file)?)? else {
         return Ok(());
     };
     let at = if pos == AT_F_POS {
@@ -137,7 +109,9 @@ fn user_offset(ptr: u64) -> u64 {
 pub fn fimd_sys_enter(ctx: RawTracePointContext) -> i32 {
     let id: u64 = ctx.arg(1);
     let regs: u64 = ctx.arg(0);
-    let _ = try_sys_enter(regs, id);
+    if try_sys_enter(regs, id).is_err() {
+        probe_error(PROG_SYS_ENTER);
+    }
     0
 }
 
@@ -145,27 +119,27 @@ pub fn fimd_sys_enter(ctx: RawTracePointContext) -> i32 {
 fn try_sys_enter(regs: u64, id: u64) -> Result<(), i64> {
     if id == layout!(nr_write) || id == layout!(nr_writev) || id == layout!(nr_sendfile) {
         // write(fd, …), writev(fd, …), sendfile(out_fd, …): at out_fd's position.
-        check_write(arg(regs, 0), AT_F_POS)
+        check_write(arg(regs, 0)?, AT_F_POS)
     } else if id == layout!(nr_pwrite64) || id == layout!(nr_pwritev) {
         // pwrite64(fd, buf, count, pos), pwritev(fd, iov, vlen, pos_l, pos_h).
-        check_write(arg(regs, 0), arg(regs, 3))
+        check_write(arg(regs, 0)?, arg(regs, 3)?)
     } else if id == layout!(nr_pwritev2) {
         // pwritev2(fd, iov, vlen, pos_l, pos_h, flags): -1 means the descriptor's position.
-        if arg(regs, 5) & RWF_APPEND != 0 {
+        if arg(regs, 5)? & RWF_APPEND != 0 {
             return Ok(());
         }
-        let pos = arg(regs, 3);
-        check_write(arg(regs, 0), if pos as i64 == -1 { AT_F_POS } else { pos })
+        let pos = arg(regs, 3)?;
+        check_write(arg(regs, 0)?, if pos as i64 == -1 { AT_F_POS } else { pos })
     } else if id == layout!(nr_splice) || id == layout!(nr_copy_file_range) {
         // splice / copy_file_range(fd_in, off_in, fd_out, off_out, len, flags).
-        check_write(arg(regs, 2), user_offset(arg(regs, 3)))
+        check_write(arg(regs, 2)?, user_offset(arg(regs, 3)?))
     } else if id == layout!(nr_fallocate) {
         // fallocate(fd, mode, offset, len): punching, zeroing, collapsing or inserting a range
         // changes the bytes from `offset` on; plain allocation changes none.
         // FALLOC_FL_PUNCH_HOLE | COLLAPSE_RANGE | ZERO_RANGE | INSERT_RANGE | WRITE_ZEROES
         const CHANGES_CONTENT: u64 = 0x02 | 0x08 | 0x10 | 0x20 | 0x80;
-        if arg(regs, 1) & CHANGES_CONTENT != 0 {
-            check_fallocate(arg(regs, 0), arg(regs, 2))
+        if arg(regs, 1)? & CHANGES_CONTENT != 0 {
+            check_fallocate(arg(regs, 0)?, arg(regs, 2)?)
         } else {
             Ok(())
         }
@@ -176,9 +150,10 @@ fn try_sys_enter(regs: u64, id: u64) -> Result<(), i64> {
 
 #[inline(always)]
 fn check_fallocate(fd: u64, at: u64) -> Result<(), i64> {
-    let file = file_of(fd)?;
-    let inode: u64 = read(file + layout!(file_f_inode))?;
-    if let Some((key, w)) = append_watch(inode)?
+    let Some(file) = file_of(fd)? else {
+        return Ok(());
+    };
+    if let Some((key, w)) = append_watch(file_inode(file)?)?
         && at < w.verified_len
     {
         violate(&key, VIOLATION_WRITE_BELOW);
@@ -190,16 +165,19 @@ fn check_fallocate(fd: u64, at: u64) -> Result<(), i64> {
 /// or a worker sharing its table.
 #[raw_tracepoint(tracepoint = "io_uring_file_get")]
 pub fn fimd_uring_file(ctx: RawTracePointContext) -> i32 {
-    let _ = try_uring_file(&ctx);
+    if try_uring_file(&ctx).is_err() {
+        probe_error(PROG_URING_FILE);
+    }
     0
 }
 
 #[inline(always)]
 fn try_uring_file(ctx: &RawTracePointContext) -> Result<(), i64> {
     let fd: u64 = ctx.arg::<u64>(1) & 0xffff_ffff;
-    let file = file_of(fd)?;
-    let inode: u64 = read(file + layout!(file_f_inode))?;
-    if let Some((key, _)) = append_watch(inode)? {
+    let Some(file) = file_of(fd)? else {
+        return Ok(());
+    };
+    if let Some((key, _)) = append_watch(file_inode(file)?)? {
         violate(&key, VIOLATION_URING);
     }
     Ok(())
@@ -210,7 +188,9 @@ fn try_uring_file(ctx: &RawTracePointContext) -> Result<(), i64> {
 /// verify the file whole at its next look (the write may already have been looked at).
 #[raw_tracepoint(tracepoint = "io_uring_complete")]
 pub fn fimd_uring_complete(ctx: RawTracePointContext) -> i32 {
-    let _ = try_uring_complete(&ctx);
+    if try_uring_complete(&ctx).is_err() {
+        probe_error(PROG_URING_COMPLETE);
+    }
     0
 }
 
@@ -224,26 +204,28 @@ fn try_uring_complete(ctx: &RawTracePointContext) -> Result<(), i64> {
     if file == 0 {
         return Ok(());
     }
-    let inode: u64 = read(file + layout!(file_f_inode))?;
-    if let Some((key, _)) = append_watch(inode)? {
+    if let Some((key, _)) = append_watch(file_inode(file)?)? {
         violate(&key, VIOLATION_URING);
     }
     Ok(())
 }
 
 /// Called by the change hooks for every change of a watched inode: a size below the verified
-/// length is a truncation; a change while mapped writable may be a store anywhere.
+/// length is a truncation; a change while mapped writable may be a store anywhere. A failed
+/// read is charged to the calling `program` and skips only its own check.
 #[inline(always)]
-pub fn note_change(inode: u64, key: &InodeKey, w: &WatchVal) {
+pub fn note_change(inode: u64, key: &InodeKey, w: &WatchVal, program: u32) {
     if w.flags & WATCH_APPEND_ONLY == 0 {
         return;
     }
-    if let Ok(size) = read::<i64>(inode + layout!(inode_i_size))
-        && (size.max(0) as u64) < w.verified_len
-    {
-        violate(key, VIOLATION_SHRINK);
+    match inode_size(inode) {
+        Ok(size) if size < w.verified_len => violate(key, VIOLATION_SHRINK),
+        Ok(_) => {}
+        Err(_) => probe_error(program),
     }
-    if mmap_writable(inode) {
-        violate(key, VIOLATION_MMAP);
+    match mmap_writable(inode) {
+        Ok(true) => violate(key, VIOLATION_MMAP),
+        Ok(false) => {}
+        Err(_) => probe_error(program),
     }
 }

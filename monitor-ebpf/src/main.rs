@@ -4,6 +4,8 @@
 
 mod append;
 mod change;
+mod kernel;
+mod maps;
 mod vfs;
 
 #[cfg(not(test))]

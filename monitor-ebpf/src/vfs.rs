@@ -1,5 +1,5 @@
 //! The change sensor for kernels without the ctime tracepoints (Linux 5.10 to 6.12): the
-//! same `report` (WATCH filter, ARMED test-and-clear, PENDING, one `ChangeRecord`) fed from
+//! same `report` (WATCH filter, ARMED test-and-clear, one `ChangeRecord`) fed from
 //! the kernel functions every inode time update goes through: fentry programs, and kprobes for
 //! the two functions that return a struct (fentry refuses those) or for all of them where the
 //! kernel has no BPF trampolines. docs/sensor-design.md §4b says why each function
@@ -18,45 +18,34 @@
 //! so `atime_needs_update` marks the reading task for the inode while it runs, and
 //! `current_time` skips the inode that task is reading.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    helpers::bpf_get_current_pid_tgid,
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::HashMap,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use monitor_common::{
     HOOK_CURRENT_TIME, HOOK_D_DELETE, HOOK_FILE_MODIFIED, HOOK_FILE_UPDATE_TIME,
-    HOOK_INODE_SET_CTIME_CURRENT, HOOK_KIOCB_MODIFIED,
+    HOOK_INODE_SET_CTIME_CURRENT, HOOK_KIOCB_MODIFIED, PROG_VFS_ATIME, PROG_VFS_CTIME_CURRENT,
+    PROG_VFS_CURRENT_TIME, PROG_VFS_D_DELETE, PROG_VFS_FILE_MODIFIED, PROG_VFS_FILE_UPDATE_TIME,
+    PROG_VFS_KIOCB_MODIFIED,
 };
 
-use crate::change::{WATCH, inode_key, layout, report};
+use crate::change::report;
+use crate::kernel::{file_inode, inode_key, layout, read};
+use crate::maps::{WATCH, probe_error};
 
 /// Tasks (pid_tgid) inside `atime_needs_update` for a watched inode → that inode's address.
 /// An entry lives while the function runs; a full map only lets a read through as a recheck.
 #[map]
 static ATIME: HashMap<u64, u64> = HashMap::with_max_entries(16_384, 0);
 
-#[inline(always)]
-fn read_u64(addr: u64) -> Result<u64, i64> {
-    // SAFETY: a probe read: a bad address is an error, not a fault.
-    unsafe { bpf_probe_read_kernel(addr as *const u64).map_err(|e| e as i64) }
-}
-
-/// `file->f_inode`.
-#[inline(always)]
-fn file_inode(file: u64) -> Result<u64, i64> {
-    if file == 0 {
-        return Ok(0);
-    }
-    read_u64(file + layout!(file_f_inode))
-}
-
-/// `iocb->ki_filp->f_inode`.
+/// `iocb->ki_filp->f_inode` (0 for none).
 #[inline(always)]
 fn kiocb_inode(iocb: u64) -> Result<u64, i64> {
     if iocb == 0 {
         return Ok(0);
     }
-    file_inode(read_u64(iocb + layout!(kiocb_ki_filp))?)
+    inode_of_file(read(iocb + layout!(kiocb_ki_filp))?)
 }
 
 /// `current_time(inode)`: a change unless this task is inside `atime_needs_update` for it.
@@ -68,7 +57,7 @@ fn on_current_time(inode: u64) -> Result<(), i64> {
             return Ok(());
         }
     }
-    report(inode, HOOK_CURRENT_TIME)
+    report(inode, HOOK_CURRENT_TIME, PROG_VFS_CURRENT_TIME)
 }
 
 /// `atime_needs_update(path, inode)` starts: mark the task when the inode is watched (the
@@ -82,9 +71,9 @@ fn on_atime_enter(inode: u64) -> Result<(), i64> {
     if unsafe { WATCH.get(&key) }.is_none() {
         return Ok(());
     }
-    ATIME
-        .insert(&bpf_get_current_pid_tgid(), &inode, 0)
-        .map_err(i64::from)
+    // A full map only lets this read through as a recheck: no change is hidden, no loss.
+    let _ = ATIME.insert(&bpf_get_current_pid_tgid(), &inode, 0);
+    Ok(())
 }
 
 #[inline(always)]
@@ -92,28 +81,18 @@ fn on_atime_exit() {
     let _ = ATIME.remove(&bpf_get_current_pid_tgid());
 }
 
-#[fentry(function = "file_update_time")]
-pub fn fimd_fe_file_update_time(ctx: FEntryContext) -> i32 {
-    if let Ok(inode) = file_inode(ctx.arg(0)) {
-        let _ = report(inode, HOOK_FILE_UPDATE_TIME);
-    }
-    0
+/// `file->f_inode` of a `struct file *` argument (0 for none).
+#[inline(always)]
+fn inode_of_file(file: u64) -> Result<u64, i64> {
+    if file == 0 { Ok(0) } else { file_inode(file) }
 }
 
-#[fentry(function = "file_modified")]
-pub fn fimd_fe_file_modified(ctx: FEntryContext) -> i32 {
-    if let Ok(inode) = file_inode(ctx.arg(0)) {
-        let _ = report(inode, HOOK_FILE_MODIFIED);
+/// Runs `f` and counts a failed kernel read against program `program` (`PROG_VFS_*`).
+#[inline(always)]
+fn counted(program: u32, f: impl FnOnce() -> Result<(), i64>) {
+    if f().is_err() {
+        probe_error(program);
     }
-    0
-}
-
-#[fentry(function = "kiocb_modified")]
-pub fn fimd_fe_kiocb_modified(ctx: FEntryContext) -> i32 {
-    if let Ok(inode) = kiocb_inode(ctx.arg(0)) {
-        let _ = report(inode, HOOK_KIOCB_MODIFIED);
-    }
-    0
 }
 
 /// `d_delete(dentry)`: a name was removed (vfs_unlink, vfs_rmdir). On 5.10 and 6.1 ext4 and
@@ -124,22 +103,64 @@ fn on_d_delete(dentry: u64) -> Result<(), i64> {
     if dentry == 0 {
         return Ok(());
     }
-    let parent = read_u64(dentry + layout!(dentry_d_parent))?;
+    let parent = read::<u64>(dentry + layout!(dentry_d_parent))?;
     if parent == 0 || parent == dentry {
         return Ok(());
     }
-    report(read_u64(parent + layout!(dentry_d_inode))?, HOOK_D_DELETE)
+    report(
+        read::<u64>(parent + layout!(dentry_d_inode))?,
+        HOOK_D_DELETE,
+        PROG_VFS_D_DELETE,
+    )
+}
+
+// fentry programs: arguments from the BTF-typed context.
+
+#[fentry(function = "file_update_time")]
+pub fn fimd_fe_file_update_time(ctx: FEntryContext) -> i32 {
+    counted(PROG_VFS_FILE_UPDATE_TIME, || {
+        report(
+            inode_of_file(ctx.arg(0))?,
+            HOOK_FILE_UPDATE_TIME,
+            PROG_VFS_FILE_UPDATE_TIME,
+        )
+    });
+    0
+}
+
+#[fentry(function = "file_modified")]
+pub fn fimd_fe_file_modified(ctx: FEntryContext) -> i32 {
+    counted(PROG_VFS_FILE_MODIFIED, || {
+        report(
+            inode_of_file(ctx.arg(0))?,
+            HOOK_FILE_MODIFIED,
+            PROG_VFS_FILE_MODIFIED,
+        )
+    });
+    0
+}
+
+#[fentry(function = "kiocb_modified")]
+pub fn fimd_fe_kiocb_modified(ctx: FEntryContext) -> i32 {
+    counted(PROG_VFS_KIOCB_MODIFIED, || {
+        report(
+            kiocb_inode(ctx.arg(0))?,
+            HOOK_KIOCB_MODIFIED,
+            PROG_VFS_KIOCB_MODIFIED,
+        )
+    });
+    0
 }
 
 #[fentry(function = "d_delete")]
 pub fn fimd_fe_d_delete(ctx: FEntryContext) -> i32 {
-    let _ = on_d_delete(ctx.arg(0));
+    counted(PROG_VFS_D_DELETE, || on_d_delete(ctx.arg(0)));
     0
 }
 
 #[fentry(function = "atime_needs_update")]
 pub fn fimd_fe_atime_enter(ctx: FEntryContext) -> i32 {
-    let _ = on_atime_enter(ctx.arg(1));
+    counted(PROG_VFS_ATIME, || on_atime_enter(ctx.arg(1)));
     0
 }
 
@@ -149,63 +170,74 @@ pub fn fimd_fx_atime_exit(_ctx: FExitContext) -> i32 {
     0
 }
 
-// The same, as kprobes: arguments from `struct pt_regs`. `current_time` and
-// `inode_set_ctime_current` return a struct, which fentry cannot attach to: both tiers use
-// these kprobes for them.
+// kprobes: arguments from `struct pt_regs`. `current_time` and `inode_set_ctime_current`
+// return a struct, which fentry cannot attach to: both tiers use these kprobes for them.
 
 #[kprobe]
 pub fn fimd_kp_current_time(ctx: ProbeContext) -> u32 {
-    if let Some(inode) = ctx.arg::<u64>(0) {
-        let _ = on_current_time(inode);
-    }
+    counted(PROG_VFS_CURRENT_TIME, || {
+        on_current_time(ctx.arg::<u64>(0).unwrap_or(0))
+    });
     0
 }
 
 #[kprobe]
 pub fn fimd_kp_ctime_current(ctx: ProbeContext) -> u32 {
-    if let Some(inode) = ctx.arg::<u64>(0) {
-        let _ = report(inode, HOOK_INODE_SET_CTIME_CURRENT);
-    }
+    counted(PROG_VFS_CTIME_CURRENT, || {
+        report(
+            ctx.arg::<u64>(0).unwrap_or(0),
+            HOOK_INODE_SET_CTIME_CURRENT,
+            PROG_VFS_CTIME_CURRENT,
+        )
+    });
     0
 }
 
 #[kprobe]
 pub fn fimd_kp_file_update_time(ctx: ProbeContext) -> u32 {
-    if let Some(Ok(inode)) = ctx.arg::<u64>(0).map(file_inode) {
-        let _ = report(inode, HOOK_FILE_UPDATE_TIME);
-    }
+    counted(PROG_VFS_FILE_UPDATE_TIME, || {
+        report(
+            inode_of_file(ctx.arg::<u64>(0).unwrap_or(0))?,
+            HOOK_FILE_UPDATE_TIME,
+            PROG_VFS_FILE_UPDATE_TIME,
+        )
+    });
     0
 }
 
 #[kprobe]
 pub fn fimd_kp_file_modified(ctx: ProbeContext) -> u32 {
-    if let Some(Ok(inode)) = ctx.arg::<u64>(0).map(file_inode) {
-        let _ = report(inode, HOOK_FILE_MODIFIED);
-    }
+    counted(PROG_VFS_FILE_MODIFIED, || {
+        report(
+            inode_of_file(ctx.arg::<u64>(0).unwrap_or(0))?,
+            HOOK_FILE_MODIFIED,
+            PROG_VFS_FILE_MODIFIED,
+        )
+    });
     0
 }
 
 #[kprobe]
 pub fn fimd_kp_kiocb_modified(ctx: ProbeContext) -> u32 {
-    if let Some(Ok(inode)) = ctx.arg::<u64>(0).map(kiocb_inode) {
-        let _ = report(inode, HOOK_KIOCB_MODIFIED);
-    }
-    0
-}
-
-#[kprobe]
-pub fn fimd_kp_atime_enter(ctx: ProbeContext) -> u32 {
-    if let Some(inode) = ctx.arg::<u64>(1) {
-        let _ = on_atime_enter(inode);
-    }
+    counted(PROG_VFS_KIOCB_MODIFIED, || {
+        report(
+            kiocb_inode(ctx.arg::<u64>(0).unwrap_or(0))?,
+            HOOK_KIOCB_MODIFIED,
+            PROG_VFS_KIOCB_MODIFIED,
+        )
+    });
     0
 }
 
 #[kprobe]
 pub fn fimd_kp_d_delete(ctx: ProbeContext) -> u32 {
-    if let Some(dentry) = ctx.arg::<u64>(0) {
-        let _ = on_d_delete(dentry);
-    }
+    counted(PROG_VFS_D_DELETE, || on_d_delete(ctx.arg::<u64>(0).unwrap_or(0)));
+    0
+}
+
+#[kprobe]
+pub fn fimd_kp_atime_enter(ctx: ProbeContext) -> u32 {
+    counted(PROG_VFS_ATIME, || on_atime_enter(ctx.arg::<u64>(1).unwrap_or(0)));
     0
 }
 

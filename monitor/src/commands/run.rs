@@ -420,6 +420,7 @@ async fn serve(
                     d.departed_due()?;
                     follow::follow_baseline(&mut d)
                 })?;
+                metrics.set_probe_errors(&d.sensor.probe_errors());
                 // Anything the sensor could not deliver is repaired by a full comparison.
                 let now = d.sensor.lost();
                 if now > lost {

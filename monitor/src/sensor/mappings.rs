@@ -64,14 +64,13 @@ impl MappedFiles {
 pub(super) struct Writer {
     pid: u32,
     uid: u32,
-    gid: u32,
     comm: [u8; 16],
 }
 
 impl Writer {
     /// Reads `/proc/PID`. With a pidfd, the pid cannot have been reused meanwhile; without one
-    /// (or once the process has been reaped) the name and ids may be missing: uid and gid are
-    /// then `u32::MAX`.
+    /// (or once the process has been reaped) the name and uid may be missing: uid is then
+    /// `u32::MAX`.
     pub(super) fn read(pid: u32, pidfd: Option<&OwnedFd>) -> Writer {
         let mut comm = [0u8; 16];
         if pidfd.is_some_and(exited) {
@@ -79,7 +78,6 @@ impl Writer {
             return Writer {
                 pid,
                 uid: u32::MAX,
-                gid: u32::MAX,
                 comm,
             };
         }
@@ -88,7 +86,7 @@ impl Writer {
             let n = name.len().min(15);
             comm[..n].copy_from_slice(&name[..n]);
         }
-        let (mut uid, mut gid) = (u32::MAX, u32::MAX);
+        let mut uid = u32::MAX;
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
             let id = |prefix: &str| {
                 status
@@ -97,25 +95,23 @@ impl Writer {
                     .and_then(|rest| rest.split_whitespace().nth(1))
                     .and_then(|v| v.parse().ok())
             };
-            // The effective ids: the second field of "Uid:" and "Gid:" (proc(5)).
+            // The effective uid: the second field of "Uid:" (proc(5)).
             uid = id("Uid:").unwrap_or(u32::MAX);
-            gid = id("Gid:").unwrap_or(u32::MAX);
         }
-        Writer { pid, uid, gid, comm }
+        Writer { pid, uid, comm }
     }
 
     pub(super) fn record(&self, key: InodeKey, hook: u32, flags: u32) -> ChangeRecord {
         ChangeRecord {
             key,
-            ktime_ns: 0,
             cgroup_id: 0,
             pid: self.pid,
             tgid: self.pid,
             uid: self.uid,
-            gid: self.gid,
             hook,
             flags,
             comm: self.comm,
+            _pad: 0,
         }
     }
 }

@@ -53,6 +53,11 @@ pub trait Sensor {
     fn rearm(&mut self, key: InodeKey) -> Result<(), SensorError>;
     /// Changes the sensor could not deliver so far (each one calls for a rescan).
     fn lost(&self) -> u64;
+    /// Per kernel program (its name in the object): failed kernel reads so far, each an event
+    /// the program gave up on. Empty for a sensor without kernel programs.
+    fn probe_errors(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// Locked kernel memory the sensor's maps take (bytes); 0 for a sensor without maps.
     fn kernel_bytes(&self) -> u64 {
         0

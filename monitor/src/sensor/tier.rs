@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 
 use aya::Ebpf;
 use aya::programs::{FEntry, FExit, KProbe};
-use monitor_common::{ChangeRecord, InodeKey};
+use monitor_common::{
+    ChangeRecord, InodeKey, PROG_CTIME_SET, PROG_CTIME_XCHG, PROG_DIO_COMPLETE, PROG_VFS_ATIME,
+    PROG_VFS_CTIME_CURRENT, PROG_VFS_CURRENT_TIME, PROG_VFS_D_DELETE, PROG_VFS_FILE_MODIFIED,
+    PROG_VFS_FILE_UPDATE_TIME, PROG_VFS_KIOCB_MODIFIED, PROGRAMS,
+};
 
 use super::btf::KernelBtf;
 use super::ebpf::{EbpfError, EbpfSensor, attach_raw_tracepoint, find_program, kernel_dev};
@@ -57,33 +61,54 @@ impl Tier {
     }
 }
 
-/// The VFS functions of the fentry and kprobe tiers: (kernel function, fentry program, kprobe
-/// program, returns a struct). fentry cannot attach to a function that returns a struct
-/// (`current_time` and `inode_set_ctime_current` return `struct timespec64`; the verifier says
-/// "return type STRUCT is unsupported" on 5.10 to 6.12), so the fentry tier attaches those two
-/// as kprobes.
-const VFS_HOOKS: [(&str, &str, &str, bool); 6] = [
-    ("current_time", "", "fimd_kp_current_time", true),
-    ("inode_set_ctime_current", "", "fimd_kp_ctime_current", true),
+/// The VFS functions of the fentry and kprobe tiers: (`PROG_VFS_*`, kernel function, fentry
+/// program, kprobe program, returns a struct). fentry cannot attach to a function that returns
+/// a struct (`current_time` and `inode_set_ctime_current` return `struct timespec64`; the
+/// verifier says "return type STRUCT is unsupported" on 5.10 to 6.12), so the fentry tier
+/// attaches those two as kprobes.
+const VFS_HOOKS: [(u32, &str, &str, &str, bool); 6] = [
     (
+        PROG_VFS_CURRENT_TIME,
+        "current_time",
+        "",
+        "fimd_kp_current_time",
+        true,
+    ),
+    (
+        PROG_VFS_CTIME_CURRENT,
+        "inode_set_ctime_current",
+        "",
+        "fimd_kp_ctime_current",
+        true,
+    ),
+    (
+        PROG_VFS_FILE_UPDATE_TIME,
         "file_update_time",
         "fimd_fe_file_update_time",
         "fimd_kp_file_update_time",
         false,
     ),
     (
+        PROG_VFS_FILE_MODIFIED,
         "file_modified",
         "fimd_fe_file_modified",
         "fimd_kp_file_modified",
         false,
     ),
     (
+        PROG_VFS_KIOCB_MODIFIED,
         "kiocb_modified",
         "fimd_fe_kiocb_modified",
         "fimd_kp_kiocb_modified",
         false,
     ),
-    ("d_delete", "fimd_fe_d_delete", "fimd_kp_d_delete", false),
+    (
+        PROG_VFS_D_DELETE,
+        "d_delete",
+        "fimd_fe_d_delete",
+        "fimd_kp_d_delete",
+        false,
+    ),
 ];
 
 /// The functions a VFS tier cannot work without: the write path's two entry points, the atime
@@ -96,7 +121,8 @@ const REQUIRED: [&str; 4] = [
     "d_delete",
 ];
 
-/// Attaches the change hooks of `tier` and returns their names (`<type>/<hook>`).
+/// Attaches the change hooks of `tier` and returns their names (`<type>/<hook>`) and programs
+/// (`PROG_*`, for the probe error counters).
 ///
 /// Errors: `NoHooks` when the ctime tracepoints are missing (`Ctime`), `Attach` or `Load`
 /// when a hook the tier needs does not attach.
@@ -104,21 +130,20 @@ pub(super) fn attach_change_hooks(
     ebpf: &mut Ebpf,
     btf: &KernelBtf,
     tier: Tier,
-) -> Result<Vec<String>, EbpfError> {
+) -> Result<(Vec<String>, Vec<u32>), EbpfError> {
     let mut hooks = Vec::new();
+    let mut programs = Vec::new();
     if tier == Tier::Ctime {
         if !btf.has_typedef("btf_trace_ctime_ns_xchg") {
             return Err(EbpfError::NoHooks);
         }
-        for (program, tracepoint) in [
-            ("fimd_ctime_xchg", "ctime_ns_xchg"),
-            ("fimd_ctime_set", "inode_set_ctime_to_ts"),
-            ("fimd_dio_complete", "iomap_dio_complete"),
-        ] {
+        for p in [PROG_CTIME_XCHG, PROG_CTIME_SET, PROG_DIO_COMPLETE] {
+            let (program, tracepoint) = PROGRAMS[p as usize];
             attach_raw_tracepoint(ebpf, program, tracepoint)?;
             hooks.push(format!("raw_tracepoint/{tracepoint}"));
+            programs.push(p);
         }
-        return Ok(hooks);
+        return Ok((hooks, programs));
     }
     for f in REQUIRED {
         if !btf.has_func(f) {
@@ -130,10 +155,11 @@ pub(super) fn attach_change_hooks(
     }
     let aya_btf =
         aya::Btf::from_sys_fs().map_err(|e| EbpfError::Load(format!("reading the kernel's BTF: {e}")))?;
-    for (function, fentry, kprobe, struct_return) in VFS_HOOKS {
+    for (p, function, fentry, kprobe, struct_return) in VFS_HOOKS {
         if !btf.has_func(function) {
             continue;
         }
+        programs.push(p);
         if tier == Tier::Fentry && !struct_return {
             attach_fentry(ebpf, &aya_btf, fentry, function)?;
             hooks.push(format!("fentry/{function}"));
@@ -143,6 +169,7 @@ pub(super) fn attach_change_hooks(
         }
     }
     // The atime filter: entry marks the reading task, exit clears it.
+    programs.push(PROG_VFS_ATIME);
     match tier {
         Tier::Fentry => {
             attach_fentry(ebpf, &aya_btf, "fimd_fe_atime_enter", "atime_needs_update")?;
@@ -163,10 +190,12 @@ pub(super) fn attach_change_hooks(
     }
     // Direct I/O lands after its time update; the tracepoint exists from 6.12 (§4b).
     if btf.has_typedef("btf_trace_iomap_dio_complete") {
-        attach_raw_tracepoint(ebpf, "fimd_dio_complete", "iomap_dio_complete")?;
-        hooks.push("raw_tracepoint/iomap_dio_complete".into());
+        let (program, tracepoint) = PROGRAMS[PROG_DIO_COMPLETE as usize];
+        attach_raw_tracepoint(ebpf, program, tracepoint)?;
+        hooks.push(format!("raw_tracepoint/{tracepoint}"));
+        programs.push(PROG_DIO_COMPLETE);
     }
-    Ok(hooks)
+    Ok((hooks, programs))
 }
 
 fn attach_fentry(

@@ -56,8 +56,13 @@ pub struct Metrics {
     pub sensor_hooks: IntGaugeVec,
     /// `fim_kernel_events_total`: records drained from the kernel.
     pub kernel_events: IntCounter,
-    /// `fim_kernel_events_lost_total`: records the kernel could not deliver.
+    /// `fim_kernel_events_lost_total`: records the kernel could not deliver, and failed kernel
+    /// reads (`Sensor::lost`; the reads also per program in `fim_sensor_probe_errors_total`).
     pub kernel_events_lost: IntCounter,
+    /// `fim_sensor_probe_errors_total{program}`: failed kernel reads per eBPF program (one of
+    /// `monitor_common::PROGRAMS`), each a change or write check the program gave up on.
+    /// Counted per CPU in the kernel's COUNTERS map; copied here by [`Metrics::set_probe_errors`].
+    pub probe_errors: IntCounterVec,
     /// `fim_rescans_total{reason}`: full comparisons, by [`RESCAN_REASONS`].
     pub rescans: IntCounterVec,
     /// `fim_hash_queue_length`: files waiting to be rehashed.
@@ -176,6 +181,17 @@ impl Metrics {
                 IntCounter::new(
                     "fim_kernel_events_lost_total",
                     "Change records the kernel could not deliver (each loss triggers a rescan)",
+                )
+                .expect(BUG),
+            ),
+            probe_errors: reg(
+                &registry,
+                IntCounterVec::new(
+                    opts(
+                        "fim_sensor_probe_errors_total",
+                        "Failed kernel reads per eBPF program (each an event the program gave up on)",
+                    ),
+                    &["program"],
                 )
                 .expect(BUG),
             ),
@@ -317,6 +333,9 @@ impl Metrics {
         for r in RESCAN_REASONS {
             m.rescans.with_label_values(&[r]);
         }
+        for (program, _) in monitor_common::PROGRAMS {
+            m.probe_errors.with_label_values(&[program]);
+        }
         // An alert rule's increase() needs the series before the first change, not at it.
         for action in CHANGE_ACTIONS {
             for kind in ["alert", "event"] {
@@ -338,6 +357,16 @@ impl Metrics {
         self.sensor_hooks.reset();
         for h in hooks {
             self.sensor_hooks.with_label_values(&[sensor, h.as_str()]).set(1);
+        }
+    }
+
+    /// Brings `fim_sensor_probe_errors_total` up to the sensor's totals (`Sensor::probe_errors`:
+    /// per program, since it was loaded). A total below the exported count (a reloaded sensor
+    /// starts again at 0) adds nothing: a counter never goes down.
+    pub fn set_probe_errors(&self, totals: &[(&'static str, u64)]) {
+        for &(program, total) in totals {
+            let c = self.probe_errors.with_label_values(&[program]);
+            c.inc_by(total.saturating_sub(c.get()));
         }
     }
 
@@ -417,6 +446,14 @@ mod tests {
                 "{text}"
             );
         }
+        for (program, _) in monitor_common::PROGRAMS {
+            assert!(
+                text.contains(&format!(
+                    "fim_sensor_probe_errors_total{{program=\"{program}\"}} 0\n"
+                )),
+                "{text}"
+            );
+        }
         let start: f64 = text
             .lines()
             .find_map(|l| l.strip_prefix("fim_start_time_seconds "))
@@ -440,6 +477,11 @@ mod tests {
         m.full_check_done(Duration::from_millis(1500));
         m.baseline_generation.set(7);
         m.outstanding_differences.set(3);
+        m.set_probe_errors(&[("fimd_ctime_xchg", 2), ("fimd_sys_enter", 5)]);
+        // Totals, not increments: the same totals again add nothing, a larger one the difference,
+        // a smaller one (a reloaded sensor) nothing.
+        m.set_probe_errors(&[("fimd_ctime_xchg", 2), ("fimd_sys_enter", 7)]);
+        m.set_probe_errors(&[("fimd_ctime_xchg", 1)]);
         let text = m.encode();
         for line in [
             "fim_sensor_attached{sensor=\"ebpf\"} 1",
@@ -457,6 +499,9 @@ mod tests {
             "fim_last_full_check_duration_seconds 1.5",
             "fim_baseline_generation 7",
             "fim_outstanding_differences 3",
+            "fim_sensor_probe_errors_total{program=\"fimd_ctime_xchg\"} 2",
+            "fim_sensor_probe_errors_total{program=\"fimd_sys_enter\"} 7",
+            "fim_sensor_probe_errors_total{program=\"fimd_uring_file\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
