@@ -96,7 +96,9 @@ suite() {
     fresh
     config "$2"
     fimd -c "$T/fimd.toml" init > "$T/init.out" 2>&1 || fail "$LABEL/init" "$(cat "$T/init.out")"
-    fimd -c "$T/fimd.toml" run > /dev/null 2> "$T/run.err" &
+    # Emptied before the start: the daemon's own redirection may come after the first look.
+    : > "$T/run.err"
+    fimd -c "$T/fimd.toml" run > /dev/null 2>> "$T/run.err" &
     RUN=$!
     i=0
     while [ $i -lt 600 ] && ! grep -q "; ready" "$T/run.err"; do
