@@ -7,6 +7,8 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+# The daemon's metrics listen on loopback.
+ifconfig lo 127.0.0.1 up
 [ -f /loop.ko ] && insmod /loop.ko
 fails=0
 ok() { echo "@@ ok   $1"; }
@@ -55,6 +57,8 @@ path = "$T/tree"
 path = "/tmpw/tree"
 [alerts]
 jsonl = "$T/alerts.jsonl"
+[metrics]
+listen = "127.0.0.1:9464"
 [realtime]
 sensor = "$1"
 CONF
@@ -87,6 +91,11 @@ op() {
         return
     fi
     check "$c" "$p" "$a" $pid
+}
+
+# The daemon's count of kernel records (fim_kernel_events_total).
+events() {
+    wget -qO- http://127.0.0.1:9464/metrics 2>/dev/null | grep '^fim_kernel_events_total ' | cut -d' ' -f2
 }
 
 # suite LABEL SENSOR EXPECT: `fimd run` with `sensor = SENSOR` must attach a sensor whose start
@@ -153,6 +162,23 @@ suite() {
         op tmpfs-write /tmpw/tree/write updated "echo rewritten > /tmpw/tree/write"
         op tmpfs-chmod /tmpw/tree/chmod attributes_modified "exec chmod 600 /tmpw/tree/chmod"
         op tmpfs-create /tmpw/tree/new created "echo new > /tmpw/tree/new"
+    fi
+    # Reads are not changes: 20 reads of a watched file by another process add no kernel
+    # record (the VFS tier's atime filter; fanotify does not ask for reads).
+    last=""
+    k=0
+    while [ $k -lt 10 ] && [ "$(events)" != "$last" ]; do
+        last=$(events)
+        sleep 1
+        k=$((k + 1))
+    done
+    sh -c "for r in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do cat $D/append > /dev/null; ls $D > /dev/null; done"
+    sleep 1
+    now=$(events)
+    if [ -n "$last" ] && [ "$now" = "$last" ]; then
+        ok "$LABEL/reads: 20 reads of a watched file and directory made no kernel record ($now records in all)"
+    else
+        fail "$LABEL/reads" "kernel records went from '$last' to '$now' over 20 reads"
     fi
     kill $RUN
     wait $RUN
