@@ -481,7 +481,7 @@ mod tests {
     /// Without root (or a kernel with the ctime tracepoints) the test is skipped, unless the
     /// run demands it.
     fn load() -> Option<EbpfSensor> {
-        match EbpfSensor::load(DEFAULT_RING_BYTES, true, 1024) {
+        match EbpfSensor::load_best(DEFAULT_RING_BYTES, true, 1024) {
             Ok(s) => Some(s),
             Err(e) if std::env::var("FIMD_REQUIRE_PRIVILEGED").as_deref() == Ok("1") => {
                 panic!("FIMD_REQUIRE_PRIVILEGED=1 but the eBPF sensor does not load: {e}")

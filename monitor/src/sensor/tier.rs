@@ -49,7 +49,12 @@ impl Tier {
     ///
     /// Errors: the variable names no tier.
     pub fn to_try() -> Result<Vec<Tier>, EbpfError> {
-        match std::env::var("FIMD_EBPF_TIER").ok().as_deref() {
+        Tier::from_setting(std::env::var("FIMD_EBPF_TIER").ok().as_deref())
+    }
+
+    /// `to_try` for the value `setting` of `FIMD_EBPF_TIER` (`None`: unset).
+    fn from_setting(setting: Option<&str>) -> Result<Vec<Tier>, EbpfError> {
+        match setting {
             None | Some("") => Ok(Tier::ALL.to_vec()),
             Some("ctime") => Ok(vec![Tier::Ctime]),
             Some("fentry") => Ok(vec![Tier::Fentry]),
@@ -308,4 +313,35 @@ pub(super) fn self_check(sensor: &mut EbpfSensor) -> Result<(), EbpfError> {
     })();
     sensor.unwatch(&key);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tier_setting_names_one_tier_or_all() {
+        assert_eq!(Tier::from_setting(None).unwrap(), Tier::ALL.to_vec());
+        assert_eq!(Tier::from_setting(Some("")).unwrap(), Tier::ALL.to_vec());
+        for t in Tier::ALL {
+            assert_eq!(Tier::from_setting(Some(t.name())).unwrap(), vec![t]);
+        }
+        let e = Tier::from_setting(Some("fexit")).unwrap_err().to_string();
+        assert!(
+            e.contains("FIMD_EBPF_TIER") && e.contains("ctime, fentry or kprobe"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_vfs_hook_names_its_programs_and_counter_slot() {
+        for (p, function, fentry, kprobe, struct_return) in VFS_HOOKS {
+            // The counter slot's label is the program attached by the fentry tier.
+            let label = if struct_return { kprobe } else { fentry };
+            assert_eq!(PROGRAMS[p as usize], (label, function));
+            assert!(kprobe.starts_with("fimd_kp_"), "{kprobe}");
+            assert_eq!(fentry.is_empty(), struct_return, "{function}");
+        }
+        assert_eq!(PROGRAMS[PROG_VFS_ATIME as usize].1, "atime_needs_update");
+    }
 }
