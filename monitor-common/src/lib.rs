@@ -68,13 +68,15 @@ pub struct KernelLayout {
     /// directory of a removed entry (monitor-ebpf/src/vfs.rs).
     pub dentry_d_parent: u32,
     pub dentry_d_inode: u32,
+    /// `inode.i_nlink` (in an anonymous union): the VFS tier skips unlinked victims.
+    pub inode_i_nlink: u32,
 }
 
 /// The symbol of the `KernelLayout` global in the eBPF object.
 pub const KERNEL_LAYOUT_GLOBAL: &str = "LAYOUT";
 
-// No implicit padding: the size is the sum of its 39 u32 fields.
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 39 * 4);
+// No implicit padding: the size is the sum of its 40 u32 fields.
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 40 * 4);
 
 impl KernelLayout {
     /// The object's placeholder until the loader sets the real layout: every offset 0, no
@@ -114,6 +116,7 @@ impl KernelLayout {
         nr_fallocate: u32::MAX,
         dentry_d_parent: 0,
         dentry_d_inode: 0,
+        inode_i_nlink: 0,
     };
 }
 

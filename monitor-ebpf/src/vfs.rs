@@ -14,9 +14,10 @@
 //!   time update, entered on every write (and on a shared mapping's write fault) whether or not
 //!   the time then changes, so also for FMODE_NOCMTIME writers.
 //!
-//! `current_time` also runs for atime (`atime_needs_update`, on every read): a read is no change,
-//! so `atime_needs_update` marks the reading task for the inode while it runs, and
-//! `current_time` skips the inode that task is reading.
+//! `current_time` also runs for atime (`atime_needs_update`, on every read, and `touch_atime`
+//! when it then updates atime): a read is no change, so `atime_needs_update` marks the reading
+//! task for the inode until it returns false or `touch_atime` returns, and `current_time` skips
+//! the inode that task is reading.
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{fentry, fexit, kprobe, kretprobe, map},
@@ -57,6 +58,9 @@ fn on_current_time(inode: u64) -> Result<(), i64> {
             return Ok(());
         }
     }
+    if unlinked(inode)? {
+        return Ok(());
+    }
     report(inode, HOOK_CURRENT_TIME, PROG_VFS_CURRENT_TIME)
 }
 
@@ -76,9 +80,22 @@ fn on_atime_enter(inode: u64) -> Result<(), i64> {
     Ok(())
 }
 
+/// The read is over: `atime_needs_update` said no update (returned false), or `touch_atime`,
+/// which calls `current_time` once more for the update it then makes (5.10, 6.1), returned.
 #[inline(always)]
 fn on_atime_exit() {
     let _ = ATIME.remove(&bpf_get_current_pid_tgid());
+}
+
+/// Whether `inode` has no links left: a victim of unlink or rmdir (ext4 and tmpfs time the
+/// parent of an rmdir from the victim on 5.10 and 6.1). Not a change at any path: `d_delete`
+/// reports its parent, after the removal, with the remover.
+#[inline(always)]
+fn unlinked(inode: u64) -> Result<bool, i64> {
+    if inode == 0 {
+        return Ok(false);
+    }
+    Ok(read::<u32>(inode + layout!(inode_i_nlink))? == 0)
 }
 
 /// `file->f_inode` of a `struct file *` argument (0 for none).
@@ -164,8 +181,17 @@ pub fn fimd_fe_atime_enter(ctx: FEntryContext) -> i32 {
     0
 }
 
+/// The return value follows the two arguments in an fexit context.
 #[fexit(function = "atime_needs_update")]
-pub fn fimd_fx_atime_exit(_ctx: FExitContext) -> i32 {
+pub fn fimd_fx_atime_exit(ctx: FExitContext) -> i32 {
+    if ctx.arg::<u64>(2) & 0xff == 0 {
+        on_atime_exit();
+    }
+    0
+}
+
+#[fexit(function = "touch_atime")]
+pub fn fimd_fx_touch_atime(_ctx: FExitContext) -> i32 {
     on_atime_exit();
     0
 }
@@ -184,11 +210,11 @@ pub fn fimd_kp_current_time(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn fimd_kp_ctime_current(ctx: ProbeContext) -> u32 {
     counted(PROG_VFS_CTIME_CURRENT, || {
-        report(
-            ctx.arg::<u64>(0).unwrap_or(0),
-            HOOK_INODE_SET_CTIME_CURRENT,
-            PROG_VFS_CTIME_CURRENT,
-        )
+        let inode = ctx.arg::<u64>(0).unwrap_or(0);
+        if unlinked(inode)? {
+            return Ok(());
+        }
+        report(inode, HOOK_INODE_SET_CTIME_CURRENT, PROG_VFS_CTIME_CURRENT)
     });
     0
 }
@@ -242,7 +268,15 @@ pub fn fimd_kp_atime_enter(ctx: ProbeContext) -> u32 {
 }
 
 #[kretprobe]
-pub fn fimd_kr_atime_exit(_ctx: RetProbeContext) -> u32 {
+pub fn fimd_kr_atime_exit(ctx: RetProbeContext) -> u32 {
+    if ctx.ret::<u64>() & 0xff == 0 {
+        on_atime_exit();
+    }
+    0
+}
+
+#[kretprobe]
+pub fn fimd_kr_touch_atime(_ctx: RetProbeContext) -> u32 {
     on_atime_exit();
     0
 }

@@ -126,6 +126,7 @@ pub fn layout_from_btf(btf: &KernelBtf) -> Result<KernelLayout, EbpfError> {
         nr_fallocate: nr(libc::SYS_fallocate),
         dentry_d_parent: btf.member_offset("dentry", "d_parent")?,
         dentry_d_inode: btf.member_offset("dentry", "d_inode")?,
+        inode_i_nlink: btf.member_offset("inode", "i_nlink")?,
     })
 }
 

@@ -119,10 +119,11 @@ const VFS_HOOKS: [(u32, &str, &str, &str, bool); 6] = [
 /// The functions a VFS tier cannot work without: the write path's two entry points, the atime
 /// filter (without it every read of a watched file would be a change), and `d_delete` (rmdir's
 /// parent directory on 5.10 and 6.1).
-const REQUIRED: [&str; 4] = [
+const REQUIRED: [&str; 5] = [
     "file_update_time",
     "file_modified",
     "atime_needs_update",
+    "touch_atime",
     "d_delete",
 ];
 
@@ -179,17 +180,21 @@ pub(super) fn attach_change_hooks(
         Tier::Fentry => {
             attach_fentry(ebpf, &aya_btf, "fimd_fe_atime_enter", "atime_needs_update")?;
             attach_fexit(ebpf, &aya_btf, "fimd_fx_atime_exit", "atime_needs_update")?;
+            attach_fexit(ebpf, &aya_btf, "fimd_fx_touch_atime", "touch_atime")?;
             hooks.extend([
                 "fentry/atime_needs_update".into(),
                 "fexit/atime_needs_update".into(),
+                "fexit/touch_atime".into(),
             ]);
         }
         _ => {
             attach_kprobe(ebpf, "fimd_kp_atime_enter", "atime_needs_update")?;
             attach_kprobe(ebpf, "fimd_kr_atime_exit", "atime_needs_update")?;
+            attach_kprobe(ebpf, "fimd_kr_touch_atime", "touch_atime")?;
             hooks.extend([
                 "kprobe/atime_needs_update".into(),
                 "kretprobe/atime_needs_update".into(),
+                "kretprobe/touch_atime".into(),
             ]);
         }
     }
