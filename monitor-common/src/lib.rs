@@ -64,13 +64,19 @@ pub struct KernelLayout {
     pub nr_splice: u32,
     pub nr_copy_file_range: u32,
     pub nr_fallocate: u32,
+    /// `dentry.d_parent`, `dentry.d_inode`: the VFS tier's `d_delete` hook reports the parent
+    /// directory of a removed entry (monitor-ebpf/src/vfs.rs).
+    pub dentry_d_parent: u32,
+    pub dentry_d_inode: u32,
+    /// `inode.i_nlink` (in an anonymous union): the VFS tier skips unlinked victims.
+    pub inode_i_nlink: u32,
 }
 
 /// The symbol of the `KernelLayout` global in the eBPF object.
 pub const KERNEL_LAYOUT_GLOBAL: &str = "LAYOUT";
 
-// No implicit padding: the size is the sum of its 37 u32 fields.
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 37 * 4);
+// No implicit padding: the size is the sum of its 40 u32 fields.
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 40 * 4);
 
 impl KernelLayout {
     /// The object's placeholder until the loader sets the real layout: every offset 0, no
@@ -108,6 +114,9 @@ impl KernelLayout {
         nr_splice: u32::MAX,
         nr_copy_file_range: u32::MAX,
         nr_fallocate: u32::MAX,
+        dentry_d_parent: 0,
+        dentry_d_inode: 0,
+        inode_i_nlink: 0,
     };
 }
 
@@ -162,6 +171,13 @@ pub const VIOLATION_UNSEEN: u32 = 16;
 pub const HOOK_CTIME_XCHG: u32 = 1;
 pub const HOOK_CTIME_SET: u32 = 2;
 pub const HOOK_DIO_COMPLETE: u32 = 3;
+/// The VFS tier (Linux 5.10 to 6.12; fentry, or kprobes): the kernel functions it hooks.
+pub const HOOK_CURRENT_TIME: u32 = 4;
+pub const HOOK_INODE_SET_CTIME_CURRENT: u32 = 5;
+pub const HOOK_FILE_UPDATE_TIME: u32 = 6;
+pub const HOOK_FILE_MODIFIED: u32 = 7;
+pub const HOOK_KIOCB_MODIFIED: u32 = 8;
+pub const HOOK_D_DELETE: u32 = 9;
 pub const HOOK_FAN_MODIFY: u32 = 16;
 pub const HOOK_FAN_ATTRIB: u32 = 17;
 pub const HOOK_FAN_CLOSE_WRITE: u32 = 18;
@@ -175,6 +191,12 @@ pub enum Hook {
     CtimeXchg,
     CtimeSet,
     DioComplete,
+    CurrentTime,
+    InodeSetCtimeCurrent,
+    FileUpdateTime,
+    FileModified,
+    KiocbModified,
+    DDelete,
     FanModify,
     FanAttrib,
     FanCloseWrite,
@@ -191,6 +213,12 @@ impl TryFrom<u32> for Hook {
             HOOK_CTIME_XCHG => Ok(Hook::CtimeXchg),
             HOOK_CTIME_SET => Ok(Hook::CtimeSet),
             HOOK_DIO_COMPLETE => Ok(Hook::DioComplete),
+            HOOK_CURRENT_TIME => Ok(Hook::CurrentTime),
+            HOOK_INODE_SET_CTIME_CURRENT => Ok(Hook::InodeSetCtimeCurrent),
+            HOOK_FILE_UPDATE_TIME => Ok(Hook::FileUpdateTime),
+            HOOK_FILE_MODIFIED => Ok(Hook::FileModified),
+            HOOK_KIOCB_MODIFIED => Ok(Hook::KiocbModified),
+            HOOK_D_DELETE => Ok(Hook::DDelete),
             HOOK_FAN_MODIFY => Ok(Hook::FanModify),
             HOOK_FAN_ATTRIB => Ok(Hook::FanAttrib),
             HOOK_FAN_CLOSE_WRITE => Ok(Hook::FanCloseWrite),
@@ -204,12 +232,19 @@ impl TryFrom<u32> for Hook {
 }
 
 impl Hook {
-    /// The kernel's name for the hook: a tracepoint, a fanotify event type, or `proc_maps`.
+    /// The kernel's name for the hook: a tracepoint, a kernel function, a fanotify event type, or
+    /// `proc_maps`.
     pub fn name(self) -> &'static str {
         match self {
             Hook::CtimeXchg => "ctime_ns_xchg",
             Hook::CtimeSet => "inode_set_ctime_to_ts",
             Hook::DioComplete => "iomap_dio_complete",
+            Hook::CurrentTime => "current_time",
+            Hook::InodeSetCtimeCurrent => "inode_set_ctime_current",
+            Hook::FileUpdateTime => "file_update_time",
+            Hook::FileModified => "file_modified",
+            Hook::KiocbModified => "kiocb_modified",
+            Hook::DDelete => "d_delete",
             Hook::FanModify => "FAN_MODIFY",
             Hook::FanAttrib => "FAN_ATTRIB",
             Hook::FanCloseWrite => "FAN_CLOSE_WRITE",
@@ -253,13 +288,23 @@ pub const RECORD_MMAP_WRITABLE: u32 = 1;
 
 /// The kernel programs, in `PROG_*` order: (program name in the object, raw tracepoint).
 /// The first three report changes; the last three are the append-only write checks.
-pub const PROGRAMS: [(&str, &str); 6] = [
+/// Then the VFS tier's (Linux 5.10 to 6.12, monitor-ebpf/src/vfs.rs): (its fentry program, or
+/// the kprobe for the two functions fentry cannot attach to, and the kernel function); its
+/// kprobe variant `fimd_kp_*` of each counts in the same slot (only one variant is attached).
+pub const PROGRAMS: [(&str, &str); 13] = [
     ("fimd_ctime_xchg", "ctime_ns_xchg"),
     ("fimd_ctime_set", "inode_set_ctime_to_ts"),
     ("fimd_dio_complete", "iomap_dio_complete"),
     ("fimd_sys_enter", "sys_enter"),
     ("fimd_uring_file", "io_uring_file_get"),
     ("fimd_uring_complete", "io_uring_complete"),
+    ("fimd_kp_current_time", "current_time"),
+    ("fimd_kp_ctime_current", "inode_set_ctime_current"),
+    ("fimd_fe_file_update_time", "file_update_time"),
+    ("fimd_fe_file_modified", "file_modified"),
+    ("fimd_fe_kiocb_modified", "kiocb_modified"),
+    ("fimd_fe_d_delete", "d_delete"),
+    ("fimd_fe_atime_enter", "atime_needs_update"),
 ];
 pub const PROG_CTIME_XCHG: u32 = 0;
 pub const PROG_CTIME_SET: u32 = 1;
@@ -267,6 +312,13 @@ pub const PROG_DIO_COMPLETE: u32 = 2;
 pub const PROG_SYS_ENTER: u32 = 3;
 pub const PROG_URING_FILE: u32 = 4;
 pub const PROG_URING_COMPLETE: u32 = 5;
+pub const PROG_VFS_CURRENT_TIME: u32 = 6;
+pub const PROG_VFS_CTIME_CURRENT: u32 = 7;
+pub const PROG_VFS_FILE_UPDATE_TIME: u32 = 8;
+pub const PROG_VFS_FILE_MODIFIED: u32 = 9;
+pub const PROG_VFS_KIOCB_MODIFIED: u32 = 10;
+pub const PROG_VFS_D_DELETE: u32 = 11;
+pub const PROG_VFS_ATIME: u32 = 12;
 
 /// Per-CPU counters in `COUNTERS`: records the ring buffer had no room for (each one a
 /// loss userspace repairs by a rescan), then per program the failed kernel reads that made it

@@ -67,7 +67,7 @@ fn try_dio_complete(ctx: &RawTracePointContext) -> Result<(), i64> {
 /// Filters `inode` against the watch set and reports the first change after an arm.
 /// `program` (`PROG_*`) is charged with the failed reads that do not stop the report.
 #[inline(always)]
-fn report(inode: u64, hook: u32, program: u32) -> Result<(), i64> {
+pub(crate) fn report(inode: u64, hook: u32, program: u32) -> Result<(), i64> {
     let Some(key) = inode_key(inode)? else {
         return Ok(());
     };

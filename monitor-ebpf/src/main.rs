@@ -6,6 +6,7 @@ mod append;
 mod change;
 mod kernel;
 mod maps;
+mod vfs;
 
 #[cfg(not(test))]
 #[panic_handler]

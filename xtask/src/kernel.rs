@@ -294,10 +294,22 @@ fn initramfs(dir: &Path, kernel: &Path, fimd: &Path) -> anyhow::Result<PathBuf> 
         .context("busybox-static is needed (cargo xtask setup installs it)")?;
     let init = root.join("init");
     fs::write(&init, include_str!("kernel/init.sh"))?;
+    // The guest's mmap case needs a writer through a shared mapping; busybox has none.
+    let mmap_write = dir.join("mmap_write");
+    let source = dir.join("mmap_write.c");
+    fs::write(&source, include_str!("kernel/mmap_write.c"))?;
+    run_cmd(
+        Command::new("cc")
+            .args(["-O2", "-o"])
+            .arg(&mmap_write)
+            .arg(&source),
+    )
+    .context("a C compiler (cc) is needed to build the guest's mmap writer")?;
     let tools = [
         fimd.to_owned(),
         PathBuf::from("/usr/bin/setfattr"),
         PathBuf::from("/usr/bin/fallocate"),
+        mmap_write,
     ];
     for tool in &tools {
         let name = tool.file_name().context("a tool has a name")?.to_string_lossy();

@@ -10,6 +10,8 @@ const INT: u8 = 1;
 const STRUCT: u8 = 4;
 const UNION: u8 = 5;
 const TYPEDEF: u8 = 8;
+/// BTF_KIND_FUNC (include/uapi/linux/btf.h).
+const FUNC: u8 = 12;
 /// TYPEDEF, VOLATILE, CONST, RESTRICT and TYPE_TAG name another type without changing its layout.
 const MODIFIERS: [u8; 5] = [TYPEDEF, 9, 10, 11, 18];
 /// Longest modifier chain or anonymous-member nesting followed before the data is called cyclic.
@@ -229,6 +231,13 @@ impl KernelBtf {
     pub fn has_typedef(&self, name: &str) -> bool {
         let ids = self.by_name.get(name).map(Vec::as_slice).unwrap_or_default();
         ids.iter().any(|&id| self.types[id as usize].kind == TYPEDEF)
+    }
+
+    /// Whether the kernel has a function with this name that fentry can attach to, e.g.
+    /// "file_modified" (pahole emits BTF_KIND_FUNC for non-inlined functions only).
+    pub fn has_func(&self, name: &str) -> bool {
+        let ids = self.by_name.get(name).map(Vec::as_slice).unwrap_or_default();
+        ids.iter().any(|&id| self.types[id as usize].kind == FUNC)
     }
 
     fn ty(&self, id: u32) -> Result<&Type, BtfError> {
@@ -516,5 +525,8 @@ mod tests {
         assert!(btf.has_typedef("btf_trace_ctime_ns_xchg"));
         assert!(!btf.has_typedef("fimd_no_such_typedef"));
         assert!(!btf.has_typedef("inode"), "a struct is not a typedef");
+        assert!(btf.has_func("vfs_write"));
+        assert!(!btf.has_func("fimd_no_such_function"));
+        assert!(!btf.has_func("inode"), "a struct is not a function");
     }
 }

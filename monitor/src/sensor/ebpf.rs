@@ -3,9 +3,9 @@ use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
 use monitor_common::{
-    COUNTER_RB_DROPS, ChangeRecord, InodeKey, KERNEL_LAYOUT_GLOBAL, KernelLayout, PROG_CTIME_SET,
-    PROG_CTIME_XCHG, PROG_DIO_COMPLETE, PROG_SYS_ENTER, PROG_URING_COMPLETE, PROG_URING_FILE, PROGRAMS,
-    WATCH_APPEND_ONLY, WATCH_IS_DIR, WatchVal, counter_probe_errors,
+    COUNTER_RB_DROPS, ChangeRecord, InodeKey, KERNEL_LAYOUT_GLOBAL, KernelLayout, PROG_SYS_ENTER,
+    PROG_URING_COMPLETE, PROG_URING_FILE, PROGRAMS, WATCH_APPEND_ONLY, WATCH_IS_DIR, WatchVal,
+    counter_probe_errors,
 };
 
 use super::btf::KernelBtf;
@@ -35,6 +35,13 @@ pub enum EbpfError {
          Linux 6.13 or newer; use `fimd check` on a schedule instead"
     )]
     NoHooks,
+    /// An attached tier below the ctime tracepoints did not report fimd's own test write
+    /// (sensor/tier.rs), so `auto` must not rely on it.
+    #[error("the eBPF hooks attached but the self-check failed: {0}")]
+    SelfCheck(String),
+    /// No eBPF tier loads: each one's reason, most faithful first.
+    #[error("no eBPF tier works here: {}", .0.iter().map(|(t, e)| format!("{}: {e}", t.name())).collect::<Vec<_>>().join("; "))]
+    NoTier(Vec<(super::tier::Tier, EbpfError)>),
     #[error("eBPF map {name}: {reason}")]
     Map { name: &'static str, reason: String },
     /// A map is full (bpf_map_update_elem: E2BIG): the inode cannot be watched in the kernel.
@@ -117,6 +124,9 @@ pub fn layout_from_btf(btf: &KernelBtf) -> Result<KernelLayout, EbpfError> {
         nr_splice: nr(libc::SYS_splice),
         nr_copy_file_range: nr(libc::SYS_copy_file_range),
         nr_fallocate: nr(libc::SYS_fallocate),
+        dentry_d_parent: btf.member_offset("dentry", "d_parent")?,
+        dentry_d_inode: btf.member_offset("dentry", "d_inode")?,
+        inode_i_nlink: btf.member_offset("inode", "i_nlink")?,
     })
 }
 
@@ -134,6 +144,8 @@ pub struct EbpfSensor {
     /// Watched files a record said were mapped shared and writable.
     mapped_candidates: std::collections::HashMap<InodeKey, ()>,
     mappings: super::mappings::MappedFiles,
+    /// `<program type>/<hook>` of every attached program, in attach order.
+    hooks: Vec<String>,
     /// Every attached program (`monitor_common::PROG_*`), in attach order.
     programs: Vec<u32>,
     watch: HashMap<MapData, InodeKey, WatchVal>,
@@ -176,10 +188,17 @@ impl EbpfSensor {
     /// attaches the write-offset checks of the append-only policy (they run on every write
     /// syscall of the host, so only when some watch needs them).
     /// `capacity` is how many inodes WATCH and ARMED hold (entries).
-    pub fn load(ring_bytes: u32, append_hooks: bool, capacity: u32) -> Result<EbpfSensor, EbpfError> {
+    /// `tier` chooses the change hooks (sensor/tier.rs); a tier below the ctime tracepoints must
+    /// also pass the self-check.
+    pub fn load(
+        ring_bytes: u32,
+        append_hooks: bool,
+        capacity: u32,
+        tier: super::tier::Tier,
+    ) -> Result<EbpfSensor, EbpfError> {
         ensure_tracefs()?;
         let btf = KernelBtf::from_sys_fs()?;
-        if !btf.has_typedef("btf_trace_ctime_ns_xchg") {
+        if tier == super::tier::Tier::Ctime && !btf.has_typedef("btf_trace_ctime_ns_xchg") {
             return Err(EbpfError::NoHooks);
         }
         let layout = layout_from_btf(&btf)?;
@@ -205,18 +224,20 @@ impl EbpfSensor {
                     (u64::from(capacity) * u64::from(BYTES_PER_WATCHED_INODE)) >> 20
                 ))
             })?;
-        let mut programs = vec![PROG_CTIME_XCHG, PROG_CTIME_SET, PROG_DIO_COMPLETE];
+        let (mut hooks, mut programs) = super::tier::attach_change_hooks(&mut ebpf, &btf, tier)?;
+        let first_append = programs.len();
         if append_hooks {
             programs.extend([PROG_SYS_ENTER, PROG_URING_FILE]);
             if layout.io_kiocb != 0 {
                 programs.push(PROG_URING_COMPLETE);
             }
         }
-        for &p in &programs {
+        for &p in &programs[first_append..] {
             let (program, tracepoint) = PROGRAMS[p as usize];
             attach_raw_tracepoint(&mut ebpf, program, tracepoint)?;
+            hooks.push(format!("raw_tracepoint/{tracepoint}"));
         }
-        Ok(EbpfSensor {
+        let mut sensor = EbpfSensor {
             capacity,
             mapped_candidates: std::collections::HashMap::new(),
             mappings: super::mappings::MappedFiles::default(),
@@ -226,9 +247,34 @@ impl EbpfSensor {
                 .map_err(map_err("VIOLATIONS"))?,
             counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?,
             events: RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
+            hooks,
             programs,
             _ebpf: ebpf,
-        })
+        };
+        if tier != super::tier::Tier::Ctime {
+            super::tier::self_check(&mut sensor)?;
+        }
+        Ok(sensor)
+    }
+
+    /// Loads the most faithful tier that works here, of `Tier::to_try()`.
+    ///
+    /// Errors: `NoTier` with each tier's reason.
+    pub fn load_best(ring_bytes: u32, append_hooks: bool, capacity: u32) -> Result<EbpfSensor, EbpfError> {
+        let mut failures: Vec<(super::tier::Tier, EbpfError)> = Vec::new();
+        for tier in super::tier::Tier::to_try()? {
+            match EbpfSensor::load(ring_bytes, append_hooks, capacity, tier) {
+                Ok(s) => {
+                    // Why the more faithful tiers were passed over, for the start-up log.
+                    for (t, e) in &failures {
+                        eprintln!("fimd: eBPF tier {} not used: {e}", t.name());
+                    }
+                    return Ok(s);
+                }
+                Err(e) => failures.push((tier, e)),
+            }
+        }
+        Err(EbpfError::NoTier(failures))
     }
 
     /// `Full` when an insert into `name` failed because the map is full (E2BIG, as
@@ -255,11 +301,7 @@ impl super::Sensor for EbpfSensor {
     }
 
     fn hooks(&self) -> Vec<String> {
-        let tracepoint = |&p: &u32| PROGRAMS[p as usize].1;
-        self.programs
-            .iter()
-            .map(|p| format!("raw_tracepoint/{}", tracepoint(p)))
-            .collect()
+        self.hooks.clone()
     }
 
     fn ready_fd(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -400,7 +442,7 @@ fn attach_error(
 }
 
 /// The program `program` of the object, as its expected type.
-fn find_program<'e, P>(
+pub(super) fn find_program<'e, P>(
     ebpf: &'e mut Ebpf,
     program: &'static str,
     category: &'static str,
@@ -417,7 +459,7 @@ where
 }
 
 /// Loads `program` (a raw tracepoint program of the object) and attaches it to `tracepoint`.
-fn attach_raw_tracepoint(
+pub(super) fn attach_raw_tracepoint(
     ebpf: &mut Ebpf,
     program: &'static str,
     tracepoint: &'static str,
@@ -440,7 +482,7 @@ mod tests {
     /// Without root (or a kernel with the ctime tracepoints) the test is skipped, unless the
     /// run demands it.
     fn load() -> Option<EbpfSensor> {
-        match EbpfSensor::load(DEFAULT_RING_BYTES, true, 1024) {
+        match EbpfSensor::load_best(DEFAULT_RING_BYTES, true, 1024) {
             Ok(s) => Some(s),
             Err(e) if std::env::var("FIMD_REQUIRE_PRIVILEGED").as_deref() == Ok("1") => {
                 panic!("FIMD_REQUIRE_PRIVILEGED=1 but the eBPF sensor does not load: {e}")

@@ -5,6 +5,7 @@ pub mod ebpf;
 pub mod fanotify;
 pub mod mappings;
 pub mod selftest;
+pub mod tier;
 
 use std::os::fd::BorrowedFd;
 
@@ -116,13 +117,14 @@ pub fn capacity_for(entries: usize) -> u32 {
 }
 
 /// The sensor `fimd run` uses on this host, loaded and attached: the one place that choice is
-/// made, so `fimd selftest` proves exactly what `run` will use. `auto` tries eBPF (the ctime
-/// tracepoints), then fanotify; a forced choice loads only that one.
+/// made, so `fimd selftest` proves exactly what `run` will use. `auto` tries the eBPF tiers (the
+/// ctime tracepoints, then fentry, then kprobes: `tier::Tier::ALL`), then fanotify; a forced
+/// choice loads only that sensor (`ebpf`: the best eBPF tier that works).
 ///
 /// Errors: the reason the chosen sensor (with `auto`: each one) cannot work here.
 pub fn open(spec: &SensorSpec) -> Result<Box<dyn Sensor>, SensorError> {
     let fanotify = || fanotify::FanotifySensor::load(&spec.roots);
-    let ebpf = || ebpf::EbpfSensor::load(spec.ring_bytes, spec.append_hooks, spec.capacity);
+    let ebpf = || ebpf::EbpfSensor::load_best(spec.ring_bytes, spec.append_hooks, spec.capacity);
     match spec.choice {
         SensorChoice::Ebpf => Ok(Box::new(ebpf()?)),
         SensorChoice::Fanotify => Ok(Box::new(fanotify()?)),
