@@ -124,6 +124,7 @@ fn start(settings: &Settings, metrics: &Arc<Metrics>, health: &Arc<Health>) -> a
         capacity: settings
             .max_watched_inodes
             .unwrap_or_else(|| crate::sensor::capacity_for(baseline.entries.len())),
+        scratch: settings.state_dir.clone(),
     })?;
     metrics.sensor_kernel_bytes.set(sensor.kernel_bytes() as i64);
     health.set_sensor_attached(true);

@@ -195,6 +195,7 @@ impl EbpfSensor {
         append_hooks: bool,
         capacity: u32,
         tier: super::tier::Tier,
+        scratch: &std::path::Path,
     ) -> Result<EbpfSensor, EbpfError> {
         ensure_tracefs()?;
         let btf = KernelBtf::from_sys_fs()?;
@@ -252,7 +253,7 @@ impl EbpfSensor {
             _ebpf: ebpf,
         };
         if tier != super::tier::Tier::Ctime {
-            super::tier::self_check(&mut sensor)?;
+            super::tier::self_check(&mut sensor, scratch)?;
         }
         Ok(sensor)
     }
@@ -260,10 +261,16 @@ impl EbpfSensor {
     /// Loads the most faithful tier that works here, of `Tier::to_try()`.
     ///
     /// Errors: `NoTier` with each tier's reason.
-    pub fn load_best(ring_bytes: u32, append_hooks: bool, capacity: u32) -> Result<EbpfSensor, EbpfError> {
+    /// `scratch`: a writable directory for the self-check's file (see `SensorSpec::scratch`).
+    pub fn load_best(
+        ring_bytes: u32,
+        append_hooks: bool,
+        capacity: u32,
+        scratch: &std::path::Path,
+    ) -> Result<EbpfSensor, EbpfError> {
         let mut failures: Vec<(super::tier::Tier, EbpfError)> = Vec::new();
         for tier in super::tier::Tier::to_try()? {
-            match EbpfSensor::load(ring_bytes, append_hooks, capacity, tier) {
+            match EbpfSensor::load(ring_bytes, append_hooks, capacity, tier, scratch) {
                 Ok(s) => {
                     // Why the more faithful tiers were passed over, for the start-up log.
                     for (t, e) in &failures {
@@ -482,7 +489,7 @@ mod tests {
     /// Without root (or a kernel with the ctime tracepoints) the test is skipped, unless the
     /// run demands it.
     fn load() -> Option<EbpfSensor> {
-        match EbpfSensor::load_best(DEFAULT_RING_BYTES, true, 1024) {
+        match EbpfSensor::load_best(DEFAULT_RING_BYTES, true, 1024, &std::env::temp_dir()) {
             Ok(s) => Some(s),
             Err(e) if std::env::var("FIMD_REQUIRE_PRIVILEGED").as_deref() == Ok("1") => {
                 panic!("FIMD_REQUIRE_PRIVILEGED=1 but the eBPF sensor does not load: {e}")

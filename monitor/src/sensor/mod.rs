@@ -104,6 +104,10 @@ pub struct SensorSpec {
     pub roots: Vec<PathBuf>,
     /// Inodes the eBPF sensor's maps hold (entries); see `capacity_for`.
     pub capacity: u32,
+    /// A writable directory for the eBPF tiers' self-check file (created and unlinked at once):
+    /// the daemon's state directory, writable under the shipped unit's `ProtectSystem=strict`,
+    /// where /tmp may not be.
+    pub scratch: PathBuf,
 }
 
 /// The eBPF maps' capacity for a baseline of `entries` inodes: a quarter more plus 16,384 for
@@ -124,7 +128,8 @@ pub fn capacity_for(entries: usize) -> u32 {
 /// Errors: the reason the chosen sensor (with `auto`: each one) cannot work here.
 pub fn open(spec: &SensorSpec) -> Result<Box<dyn Sensor>, SensorError> {
     let fanotify = || fanotify::FanotifySensor::load(&spec.roots);
-    let ebpf = || ebpf::EbpfSensor::load_best(spec.ring_bytes, spec.append_hooks, spec.capacity);
+    let ebpf =
+        || ebpf::EbpfSensor::load_best(spec.ring_bytes, spec.append_hooks, spec.capacity, &spec.scratch);
     match spec.choice {
         SensorChoice::Ebpf => Ok(Box::new(ebpf()?)),
         SensorChoice::Fanotify => Ok(Box::new(fanotify()?)),

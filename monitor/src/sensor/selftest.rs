@@ -96,6 +96,7 @@ pub fn run(choice: SensorChoice) -> Result<Report, SelftestError> {
         append_hooks: true,
         roots: vec![dir.0.clone()],
         capacity: super::capacity_for(1),
+        scratch: dir.0.clone(),
     })?;
     let meta = std::fs::metadata(&file).map_err(io(format!("stat {}", file.display())))?;
     let key = InodeKey {

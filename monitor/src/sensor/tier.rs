@@ -262,15 +262,14 @@ fn attach_err(
 /// How long the self-check waits for its own write's record.
 const SELF_CHECK_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Proves the attached hooks report: watches a fresh file in the temporary directory (unlinked
-/// at once),
+/// Proves the attached hooks report: watches a fresh file in `scratch` (unlinked at once),
 /// writes to it, and waits for the record naming this process. The file is gone afterwards.
 ///
 /// Errors: `SelfCheck` when no record arrives within `SELF_CHECK_DEADLINE` or it names
 /// another process; `Load` when the temporary file cannot be made.
-pub(super) fn self_check(sensor: &mut EbpfSensor) -> Result<(), EbpfError> {
+pub(super) fn self_check(sensor: &mut EbpfSensor, scratch: &std::path::Path) -> Result<(), EbpfError> {
     use super::Sensor as _;
-    let template = std::env::temp_dir().join("fimd-self-check-XXXXXX");
+    let template = scratch.join(".fimd-self-check-XXXXXX");
     let (fd, path) = nix::unistd::mkstemp(&template).map_err(|e| {
         EbpfError::Load(format!(
             "self-check: creating a file like {}: {e}",
