@@ -3,6 +3,7 @@
 //! Directories are opened relative to their parent with O_NOFOLLOW, so a symlink is recorded as
 //! a symlink and never followed out of a watch; special files are stat'ed, never opened; a mount
 //! point is recorded but not descended into unless the watch allows crossing filesystems.
+pub mod deadline;
 pub mod flags;
 pub mod fstype;
 pub mod hash;
