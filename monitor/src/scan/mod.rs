@@ -9,6 +9,7 @@ pub mod fstype;
 pub mod hash;
 pub mod identity;
 pub mod long_paths;
+pub mod pool;
 pub mod xattr;
 
 use std::ffi::{CStr, CString};
