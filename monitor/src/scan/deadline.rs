@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a call returned no result.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -82,7 +82,20 @@ impl Runner {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let what = self.inner.what;
+        let mut pending = self.start(deadline, f)?;
+        match pending.rx.recv_timeout(deadline) {
+            Ok(result) => result.map_err(|_| DeadlineError::Panicked { what: pending.what }),
+            Err(_) => pending.give_up(),
+        }
+    }
+
+    /// Starts `f` on a worker without waiting: the caller polls the returned call, which times
+    /// out `deadline` from now. Errors: `Saturated` when every worker is busy or stuck.
+    pub fn start<T, F>(&self, deadline: Duration, f: F) -> Result<Pending<T>, DeadlineError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
         let (tx, rx) = channel::<std::thread::Result<T>>();
         let state = Arc::new(AtomicU8::new(RUNNING));
         let job_state = state.clone();
@@ -96,30 +109,14 @@ impl Runner {
             let _ = tx.send(result);
         });
         self.dispatch(job)?;
-        match rx.recv_timeout(deadline) {
-            Ok(result) => result.map_err(|_| DeadlineError::Panicked { what }),
-            Err(_) => {
-                // Counted before the state flips, so the worker's decrement never comes first.
-                self.inner.stuck.fetch_add(1, Ordering::AcqRel);
-                match state.compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(_) => {
-                        self.inner.timed_out.fetch_add(1, Ordering::Relaxed);
-                        Err(DeadlineError::TimedOut {
-                            what,
-                            after: deadline,
-                        })
-                    }
-                    // It finished just now: its result is in the channel.
-                    Err(_) => {
-                        self.inner.stuck.fetch_sub(1, Ordering::AcqRel);
-                        match rx.recv() {
-                            Ok(result) => result.map_err(|_| DeadlineError::Panicked { what }),
-                            Err(_) => Err(DeadlineError::Panicked { what }),
-                        }
-                    }
-                }
-            }
-        }
+        Ok(Pending {
+            what: self.inner.what,
+            rx,
+            state,
+            inner: self.inner.clone(),
+            deadline,
+            due: Instant::now() + deadline,
+        })
     }
 
     /// Hands `job` to an idle worker, or to a new one while fewer than `max_workers` live.
@@ -181,6 +178,72 @@ impl Runner {
     }
 }
 
+/// A call started by `Runner::start`.
+pub struct Pending<T> {
+    what: &'static str,
+    rx: Receiver<std::thread::Result<T>>,
+    state: Arc<AtomicU8>,
+    inner: Arc<Inner>,
+    deadline: Duration,
+    due: Instant,
+}
+
+impl<T> Pending<T> {
+    /// The call's result once it returned, `TimedOut` once its deadline passed (its worker is
+    /// then abandoned), or `None` while it runs and may still finish in time. Never blocks.
+    /// After a `Some`, the call is over: polling again gives `Panicked`.
+    pub fn poll(&mut self) -> Option<Result<T, DeadlineError>> {
+        use std::sync::mpsc::TryRecvError;
+        match self.rx.try_recv() {
+            Ok(result) => Some(result.map_err(|_| DeadlineError::Panicked { what: self.what })),
+            Err(TryRecvError::Disconnected) => Some(Err(DeadlineError::Panicked { what: self.what })),
+            Err(TryRecvError::Empty) => match self.state.load(Ordering::Acquire) {
+                RUNNING if Instant::now() >= self.due => Some(self.give_up()),
+                ABANDONED => Some(Err(DeadlineError::TimedOut {
+                    what: self.what,
+                    after: self.deadline,
+                })),
+                // Running, or done with its result on the way.
+                _ => None,
+            },
+        }
+    }
+
+    /// Abandons the call (counted stuck) unless it finished just now.
+    fn give_up(&mut self) -> Result<T, DeadlineError> {
+        let what = self.what;
+        // Counted before the state flips, so the worker's decrement never comes first.
+        self.inner.stuck.fetch_add(1, Ordering::AcqRel);
+        match self
+            .state
+            .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                self.inner.timed_out.fetch_add(1, Ordering::Relaxed);
+                Err(DeadlineError::TimedOut {
+                    what,
+                    after: self.deadline,
+                })
+            }
+            Err(ABANDONED) => {
+                self.inner.stuck.fetch_sub(1, Ordering::AcqRel);
+                Err(DeadlineError::TimedOut {
+                    what,
+                    after: self.deadline,
+                })
+            }
+            // It finished just now: its result is in the channel.
+            Err(_) => {
+                self.inner.stuck.fetch_sub(1, Ordering::AcqRel);
+                match self.rx.recv() {
+                    Ok(result) => result.map_err(|_| DeadlineError::Panicked { what }),
+                    Err(_) => Err(DeadlineError::Panicked { what }),
+                }
+            }
+        }
+    }
+}
+
 /// A worker: runs its first job, then each job it is given; each puts it back in the idle list.
 fn worker(inner: Arc<Inner>, me: Sender<Job>, jobs: Receiver<Job>, first: Job) {
     let idle = || {
@@ -200,7 +263,6 @@ fn worker(inner: Arc<Inner>, me: Sender<Job>, jobs: Receiver<Job>, first: Job) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     #[test]
     fn a_call_in_time_returns_its_result() {
@@ -285,4 +347,53 @@ mod tests {
     }
 
     use std::os::unix::fs::OpenOptionsExt;
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::*;
+
+    #[test]
+    fn a_started_call_is_polled_without_blocking() {
+        let r = Runner::new("test call", 2);
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let mut p = r
+            .start(Duration::from_secs(10), move || wait.recv().map(|()| 5))
+            .unwrap();
+        let t = Instant::now();
+        assert!(p.poll().is_none());
+        assert!(t.elapsed() < Duration::from_millis(100));
+        go.send(()).unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut got = None;
+        while got.is_none() && Instant::now() < until {
+            got = p.poll();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(got, Some(Ok(Ok(5))));
+    }
+
+    #[test]
+    fn a_started_call_times_out_when_polled_past_its_deadline() {
+        let r = Runner::new("test call", 1);
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let mut p = r
+            .start(Duration::from_millis(50), move || wait.recv().is_ok())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(matches!(p.poll(), Some(Err(DeadlineError::TimedOut { .. }))));
+        assert!(matches!(p.poll(), Some(Err(DeadlineError::TimedOut { .. }))));
+        assert_eq!((r.stuck(), r.timed_out()), (1, 1));
+        // The only worker is stuck: the next start fails fast.
+        assert!(matches!(
+            r.start(Duration::from_secs(1), || ()),
+            Err(DeadlineError::Saturated { .. })
+        ));
+        go.send(()).unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        while r.stuck() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(r.stuck(), 0);
+    }
 }
