@@ -529,6 +529,8 @@ mod tests {
             ("fim_state_queue_length", "gauge"),
             ("fim_state_writes_dropped_total", "counter"),
             ("fim_watch_failures_total", "counter"),
+            ("fim_stuck_threads", "gauge"),
+            ("fim_blocking_timeouts_total", "counter"),
         ] {
             assert_eq!(
                 types.get(family).map(String::as_str),
@@ -537,7 +539,7 @@ mod tests {
                 r.body
             );
         }
-        assert_eq!(types.len(), 23, "unexpected families: {types:?}");
+        assert_eq!(types.len(), 25, "unexpected families: {types:?}");
         assert!(
             r.body.lines().any(|l| l == "fim_kernel_events_total 7"),
             "{}",
