@@ -206,6 +206,55 @@ fn list_pods(dir: &Path) -> HashMap<String, PodRef> {
         .collect()
 }
 
+/// ECS `process.*`, `user.id` and `container.*`/`orchestrator.*`/`kubernetes.*` for the task a
+/// kernel record named: `tgid` the process, `pid` the thread, `thread_name` its `comm`, `uid`
+/// its user (`u32::MAX`: unknown, left out). The executable, the process name and the container
+/// come from /proc and the cgroup while the process lives; the record's names otherwise.
+pub fn process_fields(
+    tgid: u32,
+    pid: u32,
+    thread_name: &str,
+    uid: u32,
+    pods: &PodDirectory,
+) -> Vec<(&'static str, Value)> {
+    use std::os::unix::ffi::OsStrExt;
+    let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
+        .ok()
+        .map(|p| crate::output::path::path_text(p.as_os_str().as_bytes()).0);
+    // The record names the thread (an io_uring worker is "iou-wrk-N"); the process name is
+    // the thread group leader's, while it lives.
+    let name = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
+        .map(|s| s.trim_end().to_owned())
+        .unwrap_or_else(|_| thread_name.to_owned());
+    let mut process = json!({
+        "pid": tgid,
+        "name": name,
+        "thread": { "id": pid, "name": thread_name },
+    });
+    if let Some(exe) = exe {
+        process["executable"] = json!(exe);
+    }
+    let mut out = vec![("process", process)];
+    if uid != u32::MAX {
+        out.push(("user", json!({ "id": uid.to_string() })));
+    }
+    if let Some(c) = container_of_process(tgid) {
+        let pod = c.pod_uid.as_deref().and_then(|uid| pods.lookup(uid));
+        if let Value::Object(fields) = ecs_fields(&c, pod.as_ref()) {
+            for (k, v) in fields {
+                let k: &'static str = match k.as_str() {
+                    "container" => "container",
+                    "orchestrator" => "orchestrator",
+                    "kubernetes" => "kubernetes",
+                    _ => continue,
+                };
+                out.push((k, v));
+            }
+        }
+    }
+    out
+}
+
 /// ECS fields for an alert, as an object whose top-level keys are to be merged into it:
 ///
 /// ```json
@@ -476,5 +525,31 @@ mod tests {
             container_of_process(std::process::id()),
             container_from_cgroup(&text)
         );
+    }
+
+    #[test]
+    fn process_fields_read_proc_while_the_process_lives() {
+        let pods = PodDirectory::new(PathBuf::from("/"));
+        let me = std::process::id();
+        let fields = process_fields(me, me, "thread-name", 1000, &pods);
+        let process = &fields.iter().find(|(k, _)| *k == "process").expect("process").1;
+        assert_eq!(process["pid"], json!(me));
+        assert_eq!(process["thread"]["name"], json!("thread-name"));
+        assert!(process["executable"].as_str().is_some_and(|e| e.starts_with('/')));
+        assert_ne!(
+            process["name"],
+            json!("thread-name"),
+            "the leader's name from /proc"
+        );
+        assert!(
+            fields
+                .iter()
+                .any(|(k, v)| *k == "user" && v["id"] == json!("1000"))
+        );
+        // The process gone: the record's names stand, and an unknown uid is left out.
+        let gone = process_fields(u32::MAX - 1, 7, "iou-wrk-7", u32::MAX, &pods);
+        assert_eq!(gone[0].1["name"], json!("iou-wrk-7"));
+        assert!(gone[0].1.get("executable").is_none());
+        assert!(!gone.iter().any(|(k, _)| *k == "user"));
     }
 }

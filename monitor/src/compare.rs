@@ -80,6 +80,56 @@ pub struct Change {
 }
 
 impl Change {
+    /// An alert for a path the baseline does not have.
+    pub fn created(current: Entry, policy: Policy) -> Change {
+        Change::alert(Action::Created, policy, None, Some(current), Vec::new())
+    }
+
+    /// An alert for a path of the baseline that is gone.
+    pub fn deleted(previous: Entry, policy: Policy) -> Change {
+        Change::alert(Action::Deleted, policy, Some(previous), None, Vec::new())
+    }
+
+    /// An alert for `previous` found as `current` at the same path, with the attributes that
+    /// differ (`diff`): `updated` when content, type, size or link target differ,
+    /// `attributes_modified` otherwise.
+    pub fn differs(previous: Entry, current: Entry, changes: Vec<&'static str>, policy: Policy) -> Change {
+        Change::alert(
+            action_for(&changes),
+            policy,
+            Some(previous),
+            Some(current),
+            changes,
+        )
+    }
+
+    /// An alert with every part given.
+    pub fn alert(
+        action: Action,
+        policy: Policy,
+        previous: Option<Entry>,
+        current: Option<Entry>,
+        changes: Vec<&'static str>,
+    ) -> Change {
+        Change {
+            action,
+            kind: Kind::Alert,
+            policy,
+            current,
+            previous,
+            changes,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The same change as an allowed `event` of `action`, with `extra` details under `fim.*`.
+    pub fn into_event(mut self, action: Action, extra: Vec<(&'static str, serde_json::Value)>) -> Change {
+        self.action = action;
+        self.kind = Kind::Event;
+        self.extra.extend(extra);
+        self
+    }
+
     pub fn path(&self) -> &[u8] {
         self.current
             .as_ref()
@@ -212,15 +262,9 @@ pub fn compare(
                 seen[i] = true;
                 let changes = diff(&baseline[i], &entry, mode);
                 if !changes.is_empty() {
-                    out.changes.push(Change {
-                        action: action_for(&changes),
-                        kind: Kind::Alert,
-                        extra: Vec::new(),
-                        policy: policy_of(&entry.path),
-                        current: Some(entry),
-                        previous: Some(baseline[i].clone()),
-                        changes,
-                    });
+                    let policy = policy_of(&entry.path);
+                    out.changes
+                        .push(Change::differs(baseline[i].clone(), entry, changes, policy));
                 }
             }
             // Seen twice (a nested watch overlapping): the first report stands.
@@ -257,26 +301,12 @@ pub fn compare(
         created = pairing.created;
     }
     for c in created {
-        out.changes.push(Change {
-            action: Action::Created,
-            kind: Kind::Alert,
-            extra: Vec::new(),
-            policy: policy_of(&c.path),
-            current: Some(c),
-            previous: None,
-            changes: Vec::new(),
-        });
+        let policy = policy_of(&c.path);
+        out.changes.push(Change::created(c, policy));
     }
     for d in deleted {
-        out.changes.push(Change {
-            action: Action::Deleted,
-            kind: Kind::Alert,
-            extra: Vec::new(),
-            policy: policy_of(&d.path),
-            current: None,
-            previous: Some(d),
-            changes: Vec::new(),
-        });
+        let policy = policy_of(&d.path);
+        out.changes.push(Change::deleted(d, policy));
     }
     out.changes.sort_by(|a, b| a.path().cmp(b.path()));
     out.problems.sort_by(|a, b| a.path.cmp(&b.path));
@@ -289,15 +319,7 @@ pub fn compare(
 pub fn moved(old: Entry, new: Entry, mode: Mode, policy: Policy) -> Change {
     let mut changes = diff(&old, &new, mode);
     changes.insert(0, "path");
-    Change {
-        action: Action::Moved,
-        kind: Kind::Alert,
-        extra: Vec::new(),
-        policy,
-        current: Some(new),
-        previous: Some(old),
-        changes,
-    }
+    Change::alert(Action::Moved, policy, Some(old), Some(new), changes)
 }
 
 /// Whether `path` is `dir` or lies below it, by whole components.
@@ -368,5 +390,42 @@ mod tests {
         assert_eq!(diff(&unread, &a, Mode::Full), vec!["flags"]);
         assert!(is_under(b"/etc/x", b"/etc") && is_under(b"/etc", b"/etc/") && is_under(b"/a", b"/"));
         assert!(!is_under(b"/etcx", b"/etc"));
+    }
+
+    #[test]
+    fn constructors_build_what_the_literals_did() {
+        let a = file();
+        let mut b = file();
+        b.sha256 = Some([2; 32]);
+        let c = Change::created(a.clone(), Policy::Static);
+        assert_eq!(
+            (c.action, c.kind, c.path()),
+            (Action::Created, Kind::Alert, &b"/etc/x"[..])
+        );
+        assert!(c.previous.is_none() && c.changes.is_empty());
+        let d = Change::deleted(a.clone(), Policy::AppendOnly);
+        assert_eq!((d.action, d.policy), (Action::Deleted, Policy::AppendOnly));
+        assert!(d.current.is_none() && d.previous.is_some());
+        let u = Change::differs(a.clone(), b.clone(), diff(&a, &b, Mode::Full), Policy::Static);
+        assert_eq!((u.action, u.changes.clone()), (Action::Updated, vec!["content"]));
+        let mut m = file();
+        m.mode = 0o600;
+        let am = Change::differs(a.clone(), m.clone(), diff(&a, &m, Mode::Full), Policy::Static);
+        assert_eq!(am.action, Action::AttributesModified);
+        let e = u.into_event(
+            Action::Appended,
+            vec![("append", serde_json::json!({ "appended_bytes": 1 }))],
+        );
+        assert_eq!(
+            (e.action, e.kind, e.extra.len()),
+            (Action::Appended, Kind::Event, 1)
+        );
+        let mut moved_to = file();
+        moved_to.path = b"/etc/y".to_vec();
+        let mv = moved(a, moved_to, Mode::Full, Policy::Static);
+        assert_eq!(
+            (mv.action, mv.changes[0], mv.path()),
+            (Action::Moved, "path", &b"/etc/y"[..])
+        );
     }
 }

@@ -3,18 +3,17 @@
 //! names, whose rotated file holds the verified content, is a `rotated` event; anything else
 //! stays an alert. What an event lets the baseline advance to is returned as ledger rows.
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
+use super::content::{digest_file, judge_file, open_regular};
 use super::state::{self, AppendState, Extended};
+use super::verdict::{Content, Look, Verdict, verdict};
 use crate::baseline::entry::{Entry, FileKind};
 use crate::baseline::store::LedgerRow;
-use crate::compare::{Action, Change, Kind, Mode};
+use crate::compare::{Action, Change, Mode};
 use crate::config::{Policy, Settings, Watch};
 use crate::output::path::path_text;
 
@@ -49,156 +48,6 @@ fn dir_of(path: &[u8]) -> &[u8] {
         Some(i) => &path[..i],
         None => b"",
     }
-}
-
-/// Opens a regular file of the tree at `root` for reading: no symlink followed, nothing but a
-/// regular file opened, never blocking.
-pub fn open_regular(root: &Path, path: &[u8]) -> Option<OwnedFd> {
-    use rustix::fs::{Mode as FMode, OFlags, ResolveFlags};
-    let rel = path.strip_prefix(b"/").unwrap_or(path);
-    let rel = if rel.is_empty() { &b"."[..] } else { rel };
-    let dir = rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        FMode::empty(),
-    )
-    .ok()?;
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::IN_ROOT;
-    let fd = if rel.len() > crate::scan::long_paths::PATH_MAX_BYTES {
-        // Too long to give whole: its directory relative to `root` one component at a time
-        // (no symlink followed), then the file relative to that.
-        let (parent, last) = crate::scan::long_paths::parent_at(dir, rel).ok()?;
-        rustix::fs::openat2(
-            &parent,
-            std::ffi::OsStr::from_bytes(last),
-            flags,
-            FMode::empty(),
-            resolve,
-        )
-    } else {
-        rustix::fs::openat2(
-            &dir,
-            std::ffi::OsStr::from_bytes(rel),
-            flags,
-            FMode::empty(),
-            resolve,
-        )
-    }
-    .ok()?;
-    let st = rustix::fs::fstat(&fd).ok()?;
-    (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile).then_some(fd)
-}
-
-/// How a file's content stands against a log's verified checkpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Judged {
-    /// Bytes read (decompressed, for a compressed file).
-    pub total: u64,
-    /// The longest checkpoint it starts with (0: none).
-    pub verified: u64,
-    /// It disagrees with a checkpoint it is long enough to hold.
-    pub mismatch: bool,
-}
-
-/// Streams `r` against ascending `checkpoints`, reading at most `cap` bytes.
-fn judge_stream(mut r: impl Read, checkpoints: &[(u64, [u8; 32])], cap: u64) -> std::io::Result<Judged> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 128 * 1024];
-    let mut total = 0u64;
-    let mut next = 0;
-    let mut out = Judged {
-        total: 0,
-        verified: 0,
-        mismatch: false,
-    };
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let mut chunk = &buf[..n];
-        while !chunk.is_empty() {
-            // Stop exactly at the next checkpoint to compare the digest there.
-            let take = match checkpoints.get(next) {
-                Some(&(len, _)) if len >= total && len - total < chunk.len() as u64 => (len - total) as usize,
-                _ => chunk.len(),
-            };
-            h.update(&chunk[..take]);
-            total += take as u64;
-            chunk = &chunk[take..];
-            while let Some(&(len, sha)) = checkpoints.get(next) {
-                if len != total {
-                    break;
-                }
-                let d: [u8; 32] = h.clone().finalize().into();
-                if d == sha {
-                    out.verified = len;
-                } else {
-                    out.mismatch = true;
-                }
-                next += 1;
-            }
-        }
-        if total > cap {
-            break;
-        }
-    }
-    // An empty checkpoint list entry at 0 never arises; a zero-length log verifies trivially.
-    out.total = total;
-    Ok(out)
-}
-
-fn is_compressed(fd: &OwnedFd) -> bool {
-    let mut magic = [0u8; 2];
-    matches!(rustix::io::pread(fd, &mut magic, 0), Ok(2)) && magic == [0x1f, 0x8b]
-}
-
-/// Judges a rotated file (plain or gzip) against a log's checkpoints.
-pub fn judge_file(fd: OwnedFd, checkpoints: &[(u64, [u8; 32])], cap: u64) -> std::io::Result<(Judged, bool)> {
-    let compressed = is_compressed(&fd);
-    let file = std::fs::File::from(fd);
-    let j = if compressed {
-        judge_stream(
-            flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)),
-            checkpoints,
-            cap,
-        )?
-    } else {
-        judge_stream(file, checkpoints, cap)?
-    };
-    Ok((j, compressed))
-}
-
-/// The length and SHA-256 of a file's content (decompressed, when it is gzip), reading at most
-/// `cap` bytes of it; whether it was compressed.
-fn digest_file(fd: OwnedFd, cap: u64) -> std::io::Result<(u64, [u8; 32], bool)> {
-    let compressed = is_compressed(&fd);
-    let file = std::fs::File::from(fd);
-    let mut r: Box<dyn Read> = if compressed {
-        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)))
-    } else {
-        Box::new(file)
-    };
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 128 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        h.update(&buf[..n]);
-        total += n as u64;
-        if total > cap {
-            return Err(std::io::Error::other("larger than max_file_size"));
-        }
-    }
-    Ok((total, h.finalize().into(), compressed))
 }
 
 struct Judge<'a, 'c> {
@@ -244,11 +93,7 @@ impl Judge<'_, '_> {
     }
 
     fn event(&mut self, action: Action, c: &Change, extra: Vec<(&'static str, serde_json::Value)>) {
-        let mut e = c.clone();
-        e.action = action;
-        e.kind = Kind::Event;
-        e.extra.extend(extra);
-        self.out.changes.push(e);
+        self.out.changes.push(c.clone().into_event(action, extra));
     }
 
     fn advance(&mut self, entry: &Entry, append: Option<AppendState>) {
@@ -511,24 +356,15 @@ impl Judge<'_, '_> {
     }
 
     fn rebuild(&self, mut keep: Vec<Change>, deleted: Vec<Entry>, created: Vec<Entry>) -> Vec<Change> {
-        let change = |action, previous, current| Change {
-            action,
-            kind: Kind::Alert,
-            policy: Policy::AppendOnly,
-            current,
-            previous,
-            changes: Vec::new(),
-            extra: Vec::new(),
-        };
         keep.extend(
             deleted
                 .into_iter()
-                .map(|e| change(Action::Deleted, Some(e), None)),
+                .map(|e| Change::deleted(e, Policy::AppendOnly)),
         );
         keep.extend(
             created
                 .into_iter()
-                .map(|e| change(Action::Created, None, Some(e))),
+                .map(|e| Change::created(e, Policy::AppendOnly)),
         );
         keep
     }
@@ -567,49 +403,57 @@ impl Judge<'_, '_> {
             }
             return;
         }
-        let meta: Vec<&'static str> = c
-            .changes
-            .iter()
-            .copied()
-            .filter(|k| !["content", "size", "mtime", "ctime"].contains(k))
-            .collect();
-        if !meta.is_empty() {
-            let mut c = c;
-            c.action = Action::AttributesModified;
-            return self.out.changes.push(c);
-        }
-        if cur.size < prev.size {
-            if self.covered.contains_key(&prev.path) {
-                return self.copytruncated(&c, prev, cur);
+        let mut intact = None;
+        // Hashed only when its length leaves the verified bytes in it.
+        let content = if cur.size < prev.size {
+            Content::Shorter
+        } else {
+            match (prev.sha256, open_regular(self.ctx.root, &cur.path)) {
+                (Some(sha), Some(fd)) => match state::full(&fd, cur.size, Some((prev.size, sha))) {
+                    Ok(Extended::Intact { state, .. }) if Some(state.sha256) == cur.sha256 => {
+                        intact = Some(state);
+                        Content::Intact
+                    }
+                    Ok(Extended::Shorter) => Content::Shorter,
+                    Ok(Extended::Changed) => Content::Changed,
+                    // Changed again while read (the next look judges it), or unreadable.
+                    _ => Content::Unsettled,
+                },
+                _ => Content::Unsettled,
             }
-            let mut c = c;
-            c.action = Action::Truncated;
-            return self.out.changes.push(c);
-        }
-        let (Some(sha), Some(fd)) = (prev.sha256, open_regular(self.ctx.root, &cur.path)) else {
-            return self.out.changes.push(c);
         };
-        match state::full(&fd, cur.size, Some((prev.size, sha))) {
-            Ok(Extended::Intact { state, .. }) if Some(state.sha256) == cur.sha256 => {
-                if cur.size > prev.size {
-                    let extra =
-                        json!({ "verified_bytes": prev.size, "appended_bytes": cur.size - prev.size });
-                    self.event(Action::Appended, &c, vec![("append", extra)]);
-                }
-                self.advance(cur, Some(state));
+        let look = Look {
+            verified_len: prev.size,
+            len: cur.size,
+            differ: &c.changes,
+            content,
+            kernel_saw_shrink: false,
+        };
+        let covered = self.covered.contains_key(&prev.path);
+        match verdict(&look) {
+            Verdict::AttributesModified(_) => {
+                let mut c = c;
+                c.action = Action::AttributesModified;
+                self.out.changes.push(c);
             }
             // A copy holds the verified content and this is still the same inode: copytruncate,
             // then new lines, whatever their length (the verified prefix is in the copy).
-            Ok(Extended::Shorter | Extended::Changed) if self.covered.contains_key(&prev.path) => {
-                self.copytruncated(&c, prev, cur)
-            }
-            Ok(Extended::Shorter) => {
+            Verdict::Truncated | Verdict::ContentChanged if covered => self.copytruncated(&c, prev, cur),
+            Verdict::Truncated => {
                 let mut c = c;
                 c.action = Action::Truncated;
                 self.out.changes.push(c);
             }
-            // Changed, or changed again while read (the next look judges it).
-            _ => self.out.changes.push(c),
+            Verdict::Appended {
+                verified_bytes,
+                appended_bytes,
+            } => {
+                let extra = json!({ "verified_bytes": verified_bytes, "appended_bytes": appended_bytes });
+                self.event(Action::Appended, &c, vec![("append", extra)]);
+                self.advance(cur, intact);
+            }
+            Verdict::Intact => self.advance(cur, intact),
+            Verdict::ContentChanged | Verdict::Unsettled => self.out.changes.push(c),
         }
     }
 }
@@ -631,249 +475,4 @@ pub fn review(ctx: &Context<'_>, changes: Vec<Change>) -> Reviewed {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::Write;
-
-    use super::*;
-
-    #[test]
-    fn judges_streams_against_checkpoints() {
-        let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7) as u8).collect();
-        let cp = |n: usize| (n as u64, <[u8; 32]>::from(Sha256::digest(&data[..n])));
-        let cps = vec![cp(100), cp(4096), cp(30_000)];
-        // A copy taken between the second and third checkpoint.
-        let j = judge_stream(&data[..20_000], &cps, u64::MAX).unwrap();
-        assert_eq!((j.total, j.verified, j.mismatch), (20_000, 4096, false));
-        let j = judge_stream(&data[..], &cps, u64::MAX).unwrap();
-        assert_eq!((j.verified, j.mismatch), (30_000, false));
-        let mut bad = data.clone();
-        bad[5000] ^= 1;
-        let j = judge_stream(&bad[..], &cps, u64::MAX).unwrap();
-        assert!(j.mismatch && j.verified == 4096);
-        // Compressed: the same answer through gzip.
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&data).unwrap();
-        let gz = gz.finish().unwrap();
-        let j = judge_stream(flate2::read::MultiGzDecoder::new(&gz[..]), &cps, u64::MAX).unwrap();
-        assert_eq!((j.total, j.verified, j.mismatch), (50_000, 30_000, false));
-    }
-
-    /// A directory of logs watched append-only with `rotate = ["app.log.*"]`, and what the
-    /// baseline says of it.
-    struct Logs {
-        dir: tempfile::TempDir,
-        settings: Settings,
-        base: HashMap<Vec<u8>, Entry>,
-    }
-
-    fn entry_of(path: &Path) -> Entry {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).unwrap();
-        Entry {
-            path: path.as_os_str().as_bytes().to_vec(),
-            kind: FileKind::Regular,
-            size: m.len(),
-            mode: m.mode() & 0o7777,
-            uid: m.uid(),
-            gid: m.gid(),
-            ino: m.ino(),
-            dev: m.dev(),
-            nlink: m.nlink(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-            sha256: Some(Sha256::digest(std::fs::read(path).unwrap()).into()),
-            link_target: None,
-            xattrs: Default::default(),
-            flags: None,
-            birth_ns: None,
-            generation: None,
-        }
-    }
-
-    impl Logs {
-        fn new(log: &str) -> Logs {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::write(dir.path().join("app.log"), log).unwrap();
-            let text = format!(
-                "state_dir = \"/nonexistent\"\n[[watch]]\npath = {:?}\npolicy = \"append-only\"\n\
-                 rotate = [\"app.log.*\"]\n",
-                dir.path().display().to_string()
-            );
-            let settings = Settings::parse(Path::new("fimd.toml"), &text).unwrap();
-            let mut logs = Logs {
-                dir,
-                settings,
-                base: HashMap::new(),
-            };
-            logs.base = logs.now();
-            logs
-        }
-
-        fn path(&self, name: &str) -> std::path::PathBuf {
-            self.dir.path().join(name)
-        }
-
-        fn now(&self) -> HashMap<Vec<u8>, Entry> {
-            std::fs::read_dir(self.dir.path())
-                .unwrap()
-                .map(|e| entry_of(&e.unwrap().path()))
-                .map(|e| (e.path.clone(), e))
-                .collect()
-        }
-
-        /// What a comparison finds (path by path, then moves paired), judged; the ledger
-        /// applied to the baseline as the store does (row by row, the last one wins).
-        fn look(&mut self) -> Vec<Change> {
-            let now = self.now();
-            let mut changes = Vec::new();
-            let (mut gone, mut new) = (Vec::new(), Vec::new());
-            for (p, b) in &self.base {
-                match now.get(p) {
-                    Some(n) => {
-                        let d = crate::compare::diff(b, n, Mode::Full);
-                        if !d.is_empty() {
-                            let content = d.iter().any(|k| ["content", "size"].contains(k));
-                            changes.push(Change {
-                                action: if content {
-                                    Action::Updated
-                                } else {
-                                    Action::AttributesModified
-                                },
-                                kind: Kind::Alert,
-                                policy: Policy::AppendOnly,
-                                current: Some(n.clone()),
-                                previous: Some(b.clone()),
-                                changes: d,
-                                extra: Vec::new(),
-                            });
-                        }
-                    }
-                    None => gone.push(b.clone()),
-                }
-            }
-            new.extend(now.values().filter(|n| !self.base.contains_key(&n.path)).cloned());
-            let pairing = crate::moves::pair(gone, new);
-            for (o, n) in pairing.moved {
-                changes.push(crate::compare::moved(o, n, Mode::Full, Policy::AppendOnly));
-            }
-            let plain = |action, previous, current| Change {
-                action,
-                kind: Kind::Alert,
-                policy: Policy::AppendOnly,
-                current,
-                previous,
-                changes: Vec::new(),
-                extra: Vec::new(),
-            };
-            changes.extend(
-                pairing
-                    .deleted
-                    .into_iter()
-                    .map(|e| plain(Action::Deleted, Some(e), None)),
-            );
-            changes.extend(
-                pairing
-                    .created
-                    .into_iter()
-                    .map(|e| plain(Action::Created, None, Some(e))),
-            );
-            changes.sort_by(|a, b| a.path().cmp(b.path()));
-            let retired = HashSet::new();
-            let checkpoints = HashMap::new();
-            let ctx = Context {
-                settings: &self.settings,
-                root: Path::new("/"),
-                mode: Mode::Full,
-                base: &self.base,
-                retired: &retired,
-                checkpoints: &checkpoints,
-            };
-            let out = review(&ctx, changes);
-            for row in out.ledger {
-                match row.entry {
-                    Some(e) => self.base.insert(row.path, e),
-                    None => self.base.remove(&row.path),
-                };
-            }
-            out.changes
-        }
-
-        fn mv(&self, from: &str, to: &str) {
-            std::fs::rename(self.path(from), self.path(to)).unwrap();
-        }
-    }
-
-    fn alerts(changes: &[Change]) -> Vec<String> {
-        changes
-            .iter()
-            .filter(|c| c.kind == Kind::Alert)
-            .map(|c| format!("{} {}", c.action.as_str(), String::from_utf8_lossy(c.path())))
-            .collect()
-    }
-
-    #[test]
-    fn a_chain_shifted_between_two_looks_is_one_rotation() {
-        let mut l = Logs::new("a\n");
-        l.mv("app.log", "app.log.1");
-        std::fs::write(l.path("app.log"), "b\n").unwrap();
-        assert_eq!(alerts(&l.look()), Vec::<String>::new(), "first generation");
-        // Every name is replaced by another inode; none is gone.
-        l.mv("app.log.1", "app.log.2");
-        l.mv("app.log", "app.log.1");
-        std::fs::write(l.path("app.log"), "c\n").unwrap();
-        let seen = l.look();
-        assert_eq!(alerts(&seen), Vec::<String>::new(), "second generation");
-        assert_eq!(
-            seen.iter().filter(|c| c.action == Action::Rotated).count(),
-            2,
-            "app.log -> .1 and .1 -> .2"
-        );
-        assert!(l.look().is_empty(), "the baseline took the chain");
-        // Delaycompress after the shift: .1 -> .2, then .2 compressed, all between two looks.
-        l.mv("app.log.2", "app.log.3");
-        l.mv("app.log.1", "app.log.2");
-        l.mv("app.log", "app.log.1");
-        std::fs::write(l.path("app.log"), "d\n").unwrap();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&std::fs::read(l.path("app.log.2")).unwrap())
-            .unwrap();
-        std::fs::write(l.path("app.log.2.gz"), gz.finish().unwrap()).unwrap();
-        std::fs::remove_file(l.path("app.log.2")).unwrap();
-        assert_eq!(
-            alerts(&l.look()),
-            Vec::<String>::new(),
-            "compressed after the shift"
-        );
-        assert!(l.look().is_empty());
-        // A rotated file whose content changed at its new name is still an alert.
-        l.mv("app.log.3", "app.log.4");
-        std::fs::write(l.path("app.log.4"), "A\n").unwrap();
-        let seen = alerts(&l.look());
-        assert_eq!(seen.len(), 1, "{seen:?}");
-        assert!(seen[0].ends_with("app.log.4"), "{seen:?}");
-    }
-
-    #[test]
-    fn copytruncate_seen_late_is_a_rotation_whatever_the_new_length() {
-        for line in ["x\n", "a line at least as long as the verified length\n"] {
-            let mut l = Logs::new("first\nsecond\n");
-            std::fs::copy(l.path("app.log"), l.path("app.log.1")).unwrap();
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(l.path("app.log"))
-                .unwrap();
-            f.set_len(0).unwrap();
-            (&f).write_all(line.as_bytes()).unwrap();
-            let seen = l.look();
-            assert_eq!(alerts(&seen), Vec::<String>::new(), "{line:?}");
-            let log = seen
-                .iter()
-                .find(|c| c.path() == l.path("app.log").as_os_str().as_bytes());
-            assert_eq!(log.map(|c| c.action), Some(Action::Rotated), "{line:?}");
-            assert!(l.look().is_empty(), "{line:?}");
-            // No copy this time: the same rewrite is an alert.
-            std::fs::write(l.path("app.log"), "y".repeat(line.len() + 10)).unwrap();
-            assert_eq!(alerts(&l.look()).len(), 1, "{line:?}");
-        }
-    }
-}
+mod tests;

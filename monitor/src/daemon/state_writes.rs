@@ -99,11 +99,6 @@ impl StateWrites {
         self.ledger.len() + self.evidence.len()
     }
 
-    /// Whether a failure episode is under way.
-    pub fn failing(&self) -> bool {
-        self.failing.is_some()
-    }
-
     /// Queues ledger rows and tries to store everything queued.
     pub fn ledger(&mut self, rows: Vec<LedgerRow>) -> Episode {
         for row in rows {

@@ -1,0 +1,33 @@
+//! `fimd run`: the realtime daemon. The sensor reports each change of a watched inode with the
+//! task that made it; the daemon re-arms the inode, rehashes what changed, compares it with the
+//! baseline and alerts. See docs/sensor-design.md for the protocol.
+//!
+//! Cut by the state each part owns, driven by one loop (`serve`) that passes each part what it
+//! needs; imports run from the loop down to the parts, never back:
+//! - `watch_index`: the last state seen of each path, the paths of each inode, the watch roots,
+//!   and the sensor armed for them;
+//! - `appends`: what is verified of each append-only log (states, checkpoints, retired logs,
+//!   logs to read whole); the decision is `append::verdict`;
+//! - `settle`: rotating directories waiting for quiet, and paths gone waiting for a move;
+//! - `recheck`: later looks at memory-mapped and just-truncated files;
+//! - `alerts`: the outbox, the origin, the sinks, the alerted differences and the metrics;
+//! - `signals`: one `Control` per signal;
+//! - `state` holds the parts and the steps that need several; `handle` reacts to records;
+//!   `rescan` holds a rescan's pure decisions; `follow` takes over a resealed baseline.
+mod alerts;
+mod appends;
+mod follow;
+mod handle;
+mod modifier;
+mod recheck;
+mod rescan;
+mod rules;
+mod serve;
+mod settle;
+mod signals;
+mod state;
+mod state_writes;
+mod watch_index;
+mod watch_roots;
+
+pub use serve::run;

@@ -1,0 +1,282 @@
+//! The pure decisions of a rescan: what a listing found against what was seen before, which
+//! paths are gone, which new directories must be read whole, which paths are new and which
+//! changed. The scanning and the judging stay with the loop; nothing here touches the
+//! filesystem or the kernel.
+use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::modifier::Modifier;
+use super::rules::parent_of;
+use crate::baseline::entry::{Entry, FileKind};
+use crate::compare::{Mode, diff, is_under};
+
+/// Depth of a target scanned whole (`scan::start_at`).
+pub const WHOLE: u32 = u32::MAX;
+
+/// The paths seen before that a rescan found gone: those missing from a listed directory that
+/// still exists (or is a watch root), everything missing below a subtree scanned whole, watch
+/// roots found missing themselves, and whatever was seen below a directory found gone.
+///
+/// `listed`: the directories listed, with their depth (`WHOLE` for a subtree). A listed
+/// directory that is itself gone says nothing of its entries: its parent's listing (which
+/// changed too) finds it gone, and its entries with it, in one decision.
+pub fn gone(
+    seen: &HashMap<Vec<u8>, Entry>,
+    found: &HashMap<Vec<u8>, Entry>,
+    listed: &[(Vec<u8>, u32)],
+    missing_roots: &[&[u8]],
+    is_root: impl Fn(&[u8]) -> bool,
+) -> Vec<Vec<u8>> {
+    let listed: Vec<&(Vec<u8>, u32)> = listed
+        .iter()
+        .filter(|(d, _)| found.contains_key(d) || is_root(d))
+        .collect();
+    let mut gone: Vec<Vec<u8>> = seen
+        .keys()
+        .filter(|p| !found.contains_key(*p))
+        .filter(|p| {
+            missing_roots.contains(&&p[..])
+                || listed.iter().any(|(dir, depth)| {
+                    parent_of(p) == Some(&dir[..]) || (*depth == WHOLE && is_under(p, dir) && *p != dir)
+                })
+        })
+        .cloned()
+        .collect();
+    // What was below a directory that is gone is gone from there too.
+    let gone_dirs: Vec<Vec<u8>> = gone
+        .iter()
+        .filter(|p| seen.get(*p).is_some_and(|e| e.kind == FileKind::Directory))
+        .cloned()
+        .collect();
+    if !gone_dirs.is_empty() {
+        let listed_gone: HashSet<&Vec<u8>> = gone.iter().collect();
+        let below: Vec<Vec<u8>> = seen
+            .keys()
+            .filter(|p| !found.contains_key(*p) && !listed_gone.contains(p))
+            .filter(|p| gone_dirs.iter().any(|d| is_under(p, d)))
+            .cloned()
+            .collect();
+        gone.extend(below);
+    }
+    gone
+}
+
+/// Directories found that were not seen before and are not already inside a subtree scanned
+/// whole: read whole now, so what came with them is judged with them (a move, not a deletion
+/// and a creation), watched, and only then reported.
+pub fn new_dirs(
+    seen: &HashMap<Vec<u8>, Entry>,
+    found: &HashMap<Vec<u8>, Entry>,
+    listed: &[(Vec<u8>, u32)],
+) -> Vec<PathBuf> {
+    found
+        .values()
+        .filter(|e| e.kind == FileKind::Directory && !seen.contains_key(&e.path))
+        .filter(|e| {
+            !listed
+                .iter()
+                .any(|(l, depth)| *depth == WHOLE && is_under(&e.path, l))
+        })
+        .map(|e| PathBuf::from(std::ffi::OsStr::from_bytes(&e.path)))
+        .collect()
+}
+
+/// What a rescan found, against what was seen.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Paths not seen before.
+    pub created: Vec<Entry>,
+    /// Paths seen before whose attributes differ now (by `mode`).
+    pub changed: Vec<Entry>,
+}
+
+/// Sorts `found` into new and changed paths; paths the same as seen are dropped.
+pub fn classify(seen: &HashMap<Vec<u8>, Entry>, found: HashMap<Vec<u8>, Entry>, mode: Mode) -> Found {
+    let mut out = Found::default();
+    for (path, e) in found {
+        match seen.get(&path) {
+            Some(old) if diff(old, &e, mode).is_empty() => {}
+            Some(_) => out.changed.push(e),
+            None => out.created.push(e),
+        }
+    }
+    out.created.sort_by(|a, b| a.path.cmp(&b.path));
+    out.changed.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// The writer the kernel named for `path` or, failing that, for its nearest directory.
+pub fn modifier_for(who: Option<&HashMap<Vec<u8>, Modifier>>, path: &[u8]) -> Option<Modifier> {
+    let who = who?;
+    let mut p = Some(Path::new(std::ffi::OsStr::from_bytes(path)));
+    while let Some(cur) = p {
+        if let Some(m) = who.get(cur.as_os_str().as_bytes()) {
+            return Some(m.clone());
+        }
+        p = cur.parent();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(path: &str, kind: FileKind, ino: u64) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind,
+            size: 1,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            ino,
+            dev: 1,
+            nlink: 1,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            sha256: (kind == FileKind::Regular).then_some([ino as u8; 32]),
+            link_target: None,
+            xattrs: Vec::new(),
+            flags: Some(0),
+            birth_ns: None,
+            generation: None,
+        }
+    }
+
+    fn tree(entries: &[(&str, FileKind)]) -> HashMap<Vec<u8>, Entry> {
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, (p, k))| (p.as_bytes().to_vec(), e(p, *k, i as u64 + 1)))
+            .collect()
+    }
+
+    fn sorted(mut v: Vec<Vec<u8>>) -> Vec<String> {
+        v.sort();
+        v.into_iter().map(|p| String::from_utf8(p).unwrap()).collect()
+    }
+
+    const D: FileKind = FileKind::Directory;
+    const F: FileKind = FileKind::Regular;
+
+    fn seen() -> HashMap<Vec<u8>, Entry> {
+        tree(&[
+            ("/w", D),
+            ("/w/a", F),
+            ("/w/b", F),
+            ("/w/sub", D),
+            ("/w/sub/c", F),
+            ("/w/sub/deep", D),
+            ("/w/sub/deep/d", F),
+        ])
+    }
+
+    #[test]
+    fn gone_from_a_listed_directory_only() {
+        let seen = seen();
+        // /w listed (depth 1): /w/b is missing; /w/sub/c is not in this listing's reach.
+        let found = tree(&[("/w", D), ("/w/a", F), ("/w/sub", D)]);
+        let listed = vec![(b"/w".to_vec(), 1)];
+        assert_eq!(sorted(gone(&seen, &found, &listed, &[], |_| false)), vec!["/w/b"]);
+        // Nothing listed (a file's own record): nothing is gone.
+        assert!(gone(&seen, &found, &[], &[], |_| false).is_empty());
+    }
+
+    #[test]
+    fn a_gone_directory_takes_what_was_below_it() {
+        let seen = seen();
+        let found = tree(&[("/w", D), ("/w/a", F), ("/w/b", F)]);
+        let listed = vec![(b"/w".to_vec(), 1)];
+        assert_eq!(
+            sorted(gone(&seen, &found, &listed, &[], |_| false)),
+            vec!["/w/sub", "/w/sub/c", "/w/sub/deep", "/w/sub/deep/d"]
+        );
+    }
+
+    #[test]
+    fn a_listed_directory_itself_gone_says_nothing_unless_a_root() {
+        let seen = seen();
+        let found = tree(&[("/w", D), ("/w/a", F), ("/w/b", F), ("/w/sub", D)]);
+        // /w/sub/deep listed but not found: its parent's listing decides.
+        let listed = vec![(b"/w/sub/deep".to_vec(), 1)];
+        assert!(gone(&seen, &found, &listed, &[], |_| false).is_empty());
+        // A watch root is in no listing: its own absence is its deletion, with what it held.
+        let nothing = HashMap::new();
+        let root = vec![(b"/w".to_vec(), WHOLE)];
+        let all = gone(&seen, &nothing, &root, &[b"/w"], |p| p == b"/w");
+        assert_eq!(sorted(all).len(), seen.len());
+    }
+
+    #[test]
+    fn a_subtree_scanned_whole_finds_deep_losses() {
+        let seen = seen();
+        let found = tree(&[
+            ("/w", D),
+            ("/w/a", F),
+            ("/w/b", F),
+            ("/w/sub", D),
+            ("/w/sub/deep", D),
+        ]);
+        let whole = vec![(b"/w".to_vec(), WHOLE)];
+        assert_eq!(
+            sorted(gone(&seen, &found, &whole, &[], |_| false)),
+            vec!["/w/sub/c", "/w/sub/deep/d"]
+        );
+        let shallow = vec![(b"/w".to_vec(), 1)];
+        assert!(gone(&seen, &found, &shallow, &[], |_| false).is_empty());
+    }
+
+    #[test]
+    fn new_directories_are_read_whole_unless_inside_a_whole_scan() {
+        let seen = seen();
+        let found = tree(&[
+            ("/w", D),
+            ("/w/new", D),
+            ("/w/sub", D),
+            ("/w/new2", D),
+            ("/w/f", F),
+        ]);
+        let mut dirs = new_dirs(&seen, &found, &[(b"/w".to_vec(), 1)]);
+        dirs.sort();
+        assert_eq!(dirs, vec![PathBuf::from("/w/new"), PathBuf::from("/w/new2")]);
+        assert!(new_dirs(&seen, &found, &[(b"/w".to_vec(), WHOLE)]).is_empty());
+    }
+
+    #[test]
+    fn found_paths_are_new_changed_or_the_same() {
+        let seen = seen();
+        let mut found = tree(&[("/w/x", F)]);
+        found.insert(b"/w/a".to_vec(), seen[&b"/w/a"[..]].clone());
+        let mut b = seen[&b"/w/b"[..]].clone();
+        b.mode = 0o600;
+        found.insert(b.path.clone(), b);
+        let mut c = seen[&b"/w/sub/c"[..]].clone();
+        c.ino = 99; // only identity: the same in a portable comparison
+        found.insert(c.path.clone(), c);
+        let full = classify(&seen, found.clone(), Mode::Full);
+        let names = |v: &[Entry]| v.iter().map(|e| e.path.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&full.created), vec![b"/w/x".to_vec()]);
+        assert_eq!(names(&full.changed), vec![b"/w/b".to_vec(), b"/w/sub/c".to_vec()]);
+        let portable = classify(&seen, found, Mode::Portable);
+        assert_eq!(names(&portable.changed), vec![b"/w/b".to_vec()]);
+    }
+
+    #[test]
+    fn the_writer_of_a_path_or_of_its_nearest_directory() {
+        let m = |pid| Modifier {
+            pid,
+            tgid: pid,
+            uid: 0,
+            comm: "x".into(),
+            cgroup_id: 0,
+            hook: "path_rename",
+        };
+        let who: HashMap<Vec<u8>, Modifier> = [(b"/w".to_vec(), m(1)), (b"/w/sub/c".to_vec(), m(2))].into();
+        assert_eq!(modifier_for(Some(&who), b"/w/sub/c").map(|m| m.pid), Some(2));
+        assert_eq!(modifier_for(Some(&who), b"/w/sub/deep/d").map(|m| m.pid), Some(1));
+        assert_eq!(modifier_for(Some(&who), b"/elsewhere"), None);
+        assert_eq!(modifier_for(None, b"/w"), None);
+    }
+}

@@ -1,0 +1,153 @@
+//! The watch index: the last state seen of every watched path, the paths each watched inode
+//! has, the watch roots and the directories holding them, and the sensor that is armed for
+//! them. Learning a path arms its inode; forgetting its last path disarms it.
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use monitor_common::InodeKey;
+
+use super::alerts::AlertWriter;
+use super::watch_roots::{self, Roots};
+use crate::baseline::entry::{Entry, FileKind};
+use crate::config::Settings;
+use crate::sensor::Sensor;
+use crate::sensor::ebpf::kernel_dev;
+
+/// The sensor's key for the inode of `e`.
+pub fn key_of(e: &Entry) -> InodeKey {
+    InodeKey {
+        dev: kernel_dev(e.dev),
+        _pad: 0,
+        ino: e.ino,
+    }
+}
+
+/// How a learned path is armed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm {
+    /// Any change reports.
+    Change,
+    /// An append-only log: changes report, and the kernel records any write below
+    /// `verified_len` (bytes).
+    Append { verified_len: u64 },
+}
+
+/// The watched paths and inodes, and the sensor armed for them (see the module doc).
+pub struct WatchIndex {
+    sensor: Box<dyn Sensor>,
+    /// The last state seen of every watched path.
+    seen: HashMap<Vec<u8>, Entry>,
+    /// Watched inodes and the paths they have.
+    paths: HashMap<InodeKey, Vec<Vec<u8>>>,
+    /// The configured watch paths and their identity when last looked at.
+    roots: Roots,
+    /// The directories holding watch roots, armed: a change there may move or replace a root.
+    root_parents: HashMap<InodeKey, Vec<Vec<u8>>>,
+}
+
+impl WatchIndex {
+    pub fn new(sensor: Box<dyn Sensor>, roots: Roots) -> WatchIndex {
+        WatchIndex {
+            sensor,
+            seen: HashMap::new(),
+            paths: HashMap::new(),
+            roots,
+            root_parents: HashMap::new(),
+        }
+    }
+
+    pub fn sensor(&self) -> &dyn Sensor {
+        self.sensor.as_ref()
+    }
+
+    pub fn sensor_mut(&mut self) -> &mut dyn Sensor {
+        self.sensor.as_mut()
+    }
+
+    /// The last state seen of every watched path.
+    pub fn seen(&self) -> &HashMap<Vec<u8>, Entry> {
+        &self.seen
+    }
+
+    /// The paths a watched inode has; `None` when it is not watched.
+    pub fn paths_of(&self, key: &InodeKey) -> Option<&Vec<Vec<u8>>> {
+        self.paths.get(key)
+    }
+
+    /// Watched inodes (entries).
+    pub fn inodes(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// The watch roots held by the directory of `key`, when it holds some.
+    pub fn roots_in(&self, key: &InodeKey) -> Option<&Vec<Vec<u8>>> {
+        self.root_parents.get(key)
+    }
+
+    pub fn roots(&self) -> &Roots {
+        &self.roots
+    }
+
+    /// The watch roots whose identity changed since the last look.
+    pub fn roots_changed(&mut self) -> Vec<Vec<u8>> {
+        self.roots.changed()
+    }
+
+    /// Arms the directories holding the watch roots.
+    pub fn arm_root_parents(&mut self, settings: &Settings, alerts: &mut AlertWriter) {
+        let roots: Vec<Vec<u8>> = self.roots.paths().map(<[u8]>::to_vec).collect();
+        for root in roots {
+            if let Some(key) = watch_roots::parent_key(&root) {
+                let parent = Path::new(std::ffi::OsStr::from_bytes(&root))
+                    .parent()
+                    .map_or_else(Vec::new, |p| p.as_os_str().as_bytes().to_vec());
+                // Named by the root it is for: the parent is watched on the root's behalf.
+                if let Err(e) = self.sensor.watch(key, &parent, true) {
+                    alerts.cannot_watch(settings, &root, &e);
+                }
+                self.root_parents.entry(key).or_default().push(root);
+            }
+        }
+    }
+
+    /// Records a path's current state and arms its inode. An inode the sensor cannot watch is
+    /// never fatal (the path is still compared on every full comparison): `alerts` reports it.
+    pub fn learn(&mut self, e: Entry, arm: Arm, settings: &Settings, alerts: &mut AlertWriter) {
+        let key = key_of(&e);
+        // Replaced by another inode (renamed over): the old inode no longer has this name.
+        if self.seen.get(&e.path).is_some_and(|old| key_of(old) != key) {
+            self.forget(&e.path.clone());
+        }
+        let paths = self.paths.entry(key).or_default();
+        if !paths.contains(&e.path) {
+            paths.push(e.path.clone());
+        }
+        let watched = match arm {
+            // One insert: never a moment without the verified length.
+            Arm::Append { verified_len } => self
+                .sensor
+                .watch_append(key, verified_len)
+                .and_then(|()| self.sensor.rearm(key)),
+            Arm::Change => self.sensor.watch(key, &e.path, e.kind == FileKind::Directory),
+        };
+        if let Err(err) = watched {
+            alerts.cannot_watch(settings, &e.path, &err);
+        }
+        self.seen.insert(e.path.clone(), e);
+    }
+
+    /// Drops `path`; its inode is disarmed when it was its last path.
+    pub fn forget(&mut self, path: &[u8]) {
+        if let Some(e) = self.seen.remove(path) {
+            let key = key_of(&e);
+            if let Some(paths) = self.paths.get_mut(&key) {
+                paths.retain(|p| p != path);
+                if paths.is_empty() {
+                    self.paths.remove(&key);
+                    self.sensor.unwatch(&key);
+                }
+            }
+        }
+    }
+}
