@@ -334,17 +334,59 @@ pub fn run(fimd: Option<PathBuf>) -> anyhow::Result<()> {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(daemon.child.id() as libc::pid_t, libc::SIGTERM) };
     let asked = Instant::now();
-    let stopped = loop {
+    // Stopped: reaped, or its main thread exited (a zombie leader). A thread of fimd's that is
+    // inside a call blocked uninterruptibly on the stuck writer's inode lock (D state) cannot
+    // end before that lock is released, whatever fimd does; the kernel reaps the process then.
+    let leader_exited = |pid: u32| {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+    };
+    let mut stopped = None;
+    let mut exited = false;
+    while asked.elapsed() <= STOP_WITHIN {
         if let Some(st) = daemon.child.try_wait()? {
-            break Some(st);
+            stopped = Some(st);
+            break;
         }
-        if asked.elapsed() > STOP_WITHIN {
-            break None;
+        if leader_exited(daemon.child.id()) {
+            exited = true;
+            break;
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
     let stop_took = asked.elapsed();
+    if stopped.is_none() {
+        let pid = daemon.child.id();
+        let threads: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|t| fs::read_to_string(t.path().join("stat")).ok())
+                    .map(|s| {
+                        s.split(") ")
+                            .nth(1)
+                            .unwrap_or("")
+                            .chars()
+                            .next()
+                            .unwrap_or('?')
+                            .to_string()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        eprintln!("faults: after SIGTERM, fimd's threads are in states {threads:?} (main thread first)");
+    }
     stuck2.release()?;
+    if exited {
+        // Released: the kernel reaps it now.
+        let until = Instant::now() + STOP_WITHIN;
+        while stopped.is_none() && Instant::now() < until {
+            stopped = daemon.child.try_wait()?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let kept = std::env::temp_dir().join("fimd-faults.log");
+    let _ = fs::copy(&daemon.log, &kept);
+    eprintln!("faults: fimd's log is kept in {}", kept.display());
 
     let lost: Vec<&Change> = t.changes.iter().filter(|c| c.alerted.is_none()).collect();
     let slow: Vec<&Change> = t
@@ -380,10 +422,13 @@ pub fn run(fimd: Option<PathBuf>) -> anyhow::Result<()> {
             c.alerted.unwrap_or_default()
         );
     }
+    if !exited && stopped.is_none() {
+        bail!("fimd run did not stop within {STOP_WITHIN:?} of SIGTERM while a writer was stuck");
+    }
     match stopped {
         Some(st) if st.success() => {}
         Some(st) => bail!("fimd run stopped with {st} after SIGTERM"),
-        None => bail!("fimd run did not stop within {STOP_WITHIN:?} of SIGTERM while a writer was stuck"),
+        None => bail!("fimd run exited on SIGTERM but was not reaped once the stuck writer was released"),
     }
     if !lost.is_empty() || !slow.is_empty() {
         bail!(

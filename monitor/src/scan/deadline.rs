@@ -47,10 +47,12 @@ struct Inner {
     timed_out: AtomicU64,
     /// Calls refused because no worker was free.
     saturated: AtomicU64,
+    /// The runner was dropped: workers exit once their call returns.
+    closed: std::sync::atomic::AtomicBool,
 }
 
-/// A bounded set of worker threads for blocking calls with a deadline. Cheap to clone (shared).
-#[derive(Clone)]
+/// A bounded set of worker threads for blocking calls with a deadline. Dropping it ends the
+/// idle workers; a stuck one ends if its call ever returns.
 pub struct Runner {
     inner: Arc<Inner>,
 }
@@ -68,6 +70,7 @@ impl Runner {
                 stuck: AtomicUsize::new(0),
                 timed_out: AtomicU64::new(0),
                 saturated: AtomicU64::new(0),
+                closed: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -142,11 +145,10 @@ impl Runner {
                 workers: self.inner.max_workers,
             });
         }
-        let (tx, rx) = channel::<Job>();
         let inner = self.inner.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("fimd-{}", self.inner.what.replace(' ', "-")))
-            .spawn(move || worker(inner, tx, rx, job));
+            .spawn(move || worker(inner, job));
         if spawned.is_err() {
             self.inner.live.fetch_sub(1, Ordering::AcqRel);
             return Err(DeadlineError::Saturated {
@@ -209,6 +211,17 @@ impl<T> Pending<T> {
         }
     }
 
+    /// Waits up to `up_to` for the call (never past its deadline by more than that), then
+    /// answers as `poll` does.
+    pub fn wait(&mut self, up_to: Duration) -> Option<Result<T, DeadlineError>> {
+        use std::sync::mpsc::RecvTimeoutError;
+        match self.rx.recv_timeout(up_to) {
+            Ok(result) => Some(result.map_err(|_| DeadlineError::Panicked { what: self.what })),
+            Err(RecvTimeoutError::Disconnected) => Some(Err(DeadlineError::Panicked { what: self.what })),
+            Err(RecvTimeoutError::Timeout) => self.poll(),
+        }
+    }
+
     /// Abandons the call (counted stuck) unless it finished just now.
     fn give_up(&mut self) -> Result<T, DeadlineError> {
         let what = self.what;
@@ -244,18 +257,35 @@ impl<T> Pending<T> {
     }
 }
 
-/// A worker: runs its first job, then each job it is given; each puts it back in the idle list.
-fn worker(inner: Arc<Inner>, me: Sender<Job>, jobs: Receiver<Job>, first: Job) {
-    let idle = || {
-        inner
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(me.clone())
-    };
-    first(&idle);
-    while let Ok(job) = jobs.recv() {
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.inner.closed.store(true, Ordering::Release);
+        // Dropping the idle workers' senders ends their wait.
+        self.inner.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// A worker: runs its first job, then each job it is given. Each job puts it back in the idle
+/// list (a sender held only there), so a closed runner's idle workers see their channel end.
+fn worker(inner: Arc<Inner>, first: Job) {
+    let mut job = first;
+    loop {
+        let (tx, rx) = channel::<Job>();
+        let idle = || {
+            if !inner.closed.load(Ordering::Acquire) {
+                inner
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(tx.clone());
+            }
+        };
         job(&idle);
+        drop(tx);
+        match rx.recv() {
+            Ok(next) => job = next,
+            Err(_) => break,
+        }
     }
     inner.live.fetch_sub(1, Ordering::AcqRel);
 }
@@ -347,6 +377,22 @@ mod tests {
     }
 
     use std::os::unix::fs::OpenOptionsExt;
+
+    #[test]
+    fn dropping_the_runner_ends_its_idle_workers() {
+        let r = Runner::new("test call", 3);
+        let inner = r.inner.clone();
+        for _ in 0..3 {
+            assert_eq!(r.run(Duration::from_secs(5), || 1), Ok(1));
+        }
+        assert_eq!(inner.live.load(Ordering::Acquire), 1);
+        drop(r);
+        let until = Instant::now() + Duration::from_secs(5);
+        while inner.live.load(Ordering::Acquire) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(inner.live.load(Ordering::Acquire), 0);
+    }
 }
 
 #[cfg(test)]

@@ -67,11 +67,60 @@ pub fn hash_file(
     max: Option<u64>,
     abort: &AtomicBool,
 ) -> Result<Hashed, HashError> {
+    hash_file_known(dir, name, max, abort, None)
+}
+
+/// A file's content as last hashed, with the status it had then. Every write to a file's
+/// content changes its ctime (inode_set_ctime_current, called by file_update_time), and no
+/// system call sets ctime: the same inode with the same size, mtime and ctime has the same
+/// content. (Stores through a shared writable mapping on tmpfs change no time: callers never
+/// reuse a file that was reported mapped, and rehash every file they were told changed.)
+#[derive(Debug, Clone, Copy)]
+pub struct KnownContent {
+    pub dev: u64,
+    pub ino: u64,
+    /// Bytes.
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub sha256: [u8; 32],
+}
+
+impl KnownContent {
+    #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+    fn describes(&self, st: &Stat) -> bool {
+        st.st_dev as u64 == self.dev
+            && st.st_ino as u64 == self.ino
+            && st.st_size.max(0) as u64 == self.size
+            && st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64 == self.mtime_ns
+            && st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64 == self.ctime_ns
+    }
+}
+
+/// As `hash_file`, but a file whose open descriptor's status is the one `known` recorded is
+/// not read: its known digest is returned (`hashed_bytes` 0). A directory listed again because
+/// a name changed in it thus never rereads a large unchanged file in it.
+pub fn hash_file_known(
+    dir: impl AsFd,
+    name: &CStr,
+    max: Option<u64>,
+    abort: &AtomicBool,
+    known: Option<&KnownContent>,
+) -> Result<Hashed, HashError> {
     let fd = open_regular(dir, name).map_err(HashError::Open)?;
     let mut before = fstat(&fd).map_err(|e| HashError::Read(e.into()))?;
     let kind = crate::baseline::entry::FileKind::from_mode(before.st_mode as u32);
     if kind != crate::baseline::entry::FileKind::Regular {
         return Err(HashError::Replaced(kind.as_str()));
+    }
+    if let Some(k) = known.filter(|k| k.describes(&before)) {
+        return Ok(Hashed {
+            stat: before,
+            fd,
+            sha256: Some(k.sha256),
+            unstable: false,
+            hashed_bytes: 0,
+        });
     }
     let size = before.st_size.max(0) as u64;
     if max.is_some_and(|max| size > max) {
@@ -328,6 +377,45 @@ mod tests {
             let got: [u8; 32] = h.finalize().into();
             assert_eq!(got, want, "{from}..{to}");
         }
+    }
+
+    #[test]
+    fn known_content_is_reused_only_while_the_status_is_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sparse(dir.path(), "f", 1 << 20, &[(0, &[9u8; 100][..])]);
+        let first = hashed(&path);
+        let st = first.stat;
+        #[allow(clippy::unnecessary_cast)]
+        let known = KnownContent {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
+            sha256: [0xee; 32],
+        };
+        let d = std::fs::File::open(dir.path()).unwrap();
+        let name = std::ffi::CString::new("f").unwrap();
+        // Unchanged: the known digest (deliberately not the real one), nothing read.
+        let h = hash_file_known(&d, &name, None, &NEVER, Some(&known)).unwrap();
+        assert_eq!((h.sha256, h.hashed_bytes), (Some([0xee; 32]), 0));
+        // Any write changes ctime: hashed again, for real.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        rustix::io::pwrite(
+            std::fs::OpenOptions::new().write(true).open(&path).unwrap(),
+            b"x",
+            5,
+        )
+        .unwrap();
+        let h = hash_file_known(&d, &name, None, &NEVER, Some(&known)).unwrap();
+        let plain: [u8; 32] = Sha256::digest(std::fs::read(&path).unwrap()).into();
+        assert_eq!(h.sha256, Some(plain));
+        assert_eq!(h.hashed_bytes, 1 << 20);
+        // Another inode under the name: hashed.
+        std::fs::remove_file(&path).unwrap();
+        sparse(dir.path(), "f", 1 << 20, &[(0, &[9u8; 100][..])]);
+        let h = hash_file_known(&d, &name, None, &NEVER, Some(&known)).unwrap();
+        assert_ne!(h.sha256, Some([0xee; 32]));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod long_paths;
 pub mod pool;
 pub mod xattr;
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -121,11 +122,30 @@ pub fn start(settings: &Settings, root: &Path) -> Scan {
 /// its entries (a directory that changed), `u32::MAX` its whole subtree (a new directory).
 /// Paths outside every watch, or excluded, are skipped.
 pub fn start_at(settings: &Settings, targets: Vec<(std::path::PathBuf, u32)>) -> Scan {
+    start_at_known(settings, targets, HashMap::new())
+}
+
+/// As `start_at`, with the content of some files known (by path): a file found with the status
+/// recorded there is not read again (`hash::hash_file_known`).
+pub fn start_at_known(
+    settings: &Settings,
+    targets: Vec<(std::path::PathBuf, u32)>,
+    known: HashMap<Vec<u8>, hash::KnownContent>,
+) -> Scan {
     let targets = targets.into_iter().filter(|(p, _)| settings.covers(p)).collect();
-    start_targets(settings, Path::new("/"), targets)
+    start_targets_known(settings, Path::new("/"), targets, known)
 }
 
 fn start_targets(settings: &Settings, root: &Path, targets: Vec<(std::path::PathBuf, u32)>) -> Scan {
+    start_targets_known(settings, root, targets, HashMap::new())
+}
+
+fn start_targets_known(
+    settings: &Settings,
+    root: &Path,
+    targets: Vec<(std::path::PathBuf, u32)>,
+    known: HashMap<Vec<u8>, hash::KnownContent>,
+) -> Scan {
     // Bounded: at most 16 batches wait for the consumer.
     let (tx, rx) = sync_channel(16);
     let progress = Arc::new(Progress::default());
@@ -145,6 +165,7 @@ fn start_targets(settings: &Settings, root: &Path, targets: Vec<(std::path::Path
                 tx,
                 progress: p,
                 abort: a,
+                known,
             };
             match pool {
                 Ok(pool) => {
@@ -170,6 +191,8 @@ struct Walker<'a> {
     tx: SyncSender<Vec<ScanItem>>,
     progress: Arc<Progress>,
     abort: Arc<AtomicBool>,
+    /// Files whose content is known while their status is unchanged, by path.
+    known: HashMap<Vec<u8>, hash::KnownContent>,
 }
 
 /// A directory the walk holds open, shared by the jobs that read its children.
@@ -549,11 +572,12 @@ impl<'a> Walker<'a> {
         if self.abort.load(Ordering::Relaxed) {
             return;
         }
-        match hash::hash_file(
+        match hash::hash_file_known(
             parent.as_fd(),
             name.as_c_str(),
             self.settings.max_file_size,
             &self.abort,
+            self.known.get(&logical),
         ) {
             Ok(h) => {
                 let xattrs = xattr::read_fd(&h.fd).unwrap_or_else(|e| {
