@@ -11,6 +11,8 @@
 //! - a large sparse file rewritten every 200 ms while unrelated files change (each of those
 //!   alerts must come quickly, not after a rehash of the large file);
 //! - writers killed with SIGKILL in the middle of rewriting watched files;
+//! - a FUSE filesystem that never answers, mounted inside the watched tree (its mount point
+//!   must be asked with a deadline, never entered while it hangs);
 //! - `state_dir` on a small tmpfs filled to the last byte (disk full);
 //! - another process holding an exclusive lock on the baseline database;
 //! - SIGTERM while a writer is stuck (the daemon must stop within `STOP_WITHIN`).
@@ -26,7 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+mod fuse;
 mod stuck;
+use fuse::HungMount;
 use stuck::StuckWriter;
 
 /// How long `fimd run` may take to be ready.
@@ -272,6 +276,22 @@ pub fn run(fimd: Option<PathBuf>) -> anyhow::Result<()> {
     }
     daemon.alive()?;
 
+    // 4b. A FUSE mount that never answers, inside the watch; changes next to it.
+    let hung_dir = tree.join("hung");
+    fs::create_dir(&hung_dir)?;
+    t.change(&hung_dir, "created");
+    wait_alerts(&alerts, &mut t, ALERT_WITHIN)?;
+    let hung = HungMount::mount(&hung_dir)?;
+    t.fault("a FUSE filesystem that never answers, mounted inside the watch");
+    for i in 0..2 {
+        let p = tree.join(format!("beside-hung-{i}.txt"));
+        fs::write(&p, "made next to a hung mount\n")?;
+        t.change(&p, "created");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_alerts(&alerts, &mut t, ALERT_WITHIN)?;
+    daemon.alive()?;
+
     // 5. Disk full on state_dir.
     let filler = state.join("filler");
     fill(&filler)?;
@@ -355,6 +375,7 @@ pub fn run(fimd: Option<PathBuf>) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let stop_took = asked.elapsed();
+    drop(hung);
     if stopped.is_none() {
         let pid = daemon.child.id();
         let threads: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))

@@ -64,8 +64,9 @@ pub struct Blocking {
     /// The latest writer of each large file waiting in the pool.
     pool_who: HashMap<Vec<u8>, Option<Modifier>>,
     metrics: Arc<Metrics>,
-    /// `barriers.timed_out()` at the last export.
+    /// `barriers.timed_out()` and the mount stats' at the last export.
     exported_timeouts: u64,
+    exported_mount_timeouts: u64,
 }
 
 impl Blocking {
@@ -83,6 +84,7 @@ impl Blocking {
             pool_who: HashMap::new(),
             metrics,
             exported_timeouts: 0,
+            exported_mount_timeouts: 0,
         }
     }
 
@@ -243,6 +245,12 @@ impl Blocking {
             .with_label_values(&["barrier"])
             .inc_by(t.saturating_sub(self.exported_timeouts));
         self.exported_timeouts = t;
+        let (stuck, t) = crate::scan::mounts::stuck();
+        m.stuck_threads.with_label_values(&["mount"]).set(stuck as i64);
+        m.blocking_timeouts
+            .with_label_values(&["mount"])
+            .inc_by(t.saturating_sub(self.exported_mount_timeouts));
+        self.exported_mount_timeouts = t;
     }
 }
 

@@ -175,7 +175,10 @@ impl Daemon {
             let stuck = e.kind == FileKind::Regular
                 && self.blocking.is_deferred(&e.path)
                 && super::rules::parent_of(&e.path).is_some_and(|p| dirs.contains(&p));
-            if let (true, Some(sha256), Ok(st)) = (stuck, e.sha256, crate::scan::long_paths::lstat(&e.path)) {
+            if !stuck {
+                continue;
+            }
+            if let (Some(sha256), Ok(st)) = (e.sha256, crate::scan::long_paths::lstat(&e.path)) {
                 known.insert(e.path.clone(), known_content(&st, sha256));
                 pooled.push(e.path.clone());
             }

@@ -9,6 +9,7 @@ pub mod fstype;
 pub mod hash;
 pub mod identity;
 pub mod long_paths;
+pub mod mounts;
 pub mod pool;
 pub mod xattr;
 
@@ -166,6 +167,7 @@ fn start_targets_known(
                 progress: p,
                 abort: a,
                 known,
+                mounts: mounts::mount_points(),
             };
             match pool {
                 Ok(pool) => {
@@ -193,6 +195,8 @@ struct Walker<'a> {
     abort: Arc<AtomicBool>,
     /// Files whose content is known while their status is unchanged, by path.
     known: HashMap<Vec<u8>, hash::KnownContent>,
+    /// Mount points (`mounts`): stat'ed only with a deadline.
+    mounts: std::collections::HashSet<Vec<u8>>,
 }
 
 /// A directory the walk holds open, shared by the jobs that read its children.
@@ -369,12 +373,32 @@ impl<'a> Walker<'a> {
         if self.abort.load(Ordering::Relaxed) {
             return;
         }
-        let st = match statat(
-            node.parent.as_fd(),
-            node.name.as_c_str(),
-            AtFlags::SYMLINK_NOFOLLOW,
-        ) {
+        // A mount point is asked with a deadline: a hung mount is not entered (issue 12 §2).
+        let st = if self.mounts.contains(&node.logical) {
+            match mounts::stat_with_deadline(node.parent.clone(), node.name.clone()) {
+                Ok(st) => Ok(st),
+                Err(Some(e)) => Err(e),
+                Err(None) => {
+                    return self.subtree_problem(
+                        node.logical,
+                        format!(
+                            "the filesystem mounted here did not answer within {} s (a hung network or FUSE \
+                             mount): not entered; unmount or repair it",
+                            mounts::MOUNT_DEADLINE.as_secs()
+                        ),
+                    );
+                }
+            }
+        } else {
+            statat(
+                node.parent.as_fd(),
+                node.name.as_c_str(),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+        };
+        let st = match st {
             Ok(st) => st,
+            Err(rustix::io::Errno::TIMEDOUT) if self.mounts.contains(&node.logical) => return,
             // Gone (or a watch root that does not exist): not there now, so not recorded; a
             // missing watch root shows as its baseline entries being deleted.
             Err(rustix::io::Errno::NOENT) => return,
@@ -438,6 +462,19 @@ impl<'a> Walker<'a> {
             watch_dev,
             depth,
         } = node;
+        // A mount point answers a stat in time before it is opened (see `visit`).
+        if self.mounts.contains(&logical)
+            && let Err(None) = mounts::stat_with_deadline(parent.clone(), name.clone())
+        {
+            return self.subtree_problem(
+                logical,
+                format!(
+                    "the filesystem mounted here did not answer within {} s (a hung network or FUSE mount): \
+                     not entered; unmount or repair it",
+                    mounts::MOUNT_DEADLINE.as_secs()
+                ),
+            );
+        }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let opened = match openat(
             parent.as_fd(),

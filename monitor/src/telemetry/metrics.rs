@@ -111,8 +111,9 @@ pub struct Metrics {
 }
 
 /// Operations run off the event loop with a deadline: the write barrier before a rehash, the
-/// /proc maps look, and rehashing large files in the pool.
-pub const BLOCKING_OPERATIONS: [&str; 3] = ["barrier", "proc_maps", "rehash"];
+/// /proc maps look, rehashing large files in the pool, and the stat of a mount point found in
+/// a watch.
+pub const BLOCKING_OPERATIONS: [&str; 4] = ["barrier", "proc_maps", "rehash", "mount"];
 
 impl Default for Metrics {
     fn default() -> Self {
