@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::content::{digest_file, judge_file, open_regular};
 use super::state::{self, AppendState, Extended};
-use super::verdict::{Content, Look, Verdict, verdict};
+use super::verdict::{Content, Look, Verdict, other_attributes, verdict};
 use crate::baseline::entry::{Entry, FileKind};
 use crate::baseline::store::LedgerRow;
 use crate::compare::{Action, Change, Mode};
@@ -404,9 +404,10 @@ impl Judge<'_, '_> {
             return;
         }
         let mut intact = None;
-        // Hashed only when its length leaves the verified bytes in it.
-        let content = if cur.size < prev.size {
-            Content::Shorter
+        // Read only when what was read decides: other attributes changed, or a length below
+        // the verified one, decide first (`verdict`).
+        let content = if cur.size < prev.size || !other_attributes(&c.changes).is_empty() {
+            Content::Unsettled
         } else {
             match (prev.sha256, open_regular(self.ctx.root, &cur.path)) {
                 (Some(sha), Some(fd)) => match state::full(&fd, cur.size, Some((prev.size, sha))) {

@@ -33,7 +33,7 @@ pub enum Verified {
     /// the general path (a rescan).
     Rescan,
     /// Judged as an append.
-    Judged(Judged),
+    Judged(Box<Judged>),
 }
 
 #[derive(Debug)]
@@ -220,13 +220,13 @@ impl AppendTracker {
         {
             self.full_until.insert(path.to_vec(), now + FULL_AFTER_VIOLATION);
         }
-        Ok(Verified::Judged(Judged {
+        Ok(Verified::Judged(Box::new(Judged {
             current,
             verdict,
             content,
             state,
             read,
-        }))
+        })))
     }
 }
 

@@ -512,16 +512,16 @@ impl Daemon {
             self.rules.mode,
             &self.metrics,
         )?;
-        let Verified::Judged(Judged {
+        let Verified::Judged(judged) = verified else {
+            return Ok(rescan);
+        };
+        let Judged {
             current: cur,
             verdict,
             content,
             state,
             read,
-        }) = verified
-        else {
-            return Ok(rescan);
-        };
+        } = *judged;
         let alert = |action, changes| {
             Change::alert(
                 action,
