@@ -529,12 +529,7 @@ fn fill(path: &Path) -> anyhow::Result<()> {
             Err(e) => return Err(e).with_context(|| format!("filling {}", path.display())),
         }
     }
-    // The last bytes: a page at a time.
-    loop {
-        match f.write(&chunk[..1]) {
-            Ok(1) => {}
-            _ => break,
-        }
-    }
+    // The last bytes, one at a time.
+    while let Ok(1) = f.write(&chunk[..1]) {}
     Ok(())
 }

@@ -278,7 +278,7 @@ mod tests {
     use std::io::{Seek, SeekFrom, Write};
     use std::os::unix::ffi::OsStrExt;
 
-    const NEVER: AtomicBool = AtomicBool::new(false);
+    static NEVER: AtomicBool = AtomicBool::new(false);
 
     /// A file of `len` bytes holding `data` extents (offset, bytes) and holes elsewhere.
     fn sparse(dir: &std::path::Path, name: &str, len: u64, data: &[(u64, &[u8])]) -> std::path::PathBuf {
@@ -308,13 +308,16 @@ mod tests {
             .unwrap()
     }
 
+    /// A file's name, length, and data extents (offset, bytes).
+    type Layout<'a> = (&'a str, u64, Vec<(u64, &'a [u8])>);
+
     #[test]
     fn sparse_layouts_hash_as_a_plain_read() {
         let dir = tempfile::tempdir().unwrap();
         let mib = 1 << 20;
         let page = vec![0xa5u8; 4096];
         let odd = vec![0x3cu8; 10_000];
-        let layouts: Vec<(&str, u64, Vec<(u64, &[u8])>)> = vec![
+        let layouts: Vec<Layout> = vec![
             ("dense", 10_000, vec![(0, &odd[..])]),
             ("empty", 0, vec![]),
             ("only_a_hole", 8 * mib, vec![]),

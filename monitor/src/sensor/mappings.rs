@@ -270,9 +270,8 @@ fn mapped_writable(reading: &AtomicU32, skip: &Mutex<HashSet<u32>>) -> Found {
                 break;
             }
             let key = InodeKey { dev, _pad: 0, ino };
-            if !out.contains_key(&key) {
-                let w = writer.get_or_insert_with(|| Writer::read(pid, None)).clone();
-                out.insert(key, w);
+            if let std::collections::hash_map::Entry::Vacant(slot) = out.entry(key) {
+                slot.insert(writer.get_or_insert_with(|| Writer::read(pid, None)).clone());
             }
         }
     }
