@@ -67,6 +67,7 @@ pub struct Blocking {
     /// `barriers.timed_out()` and the mount stats' at the last export.
     exported_timeouts: u64,
     exported_mount_timeouts: u64,
+    exported_maps_timeouts: u64,
 }
 
 impl Blocking {
@@ -84,7 +85,9 @@ impl Blocking {
             pool_who: HashMap::new(),
             metrics,
             exported_timeouts: 0,
-            exported_mount_timeouts: 0,
+            // The mount stats' runner lives as long as the process, across reloads.
+            exported_mount_timeouts: crate::scan::mounts::stuck().1,
+            exported_maps_timeouts: 0,
         }
     }
 
@@ -231,8 +234,9 @@ impl Blocking {
         self.pool.waiting() + self.pool.running()
     }
 
-    /// Sets `fim_stuck_threads` and counts new missed deadlines.
-    pub fn export(&mut self) {
+    /// Sets `fim_stuck_threads` and counts new missed deadlines; `maps`: the sensor's /proc
+    /// maps look's (`Sensor::maps_blocked`).
+    pub fn export(&mut self, maps: (usize, u64)) {
         let m = &self.metrics;
         m.stuck_threads
             .with_label_values(&["barrier"])
@@ -251,6 +255,13 @@ impl Blocking {
             .with_label_values(&["mount"])
             .inc_by(t.saturating_sub(self.exported_mount_timeouts));
         self.exported_mount_timeouts = t;
+        m.stuck_threads
+            .with_label_values(&["proc_maps"])
+            .set(maps.0 as i64);
+        m.blocking_timeouts
+            .with_label_values(&["proc_maps"])
+            .inc_by(maps.1.saturating_sub(self.exported_maps_timeouts));
+        self.exported_maps_timeouts = maps.1;
     }
 }
 

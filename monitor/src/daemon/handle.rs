@@ -253,7 +253,8 @@ impl Daemon {
             let who: HashMap<Vec<u8>, Modifier> = m.map(|m| (path.clone(), m)).into_iter().collect();
             self.judge_found(Vec::new(), vec![path], r.found, r.problems, Some(&who))?;
         }
-        self.blocking.export();
+        let maps = self.watch.sensor().maps_blocked();
+        self.blocking.export(maps);
         self.metrics
             .hash_queue_length
             .set((self.rechecks.len() + self.blocking.rehashing()) as i64);

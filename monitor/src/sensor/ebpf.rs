@@ -403,6 +403,10 @@ impl super::Sensor for EbpfSensor {
         bpf_map_memlock()
     }
 
+    fn maps_blocked(&self) -> (usize, u64) {
+        self.mappings.blocked()
+    }
+
     fn lost(&self) -> u64 {
         // A full PENDING map loses only the best-effort count; the record still goes out.
         self.counters()[COUNTER_RB_DROPS as usize]

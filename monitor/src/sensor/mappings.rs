@@ -151,6 +151,11 @@ impl MappedFiles {
         self.runner.stuck()
     }
 
+    /// Look workers stuck (at most 2), and looks that missed their deadline since the start.
+    pub fn blocked(&self) -> (usize, u64) {
+        (self.runner.stuck(), self.runner.timed_out())
+    }
+
     /// Processes skipped because reading their maps got stuck.
     pub fn skipped(&self) -> usize {
         self.skip.lock().unwrap_or_else(|e| e.into_inner()).len()
