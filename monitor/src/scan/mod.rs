@@ -379,14 +379,7 @@ impl<'a> Walker<'a> {
                 Ok(st) => Ok(st),
                 Err(Some(e)) => Err(e),
                 Err(None) => {
-                    return self.subtree_problem(
-                        node.logical,
-                        format!(
-                            "the filesystem mounted here did not answer within {} s (a hung network or FUSE \
-                             mount): not entered; unmount or repair it",
-                            mounts::MOUNT_DEADLINE.as_secs()
-                        ),
-                    );
+                    return self.subtree_problem(node.logical, mounts::not_answering());
                 }
             }
         } else {
@@ -466,14 +459,7 @@ impl<'a> Walker<'a> {
         if self.mounts.contains(&logical)
             && let Err(None) = mounts::stat_with_deadline(parent.clone(), name.clone())
         {
-            return self.subtree_problem(
-                logical,
-                format!(
-                    "the filesystem mounted here did not answer within {} s (a hung network or FUSE mount): \
-                     not entered; unmount or repair it",
-                    mounts::MOUNT_DEADLINE.as_secs()
-                ),
-            );
+            return self.subtree_problem(logical, mounts::not_answering());
         }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let opened = match openat(

@@ -53,6 +53,15 @@ fn unescape(s: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The problem reported for a mount point that did not answer in time.
+pub fn not_answering() -> String {
+    format!(
+        "the filesystem mounted here did not answer within {} s (a hung network or FUSE mount): not \
+         entered; unmount or repair it",
+        MOUNT_DEADLINE.as_secs()
+    )
+}
+
 static RUNNER: OnceLock<Runner> = OnceLock::new();
 
 fn runner() -> &'static Runner {
