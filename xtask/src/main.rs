@@ -3,6 +3,7 @@ mod bench;
 mod demo;
 #[path = "../../monitor/ebpf_toolchain.rs"]
 mod ebpf_toolchain;
+mod faults;
 mod kernel;
 mod setup;
 mod test;
@@ -32,6 +33,12 @@ enum Task {
         #[arg(long)]
         kernel: Vec<String>,
     },
+    /// Inject faults into a running `fimd run` while changing its tree; count lost changes.
+    Faults {
+        /// The fimd binary to test (default: build the release one).
+        #[arg(long)]
+        fimd: Option<PathBuf>,
+    },
     /// The demo's intruder: makes the changes named on stdin under DIR (run by `demo`).
     #[command(hide = true)]
     DemoWriter { dir: PathBuf },
@@ -47,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::run(),
         Task::Demo => demo::run(),
         Task::Test { kernel } => test::run(&kernel),
+        Task::Faults { fimd } => faults::run(fimd),
         Task::DemoWriter { dir } => demo::writer(&dir),
         Task::Bench { which } => bench::run(which),
     }

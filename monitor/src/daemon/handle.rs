@@ -70,7 +70,11 @@ impl Daemon {
                     .seen()
                     .get(&p)
                     .is_some_and(|e| e.kind == FileKind::Directory);
-                barrier(&p, mapped);
+                // --- faults: the barrier runs off the loop with a deadline; a path whose writer
+                // is stuck is handed back by `blocking_due` once its write ends.
+                if !self.blocking.barrier(&p, mapped, &modifier) {
+                    continue;
+                }
                 if self.append_verifiable(&p) {
                     let v =
                         *violations.get_or_insert_with(|| self.watch.sensor_mut().take_violations(&r.key));
@@ -144,6 +148,119 @@ impl Daemon {
         self.rescan(targets, Some(&who))
     }
 
+    /// The large files directly in the directories of `listed` (depth 1), except those in
+    /// `targets` or planned for a later look (mapped, truncated): each unchanged one with its
+    /// content as last seen, so the listing does not reread it; each changed one handed to the
+    /// rehash pool, with its current status (so the listing does not read it either) and
+    /// returned in the second list: the listing's entry for it is replaced by the last seen.
+    #[allow(clippy::type_complexity, clippy::unnecessary_cast)] // stat field widths differ between architectures
+    fn known_large(
+        &mut self,
+        listed: &[(Vec<u8>, u32)],
+        targets: &[Vec<u8>],
+        who: Option<&HashMap<Vec<u8>, Modifier>>,
+    ) -> (HashMap<Vec<u8>, crate::scan::hash::KnownContent>, Vec<Vec<u8>>) {
+        let dirs: Vec<&[u8]> = listed
+            .iter()
+            .filter(|(_, d)| *d == 1)
+            .map(|(p, _)| p.as_slice())
+            .collect();
+        if dirs.is_empty() {
+            return (HashMap::new(), Vec::new());
+        }
+        // A file whose writer is stuck (its barrier deferred) may block a read too: it stands
+        // as last seen until its barrier passes and `blocking_due` rescans it.
+        let (mut known, mut pooled) = (HashMap::new(), Vec::new());
+        for e in self.watch.seen().values() {
+            let stuck = e.kind == FileKind::Regular
+                && self.blocking.is_deferred(&e.path)
+                && super::rules::parent_of(&e.path).is_some_and(|p| dirs.contains(&p));
+            if !stuck {
+                continue;
+            }
+            if let (Some(sha256), Ok(st)) = (e.sha256, crate::scan::long_paths::lstat(&e.path)) {
+                known.insert(e.path.clone(), known_content(&st, sha256));
+                pooled.push(e.path.clone());
+            }
+        }
+        let large: Vec<Entry> = self
+            .watch
+            .seen()
+            .values()
+            .filter(|e| !self.blocking.is_deferred(&e.path))
+            .filter(|e| {
+                e.kind == FileKind::Regular && e.size >= super::blocking::LARGE_FILE && e.sha256.is_some()
+            })
+            .filter(|e| super::rules::parent_of(&e.path).is_some_and(|p| dirs.contains(&p)))
+            .filter(|e| !targets.contains(&e.path) && !self.rechecks.contains(&e.path))
+            .filter(|e| self.rules.policy(&e.path) != Policy::AppendOnly)
+            .cloned()
+            .collect();
+        for e in large {
+            let Some(sha256) = e.sha256 else { continue };
+            let Ok(st) = crate::scan::long_paths::lstat(&e.path) else {
+                continue;
+            };
+            let now = known_content(&st, sha256);
+            let same = now.dev == e.dev
+                && now.ino == e.ino
+                && now.size == e.size
+                && now.mtime_ns == e.mtime_ns
+                && now.ctime_ns == e.ctime_ns;
+            if !same {
+                let m = rescan::modifier_for(who, &e.path);
+                if !self
+                    .blocking
+                    .rehash_later(&self.rules.settings, &e.path, now.size, m)
+                {
+                    continue;
+                }
+                pooled.push(e.path.clone());
+            }
+            known.insert(e.path, now);
+        }
+        (known, pooled)
+    }
+
+    /// --- faults: the paths whose deferred barrier passed, handled as a record of their last
+    /// writer would be, and the large files the pool rehashed, judged. Never blocks.
+    pub fn blocking_due(&mut self) -> anyhow::Result<()> {
+        let mut targets = Vec::new();
+        let mut who = HashMap::new();
+        for (path, m) in self.blocking.barriers_due(Instant::now()) {
+            if self.append_verifiable(&path) {
+                let key = self.watch.seen().get(&path).map(super::watch_index::key_of);
+                let v = key.map_or(0, |k| self.watch.sensor_mut().take_violations(&k));
+                if let Some(t) = self.verify_append(&path, v, &m)? {
+                    who.insert(path, m);
+                    targets.push(t);
+                }
+                continue;
+            }
+            let is_dir = self
+                .watch
+                .seen()
+                .get(&path)
+                .is_some_and(|e| e.kind == FileKind::Directory);
+            targets.push(target(&path, u32::from(is_dir)));
+            who.insert(path, m);
+        }
+        self.send_alerts();
+        if !targets.is_empty() {
+            self.rescan(targets, Some(&who))?;
+        }
+        for (path, r, m) in self.blocking.rehashed() {
+            let who: HashMap<Vec<u8>, Modifier> = m.map(|m| (path.clone(), m)).into_iter().collect();
+            self.judge_found(Vec::new(), vec![path], r.found, r.problems, Some(&who))?;
+        }
+        let maps = self.watch.sensor().maps_blocked();
+        self.blocking.export(maps);
+        self.metrics
+            .hash_queue_length
+            .set((self.rechecks.len() + self.blocking.rehashing()) as i64);
+        Ok(())
+    }
+
     /// Rescans, whole, every watch root whose identity changed since the last look (moved
     /// away, deleted, recreated, replaced by a symlink): alerts on the root itself and on what
     /// is under it, then learns and arms what is there now. `who`: the writers the kernel named
@@ -190,9 +307,30 @@ impl Daemon {
     /// Scans `targets` and alerts on every difference from what was last seen.
     fn rescan(
         &mut self,
-        targets: Vec<Target>,
+        mut targets: Vec<Target>,
         who: Option<&HashMap<Vec<u8>, Modifier>>,
     ) -> anyhow::Result<()> {
+        // --- faults: a large regular file is rehashed in the pool, off the loop, so it never
+        // delays the other targets' alerts; `blocking_due` judges what the pool found.
+        targets.retain(|(p, depth)| {
+            let path = p.as_os_str().as_bytes();
+            let large = self.watch.seen().get(path).filter(|e| {
+                *depth == 0
+                    && e.kind == FileKind::Regular
+                    && e.size >= super::blocking::LARGE_FILE
+                    && self.rules.policy(path) != Policy::AppendOnly
+            });
+            match large {
+                Some(e) => {
+                    let (size, m) = (e.size, rescan::modifier_for(who, path));
+                    !self.blocking.rehash_later(&self.rules.settings, path, size, m)
+                }
+                None => true,
+            }
+        });
+        if targets.is_empty() {
+            return Ok(());
+        }
         // Where absence means deletion: the entries of listed directories, and everything
         // below a subtree scanned whole.
         let listed: Vec<(Vec<u8>, u32)> = targets
@@ -205,7 +343,10 @@ impl Daemon {
             .map(|(p, _)| p.as_os_str().as_bytes().to_vec())
             .collect();
         let started = Instant::now();
-        let mut scan = scan::start_at(&self.rules.settings, targets);
+        // --- faults: a directory listed again (a name changed in it) does not reread its large
+        // unchanged files; a file itself named by a record, or mapped, is always rehashed.
+        let (known, pooled) = self.known_large(&listed, &target_paths, who);
+        let mut scan = scan::start_at_known(&self.rules.settings, targets, known);
         let progress = scan.progress.clone();
         let mut found: HashMap<Vec<u8>, Entry> = HashMap::new();
         let mut problems = Vec::new();
@@ -222,6 +363,25 @@ impl Daemon {
             progress.bytes.load(std::sync::atomic::Ordering::Relaxed),
             started.elapsed(),
         );
+        // A large file the pool rehashes stands as last seen here; the pool's result judges it.
+        for p in pooled {
+            if let (Some(f), Some(seen)) = (found.get_mut(&p), self.watch.seen().get(&p)) {
+                *f = seen.clone();
+            }
+        }
+        self.judge_found(listed, target_paths, found, problems, who)
+    }
+
+    /// Judges what a rescan of `target_paths` found (`listed`: the directories whose listing
+    /// was read, with their depth) against what was last seen, and alerts.
+    fn judge_found(
+        &mut self,
+        listed: Vec<(Vec<u8>, u32)>,
+        target_paths: Vec<Vec<u8>>,
+        mut found: HashMap<Vec<u8>, Entry>,
+        mut problems: Vec<crate::scan::Problem>,
+        who: Option<&HashMap<Vec<u8>, Modifier>>,
+    ) -> anyhow::Result<()> {
         // A target stat'ed while being removed (its own record raced its parent's) was seen by
         // the stat but not by the parent's listing, which waits for the removal to finish:
         // what no longer exists now was not found.
@@ -414,34 +574,15 @@ impl Daemon {
     }
 }
 
-/// Waits for a write in progress: its timestamp changed before its data landed, and the
-/// filesystems take the inode lock here (docs/sensor-design.md §5, measured). A file mapped
-/// shared and writable is written back first: that write-protects its pages, so a store after
-/// this point faults and reports again, and one before it is in what is hashed.
-fn barrier(path: &[u8], mmap_writable: bool) {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    // O_PATH first: no symlink anywhere on the way, and nothing but a regular file is opened
-    // for reading (a device swapped in must not be opened).
-    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    let Ok(fd) = crate::scan::long_paths::openat2(path, OFlags::PATH | OFlags::CLOEXEC, resolve) else {
-        return;
-    };
-    let regular = rustix::fs::fstat(&fd)
-        .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile);
-    if !regular {
-        return;
+/// A file's status now, with the digest it had when last seen.
+#[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+fn known_content(st: &rustix::fs::Stat, sha256: [u8; 32]) -> crate::scan::hash::KnownContent {
+    crate::scan::hash::KnownContent {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        size: st.st_size.max(0) as u64,
+        mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+        ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
+        sha256,
     }
-    // Reopened through /proc: the same inode, read-only, never re-resolved.
-    let Ok(f) = rustix::fs::open(
-        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) else {
-        return;
-    };
-    if mmap_writable {
-        let _ = rustix::fs::fdatasync(&f);
-    }
-    let _ = rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(0));
-    let _ = rustix::io::pread(&f, &mut [0u8; 1], 0);
 }

@@ -13,9 +13,13 @@
 //! - `alerts`: the outbox, the origin, the sinks, the alerted differences and the metrics;
 //! - `signals`: one `Control` per signal;
 //! - `state` holds the parts and the steps that need several; `handle` reacts to records;
-//!   `rescan` holds a rescan's pure decisions; `follow` takes over a resealed baseline.
+//!   `rescan` holds a rescan's pure decisions; `follow` takes over a resealed baseline;
+//! - `blocking`: calls that can block on a file or mount (the write barrier, rehashes of large
+//!   files), run off the loop with deadlines; `stop` ends the process if a SIGTERM is not
+//!   obeyed in time.
 mod alerts;
 mod appends;
+mod blocking;
 mod follow;
 mod handle;
 mod modifier;
@@ -27,6 +31,7 @@ mod settle;
 mod signals;
 mod state;
 mod state_writes;
+mod stop;
 mod watch_index;
 mod watch_roots;
 

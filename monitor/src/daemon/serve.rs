@@ -28,6 +28,8 @@ use crate::telemetry::{Health, Metrics};
 
 /// How long shutdown waits for queued alerts to be delivered.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// How long past `SHUTDOWN_FLUSH` a SIGTERM may take to be obeyed before the watchdog exits.
+const STOP_SLACK: Duration = Duration::from_secs(3);
 /// How often the loop drains the sensor without a wakeup, checks for losses and rehashes
 /// memory-mapped files.
 const RECHECK_TICK: Duration = Duration::from_millis(100);
@@ -42,6 +44,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let mut signals = Signals::new()?;
+        // --- faults: a SIGTERM not obeyed in time (a call stuck in the kernel) ends the process.
+        super::stop::watchdog(SHUTDOWN_FLUSH + STOP_SLACK)?;
         // Made once: metrics and health outlive reloads.
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new());
@@ -191,6 +195,7 @@ fn start(settings: &Settings, metrics: &Arc<Metrics>, health: &Arc<Health>) -> a
         metrics: metrics.clone(),
         health: health.clone(),
         followed_seal: baseline.seal,
+        blocking: super::blocking::Blocking::new(metrics.clone()),
     })
 }
 
@@ -256,7 +261,6 @@ async fn serve(
                 records.clear();
                 d.watch.sensor_mut().drain(&mut records);
                 metrics.kernel_events.inc_by(records.len() as u64);
-                metrics.hash_queue_length.set(d.rechecks.len() as i64);
                 tokio::task::block_in_place(|| {
                     let episode = d.writes.flush(false);
                     d.report_state(episode);
@@ -265,6 +269,7 @@ async fn serve(
                     d.recheck_due()?;
                     d.settle_due()?;
                     d.departed_due()?;
+                    d.blocking_due()?;
                     d.follow_baseline()
                 })?;
                 metrics.set_probe_errors(&d.watch.sensor().probe_errors());

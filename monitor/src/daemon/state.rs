@@ -46,6 +46,8 @@ pub struct Daemon {
     pub health: Arc<Health>,
     /// The stored seal last taken over (or refused): another one means an `init` or `accept`.
     pub followed_seal: String,
+    /// Calls that can block on a file or mount, off the loop (barriers, large rehashes).
+    pub blocking: super::blocking::Blocking,
 }
 
 impl Daemon {

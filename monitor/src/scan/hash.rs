@@ -67,11 +67,60 @@ pub fn hash_file(
     max: Option<u64>,
     abort: &AtomicBool,
 ) -> Result<Hashed, HashError> {
+    hash_file_known(dir, name, max, abort, None)
+}
+
+/// A file's content as last hashed, with the status it had then. Every write to a file's
+/// content changes its ctime (inode_set_ctime_current, called by file_update_time), and no
+/// system call sets ctime: the same inode with the same size, mtime and ctime has the same
+/// content. (Stores through a shared writable mapping on tmpfs change no time: callers never
+/// reuse a file that was reported mapped, and rehash every file they were told changed.)
+#[derive(Debug, Clone, Copy)]
+pub struct KnownContent {
+    pub dev: u64,
+    pub ino: u64,
+    /// Bytes.
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub sha256: [u8; 32],
+}
+
+impl KnownContent {
+    #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+    fn describes(&self, st: &Stat) -> bool {
+        st.st_dev as u64 == self.dev
+            && st.st_ino as u64 == self.ino
+            && st.st_size.max(0) as u64 == self.size
+            && st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64 == self.mtime_ns
+            && st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64 == self.ctime_ns
+    }
+}
+
+/// As `hash_file`, but a file whose open descriptor's status is the one `known` recorded is
+/// not read: its known digest is returned (`hashed_bytes` 0). A directory listed again because
+/// a name changed in it thus never rereads a large unchanged file in it.
+pub fn hash_file_known(
+    dir: impl AsFd,
+    name: &CStr,
+    max: Option<u64>,
+    abort: &AtomicBool,
+    known: Option<&KnownContent>,
+) -> Result<Hashed, HashError> {
     let fd = open_regular(dir, name).map_err(HashError::Open)?;
     let mut before = fstat(&fd).map_err(|e| HashError::Read(e.into()))?;
     let kind = crate::baseline::entry::FileKind::from_mode(before.st_mode as u32);
     if kind != crate::baseline::entry::FileKind::Regular {
         return Err(HashError::Replaced(kind.as_str()));
+    }
+    if let Some(k) = known.filter(|k| k.describes(&before)) {
+        return Ok(Hashed {
+            stat: before,
+            fd,
+            sha256: Some(k.sha256),
+            unstable: false,
+            hashed_bytes: 0,
+        });
     }
     let size = before.st_size.max(0) as u64;
     if max.is_some_and(|max| size > max) {
@@ -114,10 +163,81 @@ fn hash_prefix(fd: &OwnedFd, len: u64, abort: &AtomicBool) -> Result<([u8; 32], 
     Ok((hasher.finalize().into(), read))
 }
 
+/// Zeros standing for a hole: a hole reads as zeros (lseek(2), SEEK_HOLE), so it is hashed as
+/// zeros without being read.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
 /// Feeds bytes `from..to` of `fd` into `hasher`; returns where it stopped (before `to` if the
-/// file is shorter).
+/// file is shorter). Sparse files are read by extent (lseek(2) SEEK_DATA/SEEK_HOLE): holes are
+/// fed as zeros, never read, so the digest is the same as a plain read's. A filesystem without
+/// hole support reports the whole file as data (the kernel's generic_file_llseek_size), and
+/// one that refuses the request (EINVAL) is read plainly.
 pub fn feed(
     fd: impl AsFd,
+    hasher: &mut Sha256,
+    from: u64,
+    to: u64,
+    abort: &AtomicBool,
+) -> Result<u64, HashError> {
+    let fd = fd.as_fd();
+    let mut off = from;
+    while off < to {
+        let Some((data, hole)) = next_extent(fd, off)? else {
+            // No data at or after `off`: a hole up to the end of the file, or the file shrank.
+            let size = fstat(fd).map_err(|e| HashError::Read(e.into()))?.st_size.max(0) as u64;
+            return feed_zeros(hasher, off, to.min(size).max(off), abort);
+        };
+        off = feed_zeros(hasher, off, data.min(to), abort)?;
+        if off >= to {
+            break;
+        }
+        let end = hole.min(to);
+        let stopped = read_range(fd, hasher, off, end, abort)?;
+        if stopped < end {
+            // Shorter than its extents said: it shrank while being read, as a plain read ends.
+            return Ok(stopped);
+        }
+        off = end;
+    }
+    Ok(off.max(from))
+}
+
+/// The data extent at or after `off`: `(data start, hole start)`, or `None` when only a hole
+/// (or nothing) follows. Without SEEK_DATA support, everything from `off` is one extent.
+fn next_extent(fd: rustix::fd::BorrowedFd<'_>, off: u64) -> Result<Option<(u64, u64)>, HashError> {
+    use rustix::fs::{SeekFrom, seek};
+    let data = match seek(fd, SeekFrom::Data(off)) {
+        Ok(d) => d,
+        Err(rustix::io::Errno::NXIO) => return Ok(None),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => return Ok(Some((off, u64::MAX))),
+        Err(e) => return Err(HashError::Read(e.into())),
+    };
+    let hole = match seek(fd, SeekFrom::Hole(data)) {
+        Ok(h) => h,
+        // Truncated between the two calls: no data left there.
+        Err(rustix::io::Errno::NXIO) => return Ok(None),
+        Err(e) => return Err(HashError::Read(e.into())),
+    };
+    Ok(Some((data, hole.max(data))))
+}
+
+/// Feeds `to - from` zero bytes; returns `to`.
+fn feed_zeros(hasher: &mut Sha256, from: u64, to: u64, abort: &AtomicBool) -> Result<u64, HashError> {
+    let mut off = from;
+    while off < to {
+        if abort.load(Ordering::Relaxed) {
+            return Err(HashError::Aborted);
+        }
+        let n = usize::try_from(to - off).unwrap_or(usize::MAX).min(ZEROS.len());
+        hasher.update(&ZEROS[..n]);
+        off += n as u64;
+    }
+    Ok(off)
+}
+
+/// Reads bytes `from..to` into the hash; returns where it stopped (at end of file, if sooner).
+fn read_range(
+    fd: rustix::fd::BorrowedFd<'_>,
     hasher: &mut Sha256,
     from: u64,
     to: u64,
@@ -131,7 +251,7 @@ pub fn feed(
                 return Err(HashError::Aborted);
             }
             let want = usize::try_from(to - off).unwrap_or(usize::MAX).min(buf.len());
-            let n = match rustix::io::pread(fd.as_fd(), &mut buf[..want], off) {
+            let n = match rustix::io::pread(fd, &mut buf[..want], off) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(rustix::io::Errno::INTR) => continue,
@@ -150,4 +270,202 @@ fn same_content_state(a: &Stat, b: &Stat) -> bool {
         && a.st_mtime_nsec == b.st_mtime_nsec
         && a.st_ctime == b.st_ctime
         && a.st_ctime_nsec == b.st_ctime_nsec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::ffi::OsStrExt;
+
+    static NEVER: AtomicBool = AtomicBool::new(false);
+
+    /// A file of `len` bytes holding `data` extents (offset, bytes) and holes elsewhere.
+    fn sparse(dir: &std::path::Path, name: &str, len: u64, data: &[(u64, &[u8])]) -> std::path::PathBuf {
+        let path = dir.join(name);
+        let mut f = std::fs::File::create(&path).unwrap();
+        for (at, bytes) in data {
+            f.seek(SeekFrom::Start(*at)).unwrap();
+            f.write_all(bytes).unwrap();
+        }
+        f.set_len(len).unwrap();
+        path
+    }
+
+    fn hashed(path: &std::path::Path) -> Hashed {
+        let dir = std::fs::File::open(path.parent().unwrap()).unwrap();
+        let name = std::ffi::CString::new(path.file_name().unwrap().as_bytes()).unwrap();
+        hash_file(&dir, &name, None, &NEVER).unwrap()
+    }
+
+    /// Bytes this thread read through read(2)-family calls (proc(5), /proc/thread-self/io).
+    fn rchar() -> u64 {
+        let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+        io.lines()
+            .find_map(|l| l.strip_prefix("rchar: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// A file's name, length, and data extents (offset, bytes).
+    type Layout<'a> = (&'a str, u64, Vec<(u64, &'a [u8])>);
+
+    #[test]
+    fn sparse_layouts_hash_as_a_plain_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mib = 1 << 20;
+        let page = vec![0xa5u8; 4096];
+        let odd = vec![0x3cu8; 10_000];
+        let layouts: Vec<Layout> = vec![
+            ("dense", 10_000, vec![(0, &odd[..])]),
+            ("empty", 0, vec![]),
+            ("only_a_hole", 8 * mib, vec![]),
+            ("hole_at_end", 8 * mib, vec![(0, &page[..])]),
+            ("hole_at_start", 8 * mib + 4096, vec![(8 * mib, &page[..])]),
+            (
+                "data_at_both_ends",
+                16 * mib,
+                vec![(0, &page[..]), (16 * mib - 4096, &page[..])],
+            ),
+            (
+                "alternating",
+                6 * mib + 123,
+                vec![
+                    (0, &odd[..]),
+                    (2 * mib + 5, &odd[..]),
+                    (4 * mib, &page[..]),
+                    (6 * mib, &[7u8; 123][..]),
+                ],
+            ),
+            ("unaligned_tail", 3 * mib + 1, vec![(3 * mib, &[1u8][..])]),
+        ];
+        for (name, len, data) in layouts {
+            let path = sparse(dir.path(), name, len, &data);
+            let plain: [u8; 32] = Sha256::digest(std::fs::read(&path).unwrap()).into();
+            let h = hashed(&path);
+            assert_eq!(
+                h.sha256,
+                Some(plain),
+                "{name}: the digest differs from a plain read"
+            );
+            assert_eq!(h.stat.st_size as u64, len, "{name}");
+            assert!(!h.unstable, "{name}");
+        }
+    }
+
+    #[test]
+    fn ranges_of_a_sparse_file_hash_as_a_plain_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = vec![0x5au8; 4096];
+        let path = sparse(
+            dir.path(),
+            "f",
+            1 << 22,
+            &[(1 << 20, &page[..]), (3 << 20, &page[..])],
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        for (from, to) in [
+            (0, 1 << 22),
+            (100, (1 << 20) + 100),
+            ((1 << 20) + 4000, 3 << 20),
+            (5 << 20, 6 << 20),
+        ] {
+            let mut h = Sha256::new();
+            let stopped = feed(&f, &mut h, from, to, &NEVER).unwrap();
+            let end = (to as usize).min(bytes.len());
+            assert_eq!(stopped, end.max(from as usize) as u64, "{from}..{to}");
+            let want: [u8; 32] = Sha256::digest(&bytes[(from as usize).min(end)..end]).into();
+            let got: [u8; 32] = h.finalize().into();
+            assert_eq!(got, want, "{from}..{to}");
+        }
+    }
+
+    #[test]
+    fn known_content_is_reused_only_while_the_status_is_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sparse(dir.path(), "f", 1 << 20, &[(0, &[9u8; 100][..])]);
+        let first = hashed(&path);
+        let st = first.stat;
+        #[allow(clippy::unnecessary_cast)]
+        let known = KnownContent {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
+            sha256: [0xee; 32],
+        };
+        let d = std::fs::File::open(dir.path()).unwrap();
+        let name = std::ffi::CString::new("f").unwrap();
+        // Unchanged: the known digest (deliberately not the real one), nothing read.
+        let h = hash_file_known(&d, &name, None, &NEVER, Some(&known)).unwrap();
+        assert_eq!((h.sha256, h.hashed_bytes), (Some([0xee; 32]), 0));
+        // Any write changes ctime: hashed again, for real.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        rustix::io::pwrite(
+            std::fs::OpenOptions::new().write(true).open(&path).unwrap(),
+            b"x",
+            5,
+        )
+        .unwrap();
+        let h = hash_file_known(&d, &name, None, &NEVER, Some(&known)).unwrap();
+        let plain: [u8; 32] = Sha256::digest(std::fs::read(&path).unwrap()).into();
+        assert_eq!(h.sha256, Some(plain));
+        assert_eq!(h.hashed_bytes, 1 << 20);
+        // Another inode under the name: hashed.
+        std::fs::remove_file(&path).unwrap();
+        sparse(dir.path(), "f", 1 << 20, &[(0, &[9u8; 100][..])]);
+        let h = hash_file_known(&d, &name, None, &NEVER, Some(&known)).unwrap();
+        assert_ne!(h.sha256, Some([0xee; 32]));
+    }
+
+    #[test]
+    fn holes_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = vec![1u8; 4096];
+        // 1 GiB of hole with a page of data at each end.
+        let len = 1u64 << 30;
+        let path = sparse(dir.path(), "big", len, &[(0, &page[..]), (len - 4096, &page[..])]);
+        let before = rchar();
+        let h = hashed(&path);
+        let read = rchar() - before;
+        assert!(read < 1 << 20, "{read} bytes read for 8 KiB of data");
+        assert_eq!(h.hashed_bytes, len, "holes count as hashed bytes");
+    }
+}
+
+#[cfg(test)]
+mod measure {
+    use super::*;
+
+    /// `cargo test -p monitor --lib scan::hash::measure -- --ignored --nocapture`: a 16 GiB
+    /// sparse file (a page of data at each end) hashed by extent and by a plain read.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn sparse_16_gib() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        let f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        let len = 16u64 << 30;
+        rustix::io::pwrite(&f, &[1u8; 4096], 0).unwrap();
+        rustix::io::pwrite(&f, &[1u8; 4096], len - 4096).unwrap();
+        let never = AtomicBool::new(false);
+        let t = std::time::Instant::now();
+        let mut h = Sha256::new();
+        feed(&f, &mut h, 0, len, &never).unwrap();
+        let by_extent = t.elapsed();
+        let t = std::time::Instant::now();
+        let mut p = Sha256::new();
+        read_range(rustix::fd::AsFd::as_fd(&f), &mut p, 0, len, &never).unwrap();
+        let plain = t.elapsed();
+        assert_eq!(h.finalize(), p.finalize());
+        eprintln!("16 GiB sparse file: by extent {by_extent:?}, plain read {plain:?}");
+    }
 }

@@ -3,15 +3,19 @@
 //! Directories are opened relative to their parent with O_NOFOLLOW, so a symlink is recorded as
 //! a symlink and never followed out of a watch; special files are stat'ed, never opened; a mount
 //! point is recorded but not descended into unless the watch allows crossing filesystems.
+pub mod deadline;
 pub mod flags;
 pub use crate::fstype;
 pub mod hash;
 pub mod identity;
 mod item;
 pub mod long_paths;
+pub mod mounts;
+pub mod pool;
 mod walk;
 pub mod xattr;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,11 +85,30 @@ pub fn start(settings: &Settings, root: &Path) -> Scan {
 /// its entries (a directory that changed), `u32::MAX` its whole subtree (a new directory).
 /// Paths outside every watch, or excluded, are skipped.
 pub fn start_at(settings: &Settings, targets: Vec<(std::path::PathBuf, u32)>) -> Scan {
+    start_at_known(settings, targets, HashMap::new())
+}
+
+/// As `start_at`, with the content of some files known (by path): a file found with the status
+/// recorded there is not read again (`hash::hash_file_known`).
+pub fn start_at_known(
+    settings: &Settings,
+    targets: Vec<(std::path::PathBuf, u32)>,
+    known: HashMap<Vec<u8>, hash::KnownContent>,
+) -> Scan {
     let targets = targets.into_iter().filter(|(p, _)| settings.covers(p)).collect();
-    start_targets(settings, Path::new("/"), targets)
+    start_targets_known(settings, Path::new("/"), targets, known)
 }
 
 fn start_targets(settings: &Settings, root: &Path, targets: Vec<(std::path::PathBuf, u32)>) -> Scan {
+    start_targets_known(settings, root, targets, HashMap::new())
+}
+
+fn start_targets_known(
+    settings: &Settings,
+    root: &Path,
+    targets: Vec<(std::path::PathBuf, u32)>,
+    known: HashMap<Vec<u8>, hash::KnownContent>,
+) -> Scan {
     // Bounded: at most 16 batches wait for the consumer.
     let (tx, rx) = sync_channel(16);
     let progress = Arc::new(Progress::default());
@@ -96,7 +119,7 @@ fn start_targets(settings: &Settings, root: &Path, targets: Vec<(std::path::Path
     let worker = std::thread::Builder::new()
         .name("fimd-scan".into())
         .spawn(move || {
-            walk::run(&settings, &root, &targets, tx, p, a);
+            walk::run(&settings, &root, &targets, tx, p, a, known);
         })
         .expect("spawning the scan thread");
     Scan {

@@ -1,5 +1,6 @@
 //! The walk itself: directories read relative to their parent fd on one thread pool, regular
 //! files hashed in jobs of `FILES_PER_JOB`, items sent in batches of `BATCH`.
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -14,7 +15,7 @@ use crate::baseline::entry::{Entry, FileKind};
 use crate::config::{Settings, Watch};
 
 use super::item::{Problem, Progress, ScanItem};
-use super::{flags, hash, identity, xattr};
+use super::{flags, hash, identity, mounts, xattr};
 use crate::fstype;
 use crate::paths::join;
 
@@ -38,6 +39,7 @@ pub(super) fn run(
     tx: SyncSender<Vec<ScanItem>>,
     progress: Arc<Progress>,
     abort: Arc<AtomicBool>,
+    known: HashMap<Vec<u8>, hash::KnownContent>,
 ) {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(settings.threads)
@@ -48,6 +50,8 @@ pub(super) fn run(
         tx,
         progress,
         abort,
+        known,
+        mounts: mounts::mount_points(),
     };
     match pool {
         Ok(pool) => {
@@ -64,6 +68,10 @@ struct Walker<'a> {
     tx: SyncSender<Vec<ScanItem>>,
     progress: Arc<Progress>,
     abort: Arc<AtomicBool>,
+    /// Files whose content is known while their status is unchanged, by path.
+    known: HashMap<Vec<u8>, hash::KnownContent>,
+    /// Mount points (`mounts`): stat'ed only with a deadline.
+    mounts: std::collections::HashSet<Vec<u8>>,
 }
 
 /// A directory the walk holds open, shared by the jobs that read its children.
@@ -240,12 +248,25 @@ impl<'a> Walker<'a> {
         if self.abort.load(Ordering::Relaxed) {
             return;
         }
-        let st = match statat(
-            node.parent.as_fd(),
-            node.name.as_c_str(),
-            AtFlags::SYMLINK_NOFOLLOW,
-        ) {
+        // A mount point is asked with a deadline: a hung mount is not entered (issue 12 §2).
+        let st = if self.mounts.contains(&node.logical) {
+            match mounts::stat_with_deadline(node.parent.clone(), node.name.clone()) {
+                Ok(st) => Ok(st),
+                Err(Some(e)) => Err(e),
+                Err(None) => {
+                    return self.subtree_problem(node.logical, mounts::not_answering());
+                }
+            }
+        } else {
+            statat(
+                node.parent.as_fd(),
+                node.name.as_c_str(),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+        };
+        let st = match st {
             Ok(st) => st,
+            Err(rustix::io::Errno::TIMEDOUT) if self.mounts.contains(&node.logical) => return,
             // Gone (or a watch root that does not exist): not there now, so not recorded; a
             // missing watch root shows as its baseline entries being deleted.
             Err(rustix::io::Errno::NOENT) => return,
@@ -309,6 +330,12 @@ impl<'a> Walker<'a> {
             watch_dev,
             depth,
         } = node;
+        // A mount point answers a stat in time before it is opened (see `visit`).
+        if self.mounts.contains(&logical)
+            && let Err(None) = mounts::stat_with_deadline(parent.clone(), name.clone())
+        {
+            return self.subtree_problem(logical, mounts::not_answering());
+        }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let opened = match openat(
             parent.as_fd(),
@@ -443,11 +470,12 @@ impl<'a> Walker<'a> {
         if self.abort.load(Ordering::Relaxed) {
             return;
         }
-        match hash::hash_file(
+        match hash::hash_file_known(
             parent.as_fd(),
             name.as_c_str(),
             self.settings.max_file_size,
             &self.abort,
+            self.known.get(&logical),
         ) {
             Ok(h) => {
                 let xattrs = xattr::read_fd(&h.fd).unwrap_or_else(|e| {

@@ -382,6 +382,10 @@ impl super::Sensor for EbpfSensor {
         bpf_map_memlock()
     }
 
+    fn maps_blocked(&self) -> (usize, u64) {
+        self.mappings.blocked()
+    }
+
     /// Records the ring had no room for, plus every failed kernel read of any program: a
     /// change program that gives up may have missed a change, an append check a write, so
     /// both are losses the daemon repairs with a rescan. Reads of live kernel objects fail

@@ -479,6 +479,10 @@ impl super::Sensor for FanotifySensor {
         Ok(())
     }
 
+    fn maps_blocked(&self) -> (usize, u64) {
+        self.maps.blocked()
+    }
+
     fn lost(&self) -> u64 {
         self.lost
     }

@@ -62,6 +62,11 @@ pub trait Sensor {
     fn kernel_bytes(&self) -> u64 {
         0
     }
+    /// The /proc maps look's threads stuck in a read that has not returned (at most 2), and
+    /// its looks that missed their deadline since the start (`mappings::MappedFiles`).
+    fn maps_blocked(&self) -> (usize, u64) {
+        (0, 0)
+    }
 
     /// Makes sure changes on the filesystem holding `path` can be reported: a watch root
     /// replaced by a mount of another filesystem. The eBPF sensor sees every filesystem

@@ -106,7 +106,19 @@ pub struct Metrics {
     /// (its inode map full, a filesystem fanotify cannot mark); changes there are found only
     /// by full comparisons. Each is reported on stderr, the first as a `watch_failed` alert.
     pub watch_failures: IntCounter,
+    // --- faults: blocking calls with a deadline (scan::deadline, scan::pool) ---
+    /// `fim_stuck_threads{operation}`: threads abandoned inside a call on a file or mount that
+    /// has not returned (bounded per operation), by [`BLOCKING_OPERATIONS`].
+    pub stuck_threads: IntGaugeVec,
+    /// `fim_blocking_timeouts_total{operation}`: calls that missed their deadline (each retried
+    /// later, or skipped and counted), by [`BLOCKING_OPERATIONS`].
+    pub blocking_timeouts: IntCounterVec,
 }
+
+/// Operations run off the event loop with a deadline: the write barrier before a rehash, the
+/// /proc maps look, rehashing large files in the pool, and the stat of a mount point found in
+/// a watch.
+pub const BLOCKING_OPERATIONS: [&str; 4] = ["barrier", "proc_maps", "rehash", "mount"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -320,8 +332,34 @@ impl Metrics {
                 )
                 .expect(BUG),
             ),
+            stuck_threads: reg(
+                &registry,
+                IntGaugeVec::new(
+                    opts(
+                        "fim_stuck_threads",
+                        "Threads abandoned in a call on a file or mount that has not returned",
+                    ),
+                    &["operation"],
+                )
+                .expect(BUG),
+            ),
+            blocking_timeouts: reg(
+                &registry,
+                IntCounterVec::new(
+                    opts(
+                        "fim_blocking_timeouts_total",
+                        "Calls on a file or mount that missed their deadline",
+                    ),
+                    &["operation"],
+                )
+                .expect(BUG),
+            ),
             registry,
         };
+        for op in BLOCKING_OPERATIONS {
+            m.stuck_threads.with_label_values(&[op]).set(0);
+            m.blocking_timeouts.with_label_values(&[op]);
+        }
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);

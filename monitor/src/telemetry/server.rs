@@ -530,6 +530,8 @@ mod tests {
             ("fim_state_writes_dropped_total", "counter"),
             ("fim_watch_failures_total", "counter"),
             ("fim_sensor_probe_errors_total", "counter"),
+            ("fim_stuck_threads", "gauge"),
+            ("fim_blocking_timeouts_total", "counter"),
         ] {
             assert_eq!(
                 types.get(family).map(String::as_str),
@@ -538,7 +540,7 @@ mod tests {
                 r.body
             );
         }
-        assert_eq!(types.len(), 24, "unexpected families: {types:?}");
+        assert_eq!(types.len(), 26, "unexpected families: {types:?}");
         assert!(
             r.body.lines().any(|l| l == "fim_kernel_events_total 7"),
             "{}",
