@@ -40,7 +40,9 @@ impl Daemon {
         let mut appends = Vec::new();
         let mut root_who: HashMap<Vec<u8>, Modifier> = HashMap::new();
         let mut roots_touched = false;
-        for r in records {
+        // Records an earlier rescan drained after its look come first: they are older.
+        let late = self.in_flight.take();
+        for r in late.iter().chain(records) {
             // A change in a directory holding a watch root: the root may have been moved,
             // deleted, recreated or replaced.
             if let Some(roots) = self.watch.roots_in(&r.key).cloned() {
@@ -218,6 +220,9 @@ impl Daemon {
             }
         }
         drop(scan);
+        // Looked, now drained: a change found is named by a record committed since.
+        let late = self.writers_after_look(who);
+        let who = late.as_ref().or(who);
         self.metrics.observe_hash_batch(
             progress.bytes.load(std::sync::atomic::Ordering::Relaxed),
             started.elapsed(),
@@ -330,6 +335,55 @@ impl Daemon {
         self.departed_due()?;
         self.send_alerts();
         Ok(())
+    }
+
+    /// The writers of the changes a look just made may have found, for the look's judgement:
+    /// `who` (the writers the caller knew) with those of the records drained now, after the
+    /// look. A change found by a look (a batch's rescan after its re-arms, the root check, a
+    /// recheck, a settle) may be a newer writer's than the caller knew: the eBPF hooks commit
+    /// the record before the change, and fanotify queues it within the changing system call,
+    /// so that record is in the sensor by now. A record for a file names the change of that
+    /// file (it is the newest writer); one for a directory or a watch root's parent names
+    /// what has no writer yet. The records are handled with the next batch (`InFlight`).
+    /// `None` when nothing was drained.
+    fn writers_after_look(
+        &mut self,
+        who: Option<&HashMap<Vec<u8>, Modifier>>,
+    ) -> Option<HashMap<Vec<u8>, Modifier>> {
+        let start = self.in_flight.records.len();
+        self.watch.sensor_mut().drain(&mut self.in_flight.records);
+        let drained = &self.in_flight.records[start..];
+        if drained.is_empty() {
+            return None;
+        }
+        self.metrics.kernel_events.inc_by(drained.len() as u64);
+        let mut out = who.cloned().unwrap_or_default();
+        let mut fill = Vec::new();
+        for r in drained {
+            let m = Modifier::from_record(r);
+            // fimd itself (its alert file may sit beside a root) never moved a root.
+            if r.tgid != std::process::id()
+                && let Some(roots) = self.watch.roots_in(&r.key)
+            {
+                fill.extend(roots.iter().map(|root| (root.clone(), m.clone())));
+            }
+            for p in self.watch.paths_of(&r.key).into_iter().flatten() {
+                let is_dir = self
+                    .watch
+                    .seen()
+                    .get(p)
+                    .is_some_and(|e| e.kind == FileKind::Directory);
+                if is_dir {
+                    fill.push((p.clone(), m.clone()));
+                } else {
+                    out.insert(p.clone(), m.clone());
+                }
+            }
+        }
+        for (p, m) in fill {
+            out.entry(p).or_insert(m);
+        }
+        Some(out)
     }
 
     /// Judges a change of an append-only file from what was verified (`AppendTracker::verify`,
