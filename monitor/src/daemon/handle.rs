@@ -106,6 +106,9 @@ impl Daemon {
         if targets.is_empty() {
             return Ok(());
         }
+        // A record kept from an earlier rescan and a new one may name the same inode.
+        let mut once = std::collections::HashSet::new();
+        targets.retain(|t| once.insert(t.clone()));
         self.rescan(targets, Some(&who))?;
         // A file found empty was most likely just truncated (`>`, O_TRUNC) with its write
         // still to land; on an empty file the barrier takes no lock, so look once more.
@@ -342,9 +345,9 @@ impl Daemon {
     /// look. A change found by a look (a batch's rescan after its re-arms, the root check, a
     /// recheck, a settle) may be a newer writer's than the caller knew: the eBPF hooks commit
     /// the record before the change, and fanotify queues it within the changing system call,
-    /// so that record is in the sensor by now. A record for a file names the change of that
-    /// file (it is the newest writer); one for a directory or a watch root's parent names
-    /// what has no writer yet. The records are handled with the next batch (`InFlight`).
+    /// so that record is in the sensor by now. A record for a file its path still names is
+    /// that file's newest writer; one for a directory, a watch root's parent or a path gone
+    /// names only what has no writer yet (the first such record drained wins). The records are handled with the next batch (`InFlight`).
     /// `None` when nothing was drained.
     fn writers_after_look(
         &mut self,
@@ -373,7 +376,12 @@ impl Daemon {
                     .seen()
                     .get(p)
                     .is_some_and(|e| e.kind == FileKind::Directory);
-                if is_dir {
+                // Only while the path still names that inode: a number freed by a deletion
+                // may already be another file's, whose writer did not delete this one.
+                let still = watch_roots::identity(p).is_some_and(|(dev, ino, _)| {
+                    crate::sensor::ebpf::kernel_dev(dev) == r.key.dev && ino == r.key.ino
+                });
+                if is_dir || !still {
                     fill.push((p.clone(), m.clone()));
                 } else {
                     out.insert(p.clone(), m.clone());
