@@ -40,7 +40,9 @@ impl Daemon {
         let mut appends = Vec::new();
         let mut root_who: HashMap<Vec<u8>, Modifier> = HashMap::new();
         let mut roots_touched = false;
-        for r in records {
+        // Records an earlier rescan drained after its look come first: they are older.
+        let late = self.in_flight.take();
+        for r in late.iter().chain(records) {
             // A change in a directory holding a watch root: the root may have been moved,
             // deleted, recreated or replaced.
             if let Some(roots) = self.watch.roots_in(&r.key).cloned() {
@@ -108,6 +110,9 @@ impl Daemon {
         if targets.is_empty() {
             return Ok(());
         }
+        // A record kept from an earlier rescan and a new one may name the same inode.
+        let mut once = std::collections::HashSet::new();
+        targets.retain(|t| once.insert(t.clone()));
         self.rescan(targets, Some(&who))?;
         // A file found empty was most likely just truncated (`>`, O_TRUNC) with its write
         // still to land; on an empty file the barrier takes no lock, so look once more.
@@ -359,6 +364,9 @@ impl Daemon {
             }
         }
         drop(scan);
+        // Looked, now drained: a change found is named by a record committed since.
+        let late = self.writers_after_look(who);
+        let who = late.as_ref().or(who);
         self.metrics.observe_hash_batch(
             progress.bytes.load(std::sync::atomic::Ordering::Relaxed),
             started.elapsed(),
@@ -490,6 +498,60 @@ impl Daemon {
         self.departed_due()?;
         self.send_alerts();
         Ok(())
+    }
+
+    /// The writers of the changes a look just made may have found, for the look's judgement:
+    /// `who` (the writers the caller knew) with those of the records drained now, after the
+    /// look. A change found by a look (a batch's rescan after its re-arms, the root check, a
+    /// recheck, a settle) may be a newer writer's than the caller knew: the eBPF hooks commit
+    /// the record before the change, and fanotify queues it within the changing system call,
+    /// so that record is in the sensor by now. A record for a file its path still names is
+    /// that file's newest writer; one for a directory, a watch root's parent or a path gone
+    /// names only what has no writer yet (the first such record drained wins). The records are handled with the next batch (`InFlight`).
+    /// `None` when nothing was drained.
+    fn writers_after_look(
+        &mut self,
+        who: Option<&HashMap<Vec<u8>, Modifier>>,
+    ) -> Option<HashMap<Vec<u8>, Modifier>> {
+        let start = self.in_flight.records.len();
+        self.watch.sensor_mut().drain(&mut self.in_flight.records);
+        let drained = &self.in_flight.records[start..];
+        if drained.is_empty() {
+            return None;
+        }
+        self.metrics.kernel_events.inc_by(drained.len() as u64);
+        let mut out = who.cloned().unwrap_or_default();
+        let mut fill = Vec::new();
+        for r in drained {
+            let m = Modifier::from_record(r);
+            // fimd itself (its alert file may sit beside a root) never moved a root.
+            if r.tgid != std::process::id()
+                && let Some(roots) = self.watch.roots_in(&r.key)
+            {
+                fill.extend(roots.iter().map(|root| (root.clone(), m.clone())));
+            }
+            for p in self.watch.paths_of(&r.key).into_iter().flatten() {
+                let is_dir = self
+                    .watch
+                    .seen()
+                    .get(p)
+                    .is_some_and(|e| e.kind == FileKind::Directory);
+                // Only while the path still names that inode: a number freed by a deletion
+                // may already be another file's, whose writer did not delete this one.
+                let still = watch_roots::identity(p).is_some_and(|(dev, ino, _)| {
+                    crate::sensor::ebpf::kernel_dev(dev) == r.key.dev && ino == r.key.ino
+                });
+                if is_dir || !still {
+                    fill.push((p.clone(), m.clone()));
+                } else {
+                    out.insert(p.clone(), m.clone());
+                }
+            }
+        }
+        for (p, m) in fill {
+            out.entry(p).or_insert(m);
+        }
+        Some(out)
     }
 
     /// Judges a change of an append-only file from what was verified (`AppendTracker::verify`,

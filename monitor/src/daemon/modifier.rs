@@ -39,3 +39,21 @@ impl Modifier {
         process_fields(self.tgid, self.pid, &self.comm, self.uid, pods)
     }
 }
+
+/// Records drained right after a look (a rescan's scan) and before its changes were judged:
+/// a change the look found may be a newer writer's, whose record was still in flight when the
+/// batch, the root check, the recheck or the settle began. Their writers name those changes
+/// (`Daemon::writers_after_look`); the records then wait here to be handled like any other
+/// (re-armed, rescanned) at the start of the next batch, which empties this. Bounded by one
+/// drain of the sensor (its ring or queue) per rescan between two batches (a handful per tick).
+#[derive(Debug, Default)]
+pub struct InFlight {
+    pub records: Vec<ChangeRecord>,
+}
+
+impl InFlight {
+    /// The records waiting, oldest first, leaving none.
+    pub fn take(&mut self) -> Vec<ChangeRecord> {
+        std::mem::take(&mut self.records)
+    }
+}

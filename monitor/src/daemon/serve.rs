@@ -183,6 +183,7 @@ fn start(settings: &Settings, metrics: &Arc<Metrics>, health: &Arc<Health>) -> a
         settler: Settler::default(),
         departures: Departures::default(),
         rechecks: RecheckQueue::default(),
+        in_flight: Default::default(),
         alerts: AlertWriter::new(
             sink,
             origin,

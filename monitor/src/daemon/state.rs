@@ -39,6 +39,8 @@ pub struct Daemon {
     pub settler: Settler,
     pub departures: Departures,
     pub rechecks: RecheckQueue,
+    /// Records drained by a rescan, waiting for the next batch (`InFlight`).
+    pub in_flight: super::modifier::InFlight,
     pub alerts: AlertWriter,
     /// Ledger and evidence writes, queued while the state store fails.
     pub writes: StateWrites,
