@@ -189,11 +189,6 @@ impl Queue {
         self.lock().stopping
     }
 
-    /// Documents still waiting (not in flight): for messages about a backlog.
-    pub fn waiting(&self) -> usize {
-        self.lock().items.len()
-    }
-
     /// A flush begins: a batching sink sends what it holds without waiting for more.
     pub(super) fn begin_flush(&self) {
         self.lock().flushing += 1;
