@@ -15,8 +15,9 @@ use crate::baseline::entry::Entry;
 use crate::compare::{self, Comparison, Kind, Mode};
 use crate::config::Policy;
 use crate::config::Settings;
-use crate::output::alert::{BaselineRef, Origin, hostname, human_line, problem_json, to_json};
+use crate::output::alert::{BaselineRef, Origin, hostname, human_line, to_json};
 use crate::output::dispatch::Dispatcher;
+use crate::output::typed::Alert;
 use crate::scan;
 
 pub enum Target<'a> {
@@ -107,11 +108,11 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
     {
         let mut out = Dispatcher::start(&sinks, None)?;
         for c in &cmp.changes {
-            out.send(&to_json(c, &origin));
+            out.send_alert(&Alert::change(c, &origin));
         }
         // A file the check could not compare is evidence too: the SIEM sees it, not just stderr.
         for p in &cmp.problems {
-            out.send(&problem_json(p, &origin));
+            out.send_alert(&Alert::problem(p, &origin));
         }
         let end = out.shutdown(std::time::Duration::from_secs(30));
         if end.dropped > 0 {

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::doc::{Doc, Fields};
 use super::queue::{Backoff, Counters, Queue, Worker};
 use super::sink::SinkError;
+use super::typed::Alert;
 use super::{jsonl, syslog, webhook};
 use crate::config::alerts::SinkSettings;
 
@@ -98,8 +99,19 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Offers `doc` to every sink without waiting; a sink whose queue is full drops it (counted).
+    /// Offers `alert` to every sink without waiting; a sink whose queue is full drops it
+    /// (counted). Syslog's header and structured data come from its typed parts.
+    pub fn send_alert(&self, alert: &Alert) {
+        self.offer(alert.document(), || alert.syslog_fields());
+    }
+
+    /// Offers a document given as JSON (one fimd did not build as an [`Alert`]); syslog reads
+    /// its header and structured data out of it.
     pub fn send(&self, doc: &Value) {
+        self.offer(doc, || Fields::of(doc));
+    }
+
+    fn offer(&self, doc: &Value, fields: impl FnOnce() -> Fields) {
         if self.sinks.is_empty() {
             return;
         }
@@ -116,7 +128,7 @@ impl Dispatcher {
         };
         let doc = Arc::new(Doc {
             json,
-            syslog: self.syslog.then(|| Fields::of(doc)),
+            syslog: self.syslog.then(fields),
         });
         for s in &self.sinks {
             if !s.queue.push(doc.clone()) {
