@@ -734,7 +734,7 @@ mod wire_format {
     fn origin() -> Origin {
         Origin {
             host: "testhost".into(),
-            scan: "realtime",
+            scan: fimd::output::alert::Scan::Realtime,
             root: None,
             baseline: Some(BaselineRef {
                 generation: 3,

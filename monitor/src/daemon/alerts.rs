@@ -104,8 +104,7 @@ impl AlertWriter {
             }
             self.alerted_new.push((c.path().to_vec(), token));
         }
-        self.metrics
-            .count_change(c.action.as_str(), c.kind == Kind::Alert);
+        self.metrics.count_change(c.action, c.kind);
         let mut alert = Alert::change(c, &self.origin);
         if let Some(m) = who {
             alert = alert.with_actor(&m.actor(&self.pods), self.sensor, m.hook, m.cgroup_id);

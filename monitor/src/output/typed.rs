@@ -9,25 +9,11 @@ use super::alert::{Origin, coverage_alert, now_rfc3339, problem_json, to_json};
 use super::doc::{ERR, Fields, NOTICE, WARNING, is_rfc5424_time, printable};
 use crate::attribution::Actor;
 use crate::baseline::store::hex;
-use crate::compare::{Change, Kind};
+use crate::compare::Change;
 use crate::paths::path_text;
 
 /// ECS `event.kind`: an alert (a difference, a loss of sight) or an event (allowed, recorded).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Alert,
-    Event,
-}
-
-impl EventKind {
-    /// The ECS value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Alert => "alert",
-            EventKind::Event => "event",
-        }
-    }
-}
+pub use crate::compare::Kind as EventKind;
 
 /// ECS `event.outcome`, where a document has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,11 +78,7 @@ impl Alert {
     /// The document for a change (an alert, or an allowed event such as `appended`).
     pub fn change(c: &Change, origin: &Origin) -> Alert {
         let entry = c.current.as_ref().or(c.previous.as_ref());
-        let kind = if c.kind == Kind::Alert {
-            EventKind::Alert
-        } else {
-            EventKind::Event
-        };
+        let kind = c.kind;
         let summary = Summary {
             action: c.action.as_str().to_owned(),
             path: entry.map(|e| path_text(&e.path).0),
@@ -264,7 +246,7 @@ mod tests {
     use super::*;
     use crate::attribution::{ContainerRef, PodRef};
     use crate::baseline::entry::{Entry, FileKind};
-    use crate::compare::Action;
+    use crate::compare::{Action, Kind};
     use crate::config::Policy;
 
     fn entry(path: &[u8], sha: Option<[u8; 32]>) -> Entry {
@@ -292,7 +274,7 @@ mod tests {
     fn origin() -> Origin {
         Origin {
             host: "web 1".into(),
-            scan: "realtime",
+            scan: crate::output::alert::Scan::Realtime,
             root: None,
             baseline: None,
         }

@@ -228,7 +228,8 @@ mod tests {
     async fn metrics_exports_every_family_as_valid_text() {
         let s = start(Health::new()).await;
         // Label vectors without a preset child appear once used.
-        s.metrics.count_change("updated", true);
+        s.metrics
+            .count_change(crate::compare::Action::Updated, crate::compare::Kind::Alert);
         s.metrics.count_output("jsonl", "sent");
         s.metrics.kernel_events.inc_by(7);
         let r = request(s.addr, "GET", "/metrics").await;
