@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// The container a process runs in, as its cgroup path tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,25 +284,20 @@ impl Actor {
             out.push(("user", json!({ "id": uid.to_string() })));
         }
         if let Some((c, pod)) = &self.container {
-            let (container, k8s) = container_ecs(c, pod.as_ref());
-            out.push(("container", container));
-            if let Some((orchestrator, kubernetes)) = k8s {
-                out.push(("orchestrator", orchestrator));
-                out.push(("kubernetes", kubernetes));
-            }
+            out.extend(container_ecs(c, pod.as_ref()));
         }
         out
     }
 }
 
 /// `container`, and for a container in a pod `orchestrator` and `kubernetes` (see [`ecs_fields`]).
-fn container_ecs(c: &ContainerRef, pod: Option<&PodRef>) -> (Value, Option<(Value, Value)>) {
+fn container_ecs(c: &ContainerRef, pod: Option<&PodRef>) -> Vec<(&'static str, Value)> {
     let mut container = json!({ "id": c.id });
     if let Some(rt) = c.runtime {
         container["runtime"] = json!(rt);
     }
     let Some(uid) = pod.map(|p| p.uid.as_str()).or(c.pod_uid.as_deref()) else {
-        return (container, None);
+        return vec![("container", container)];
     };
     let mut resource = json!({ "type": "pod", "id": uid });
     let mut orchestrator = json!({ "type": "kubernetes" });
@@ -314,7 +309,11 @@ fn container_ecs(c: &ContainerRef, pod: Option<&PodRef>) -> (Value, Option<(Valu
         kubernetes["namespace"] = json!(p.namespace);
     }
     orchestrator["resource"] = resource;
-    (container, Some((orchestrator, kubernetes)))
+    vec![
+        ("container", container),
+        ("orchestrator", orchestrator),
+        ("kubernetes", kubernetes),
+    ]
 }
 
 /// ECS fields for an alert, as an object whose top-level keys are to be merged into it:
@@ -330,14 +329,8 @@ fn container_ecs(c: &ContainerRef, pod: Option<&PodRef>) -> (Value, Option<(Valu
 /// container in a pod, with the name and namespace when `pod` resolved them. `kubernetes.*` are
 /// the fields Elastic's Kubernetes integration uses, so alerts join its dashboards.
 pub fn ecs_fields(c: &ContainerRef, pod: Option<&PodRef>) -> Value {
-    let mut out = Map::new();
-    let (container, k8s) = container_ecs(c, pod);
-    out.insert("container".into(), container);
-    if let Some((orchestrator, kubernetes)) = k8s {
-        out.insert("orchestrator".into(), orchestrator);
-        out.insert("kubernetes".into(), kubernetes);
-    }
-    Value::Object(out)
+    let fields = container_ecs(c, pod).into_iter();
+    Value::Object(fields.map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
 #[cfg(test)]
