@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// The container a process runs in, as its cgroup path tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,42 +217,103 @@ pub fn process_fields(
     uid: u32,
     pods: &PodDirectory,
 ) -> Vec<(&'static str, Value)> {
-    use std::os::unix::ffi::OsStrExt;
-    let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
-        .ok()
-        .map(|p| crate::paths::path_text(p.as_os_str().as_bytes()).0);
-    // The record names the thread (an io_uring worker is "iou-wrk-N"); the process name is
-    // the thread group leader's, while it lives.
-    let name = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
-        .map(|s| s.trim_end().to_owned())
-        .unwrap_or_else(|_| thread_name.to_owned());
-    let mut process = json!({
-        "pid": tgid,
-        "name": name,
-        "thread": { "id": pid, "name": thread_name },
-    });
-    if let Some(exe) = exe {
-        process["executable"] = json!(exe);
-    }
-    let mut out = vec![("process", process)];
-    if uid != u32::MAX {
-        out.push(("user", json!({ "id": uid.to_string() })));
-    }
-    if let Some(c) = container_of_process(tgid) {
-        let pod = c.pod_uid.as_deref().and_then(|uid| pods.lookup(uid));
-        if let Value::Object(fields) = ecs_fields(&c, pod.as_ref()) {
-            for (k, v) in fields {
-                let k: &'static str = match k.as_str() {
-                    "container" => "container",
-                    "orchestrator" => "orchestrator",
-                    "kubernetes" => "kubernetes",
-                    _ => continue,
-                };
-                out.push((k, v));
-            }
+    Actor::of(tgid, pid, thread_name, uid, pods).ecs()
+}
+
+/// The task a kernel record named as a change's writer, with what /proc and the cgroup tell of
+/// it (see [`process_fields`]): the typed source of an alert's `process.*`, `user.id` and
+/// container fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// `process.pid`: the thread group id.
+    pub pid: u32,
+    /// `process.name`: the group leader's `comm`, else the thread's.
+    pub name: String,
+    /// `process.thread.id`: the kernel `pid`.
+    pub thread_id: u32,
+    /// `process.thread.name`: the thread's `comm`.
+    pub thread_name: String,
+    /// `process.executable`, while the process lives.
+    pub executable: Option<String>,
+    /// `user.id`; `None` when the sensor could not learn it.
+    pub uid: Option<u32>,
+    /// The container and, when the kubelet named it, its pod.
+    pub container: Option<(ContainerRef, Option<PodRef>)>,
+}
+
+impl Actor {
+    /// Reads /proc and the cgroup of `tgid` (see [`process_fields`] for the arguments).
+    pub fn of(tgid: u32, pid: u32, thread_name: &str, uid: u32, pods: &PodDirectory) -> Actor {
+        use std::os::unix::ffi::OsStrExt;
+        let executable = std::fs::read_link(format!("/proc/{tgid}/exe"))
+            .ok()
+            .map(|p| crate::paths::path_text(p.as_os_str().as_bytes()).0);
+        // The record names the thread (an io_uring worker is "iou-wrk-N"); the process name is
+        // the thread group leader's, while it lives.
+        let name = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
+            .map(|s| s.trim_end().to_owned())
+            .unwrap_or_else(|_| thread_name.to_owned());
+        let container = container_of_process(tgid).map(|c| {
+            let pod = c.pod_uid.as_deref().and_then(|uid| pods.lookup(uid));
+            (c, pod)
+        });
+        Actor {
+            pid: tgid,
+            name,
+            thread_id: pid,
+            thread_name: thread_name.to_owned(),
+            executable,
+            uid: (uid != u32::MAX).then_some(uid),
+            container,
         }
     }
-    out
+
+    /// The ECS fields, top-level key and value: `process`, then `user` when the uid is known,
+    /// then `container` (and `orchestrator`, `kubernetes` for a pod) as [`ecs_fields`] gives them.
+    pub fn ecs(&self) -> Vec<(&'static str, Value)> {
+        let mut process = json!({
+            "pid": self.pid,
+            "name": self.name,
+            "thread": { "id": self.thread_id, "name": self.thread_name },
+        });
+        if let Some(exe) = &self.executable {
+            process["executable"] = json!(exe);
+        }
+        let mut out = vec![("process", process)];
+        if let Some(uid) = self.uid {
+            out.push(("user", json!({ "id": uid.to_string() })));
+        }
+        if let Some((c, pod)) = &self.container {
+            out.extend(container_ecs(c, pod.as_ref()));
+        }
+        out
+    }
+}
+
+/// `container`, and for a container in a pod `orchestrator` and `kubernetes` (see [`ecs_fields`]).
+fn container_ecs(c: &ContainerRef, pod: Option<&PodRef>) -> Vec<(&'static str, Value)> {
+    let mut container = json!({ "id": c.id });
+    if let Some(rt) = c.runtime {
+        container["runtime"] = json!(rt);
+    }
+    let Some(uid) = pod.map(|p| p.uid.as_str()).or(c.pod_uid.as_deref()) else {
+        return vec![("container", container)];
+    };
+    let mut resource = json!({ "type": "pod", "id": uid });
+    let mut orchestrator = json!({ "type": "kubernetes" });
+    let mut kubernetes = json!({ "pod": { "uid": uid } });
+    if let Some(p) = pod {
+        resource["name"] = json!(p.name);
+        orchestrator["namespace"] = json!(p.namespace);
+        kubernetes["pod"]["name"] = json!(p.name);
+        kubernetes["namespace"] = json!(p.namespace);
+    }
+    orchestrator["resource"] = resource;
+    vec![
+        ("container", container),
+        ("orchestrator", orchestrator),
+        ("kubernetes", kubernetes),
+    ]
 }
 
 /// ECS fields for an alert, as an object whose top-level keys are to be merged into it:
@@ -268,28 +329,8 @@ pub fn process_fields(
 /// container in a pod, with the name and namespace when `pod` resolved them. `kubernetes.*` are
 /// the fields Elastic's Kubernetes integration uses, so alerts join its dashboards.
 pub fn ecs_fields(c: &ContainerRef, pod: Option<&PodRef>) -> Value {
-    let mut out = Map::new();
-    let mut container = json!({ "id": c.id });
-    if let Some(rt) = c.runtime {
-        container["runtime"] = json!(rt);
-    }
-    out.insert("container".into(), container);
-    let Some(uid) = pod.map(|p| p.uid.as_str()).or(c.pod_uid.as_deref()) else {
-        return Value::Object(out);
-    };
-    let mut resource = json!({ "type": "pod", "id": uid });
-    let mut orchestrator = json!({ "type": "kubernetes" });
-    let mut kubernetes = json!({ "pod": { "uid": uid } });
-    if let Some(p) = pod {
-        resource["name"] = json!(p.name);
-        orchestrator["namespace"] = json!(p.namespace);
-        kubernetes["pod"]["name"] = json!(p.name);
-        kubernetes["namespace"] = json!(p.namespace);
-    }
-    orchestrator["resource"] = resource;
-    out.insert("orchestrator".into(), orchestrator);
-    out.insert("kubernetes".into(), kubernetes);
-    Value::Object(out)
+    let fields = container_ecs(c, pod).into_iter();
+    Value::Object(fields.map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
 #[cfg(test)]

@@ -40,7 +40,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    /// Every kind, in the order metric label sets list them.
+    pub const ALL: [Kind; 2] = [Kind::Alert, Kind::Event];
+
+    /// The ECS `event.kind` value.
+    pub const fn as_str(self) -> &'static str {
         match self {
             Kind::Alert => "alert",
             Kind::Event => "event",
@@ -49,7 +53,20 @@ impl Kind {
 }
 
 impl Action {
-    pub fn as_str(self) -> &'static str {
+    /// Every action, in the order metric label sets list them.
+    pub const ALL: [Action; 8] = [
+        Action::Created,
+        Action::Updated,
+        Action::Deleted,
+        Action::Moved,
+        Action::AttributesModified,
+        Action::Appended,
+        Action::Truncated,
+        Action::Rotated,
+    ];
+
+    /// The ECS `event.action` value.
+    pub const fn as_str(self) -> &'static str {
         match self {
             Action::Created => "created",
             Action::Updated => "updated",

@@ -696,3 +696,545 @@ fn jsonl_bad_path_fails_at_start() {
     let msg = err.to_string();
     assert!(msg.contains(&target.display().to_string()), "{msg}");
 }
+
+mod wire_format {
+    //! The ECS documents fimd emits, pinned whole: a renamed or retyped field fails here.
+    use fimd::attribution::{Actor, ContainerRef, PodRef};
+    use fimd::baseline::entry::{Entry, FileKind};
+    use fimd::compare::{Action, Change, Kind};
+    use fimd::config::Policy;
+    use fimd::output::alert::{BaselineRef, Origin};
+    use fimd::output::typed::Alert;
+    use serde_json::{Value, json};
+
+    const AT: &str = "2024-05-01T10:00:00.123Z";
+
+    fn entry(path: &[u8], size: u64, sha: u8) -> Entry {
+        Entry {
+            path: path.to_vec(),
+            kind: FileKind::Regular,
+            size,
+            mode: 0o640,
+            uid: 0,
+            gid: 42,
+            ino: 1234,
+            dev: 2049,
+            nlink: 1,
+            mtime_ns: 1_714_557_600_000_000_000,
+            ctime_ns: 1_714_557_601_500_000_000,
+            sha256: Some([sha; 32]),
+            link_target: None,
+            xattrs: vec![(b"security.selinux".to_vec(), b"x".to_vec())],
+            flags: Some(0x10),
+            birth_ns: None,
+            generation: None,
+        }
+    }
+
+    fn origin() -> Origin {
+        Origin {
+            host: "testhost".into(),
+            scan: fimd::output::alert::Scan::Realtime,
+            root: None,
+            baseline: Some(BaselineRef {
+                generation: 3,
+                seal: "ab".repeat(32),
+            }),
+        }
+    }
+
+    fn actor() -> Actor {
+        Actor {
+            pid: 4242,
+            name: "vi".into(),
+            thread_id: 4243,
+            thread_name: "vi".into(),
+            executable: Some("/usr/bin/vi".into()),
+            uid: Some(0),
+            container: Some((
+                ContainerRef {
+                    id: "cd".repeat(32),
+                    runtime: Some("containerd"),
+                    pod_uid: Some("1234-5678".into()),
+                },
+                Some(PodRef {
+                    uid: "1234-5678".into(),
+                    name: "web-0".into(),
+                    namespace: "prod".into(),
+                }),
+            )),
+        }
+    }
+
+    fn docs() -> Vec<(&'static str, Value)> {
+        let o = origin();
+        let updated = Change::alert(
+            Action::Updated,
+            Policy::Static,
+            Some(entry(b"/etc/sha\xffdow", 10, 1)),
+            Some(entry(b"/etc/sha\xffdow", 12, 2)),
+            vec!["content", "size"],
+        );
+        let appended = Change {
+            kind: Kind::Event,
+            extra: vec![("append", json!({ "bytes": 2 }))],
+            ..Change::alert(
+                Action::Appended,
+                Policy::AppendOnly,
+                Some(entry(b"/var/log/app.log", 10, 3)),
+                Some(entry(b"/var/log/app.log", 12, 4)),
+                vec!["size"],
+            )
+        };
+        let deleted = Change::alert(
+            Action::Deleted,
+            Policy::Static,
+            Some(entry(b"/etc/x", 1, 5)),
+            None,
+            vec![],
+        );
+        let problem = fimd::scan::Problem {
+            path: b"/etc/shadow".to_vec(),
+            message: "permission denied".into(),
+            subtree: false,
+        };
+        let doc = |a: Alert| a.at(AT).document().clone();
+        vec![
+            (
+                "updated",
+                doc(Alert::change(&updated, &o).with_actor(&actor(), "ebpf", "vfs_write", 77)),
+            ),
+            ("appended", doc(Alert::change(&appended, &o))),
+            ("deleted", doc(Alert::change(&deleted, &o))),
+            ("not_compared", doc(Alert::problem(&problem, &o))),
+            (
+                "watch_capacity_exceeded",
+                doc(Alert::coverage(
+                    "watch_capacity_exceeded",
+                    b"/srv",
+                    "maps full",
+                    &o,
+                )),
+            ),
+            (
+                "state_store_failing",
+                doc(Alert::state_store_failing(
+                    "disk full",
+                    "/var/lib/fimd/state.db",
+                    3,
+                    &o,
+                )),
+            ),
+            (
+                "state_store_recovered",
+                doc(Alert::state_store_recovered("/var/lib/fimd/state.db", 3, &o)),
+            ),
+        ]
+    }
+
+    /// Each kind of document, whole, as fimd sends it today (timestamp fixed; the one change
+    /// document with a writer carries every actor and kernel field).
+    #[test]
+    fn every_kind_of_document_is_pinned_whole() {
+        let expected = [
+            (
+                "updated",
+                json!({
+                    "@timestamp": "2024-05-01T10:00:00.123Z",
+                    "container": {
+                        "id": "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd",
+                        "runtime": "containerd"
+                    },
+                    "event": {
+                        "action": "updated",
+                        "category": [
+                            "file"
+                        ],
+                        "kind": "alert",
+                        "module": "fimd",
+                        "type": [
+                            "change"
+                        ]
+                    },
+                    "file": {
+                        "attributes": [
+                            "immutable"
+                        ],
+                        "ctime": "2024-05-01T10:00:01.500Z",
+                        "gid": "42",
+                        "hash": {
+                            "sha256": "0202020202020202020202020202020202020202020202020202020202020202"
+                        },
+                        "inode": "1234",
+                        "mode": "0640",
+                        "mtime": "2024-05-01T10:00:00.000Z",
+                        "name": "sha\\xFFdow",
+                        "path": "/etc/sha\\xFFdow",
+                        "size": 12,
+                        "type": "file",
+                        "uid": "0"
+                    },
+                    "fim": {
+                        "baseline": {
+                            "generation": 3,
+                            "seal": "abababababababababababababababababababababababababababababababab"
+                        },
+                        "changes": [
+                            "content",
+                            "size"
+                        ],
+                        "kernel": {
+                            "cgroup_id": 77,
+                            "hook": "vfs_write",
+                            "sensor": "ebpf"
+                        },
+                        "path_bytes_b64": "L2V0Yy9zaGH/ZG93",
+                        "policy": "static",
+                        "previous": {
+                            "attributes": [
+                                "immutable"
+                            ],
+                            "ctime": "2024-05-01T10:00:01.500Z",
+                            "gid": "42",
+                            "hash": {
+                                "sha256": "0101010101010101010101010101010101010101010101010101010101010101"
+                            },
+                            "inode": "1234",
+                            "mode": "0640",
+                            "mtime": "2024-05-01T10:00:00.000Z",
+                            "name": "sha\\xFFdow",
+                            "path": "/etc/sha\\xFFdow",
+                            "path_bytes_b64": "L2V0Yy9zaGH/ZG93",
+                            "size": 10,
+                            "type": "file",
+                            "uid": "0",
+                            "xattrs": [
+                                "security.selinux"
+                            ]
+                        },
+                        "scan": "realtime",
+                        "xattrs": [
+                            "security.selinux"
+                        ]
+                    },
+                    "host": {
+                        "name": "testhost"
+                    },
+                    "kubernetes": {
+                        "namespace": "prod",
+                        "pod": {
+                            "name": "web-0",
+                            "uid": "1234-5678"
+                        }
+                    },
+                    "message": "updated             /etc/sha\\xFFdow  [content, size]",
+                    "orchestrator": {
+                        "namespace": "prod",
+                        "resource": {
+                            "id": "1234-5678",
+                            "name": "web-0",
+                            "type": "pod"
+                        },
+                        "type": "kubernetes"
+                    },
+                    "process": {
+                        "executable": "/usr/bin/vi",
+                        "name": "vi",
+                        "pid": 4242,
+                        "thread": {
+                            "id": 4243,
+                            "name": "vi"
+                        }
+                    },
+                    "user": {
+                        "id": "0"
+                    }
+                }),
+            ),
+            (
+                "appended",
+                json!({
+                    "@timestamp": "2024-05-01T10:00:00.123Z",
+                    "event": {
+                        "action": "appended",
+                        "category": [
+                            "file"
+                        ],
+                        "kind": "event",
+                        "module": "fimd",
+                        "type": [
+                            "change"
+                        ]
+                    },
+                    "file": {
+                        "attributes": [
+                            "immutable"
+                        ],
+                        "ctime": "2024-05-01T10:00:01.500Z",
+                        "gid": "42",
+                        "hash": {
+                            "sha256": "0404040404040404040404040404040404040404040404040404040404040404"
+                        },
+                        "inode": "1234",
+                        "mode": "0640",
+                        "mtime": "2024-05-01T10:00:00.000Z",
+                        "name": "app.log",
+                        "path": "/var/log/app.log",
+                        "size": 12,
+                        "type": "file",
+                        "uid": "0"
+                    },
+                    "fim": {
+                        "append": {
+                            "bytes": 2
+                        },
+                        "baseline": {
+                            "generation": 3,
+                            "seal": "abababababababababababababababababababababababababababababababab"
+                        },
+                        "changes": [
+                            "size"
+                        ],
+                        "policy": "append-only",
+                        "previous": {
+                            "attributes": [
+                                "immutable"
+                            ],
+                            "ctime": "2024-05-01T10:00:01.500Z",
+                            "gid": "42",
+                            "hash": {
+                                "sha256": "0303030303030303030303030303030303030303030303030303030303030303"
+                            },
+                            "inode": "1234",
+                            "mode": "0640",
+                            "mtime": "2024-05-01T10:00:00.000Z",
+                            "name": "app.log",
+                            "path": "/var/log/app.log",
+                            "size": 10,
+                            "type": "file",
+                            "uid": "0",
+                            "xattrs": [
+                                "security.selinux"
+                            ]
+                        },
+                        "scan": "realtime",
+                        "xattrs": [
+                            "security.selinux"
+                        ]
+                    },
+                    "host": {
+                        "name": "testhost"
+                    },
+                    "message": "(appended)          /var/log/app.log  [size]  policy=append-only"
+                }),
+            ),
+            (
+                "deleted",
+                json!({
+                    "@timestamp": "2024-05-01T10:00:00.123Z",
+                    "event": {
+                        "action": "deleted",
+                        "category": [
+                            "file"
+                        ],
+                        "kind": "alert",
+                        "module": "fimd",
+                        "type": [
+                            "deletion"
+                        ]
+                    },
+                    "file": {
+                        "attributes": [
+                            "immutable"
+                        ],
+                        "ctime": "2024-05-01T10:00:01.500Z",
+                        "gid": "42",
+                        "hash": {
+                            "sha256": "0505050505050505050505050505050505050505050505050505050505050505"
+                        },
+                        "inode": "1234",
+                        "mode": "0640",
+                        "mtime": "2024-05-01T10:00:00.000Z",
+                        "name": "x",
+                        "path": "/etc/x",
+                        "size": 1,
+                        "type": "file",
+                        "uid": "0"
+                    },
+                    "fim": {
+                        "baseline": {
+                            "generation": 3,
+                            "seal": "abababababababababababababababababababababababababababababababab"
+                        },
+                        "changes": [],
+                        "policy": "static",
+                        "previous": {
+                            "attributes": [
+                                "immutable"
+                            ],
+                            "ctime": "2024-05-01T10:00:01.500Z",
+                            "gid": "42",
+                            "hash": {
+                                "sha256": "0505050505050505050505050505050505050505050505050505050505050505"
+                            },
+                            "inode": "1234",
+                            "mode": "0640",
+                            "mtime": "2024-05-01T10:00:00.000Z",
+                            "name": "x",
+                            "path": "/etc/x",
+                            "size": 1,
+                            "type": "file",
+                            "uid": "0",
+                            "xattrs": [
+                                "security.selinux"
+                            ]
+                        },
+                        "scan": "realtime",
+                        "xattrs": [
+                            "security.selinux"
+                        ]
+                    },
+                    "host": {
+                        "name": "testhost"
+                    },
+                    "message": "deleted             /etc/x"
+                }),
+            ),
+            (
+                "not_compared",
+                json!({
+                    "@timestamp": "2024-05-01T10:00:00.123Z",
+                    "error": {
+                        "message": "permission denied"
+                    },
+                    "event": {
+                        "action": "not_compared",
+                        "category": [
+                            "file"
+                        ],
+                        "kind": "event",
+                        "module": "fimd",
+                        "outcome": "failure",
+                        "type": [
+                            "error"
+                        ]
+                    },
+                    "file": {
+                        "path": "/etc/shadow"
+                    },
+                    "fim": {
+                        "baseline": {
+                            "generation": 3,
+                            "seal": "abababababababababababababababababababababababababababababababab"
+                        },
+                        "scan": "realtime"
+                    },
+                    "host": {
+                        "name": "testhost"
+                    }
+                }),
+            ),
+            (
+                "watch_capacity_exceeded",
+                json!({
+                    "@timestamp": "2024-05-01T10:00:00.123Z",
+                    "error": {
+                        "message": "maps full"
+                    },
+                    "event": {
+                        "action": "watch_capacity_exceeded",
+                        "category": [
+                            "file"
+                        ],
+                        "kind": "alert",
+                        "module": "fimd",
+                        "outcome": "failure",
+                        "type": [
+                            "info"
+                        ]
+                    },
+                    "file": {
+                        "path": "/srv"
+                    },
+                    "fim": {
+                        "baseline": {
+                            "generation": 3,
+                            "seal": "abababababababababababababababababababababababababababababababab"
+                        },
+                        "scan": "realtime"
+                    },
+                    "host": {
+                        "name": "testhost"
+                    },
+                    "message": "watch_capacity_exceeded /srv: maps full"
+                }),
+            ),
+            (
+                "state_store_failing",
+                json!({
+                    "@timestamp": "2024-05-01T10:00:00.123Z",
+                    "error": {
+                        "message": "disk full"
+                    },
+                    "event": {
+                        "action": "state_store_failing",
+                        "category": [
+                            "database"
+                        ],
+                        "kind": "alert",
+                        "module": "fimd",
+                        "outcome": "failure",
+                        "reason": "disk full",
+                        "type": [
+                            "error"
+                        ]
+                    },
+                    "fim": {
+                        "state": {
+                            "database": "/var/lib/fimd/state.db",
+                            "queued_writes": 3
+                        }
+                    },
+                    "host": {
+                        "name": "testhost"
+                    },
+                    "message": "state_store_failing /var/lib/fimd/state.db: disk full; detection and alerting go on, evidence and ledger writes are queued in memory and retried"
+                }),
+            ),
+            (
+                "state_store_recovered",
+                json!({
+                    "@timestamp": "2024-05-01T10:00:00.123Z",
+                    "event": {
+                        "action": "state_store_recovered",
+                        "category": [
+                            "database"
+                        ],
+                        "kind": "event",
+                        "module": "fimd",
+                        "outcome": "success",
+                        "type": [
+                            "change"
+                        ]
+                    },
+                    "fim": {
+                        "state": {
+                            "database": "/var/lib/fimd/state.db",
+                            "landed_writes": 3
+                        }
+                    },
+                    "host": {
+                        "name": "testhost"
+                    },
+                    "message": "state_store_recovered /var/lib/fimd/state.db: 3 queued writes stored"
+                }),
+            ),
+        ];
+        let got = docs();
+        assert_eq!(got.len(), expected.len());
+        for ((name, doc), (want_name, want)) in got.iter().zip(expected.iter()) {
+            assert_eq!(name, want_name);
+            assert_eq!(doc, want, "{name}: {doc:#}");
+        }
+    }
+}

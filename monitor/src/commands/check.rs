@@ -15,8 +15,9 @@ use crate::baseline::entry::Entry;
 use crate::compare::{self, Comparison, Kind, Mode};
 use crate::config::Policy;
 use crate::config::Settings;
-use crate::output::alert::{BaselineRef, Origin, hostname, human_line, problem_json, to_json};
+use crate::output::alert::{BaselineRef, Origin, Scan, hostname, human_line, to_json};
 use crate::output::dispatch::Dispatcher;
+use crate::output::typed::Alert;
 use crate::scan;
 
 pub enum Target<'a> {
@@ -39,7 +40,7 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
             host_mode(&baseline),
             Origin {
                 host: hostname(),
-                scan: "check",
+                scan: Scan::Check,
                 root: None,
                 baseline: judged_by,
             },
@@ -56,7 +57,7 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
                 Mode::Portable,
                 Origin {
                     host: hostname(),
-                    scan: "verify",
+                    scan: Scan::Verify,
                     root: Some(dir.display().to_string()),
                     baseline: judged_by,
                 },
@@ -68,7 +69,7 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
     let append_base = append_only_entries(settings, &baseline.entries);
     let baseline_seal = baseline.seal.clone();
     let mut scan = scan::start(settings, root);
-    let bar = progress(&scan, origin.scan);
+    let bar = progress(&scan, origin.scan.as_str());
     let mut cmp = compare::compare(settings, baseline.entries, &mut scan, mode, |_| {});
     cmp.problems.extend(coverage);
     drop(scan);
@@ -103,15 +104,16 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
     if matches!(sinks.jsonl, Some(crate::config::JsonlTarget::Stdout)) {
         sinks.jsonl = None;
     }
-    if origin.scan == "check" && (sinks.jsonl.is_some() || sinks.syslog.is_some() || sinks.webhook.is_some())
+    if origin.scan == Scan::Check
+        && (sinks.jsonl.is_some() || sinks.syslog.is_some() || sinks.webhook.is_some())
     {
         let mut out = Dispatcher::start(&sinks, None)?;
         for c in &cmp.changes {
-            out.send(&to_json(c, &origin));
+            out.send_alert(&Alert::change(c, &origin));
         }
         // A file the check could not compare is evidence too: the SIEM sees it, not just stderr.
         for p in &cmp.problems {
-            out.send(&problem_json(p, &origin));
+            out.send_alert(&Alert::problem(p, &origin));
         }
         let end = out.shutdown(std::time::Duration::from_secs(30));
         if end.dropped > 0 {
@@ -122,7 +124,7 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
         }
     }
     report_problems(&cmp.problems);
-    super::report_metadata_only(origin.scan, settings, &cmp.metadata_only);
+    super::report_metadata_only(origin.scan.as_str(), settings, &cmp.metadata_only);
     if matches!(target, Target::Host) {
         let record = super::Evidence {
             kind: "check",
@@ -143,7 +145,7 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
     eprintln!(
         "fimd {}: {} entries compared with baseline generation {} in {:.2} s: {} differences, {} allowed by \
          policy, {} warnings",
-        origin.scan,
+        origin.scan.as_str(),
         cmp.scanned,
         baseline.generation,
         started.elapsed().as_secs_f64(),

@@ -6,18 +6,17 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
-
 use super::modifier::Modifier;
-use super::state_writes::{self, Episode};
+use super::state_writes::Episode;
 use crate::alerted::Alerted;
 use crate::attribution::PodDirectory;
 use crate::baseline::seal::Key;
 use crate::baseline::store::Store;
 use crate::compare::{Change, Kind};
 use crate::config::Settings;
-use crate::output::alert::{BaselineRef, Origin, to_json};
+use crate::output::alert::{BaselineRef, Origin};
 use crate::output::dispatch::{Dispatcher, Shutdown};
+use crate::output::typed::{Alert, EventKind};
 use crate::sensor::SensorError;
 use crate::telemetry::Metrics;
 
@@ -41,7 +40,7 @@ pub struct Mark {
 pub struct AlertWriter {
     sink: Dispatcher,
     /// Documents of the step under way, sent by `send`.
-    outbox: Vec<Value>,
+    outbox: Vec<Alert>,
     origin: Origin,
     metrics: Arc<Metrics>,
     pods: PodDirectory,
@@ -105,21 +104,12 @@ impl AlertWriter {
             }
             self.alerted_new.push((c.path().to_vec(), token));
         }
-        self.metrics
-            .count_change(c.action.as_str(), c.kind == Kind::Alert);
-        let mut doc = to_json(c, &self.origin);
-        if let (Some(m), Some(obj)) = (who, doc.as_object_mut()) {
-            for (k, v) in m.fields(&self.pods) {
-                obj.insert(k.into(), v);
-            }
-            if let Some(fim) = obj.get_mut("fim").and_then(Value::as_object_mut) {
-                fim.insert(
-                    "kernel".into(),
-                    json!({ "sensor": self.sensor, "hook": m.hook, "cgroup_id": m.cgroup_id }),
-                );
-            }
+        self.metrics.count_change(c.action, c.kind);
+        let mut alert = Alert::change(c, &self.origin);
+        if let Some(m) = who {
+            alert = alert.with_actor(&m.actor(&self.pods), self.sensor, m.hook, m.cgroup_id);
         }
-        self.outbox.push(doc);
+        self.outbox.push(alert);
     }
 
     /// A path that matches its baseline again: a new difference there is alerted anew.
@@ -130,8 +120,8 @@ impl AlertWriter {
     /// Sends the outbox and records, in one write, which differences it alerted. `store`:
     /// where to record them (best effort; `None` while the store cannot be written).
     pub fn send(&mut self, store: Option<&Store>) {
-        for doc in std::mem::take(&mut self.outbox) {
-            self.sink.send(&doc);
+        for alert in std::mem::take(&mut self.outbox) {
+            self.sink.send_alert(&alert);
         }
         let sent = std::mem::take(&mut self.alerted_new);
         if let Some(store) = store
@@ -168,12 +158,8 @@ impl AlertWriter {
             "fimd run: cannot watch {}: {reason}",
             crate::paths::path_text(path).0
         );
-        self.outbox.push(crate::output::alert::coverage_alert(
-            action,
-            &watch,
-            &reason,
-            &self.origin,
-        ));
+        self.outbox
+            .push(Alert::coverage(action, &watch, &reason, &self.origin));
     }
 
     /// Says so when the state store at `database` starts failing (an alert, once per
@@ -183,14 +169,14 @@ impl AlertWriter {
             Episode::Quiet => return,
             Episode::Failing(reason) => {
                 eprintln!("fimd run: the state store is failing: {reason}; queuing its writes");
-                state_writes::failing_alert(&reason, database, queued, &self.origin)
+                Alert::state_store_failing(&reason, database, queued, &self.origin)
             }
             Episode::Recovered(n) => {
                 eprintln!("fimd run: the state store works again: {n} queued writes stored");
-                state_writes::recovered_event(database, n, &self.origin)
+                Alert::state_store_recovered(database, n, &self.origin)
             }
         };
-        self.sink.send(&doc);
+        self.sink.send_alert(&doc);
     }
 
     /// A full comparison starts: outstanding differences are recounted from scratch.
@@ -205,7 +191,7 @@ impl AlertWriter {
     /// What was queued (or suppressed) since `mark`, by kind.
     pub fn tally(&self, mark: Mark) -> Tally {
         let docs = &self.outbox[mark.outbox..];
-        let sent_alerts = docs.iter().filter(|d| d["event"]["kind"] == "alert").count();
+        let sent_alerts = docs.iter().filter(|a| a.kind() == EventKind::Alert).count();
         Tally {
             alerts: sent_alerts + (self.suppressed - mark.suppressed),
             events: docs.len() - sent_alerts,

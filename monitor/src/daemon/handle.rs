@@ -281,7 +281,8 @@ impl Daemon {
                 crate::paths::path_text(root).0
             );
         }
-        self.metrics.count_rescan("root");
+        self.metrics
+            .count_rescan(crate::telemetry::metrics::RescanReason::Root);
         for root in &changed {
             // Perhaps another filesystem mounted there now.
             if watch_roots::identity(root).is_some()

@@ -1,8 +1,7 @@
 //! The task a kernel record names as the writer of a change.
 use monitor_common::{ChangeRecord, Hook};
-use serde_json::Value;
 
-use crate::attribution::{PodDirectory, process_fields};
+use crate::attribution::{Actor, PodDirectory};
 
 /// The writer of a change, as the sensor recorded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +32,10 @@ impl Modifier {
         }
     }
 
-    /// ECS `process.*`, `user.id` and `container.*` for this writer (see
-    /// `attribution::process_fields`).
-    pub fn fields(&self, pods: &PodDirectory) -> Vec<(&'static str, Value)> {
-        process_fields(self.tgid, self.pid, &self.comm, self.uid, pods)
+    /// This writer as an alert names it (`process.*`, `user.id`, `container.*`; see
+    /// `attribution::Actor`), read from /proc and the cgroup now.
+    pub fn actor(&self, pods: &PodDirectory) -> Actor {
+        Actor::of(self.tgid, self.pid, &self.comm, self.uid, pods)
     }
 }
 

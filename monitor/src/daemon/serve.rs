@@ -2,6 +2,7 @@
 //! tells systemd it is ready, then waits on the sensor, a tick, the schedule and the signals,
 //! and hands each wakeup to the part it concerns. A reload replaces everything but the signal
 //! streams, the metrics and the health probes.
+use crate::telemetry::metrics::RescanReason;
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -62,7 +63,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
             ));
         }
         let mut settings = settings.clone();
-        let mut reason = "start";
+        let mut reason = RescanReason::Start;
         let result = loop {
             let served = serve(&settings, &mut signals, &metrics, &health, reason).await;
             match served {
@@ -72,7 +73,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
                 // covers whatever changed while the sensor was being replaced.
                 Ok(Control::Reload) => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                    reason = "reload";
+                    reason = RescanReason::Reload;
                     match Settings::load(&settings.source)
                         .map_err(anyhow::Error::from)
                         .and_then(|s| reload_check(&settings, s))
@@ -152,7 +153,7 @@ fn start(settings: &Settings, metrics: &Arc<Metrics>, health: &Arc<Health>) -> a
     }
     let origin = Origin {
         host: hostname(),
-        scan: "realtime",
+        scan: crate::output::alert::Scan::Realtime,
         root: None,
         baseline: Some(BaselineRef {
             generation: baseline.generation,
@@ -207,7 +208,7 @@ async fn serve(
     signals: &mut Signals,
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
-    reason: &'static str,
+    reason: RescanReason,
 ) -> anyhow::Result<Control> {
     health.set_ready(false);
     let mut d = start(settings, metrics, health)?;
@@ -279,14 +280,14 @@ async fn serve(
                 if now > lost {
                     eprintln!("fimd run: {} kernel events lost; rescanning every watch", now - lost);
                     metrics.kernel_events_lost.inc_by(now - lost);
-                    metrics.count_rescan("loss");
+                    metrics.count_rescan(RescanReason::Loss);
                     lost = now;
                     tokio::task::block_in_place(|| d.rescan_all())?;
                 }
             }
             _ = sleep_until_opt(full_due) => {
                 let entries = d.baseline_entries();
-                tokio::task::block_in_place(|| d.full_check(entries, "scheduled"))?;
+                tokio::task::block_in_place(|| d.full_check(entries, RescanReason::Scheduled))?;
                 full_due = next_full(tokio::time::Instant::now());
             }
             control = signals.recv() => break control,

@@ -289,7 +289,11 @@ impl Daemon {
     /// A full comparison with the baseline, rehashing everything: at start (what changed while
     /// fimd was down), after a reload, and on the schedule. Learns every current inode and
     /// leaves an evidence record.
-    pub fn full_check(&mut self, baseline: Vec<Entry>, reason: &'static str) -> anyhow::Result<()> {
+    pub fn full_check(
+        &mut self,
+        baseline: Vec<Entry>,
+        reason: crate::telemetry::metrics::RescanReason,
+    ) -> anyhow::Result<()> {
         let (seal, generation) = self
             .alerts
             .baseline()
@@ -326,7 +330,7 @@ impl Daemon {
         self.metrics.count_rescan(reason);
         self.metrics.full_check_done(started.elapsed());
         let record = Evidence {
-            kind: reason,
+            kind: reason.as_str(),
             started_at: &started_at,
             took: started.elapsed(),
             files: cmp.scanned,

@@ -8,12 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::baseline::seal::Key;
 use crate::baseline::store::{LedgerRow, Store, StoreError};
 use crate::config::Settings;
-use crate::output::alert::{Origin, now_rfc3339};
 use crate::telemetry::Metrics;
 
 /// At most this many ledger rows wait (one per path: a later row for a path replaces the
@@ -175,46 +174,4 @@ impl StateWrites {
         }
         Ok(())
     }
-}
-
-/// The alert that the state store is failing (`event.action: state_store_failing`), once per
-/// episode; `reason` is the store's error, `queued` the writes waiting.
-pub fn failing_alert(reason: &str, database: &str, queued: usize, origin: &Origin) -> Value {
-    json!({
-        "@timestamp": now_rfc3339(),
-        "event": {
-            "kind": "alert",
-            "category": ["database"],
-            "type": ["error"],
-            "action": "state_store_failing",
-            "outcome": "failure",
-            "reason": reason,
-            "module": "fimd",
-        },
-        "error": { "message": reason },
-        "fim": { "state": { "database": database, "queued_writes": queued } },
-        "host": { "name": origin.host },
-        "message": format!(
-            "state_store_failing {database}: {reason}; detection and alerting go on, evidence and \
-             ledger writes are queued in memory and retried"
-        ),
-    })
-}
-
-/// The event that queued writes landed again (`event.action: state_store_recovered`).
-pub fn recovered_event(database: &str, landed: usize, origin: &Origin) -> Value {
-    json!({
-        "@timestamp": now_rfc3339(),
-        "event": {
-            "kind": "event",
-            "category": ["database"],
-            "type": ["change"],
-            "action": "state_store_recovered",
-            "outcome": "success",
-            "module": "fimd",
-        },
-        "fim": { "state": { "database": database, "landed_writes": landed } },
-        "host": { "name": origin.host },
-        "message": format!("state_store_recovered {database}: {landed} queued writes stored"),
-    })
 }

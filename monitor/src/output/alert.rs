@@ -7,12 +7,32 @@ use crate::compare::{Action, Change};
 use crate::config::Policy;
 use crate::paths::path_text;
 
+/// What found a change (`fim.scan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// `fimd check`.
+    Check,
+    /// `fimd verify`.
+    Verify,
+    /// `fimd run`.
+    Realtime,
+}
+
+impl Scan {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scan::Check => "check",
+            Scan::Verify => "verify",
+            Scan::Realtime => "realtime",
+        }
+    }
+}
+
 /// Where a change was found.
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub host: String,
-    /// `check`, `verify` or `realtime`.
-    pub scan: &'static str,
+    pub scan: Scan,
     /// The tree that was read, when it is not the host's own `/`.
     pub root: Option<String>,
     /// The baseline the finding was judged against (`fim.baseline`).
@@ -114,7 +134,7 @@ pub fn to_json(c: &Change, origin: &Origin) -> Value {
     let mut fim = Map::new();
     fim.insert("policy".into(), json!(c.policy.as_str()));
     fim.insert("changes".into(), json!(c.changes));
-    fim.insert("scan".into(), json!(origin.scan));
+    fim.insert("scan".into(), json!(origin.scan.as_str()));
     if let Some(raw) = raw_path {
         fim.insert("path_bytes_b64".into(), raw);
     }
@@ -157,7 +177,7 @@ pub fn to_json(c: &Change, origin: &Origin) -> Value {
 /// path is not UTF-8, and the baseline's generation and seal.
 fn origin_fim(raw: Option<String>, origin: &Origin) -> Map<String, Value> {
     let mut fim = Map::new();
-    fim.insert("scan".into(), json!(origin.scan));
+    fim.insert("scan".into(), json!(origin.scan.as_str()));
     if let Some(raw) = raw {
         fim.insert("path_bytes_b64".into(), json!(raw));
     }

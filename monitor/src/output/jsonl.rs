@@ -210,7 +210,7 @@ pub(crate) fn run(mut out: JsonlSink, w: Worker) {
                     eprintln!("fimd: writing alerts to {} again", out.target_name());
                     failing = false;
                 }
-                w.counters.sent(docs.len());
+                w.sent(docs.len());
             }
             Err(e) => {
                 // The whole batch is counted lost, and the file is cut back to where the batch
@@ -221,7 +221,7 @@ pub(crate) fn run(mut out: JsonlSink, w: Worker) {
                     );
                     failing = true;
                 }
-                w.counters.dropped(docs.len());
+                w.dropped(docs.len());
                 // If the file cannot be cut back or opened again, the next write fails and says so.
                 if let Err(e) = out.roll_back() {
                     eprintln!("fimd: {e}");

@@ -7,4 +7,5 @@ pub mod path;
 mod queue;
 pub mod sink;
 pub mod syslog;
+pub mod typed;
 pub mod webhook;

@@ -87,6 +87,9 @@ struct QueueState {
     /// Callers waiting in `flush`: a batching sink sends what it has at once.
     flushing: usize,
     stopping: bool,
+    /// The dispatcher gave up waiting for the sink thread and counted what it held as dropped:
+    /// whatever the thread reports later is not counted again.
+    abandoned: bool,
 }
 
 /// A bounded queue between the callers and one sink thread, which also tells `flush` when
@@ -186,11 +189,6 @@ impl Queue {
         self.lock().stopping
     }
 
-    /// Documents still waiting (not in flight): for messages about a backlog.
-    pub fn waiting(&self) -> usize {
-        self.lock().items.len()
-    }
-
     /// A flush begins: a batching sink sends what it holds without waiting for more.
     pub(super) fn begin_flush(&self) {
         self.lock().flushing += 1;
@@ -239,7 +237,25 @@ impl Queue {
         n
     }
 
+    /// The dispatcher gives up on a sink thread that does not stop: empties the queue and returns
+    /// what the thread held (queued and in flight), for the caller to count dropped. Done under
+    /// the lock the thread counts under, so each document is counted once, whenever the thread
+    /// gets to run again.
+    pub(super) fn abandon(&self) -> usize {
+        let mut st = self.lock();
+        st.stopping = true;
+        st.abandoned = true;
+        let n = st.items.len() + st.in_flight;
+        st.items.clear();
+        st.in_flight = 0;
+        drop(st);
+        self.wake.notify_all();
+        self.idle.notify_all();
+        n
+    }
+
     /// Documents a sink thread took and has not settled.
+    #[cfg(test)]
     pub(super) fn in_flight(&self) -> usize {
         self.lock().in_flight
     }
@@ -250,4 +266,62 @@ pub(crate) struct Worker {
     pub queue: Arc<Queue>,
     pub counters: Counters,
     pub backoff: Backoff,
+}
+
+impl Worker {
+    /// `n` documents taken were delivered (not counted once the dispatcher abandoned the thread:
+    /// it counted them dropped already).
+    pub fn sent(&self, n: usize) {
+        let st = self.queue.lock();
+        if !st.abandoned {
+            self.counters.sent(n);
+        }
+    }
+
+    /// `n` documents taken were given up (counted once, see `sent`).
+    pub fn dropped(&self, n: usize) {
+        let st = self.queue.lock();
+        if !st.abandoned {
+            self.counters.dropped(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> Arc<Doc> {
+        Arc::new(Doc {
+            json: "{}".into(),
+            syslog: None,
+        })
+    }
+
+    /// A sink thread abandoned by the dispatcher and reporting later (stuck past the grace,
+    /// then unstuck) does not count its documents a second time.
+    #[test]
+    fn what_an_abandoned_thread_held_is_counted_once() {
+        let total = Arc::new(AtomicU64::new(0));
+        let w = Worker {
+            queue: Arc::new(Queue::new(10)),
+            counters: Counters::new(None, "test", total.clone()),
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(1)),
+        };
+        for _ in 0..3 {
+            assert!(w.queue.push(doc()));
+        }
+        let batch = w.queue.take(1, Duration::ZERO).unwrap();
+        assert_eq!((batch.len(), w.queue.in_flight()), (1, 1));
+        let held = w.queue.abandon();
+        assert_eq!(held, 3);
+        w.counters.dropped(held);
+        // The thread wakes, gives up its batch, settles: nothing more is counted.
+        w.dropped(batch.len());
+        w.sent(batch.len());
+        w.queue.settle(batch.len());
+        assert_eq!(total.load(Ordering::Relaxed), 3);
+        assert!(w.queue.take(1, Duration::ZERO).is_none());
+        assert!(!w.queue.push(doc()));
+    }
 }

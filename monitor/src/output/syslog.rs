@@ -277,7 +277,7 @@ pub(crate) fn run(s: &SyslogSettings, mut w: Worker) {
         while done < msgs.len() {
             match t.send(&msgs[done..]) {
                 Ok(()) => {
-                    w.counters.sent(msgs.len() - done);
+                    w.sent(msgs.len() - done);
                     done = msgs.len();
                     if failures > 0 {
                         eprintln!(
@@ -289,11 +289,11 @@ pub(crate) fn run(s: &SyslogSettings, mut w: Worker) {
                     w.backoff.reset();
                 }
                 Err((n, e)) => {
-                    w.counters.sent(n);
+                    w.sent(n);
                     done += n;
                     // Once stopping there is no later: what cannot go now is lost.
                     if w.queue.stopping() {
-                        w.counters.dropped(msgs.len() - done);
+                        w.dropped(msgs.len() - done);
                         break;
                     }
                     if failures == 0 {
@@ -305,7 +305,7 @@ pub(crate) fn run(s: &SyslogSettings, mut w: Worker) {
                     failures += 1;
                     w.counters.retried();
                     if w.queue.pause(w.backoff.next(Duration::ZERO)) {
-                        w.counters.dropped(msgs.len() - done);
+                        w.dropped(msgs.len() - done);
                         break;
                     }
                 }

@@ -145,7 +145,7 @@ pub(crate) fn run(s: &WebhookSettings, mut w: Worker) {
         loop {
             match post(&agent, s, &body) {
                 Outcome::Sent => {
-                    w.counters.sent(docs.len());
+                    w.sent(docs.len());
                     if failures > 0 {
                         eprintln!("fimd: webhook {url}: delivering again ({failures} attempts failed)");
                         failures = 0;
@@ -155,12 +155,12 @@ pub(crate) fn run(s: &WebhookSettings, mut w: Worker) {
                 }
                 Outcome::Refused(why) => {
                     refused.report(&url, docs.len(), &why);
-                    w.counters.dropped(docs.len());
+                    w.dropped(docs.len());
                     break;
                 }
                 Outcome::Retry(why, floor) => {
                     if w.queue.stopping() {
-                        w.counters.dropped(docs.len());
+                        w.dropped(docs.len());
                         break;
                     }
                     if failures == 0 {
@@ -172,7 +172,7 @@ pub(crate) fn run(s: &WebhookSettings, mut w: Worker) {
                     failures += 1;
                     w.counters.retried();
                     if w.queue.pause(w.backoff.next(floor)) {
-                        w.counters.dropped(docs.len());
+                        w.dropped(docs.len());
                         break;
                     }
                 }

@@ -7,6 +7,7 @@
 //! `&'static str` label values for that reason; what varies belongs in the alerts.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::compare::{Action, Kind};
 use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -15,21 +16,67 @@ use prometheus::{
 /// Sensors the daemon can attach; both series exist from the start, so "none attached" is a
 /// visible 0 rather than a missing series.
 pub const SENSORS: [&str; 2] = ["ebpf", "fanotify"];
-/// Why the daemon compared everything again.
-/// Every `compare::Action`, as labels.
-pub const CHANGE_ACTIONS: [&str; 8] = [
-    "created",
-    "updated",
-    "deleted",
-    "moved",
-    "attributes_modified",
-    "appended",
-    "truncated",
-    "rotated",
-];
+/// Every `compare::Action`, as labels (`fim_integrity_changes_total{action}`).
+pub const CHANGE_ACTIONS: [&str; Action::ALL.len()] = {
+    let mut out = [""; Action::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = Action::ALL[i].as_str();
+        i += 1;
+    }
+    out
+};
 
-/// `root`: a watch root's identity changed (moved, deleted, recreated, replaced).
-pub const RESCAN_REASONS: [&str; 5] = ["start", "loss", "reload", "scheduled", "root"];
+/// Every `compare::Kind`, as labels (`fim_integrity_changes_total{kind}`).
+pub const CHANGE_KINDS: [&str; Kind::ALL.len()] = [Kind::ALL[0].as_str(), Kind::ALL[1].as_str()];
+
+/// Why the daemon compared everything again (`fim_rescans_total{reason}`, and the evidence
+/// record's `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RescanReason {
+    /// The daemon started.
+    Start,
+    /// The kernel lost records: what they said is unknown.
+    Loss,
+    /// The configuration was reloaded.
+    Reload,
+    /// `schedule.full_check` came round.
+    Scheduled,
+    /// A watch root's identity changed (moved, deleted, recreated, replaced).
+    Root,
+}
+
+impl RescanReason {
+    pub const ALL: [RescanReason; 5] = [
+        RescanReason::Start,
+        RescanReason::Loss,
+        RescanReason::Reload,
+        RescanReason::Scheduled,
+        RescanReason::Root,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RescanReason::Start => "start",
+            RescanReason::Loss => "loss",
+            RescanReason::Reload => "reload",
+            RescanReason::Scheduled => "scheduled",
+            RescanReason::Root => "root",
+        }
+    }
+}
+
+/// Every [`RescanReason`], as labels.
+pub const RESCAN_REASONS: [&str; RescanReason::ALL.len()] = {
+    let mut out = [""; RescanReason::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = RescanReason::ALL[i].as_str();
+        i += 1;
+    }
+    out
+};
 /// Rehash batch durations: 100 µs (one small file) up to a minute (a large tree after a loss).
 const HASH_BUCKETS: [f64; 18] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -376,7 +423,7 @@ impl Metrics {
         }
         // An alert rule's increase() needs the series before the first change, not at it.
         for action in CHANGE_ACTIONS {
-            for kind in ["alert", "event"] {
+            for kind in CHANGE_KINDS {
                 m.integrity_changes.with_label_values(&[action, kind]);
             }
         }
@@ -408,16 +455,16 @@ impl Metrics {
         }
     }
 
-    /// Counts a full comparison; `reason` is one of [`RESCAN_REASONS`].
-    pub fn count_rescan(&self, reason: &'static str) {
-        self.rescans.with_label_values(&[reason]).inc();
+    /// Counts a full comparison.
+    pub fn count_rescan(&self, reason: RescanReason) {
+        self.rescans.with_label_values(&[reason.as_str()]).inc();
     }
 
-    /// Counts one difference found: `action` as `compare::Action::as_str` names it; `alert`
-    /// says whether it was reported as an alert (else as an event).
-    pub fn count_change(&self, action: &'static str, alert: bool) {
-        let kind = if alert { "alert" } else { "event" };
-        self.integrity_changes.with_label_values(&[action, kind]).inc();
+    /// Counts one difference found, as an alert or as an allowed event.
+    pub fn count_change(&self, action: Action, kind: Kind) {
+        self.integrity_changes
+            .with_label_values(&[action.as_str(), kind.as_str()])
+            .inc();
     }
 
     /// Counts one event handed to an output sink.
@@ -502,14 +549,42 @@ mod tests {
         assert!(start > now - 60.0 && start <= now, "start {start}, now {now}");
     }
 
+    /// The label sets come from the enums; their values are what dashboards and the alert rules
+    /// in deploy/ name, so a renamed variant string fails here.
+    #[test]
+    fn label_sets_are_the_enums_values() {
+        assert_eq!(RESCAN_REASONS, ["start", "loss", "reload", "scheduled", "root"]);
+        assert_eq!(CHANGE_KINDS, ["alert", "event"]);
+        assert_eq!(
+            CHANGE_ACTIONS,
+            [
+                "created",
+                "updated",
+                "deleted",
+                "moved",
+                "attributes_modified",
+                "appended",
+                "truncated",
+                "rotated"
+            ]
+        );
+        let text = Metrics::new().encode();
+        for r in RESCAN_REASONS {
+            assert!(
+                text.contains(&format!("fim_rescans_total{{reason=\"{r}\"}} 0")),
+                "{r}"
+            );
+        }
+    }
+
     #[test]
     fn helpers_update_the_series_they_name() {
         let m = Metrics::new();
         m.set_sensor_attached("ebpf", true);
-        m.count_rescan("loss");
-        m.count_rescan("loss");
-        m.count_change("updated", true);
-        m.count_change("created", false);
+        m.count_rescan(RescanReason::Loss);
+        m.count_rescan(RescanReason::Loss);
+        m.count_change(Action::Updated, Kind::Alert);
+        m.count_change(Action::Created, Kind::Event);
         m.count_output("webhook", "retried");
         m.observe_hash_batch(4096, Duration::from_millis(3));
         m.full_check_done(Duration::from_millis(1500));

@@ -4,6 +4,8 @@
 //! The daemon makes one [`Metrics`] and one [`Health`] per process (they outlive reloads),
 //! [`bind`]s the configured address, spawns [`serve`] with a `CancellationToken` and updates
 //! both as it works.
+mod connections;
+mod health;
 pub mod metrics;
 pub mod server;
 

@@ -3,137 +3,23 @@
 //! done). It runs as one more task on the daemon's runtime; the loop's blocking work runs in
 //! `block_in_place`, so scrapes are answered while it works.
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::connections::Bounded;
+pub use super::health::{DEFAULT_STALE_AFTER, Health};
 use super::metrics::Metrics;
 
-/// How long the loop may go without a tick before `/healthz` fails.
-pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
-/// Connections served at once. One more evicts the oldest, so clients that trickle a request
-/// out byte by byte (which the idle timeout never ends) cannot keep a probe waiting.
-const MAX_CONNECTIONS: usize = 32;
-/// A connection that sends or takes nothing for this long is closed, so a client that stalls
-/// mid-request holds neither a connection slot nor shutdown. (Short in tests, which wait for it.)
-const IDLE_TIMEOUT: Duration = Duration::from_secs(if cfg!(test) { 1 } else { 30 });
 /// After cancellation: how long requests under way may take to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(if cfg!(test) { 500 } else { 5000 });
-
-/// What the probes report, set by the daemon. Lock-free: the loop updates it on every tick.
-#[derive(Debug)]
-pub struct Health {
-    epoch: Instant,
-    /// Nanoseconds after `epoch` of the last tick.
-    last_tick: AtomicU64,
-    stale_after: Duration,
-    sensor_attached: AtomicBool,
-    baseline_verified: AtomicBool,
-    reconciled: AtomicBool,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Health {
-    /// Not ready, and alive for [`DEFAULT_STALE_AFTER`] from now (the first tick is due by then).
-    pub fn new() -> Health {
-        Self::with_stale_after(DEFAULT_STALE_AFTER)
-    }
-
-    pub fn with_stale_after(stale_after: Duration) -> Health {
-        Health {
-            epoch: Instant::now(),
-            last_tick: AtomicU64::new(0),
-            stale_after,
-            sensor_attached: AtomicBool::new(false),
-            baseline_verified: AtomicBool::new(false),
-            reconciled: AtomicBool::new(false),
-        }
-    }
-
-    /// The loop is alive. Cheap (one clock read, one store): call it on every loop turn and
-    /// from long scans, so a legitimate long comparison does not look like a hang.
-    pub fn tick(&self) {
-        let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last_tick.store(ns, Ordering::Relaxed);
-    }
-
-    /// Time since the last tick (or since creation, before the first).
-    pub fn since_tick(&self) -> Duration {
-        let last = Duration::from_nanos(self.last_tick.load(Ordering::Relaxed));
-        self.epoch.elapsed().saturating_sub(last)
-    }
-
-    /// `None` when alive, else why not.
-    pub fn liveness_problem(&self) -> Option<String> {
-        let since = self.since_tick();
-        (since > self.stale_after).then(|| {
-            format!(
-                "daemon loop stalled: no tick for {:.1} s (limit {:.1} s)",
-                since.as_secs_f64(),
-                self.stale_after.as_secs_f64()
-            )
-        })
-    }
-
-    pub fn set_sensor_attached(&self, attached: bool) {
-        self.sensor_attached.store(attached, Ordering::Relaxed);
-    }
-
-    /// The baseline's seal was checked and it loaded.
-    pub fn set_baseline_verified(&self, verified: bool) {
-        self.baseline_verified.store(verified, Ordering::Relaxed);
-    }
-
-    /// The first full comparison after (re)start is done: changes made while fimd was down
-    /// have been reported.
-    pub fn set_reconciled(&self, done: bool) {
-        self.reconciled.store(done, Ordering::Relaxed);
-    }
-
-    /// All three conditions at once: `false` when a reload begins, `true` when a start is
-    /// complete.
-    pub fn set_ready(&self, ready: bool) {
-        self.set_sensor_attached(ready);
-        self.set_baseline_verified(ready);
-        self.set_reconciled(ready);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.readiness_problems().is_empty()
-    }
-
-    /// What keeps the daemon from being ready; empty when ready.
-    pub fn readiness_problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if !self.sensor_attached.load(Ordering::Relaxed) {
-            out.push("no kernel sensor attached".to_owned());
-        }
-        if !self.baseline_verified.load(Ordering::Relaxed) {
-            out.push("baseline not loaded and verified".to_owned());
-        }
-        if !self.reconciled.load(Ordering::Relaxed) {
-            out.push("initial comparison with the baseline not done".to_owned());
-        }
-        out.extend(self.liveness_problem());
-        out
-    }
-}
 
 /// The metrics listener could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -174,11 +60,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .with_state(AppState { metrics, health });
-    let listener = Bounded {
-        listener,
-        open: Registry::default(),
-        next_id: 0,
-    };
+    let listener = Bounded::new(listener);
     let server = axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let server = server.into_future();
     tokio::pin!(server);
@@ -218,162 +100,14 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-/// Open connections, oldest first: (id, what ends it).
-type Registry = Arc<std::sync::Mutex<std::collections::VecDeque<(u64, CancellationToken)>>>;
-
-/// A listener that holds at most `MAX_CONNECTIONS` open connections, each closed when idle; a
-/// new connection beyond that ends the oldest.
-struct Bounded {
-    listener: TcpListener,
-    open: Registry,
-    next_id: u64,
-}
-
-impl axum::serve::Listener for Bounded {
-    type Io = Conn;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Conn, std::net::SocketAddr) {
-        loop {
-            match self.listener.accept().await {
-                Ok((stream, addr)) => {
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    let end = CancellationToken::new();
-                    {
-                        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-                        if open.len() >= MAX_CONNECTIONS
-                            && let Some((_, oldest)) = open.pop_front()
-                        {
-                            oldest.cancel();
-                        }
-                        open.push_back((id, end.clone()));
-                    }
-                    return (
-                        Conn {
-                            stream,
-                            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
-                            evicted: Box::pin(end.cancelled_owned()),
-                            id,
-                            open: Arc::clone(&self.open),
-                        },
-                        addr,
-                    );
-                }
-                // The peer gave up before we took it: nothing to report.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-                    ) => {}
-                // Out of descriptors or memory: say so, and give the process time to free some.
-                Err(e) => {
-                    eprintln!("fimd: metrics endpoint: cannot accept a connection: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
-    }
-}
-
-/// A connection that fails its next read once nothing moved for `IDLE_TIMEOUT`, or once a
-/// newer connection evicted it.
-struct Conn {
-    stream: TcpStream,
-    idle: Pin<Box<tokio::time::Sleep>>,
-    evicted: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-    id: u64,
-    open: Registry,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.retain(|(id, _)| *id != self.id);
-    }
-}
-
-impl Conn {
-    fn active(&mut self) {
-        self.idle
-            .as_mut()
-            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
-    }
-
-    /// After an I/O step: eviction ends the connection; progress restarts the idle clock; no
-    /// progress fails once it ran out.
-    fn step<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if self.evicted.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "metrics client evicted by a newer connection",
-            )));
-        }
-        if r.is_ready() {
-            self.active();
-            return r;
-        }
-        match self.idle.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "metrics client idle for too long",
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
-        self.step(cx, r)
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
-        self.step(cx, r)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let r = Pin::new(&mut self.stream).poll_flush(cx);
-        self.step(cx, r)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let r = Pin::new(&mut self.stream).poll_shutdown(cx);
-        self.step(cx, r)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        self.step(cx, r)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
     use std::io::{Read, Write};
     use std::net::SocketAddr;
+    use std::time::Instant;
 
+    use super::super::connections::{IDLE_TIMEOUT, MAX_CONNECTIONS};
     use super::*;
 
     struct Reply {
@@ -494,7 +228,8 @@ mod tests {
     async fn metrics_exports_every_family_as_valid_text() {
         let s = start(Health::new()).await;
         // Label vectors without a preset child appear once used.
-        s.metrics.count_change("updated", true);
+        s.metrics
+            .count_change(crate::compare::Action::Updated, crate::compare::Kind::Alert);
         s.metrics.count_output("jsonl", "sent");
         s.metrics.kernel_events.inc_by(7);
         let r = request(s.addr, "GET", "/metrics").await;
