@@ -685,3 +685,78 @@ fn logrotate_compress_delaycompress_and_compress_under_run() {
 fn logrotate_dateext_under_run() {
     logrotate_cycles_under_run("dateext");
 }
+
+/// The documents a check sent to the JSON-lines sink at `sink`, as (action, file name) of
+/// each alert.
+fn sent_alerts(sink: &Path) -> Vec<(String, String)> {
+    fs::read_to_string(sink)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|d| kind(d) == "alert")
+        .map(|d| {
+            let name = d["file"]["path"]
+                .as_str()
+                .unwrap_or("")
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string();
+            (d["event"]["action"].as_str().unwrap().to_string(), name)
+        })
+        .collect()
+}
+
+/// `fimd check` lists every outstanding difference on stdout and exits 1, but sends each to the
+/// sinks once: a second check sends nothing new, a new difference is sent once, and a
+/// difference that went away and came back is sent again.
+#[test]
+fn check_sends_each_difference_to_the_sinks_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("alerts.jsonl");
+    let f = Fixture::with_config_extra(&format!("[alerts]\njsonl = {:?}", s(&sink)));
+    f.init();
+    let count = |action: &str, name: &str| {
+        sent_alerts(&sink)
+            .iter()
+            .filter(|(a, n)| a == action && n == name)
+            .count()
+    };
+    let check = |want_on_stdout: usize| {
+        let r = f.fimd(&["check", "--json"]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let alerts: Vec<Value> = r
+            .json_lines()
+            .into_iter()
+            .filter(|d| kind(d) == "alert")
+            .collect();
+        assert_eq!(
+            alerts.len(),
+            want_on_stdout,
+            "stdout lists everything: {alerts:#?}"
+        );
+        r.stderr
+    };
+    fs::write(f.path("a.txt"), "changed\n").unwrap();
+    check(1);
+    assert_eq!(count("updated", "a.txt"), 1);
+    let stderr = check(1);
+    assert_eq!(sent_alerts(&sink).len(), 1, "the second check sent nothing new");
+    assert!(stderr.contains("1 differences already alerted"), "{stderr}");
+    // A new difference: sent once, the old one not again.
+    fs::write(f.path("sub/b.conf"), "key = other\n").unwrap();
+    check(2);
+    check(2);
+    assert_eq!((count("updated", "a.txt"), count("updated", "b.conf")), (1, 1));
+    // Deleted, put back (another difference), deleted again: the deletion is sent again.
+    fs::remove_file(f.path("sub/b.conf")).unwrap();
+    check(2);
+    check(2);
+    assert_eq!(count("deleted", "b.conf"), 1);
+    fs::write(f.path("sub/b.conf"), "key = value\n").unwrap();
+    check(2);
+    fs::remove_file(f.path("sub/b.conf")).unwrap();
+    check(2);
+    assert_eq!(count("deleted", "b.conf"), 2, "{:#?}", sent_alerts(&sink));
+    assert_eq!(count("updated", "a.txt"), 1, "{:#?}", sent_alerts(&sink));
+}
