@@ -760,3 +760,114 @@ fn check_sends_each_difference_to_the_sinks_once() {
     assert_eq!(count("deleted", "b.conf"), 2, "{:#?}", sent_alerts(&sink));
     assert_eq!(count("updated", "a.txt"), 1, "{:#?}", sent_alerts(&sink));
 }
+
+/// logrotate `rotate 0`: the old log is removed, not kept (`create`: renamed then deleted;
+/// `copytruncate`: truncated with no copy).
+const ROTATE_0: &[(&str, &str)] = &[
+    ("rotate 0 create", "rotate 0\ncreate\nnocompress"),
+    ("rotate 0 copytruncate", "rotate 0\ncopytruncate\nnocompress"),
+];
+
+/// A watch whose rotations keep nothing, as its configuration says.
+const KEEPS_NONE: &str = "policy = \"append-only\"\nrotate_keeps_none = true";
+
+/// Under check: with `rotate_keeps_none`, five `rotate 0` cycles are rotations (events naming
+/// the lost bytes) and a change of the live log's verified part still alerts; without it the
+/// first cycle is an alert, on every later check.
+#[test]
+fn logrotate_rotate_0_under_check() {
+    for (style, directives) in ROTATE_0 {
+        let f = log_fixture(KEEPS_NONE);
+        let log = f.path("app.log");
+        let lr = Logrotate::new(&f, directives);
+        f.init();
+        for cycle in 0..5 {
+            for i in 0..50 {
+                append_line(&log, &format!("cycle {cycle} line {i}\n"));
+            }
+            let (code, docs) = f.check();
+            assert_eq!(code, 0, "{style}, cycle {cycle}, after appending: {docs:#?}");
+            lr.cycle();
+            let (code, docs) = f.check();
+            assert_eq!(code, 0, "{style}, cycle {cycle}, after rotating: {docs:#?}");
+            let ev = docs
+                .iter()
+                .find(|d| d["file"]["path"] == s(&log))
+                .unwrap_or_else(|| panic!("{style}, cycle {cycle}: {docs:#?}"));
+            assert_eq!(ev["event"]["action"], "rotated", "{ev:#}");
+            assert_eq!(ev["fim"]["rotation"]["kept_none"], true, "{ev:#}");
+            assert!(
+                ev["fim"]["rotation"]["lost_bytes"].as_u64().unwrap() > 0,
+                "{ev:#}"
+            );
+        }
+        append_line(&log, "the last line\n");
+        assert_eq!(f.check().0, 0, "{style}: the last append");
+        tamper(&log, 3);
+        let (code, docs) = f.check();
+        assert_eq!(code, 1, "{style}: {docs:#?}");
+        assert_eq!(alerts_of(&docs)[0]["file"]["path"], s(&log), "{docs:#?}");
+
+        // Without the setting, the same rotation is a wiped log.
+        let f = log_fixture("policy = \"append-only\"");
+        let lr = Logrotate::new(&f, directives);
+        f.init();
+        lr.cycle();
+        for _ in 0..2 {
+            let (code, docs) = f.check();
+            assert_eq!(code, 1, "{style} without rotate_keeps_none: {docs:#?}");
+            assert_eq!(
+                alerts_of(&docs)[0]["file"]["path"],
+                s(&f.path("app.log")),
+                "{docs:#?}"
+            );
+        }
+    }
+}
+
+/// Under run: the same, judged as it happens.
+#[test]
+fn logrotate_rotate_0_under_run() {
+    if !privileged("fimd run") {
+        return;
+    }
+    for (style, directives) in ROTATE_0 {
+        let f = log_fixture(KEEPS_NONE);
+        let log = f.path("app.log");
+        let lr = Logrotate::new(&f, directives);
+        let d = Daemon::start(&f);
+        for cycle in 0..5 {
+            append_by(&log, &format!("cycle {cycle}\n").repeat(20));
+            settle();
+            lr.cycle();
+            d.wait_doc(&format!("{style}, cycle {cycle}: rotated"), |a| {
+                a["file"]["path"] == s(&log)
+                    && a["event"]["action"] == "rotated"
+                    && a["fim"]["rotation"]["kept_none"] == true
+                    && d.alerts()
+                        .iter()
+                        .filter(|b| b["event"]["action"] == "rotated")
+                        .count()
+                        > cycle
+            });
+            settle();
+            let alerts: Vec<Value> = d.alerts().into_iter().filter(|a| kind(a) == "alert").collect();
+            assert!(alerts.is_empty(), "{style}, cycle {cycle}: {alerts:#?}");
+        }
+        // The live log's verified part changed: an alert.
+        append_by(&log, "verified\n".repeat(10).as_str());
+        wait_doc(&d, &log, "appended", "event");
+        tamper(&log, 3);
+        wait_doc(&d, &log, "updated", "alert");
+        drop(d);
+
+        let f = log_fixture("policy = \"append-only\"");
+        let log = f.path("app.log");
+        let lr = Logrotate::new(&f, directives);
+        let d = Daemon::start(&f);
+        lr.cycle();
+        d.wait_doc(&format!("{style} without rotate_keeps_none: an alert"), |a| {
+            a["file"]["path"] == s(&log) && kind(a) == "alert"
+        });
+    }
+}
