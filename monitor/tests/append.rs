@@ -871,3 +871,73 @@ fn logrotate_rotate_0_under_run() {
         });
     }
 }
+
+/// Under run, after a rotation: the rotated copy changed in place, a line removed from it, the
+/// copy replaced by other content, and the new live log's verified part changed each alert.
+#[test]
+fn tampering_after_a_rotation_alerts_under_run() {
+    if !privileged("fimd run") {
+        return;
+    }
+    let f = log_fixture(ROTATING);
+    let (log, r1) = (f.path("app.log"), f.path("app.log.1"));
+    let d = Daemon::start(&f);
+    let rotate = |d: &Daemon| {
+        sh("mv", &[s(&log), s(&r1)]);
+        fs::write(&log, "").unwrap();
+        wait_doc(d, &r1, "rotated", "event");
+        append_by(&log, &"a line of the new log\n".repeat(20));
+        wait_doc(d, &log, "appended", "event");
+        settle();
+    };
+    let rotated_alert = |d: &Daemon, what: &str, pid: u32| {
+        d.wait_for(&r1, &["updated", "truncated", "attributes_modified"], pid, |a| {
+            kind(a) == "alert"
+        })
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    };
+    rotate(&d);
+    // Changed in place.
+    let pid = py(
+        "import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY)\nos.pwrite(fd, b'X', 100)\n",
+        &r1,
+    );
+    rotated_alert(&d, "changed in place", pid);
+    drop(d);
+    assert_eq!(f.check().0, 1, "the change is still a difference");
+    assert_eq!(f.fimd(&["accept"]).code, 0);
+
+    // A line removed, in place (the same inode, shorter).
+    let d = Daemon::start_on_baseline(&f);
+    rotate(&d);
+    let pid = py(
+        "import sys\np = sys.argv[1]\nlines = open(p, 'rb').readlines()\n\
+         f = open(p, 'r+b'); f.write(b''.join(lines[:5] + lines[6:])); f.truncate(); f.close()\n",
+        &r1,
+    );
+    rotated_alert(&d, "a line removed", pid);
+    drop(d);
+    assert_eq!(f.fimd(&["accept"]).code, 0);
+
+    // Replaced by other content (a new inode renamed over it).
+    let d = Daemon::start_on_baseline(&f);
+    rotate(&d);
+    let forged = f.path("forged.tmp");
+    fs::write(&forged, "forged history\n").unwrap();
+    let pid = by("mv", &[s(&forged), s(&r1)]);
+    d.wait_for(&r1, &["updated", "moved", "created"], pid, |a| kind(a) == "alert")
+        .unwrap_or_else(|e| panic!("replaced: {e}"));
+    drop(d);
+    assert_eq!(f.fimd(&["accept"]).code, 0);
+
+    // The new live log's verified part changed.
+    let d = Daemon::start_on_baseline(&f);
+    rotate(&d);
+    let pid = py(
+        "import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY)\nos.pwrite(fd, b'X', 5)\n\
+         os.lseek(fd, 0, os.SEEK_END); os.write(fd, b'an innocent line\\n')\n",
+        &log,
+    );
+    d.wait_for(&log, &["updated"], pid, |a| kind(a) == "alert")
+        .unwrap_or_else(|e| panic!("live log: {e}"));
+}
