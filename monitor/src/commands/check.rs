@@ -138,9 +138,10 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
 /// Sends to the configured sinks what this check found, each difference once
 /// (`crate::alerted`, shared with the daemon): a difference already alerted, by an earlier
 /// check or by `fimd run`, is held back and counted on stderr; stdout still lists everything.
-/// Differences that are gone are forgotten, so one that comes back is sent again. Events and
-/// files that could not be compared are sent every time. Recording what was sent is best
-/// effort, and skipped when a sink dropped documents, so nothing is held back unseen.
+/// Differences that are gone are forgotten, so one that comes back is sent again. Events (the
+/// baseline advances past them) and files that could not be compared are sent as found.
+/// Recording what was sent is best effort, and skipped when a sink dropped documents, so the
+/// next check sends them again rather than holding back what no sink received.
 fn send_to_sinks(
     settings: &Settings,
     store: &crate::baseline::store::Store,
@@ -202,11 +203,8 @@ fn send_to_sinks(
     }
     // What this check found outstanding is all that stays alerted: a difference that is gone
     // and comes back is sent again.
-    let mut keep = alerted.outstanding_tokens();
+    let keep = alerted.outstanding_tokens();
     if !delivered {
-        for (_, t) in &new {
-            keep.remove(t);
-        }
         new.clear();
     }
     let recorded = store.alerted_retain(&keep).and_then(|()| store.alerted_put(&new));
