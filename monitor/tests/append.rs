@@ -685,3 +685,266 @@ fn logrotate_compress_delaycompress_and_compress_under_run() {
 fn logrotate_dateext_under_run() {
     logrotate_cycles_under_run("dateext");
 }
+
+/// The documents a check sent to the JSON-lines sink at `sink`, as (action, file name) of
+/// each alert.
+fn sent_alerts(sink: &Path) -> Vec<(String, String)> {
+    fs::read_to_string(sink)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|d| kind(d) == "alert")
+        .map(|d| {
+            let name = d["file"]["path"]
+                .as_str()
+                .unwrap_or("")
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string();
+            (d["event"]["action"].as_str().unwrap().to_string(), name)
+        })
+        .collect()
+}
+
+/// `fimd check` lists every outstanding difference on stdout and exits 1, but sends each to the
+/// sinks once: a second check sends nothing new, a new difference is sent once, and a
+/// difference that went away and came back is sent again.
+#[test]
+fn check_sends_each_difference_to_the_sinks_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("alerts.jsonl");
+    let f = Fixture::with_config_extra(&format!("[alerts]\njsonl = {:?}", s(&sink)));
+    f.init();
+    let count = |action: &str, name: &str| {
+        sent_alerts(&sink)
+            .iter()
+            .filter(|(a, n)| a == action && n == name)
+            .count()
+    };
+    let check = |want_on_stdout: usize| {
+        let r = f.fimd(&["check", "--json"]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let alerts: Vec<Value> = r
+            .json_lines()
+            .into_iter()
+            .filter(|d| kind(d) == "alert")
+            .collect();
+        assert_eq!(
+            alerts.len(),
+            want_on_stdout,
+            "stdout lists everything: {alerts:#?}"
+        );
+        r.stderr
+    };
+    fs::write(f.path("a.txt"), "changed\n").unwrap();
+    check(1);
+    assert_eq!(count("updated", "a.txt"), 1);
+    let stderr = check(1);
+    assert_eq!(sent_alerts(&sink).len(), 1, "the second check sent nothing new");
+    assert!(stderr.contains("1 differences already alerted"), "{stderr}");
+    // A new difference: sent once, the old one not again.
+    fs::write(f.path("sub/b.conf"), "key = other\n").unwrap();
+    check(2);
+    check(2);
+    assert_eq!((count("updated", "a.txt"), count("updated", "b.conf")), (1, 1));
+    // Deleted, put back (another difference), deleted again: the deletion is sent again.
+    fs::remove_file(f.path("sub/b.conf")).unwrap();
+    check(2);
+    check(2);
+    assert_eq!(count("deleted", "b.conf"), 1);
+    fs::write(f.path("sub/b.conf"), "key = value\n").unwrap();
+    check(2);
+    fs::remove_file(f.path("sub/b.conf")).unwrap();
+    check(2);
+    assert_eq!(count("deleted", "b.conf"), 2, "{:#?}", sent_alerts(&sink));
+    assert_eq!(count("updated", "a.txt"), 1, "{:#?}", sent_alerts(&sink));
+}
+
+/// logrotate `rotate 0`: the old log is removed, not kept (`create`: renamed then deleted;
+/// `copytruncate`: truncated with no copy).
+const ROTATE_0: &[(&str, &str)] = &[
+    ("rotate 0 create", "rotate 0\ncreate\nnocompress"),
+    ("rotate 0 copytruncate", "rotate 0\ncopytruncate\nnocompress"),
+];
+
+/// A watch whose rotations keep nothing, as its configuration says.
+const KEEPS_NONE: &str = "policy = \"append-only\"\nrotate_keeps_none = true";
+
+/// Under check: with `rotate_keeps_none`, five `rotate 0` cycles are rotations (events naming
+/// the lost bytes) and a change of the live log's verified part still alerts; without it the
+/// first cycle is an alert, on every later check.
+#[test]
+fn logrotate_rotate_0_under_check() {
+    for (style, directives) in ROTATE_0 {
+        let f = log_fixture(KEEPS_NONE);
+        let log = f.path("app.log");
+        let lr = Logrotate::new(&f, directives);
+        f.init();
+        for cycle in 0..5 {
+            for i in 0..50 {
+                append_line(&log, &format!("cycle {cycle} line {i}\n"));
+            }
+            let (code, docs) = f.check();
+            assert_eq!(code, 0, "{style}, cycle {cycle}, after appending: {docs:#?}");
+            lr.cycle();
+            let (code, docs) = f.check();
+            assert_eq!(code, 0, "{style}, cycle {cycle}, after rotating: {docs:#?}");
+            let ev = docs
+                .iter()
+                .find(|d| d["file"]["path"] == s(&log))
+                .unwrap_or_else(|| panic!("{style}, cycle {cycle}: {docs:#?}"));
+            assert_eq!(ev["event"]["action"], "rotated", "{ev:#}");
+            assert_eq!(ev["fim"]["rotation"]["kept_none"], true, "{ev:#}");
+            assert!(
+                ev["fim"]["rotation"]["lost_bytes"].as_u64().unwrap() > 0,
+                "{ev:#}"
+            );
+        }
+        append_line(&log, "the last line\n");
+        assert_eq!(f.check().0, 0, "{style}: the last append");
+        tamper(&log, 3);
+        let (code, docs) = f.check();
+        assert_eq!(code, 1, "{style}: {docs:#?}");
+        assert_eq!(alerts_of(&docs)[0]["file"]["path"], s(&log), "{docs:#?}");
+
+        // Without the setting, the same rotation is a wiped log.
+        let f = log_fixture("policy = \"append-only\"");
+        let lr = Logrotate::new(&f, directives);
+        f.init();
+        lr.cycle();
+        for _ in 0..2 {
+            let (code, docs) = f.check();
+            assert_eq!(code, 1, "{style} without rotate_keeps_none: {docs:#?}");
+            assert_eq!(
+                alerts_of(&docs)[0]["file"]["path"],
+                s(&f.path("app.log")),
+                "{docs:#?}"
+            );
+        }
+    }
+}
+
+/// Under run: the same, judged as it happens.
+#[test]
+fn logrotate_rotate_0_under_run() {
+    if !privileged("fimd run") {
+        return;
+    }
+    for (style, directives) in ROTATE_0 {
+        let f = log_fixture(KEEPS_NONE);
+        let log = f.path("app.log");
+        let lr = Logrotate::new(&f, directives);
+        let d = Daemon::start(&f);
+        for cycle in 0..5 {
+            append_by(&log, &format!("cycle {cycle}\n").repeat(20));
+            settle();
+            lr.cycle();
+            d.wait_doc(&format!("{style}, cycle {cycle}: rotated"), |a| {
+                a["file"]["path"] == s(&log)
+                    && a["event"]["action"] == "rotated"
+                    && a["fim"]["rotation"]["kept_none"] == true
+                    && d.alerts()
+                        .iter()
+                        .filter(|b| b["event"]["action"] == "rotated")
+                        .count()
+                        > cycle
+            });
+            settle();
+            let alerts: Vec<Value> = d.alerts().into_iter().filter(|a| kind(a) == "alert").collect();
+            assert!(alerts.is_empty(), "{style}, cycle {cycle}: {alerts:#?}");
+        }
+        // The live log's verified part changed: an alert.
+        append_by(&log, "verified\n".repeat(10).as_str());
+        wait_doc(&d, &log, "appended", "event");
+        tamper(&log, 3);
+        wait_doc(&d, &log, "updated", "alert");
+        drop(d);
+
+        let f = log_fixture("policy = \"append-only\"");
+        let log = f.path("app.log");
+        let lr = Logrotate::new(&f, directives);
+        let d = Daemon::start(&f);
+        lr.cycle();
+        d.wait_doc(&format!("{style} without rotate_keeps_none: an alert"), |a| {
+            a["file"]["path"] == s(&log) && kind(a) == "alert"
+        });
+    }
+}
+
+/// Under run, after a rotation: the rotated copy changed in place, a line removed from it, the
+/// copy replaced by other content, and the new live log's verified part changed each alert.
+#[test]
+fn tampering_after_a_rotation_alerts_under_run() {
+    if !privileged("fimd run") {
+        return;
+    }
+    let f = log_fixture(ROTATING);
+    let (log, r1) = (f.path("app.log"), f.path("app.log.1"));
+    let d = Daemon::start(&f);
+    let rotate = |d: &Daemon| {
+        sh("mv", &[s(&log), s(&r1)]);
+        fs::write(&log, "").unwrap();
+        wait_doc(d, &r1, "rotated", "event");
+        append_by(&log, &"a line of the new log\n".repeat(20));
+        wait_doc(d, &log, "appended", "event");
+        settle();
+    };
+    let rotated_alert = |d: &Daemon, what: &str, pid: u32| {
+        d.wait_for(&r1, &["updated", "truncated", "attributes_modified"], pid, |a| {
+            kind(a) == "alert"
+        })
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    };
+    rotate(&d);
+    // Changed in place.
+    let pid = py(
+        "import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY)\nos.pwrite(fd, b'X', 100)\n",
+        &r1,
+    );
+    rotated_alert(&d, "changed in place", pid);
+    drop(d);
+    assert_eq!(f.check().0, 1, "the change is still a difference");
+    assert_eq!(f.fimd(&["accept"]).code, 0);
+
+    // A line removed, in place (the same inode, shorter).
+    let d = Daemon::start_on_baseline(&f);
+    rotate(&d);
+    let pid = py(
+        "import sys\np = sys.argv[1]\nlines = open(p, 'rb').readlines()\n\
+         f = open(p, 'r+b'); f.write(b''.join(lines[:5] + lines[6:])); f.truncate(); f.close()\n",
+        &r1,
+    );
+    rotated_alert(&d, "a line removed", pid);
+    drop(d);
+    assert_eq!(f.fimd(&["accept"]).code, 0);
+
+    // Replaced by other content (a new inode renamed over it).
+    let d = Daemon::start_on_baseline(&f);
+    rotate(&d);
+    // Made outside the watch (the same filesystem), so the rename is the only change seen.
+    let forged = f.dir.path().join("forged.tmp");
+    fs::write(&forged, "forged history\n").unwrap();
+    sh("mv", &[s(&forged), s(&r1)]);
+    // Whoever the alert names (the rename, or the writer of the inode): an alert with the
+    // forged content.
+    d.wait_doc("an alert on the replaced rotated copy", |a| {
+        a["file"]["path"] == s(&r1)
+            && kind(a) == "alert"
+            && a["file"]["size"] == 15
+            && ["updated", "moved", "created"].contains(&a["event"]["action"].as_str().unwrap_or(""))
+    });
+    drop(d);
+    assert_eq!(f.fimd(&["accept"]).code, 0);
+
+    // The new live log's verified part changed.
+    let d = Daemon::start_on_baseline(&f);
+    rotate(&d);
+    let pid = py(
+        "import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY)\nos.pwrite(fd, b'X', 5)\n\
+         os.lseek(fd, 0, os.SEEK_END); os.write(fd, b'an innocent line\\n')\n",
+        &log,
+    );
+    d.wait_for(&log, &["updated"], pid, |a| kind(a) == "alert")
+        .unwrap_or_else(|e| panic!("live log: {e}"));
+}

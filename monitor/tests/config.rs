@@ -364,9 +364,10 @@ fn fimds_own_files_inside_a_watch_are_left_out() {
     for _ in 0..3 {
         assert_eq!(f.check(), (0, Vec::new()), "fimd's own writes are differences");
     }
-    // Each check now writes alerts (and rotates the file): still only the one real difference.
-    fs::write(f.path("a.txt"), "changed").unwrap();
-    for _ in 0..6 {
+    // Each check now writes an alert (and rotates the file): still only the one real difference.
+    // A difference is sent once, so each round changes the file anew.
+    for round in 0..6 {
+        fs::write(f.path("a.txt"), format!("changed {round}")).unwrap();
         let (code, found) = f.check();
         assert_eq!(code, 1);
         assert_eq!(found.len(), 1, "{found:#?}");

@@ -562,6 +562,8 @@ fn a_full_disk_leaves_no_torn_alert_line() {
     assert_eq!(f.fimd(&["check"]).code, 1);
     assert_eq!(lines().len(), 1);
     // 151 alerts (over 100 KiB) do not fit in 64 KiB: the disk fills in the middle of a line.
+    // (a.txt changes again: a check sends each difference once.)
+    fs::write(f.path("a.txt"), "one again").unwrap();
     for i in 0..150 {
         fs::write(f.path(&format!("sub/f{i:03}")), "v2").unwrap();
     }
@@ -582,6 +584,7 @@ fn a_full_disk_leaves_no_torn_alert_line() {
     let accept = f.fimd(&["accept", f.path("sub").to_str().unwrap()]);
     assert_eq!(accept.code, 0, "{}", accept.stderr);
     let before = lines().len();
+    fs::write(f.path("a.txt"), "two").unwrap();
     let again = f.fimd(&["check"]);
     assert_eq!(again.code, 1, "{}", again.stderr);
     assert!(!again.stderr.contains("dropped"), "{}", again.stderr);

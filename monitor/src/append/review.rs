@@ -51,6 +51,9 @@ struct Judge<'a, 'c> {
     out: Reviewed,
     /// Logs whose verified content a rotated file holds, with that file's length.
     covered: HashMap<Vec<u8>, (u64, u64)>,
+    /// Logs a file under a rotated name appeared for in this set (whatever it holds): such a
+    /// log did not rotate keeping nothing.
+    claimed: HashSet<Vec<u8>>,
 }
 
 impl Judge<'_, '_> {
@@ -185,6 +188,16 @@ impl Judge<'_, '_> {
                 continue;
             };
             let rotated_name = self.is_rotated_name(&cur.path);
+            // A new rotated file, or the log moved to a rotated name (not one rotated file
+            // moving on to the next name): its log kept something.
+            if rotated_name {
+                let claim = match (&c.action, &c.previous) {
+                    (Action::Created, _) => self.log_for(&cur.path).map(|l| l.path.clone()),
+                    (Action::Moved, Some(p)) if !self.is_rotated_name(&p.path) => Some(p.path.clone()),
+                    _ => None,
+                };
+                self.claimed.extend(claim);
+            }
             match c.action {
                 Action::Moved if rotated_name => {
                     let prev = c.previous.clone().expect("a move has a previous state");
@@ -375,6 +388,31 @@ impl Judge<'_, '_> {
         self.advance(cur, st);
     }
 
+    /// Whether the watch says its rotations keep no copy (`rotate_keeps_none`, logrotate
+    /// `rotate 0`) and this change of a live log looks like one: it restarts empty or shorter
+    /// than verified, and no file under a rotated name appeared for it. Anything else (longer,
+    /// a forged rotated file, other attributes) is judged as without the setting: an alert.
+    fn kept_none_allowed(&self, prev: &Entry, cur: &Entry) -> bool {
+        self.watch(&cur.path).is_some_and(|w| w.rotate_keeps_none)
+            && (cur.size == 0 || cur.size < prev.size)
+            && !self.claimed.contains(&prev.path)
+    }
+
+    /// A rotation that kept no copy: the verified content is gone, by configuration. Reported
+    /// as a `rotated` event naming what was lost (`fim.rotation.kept_none`, `lost_bytes`); what
+    /// the log holds now starts the next generation.
+    fn rotated_keeping_none(&mut self, c: &Change, prev: &Entry, cur: &Entry, copytruncate: bool) {
+        let extra = json!({
+            "kept_none": true,
+            "copytruncate": copytruncate,
+            "verified_bytes": 0,
+            "lost_bytes": prev.size,
+        });
+        self.event(Action::Rotated, c, vec![("rotation", extra)]);
+        let st = self.full_state(cur);
+        self.advance(cur, st);
+    }
+
     /// A new file where a rotated log was: the next generation of that log, an event.
     fn new_log(&mut self, c: &Change, cur: &Entry) {
         self.event(Action::Created, c, vec![("rotation", json!({ "new_log": true }))]);
@@ -394,6 +432,8 @@ impl Judge<'_, '_> {
         if replaced {
             if self.covered.contains_key(&prev.path) {
                 self.new_log(&c, cur);
+            } else if self.kept_none_allowed(prev, cur) {
+                self.rotated_keeping_none(&c, prev, cur, false);
             } else {
                 self.out.changes.push(c);
             }
@@ -436,6 +476,9 @@ impl Judge<'_, '_> {
             // A copy holds the verified content and this is still the same inode: copytruncate,
             // then new lines, whatever their length (the verified prefix is in the copy).
             Verdict::Truncated | Verdict::ContentChanged if covered => self.copytruncated(&c, prev, cur),
+            Verdict::Truncated if self.kept_none_allowed(prev, cur) => {
+                self.rotated_keeping_none(&c, prev, cur, true)
+            }
             Verdict::Truncated => {
                 let mut c = c;
                 c.action = Action::Truncated;
@@ -467,6 +510,7 @@ pub fn review(ctx: &Context<'_>, changes: Vec<Change>) -> Reviewed {
         ctx,
         out: Reviewed::default(),
         covered: HashMap::new(),
+        claimed: HashSet::new(),
     }
     .run(changes)
 }

@@ -100,28 +100,8 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
     print_changes(&cmp, &origin, json)?;
     // The periodic check also feeds the configured sinks (a SIEM); verify reads someone else's
     // image. Stdout is where --json already prints.
-    let mut sinks = settings.alerts.clone();
-    if matches!(sinks.jsonl, Some(crate::config::JsonlTarget::Stdout)) {
-        sinks.jsonl = None;
-    }
-    if origin.scan == Scan::Check
-        && (sinks.jsonl.is_some() || sinks.syslog.is_some() || sinks.webhook.is_some())
-    {
-        let mut out = Dispatcher::start(&sinks, None)?;
-        for c in &cmp.changes {
-            out.send_alert(&Alert::change(c, &origin));
-        }
-        // A file the check could not compare is evidence too: the SIEM sees it, not just stderr.
-        for p in &cmp.problems {
-            out.send_alert(&Alert::problem(p, &origin));
-        }
-        let end = out.shutdown(std::time::Duration::from_secs(30));
-        if end.dropped > 0 {
-            eprintln!(
-                "fimd check: warning: not every alert reached the configured sinks ({} dropped)",
-                end.dropped
-            );
-        }
+    if origin.scan == Scan::Check {
+        send_to_sinks(settings, &store, &key, &cmp, &origin)?;
     }
     report_problems(&cmp.problems);
     super::report_metadata_only(origin.scan.as_str(), settings, &cmp.metadata_only);
@@ -154,6 +134,85 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
         cmp.problems.len()
     );
     Ok(exit(status(&cmp)))
+}
+
+/// Sends to the configured sinks what this check found, each difference once
+/// (`crate::alerted`, shared with the daemon): a difference already alerted, by an earlier
+/// check or by `fimd run`, is held back and counted on stderr; stdout still lists everything.
+/// Differences that are gone are forgotten, so one that comes back is sent again. Events (the
+/// baseline advances past them) and files that could not be compared are sent as found.
+/// Recording what was sent is best effort, and skipped when a sink dropped documents, so the
+/// next check sends them again rather than holding back what no sink received.
+fn send_to_sinks(
+    settings: &Settings,
+    store: &crate::baseline::store::Store,
+    key: &crate::baseline::seal::Key,
+    cmp: &Comparison,
+    origin: &Origin,
+) -> anyhow::Result<()> {
+    let mut sinks = settings.alerts.clone();
+    if matches!(sinks.jsonl, Some(crate::config::JsonlTarget::Stdout)) {
+        sinks.jsonl = None;
+    }
+    let sent_before = match store.alerted() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("fimd check: warning: cannot read which differences were alerted ({e}); sending all");
+            Default::default()
+        }
+    };
+    let mut alerted = crate::alerted::Alerted::new(sent_before);
+    let mut new = Vec::new();
+    let mut held_back = 0usize;
+    let mut docs = Vec::new();
+    for c in &cmp.changes {
+        if c.kind == Kind::Alert {
+            let token = crate::alerted::token(key, c);
+            if !alerted.first(c.path(), token.clone()) {
+                held_back += 1;
+                continue;
+            }
+            new.push((c.path().to_vec(), token));
+        }
+        docs.push(Alert::change(c, origin));
+    }
+    // A file the check could not compare is evidence too: the SIEM sees it, not just stderr.
+    docs.extend(cmp.problems.iter().map(|p| Alert::problem(p, origin)));
+    let mut delivered = true;
+    if sinks.jsonl.is_some() || sinks.syslog.is_some() || sinks.webhook.is_some() {
+        let mut out = Dispatcher::start(&sinks, None)?;
+        for d in &docs {
+            out.send_alert(d);
+        }
+        let end = out.shutdown(std::time::Duration::from_secs(30));
+        if end.dropped > 0 {
+            delivered = false;
+            eprintln!(
+                "fimd check: warning: not every alert reached the configured sinks ({} dropped); the next check \
+                 sends them again",
+                end.dropped
+            );
+        }
+    } else {
+        // No sink: nothing was sent, so nothing is recorded as alerted.
+        new.clear();
+    }
+    if held_back > 0 {
+        eprintln!(
+            "fimd check: {held_back} differences already alerted were not sent to the sinks again (listed above)"
+        );
+    }
+    // What this check found outstanding is all that stays alerted: a difference that is gone
+    // and comes back is sent again.
+    let keep = alerted.outstanding_tokens();
+    if !delivered {
+        new.clear();
+    }
+    let recorded = store.alerted_retain(&keep).and_then(|()| store.alerted_put(&new));
+    if let Err(e) = recorded {
+        eprintln!("fimd check: warning: cannot record which differences were alerted: {e}");
+    }
+    Ok(())
 }
 
 fn print_changes(cmp: &Comparison, origin: &Origin, json: bool) -> anyhow::Result<()> {

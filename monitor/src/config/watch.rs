@@ -23,6 +23,9 @@ pub(super) struct RawWatch {
     /// Append-only watches: names (globs) that rotated logs take, e.g. `app.log.*`.
     #[serde(default)]
     rotate: Vec<Spanned<String>>,
+    /// Append-only watches: rotations here keep no copy (logrotate `rotate 0`).
+    #[serde(default)]
+    rotate_keeps_none: Option<Spanned<bool>>,
 }
 
 fn default_true() -> bool {
@@ -65,6 +68,19 @@ pub struct Watch {
     pub one_filesystem: bool,
     /// Names a rotated log takes (append-only watches); rotations outside them alert.
     pub rotate: Rotate,
+    /// Rotations in this watch keep no copy of the log (logrotate `rotate 0`): a live log that
+    /// restarts empty or shorter, with no rotated file, is one rotation whose lost content is
+    /// reported as an event. Off by default, because such a rotation cannot be told from a
+    /// wiped log (PCI DSS 10.5.5: any change other than an append alerts).
+    pub rotate_keeps_none: bool,
+}
+
+impl Watch {
+    /// Whether logs in this watch rotate at all: append-only, with rotated names or
+    /// `rotate_keeps_none`. Their directories' changes are judged together once quiet.
+    pub fn rotates(&self) -> bool {
+        self.policy == Policy::AppendOnly && (!self.rotate.is_empty() || self.rotate_keeps_none)
+    }
 }
 
 /// Rotation name globs, matched against file names.
@@ -235,6 +251,18 @@ pub(super) fn validate(
                     .into(),
             ));
         }
+        let rotate_keeps_none = match &w.rotate_keeps_none {
+            Some(k) if *k.get_ref() && policy != Policy::AppendOnly => {
+                return Err(invalid(
+                    k.span(),
+                    "watch.rotate_keeps_none: rotation is allowed only for policy = \"append-only\"; \
+                     remove it or set the policy"
+                        .into(),
+                ));
+            }
+            Some(k) => *k.get_ref(),
+            None => false,
+        };
         let mut rb = GlobSetBuilder::new();
         for r in &w.rotate {
             if r.get_ref().contains('/') || r.get_ref().is_empty() {
@@ -269,9 +297,34 @@ pub(super) fn validate(
                 exclude,
                 one_filesystem: w.one_filesystem,
                 rotate,
+                rotate_keeps_none,
             },
             w.path.span(),
         ));
     }
     Ok(watches)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+    use std::path::Path;
+
+    fn parse(keys: &str) -> Result<Settings, String> {
+        let text = format!("state_dir = \"/nonexistent\"\n[[watch]]\npath = \"/var/log\"\n{keys}\n");
+        Settings::parse(Path::new("fimd.toml"), &text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn rotate_keeps_none_is_for_append_only_watches_and_makes_them_rotate() {
+        let s = parse("policy = \"append-only\"\nrotate_keeps_none = true").unwrap();
+        assert!(s.watches[0].rotate_keeps_none && s.watches[0].rotates());
+        let s = parse("policy = \"append-only\"").unwrap();
+        assert!(!s.watches[0].rotate_keeps_none && !s.watches[0].rotates());
+        let e = parse("policy = \"static\"\nrotate_keeps_none = true").unwrap_err();
+        assert!(e.contains("fimd.toml:5: watch.rotate_keeps_none"), "{e}");
+        assert!(parse("policy = \"static\"\nrotate_keeps_none = false").is_ok());
+        let e = parse("policy = \"append-only\"\nrotate_keeps_none = \"yes\"").unwrap_err();
+        assert!(e.contains("fimd.toml:5") && e.contains("boolean"), "{e}");
+    }
 }

@@ -18,11 +18,11 @@ impl Rules {
         self.settings.policy_of(path)
     }
 
-    /// Whether `path` lies in an append-only watch with rotated names configured.
+    /// Whether `path` lies in an append-only watch whose logs rotate (`Watch::rotates`).
     pub fn rotates(&self, path: &[u8]) -> bool {
         self.settings
             .watch_for(Path::new(std::ffi::OsStr::from_bytes(path)))
-            .is_some_and(|w| w.policy == Policy::AppendOnly && !w.rotate.is_empty())
+            .is_some_and(|w| w.rotates())
     }
 
     /// Whether `path` is an append-only log itself, not one of its rotated names.

@@ -39,11 +39,16 @@ fn entry_of(path: &Path) -> Entry {
 
 impl Logs {
     fn new(log: &str) -> Logs {
+        Logs::with(log, "")
+    }
+
+    /// With more keys in the watch table.
+    fn with(log: &str, keys: &str) -> Logs {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("app.log"), log).unwrap();
         let text = format!(
             "state_dir = \"/nonexistent\"\n[[watch]]\npath = {:?}\npolicy = \"append-only\"\n\
-             rotate = [\"app.log.*\"]\n",
+             rotate = [\"app.log.*\"]\n{keys}\n",
             dir.path().display().to_string()
         );
         let settings = Settings::parse(Path::new("fimd.toml"), &text).unwrap();
@@ -212,4 +217,145 @@ fn copytruncate_seen_late_is_a_rotation_whatever_the_new_length() {
         std::fs::write(l.path("app.log"), "y".repeat(line.len() + 10)).unwrap();
         assert_eq!(alerts(&l.look()).len(), 1, "{line:?}");
     }
+}
+
+fn actions(changes: &[Change]) -> Vec<String> {
+    changes
+        .iter()
+        .map(|c| {
+            let kind = if c.kind == crate::compare::Kind::Alert {
+                "alert"
+            } else {
+                "event"
+            };
+            format!(
+                "{kind} {} {}",
+                c.action.as_str(),
+                name_of(c.path()).escape_ascii()
+            )
+        })
+        .collect()
+}
+
+const KEEPS_NONE: &str = "rotate_keeps_none = true";
+
+/// logrotate `rotate 0`: the log renamed, a new one created, the renamed one deleted (create),
+/// or the log truncated with no copy (copytruncate), in the orders that can be seen between two
+/// looks. With `rotate_keeps_none` each is one rotation; without it, each is an alert.
+#[test]
+fn a_rotation_keeping_nothing_is_an_event_only_where_configured() {
+    type Step = fn(&Logs);
+    let create: Step = |l| {
+        l.mv("app.log", "app.log.1");
+        std::fs::write(l.path("app.log"), "").unwrap();
+        std::fs::remove_file(l.path("app.log.1")).unwrap();
+    };
+    let create_then_written: Step = |l| {
+        l.mv("app.log", "app.log.1");
+        std::fs::remove_file(l.path("app.log.1")).unwrap();
+        std::fs::write(l.path("app.log"), "x\n").unwrap();
+    };
+    let copytruncate: Step = copytruncate_in_place;
+    let copytruncate_then_written: Step = |l| {
+        copytruncate_in_place(l);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(l.path("app.log"))
+            .unwrap()
+            .write_all(b"y\n")
+            .unwrap();
+    };
+    for (name, step) in [
+        ("create", create),
+        ("create, then written", create_then_written),
+        ("copytruncate", copytruncate),
+        ("copytruncate, then written", copytruncate_then_written),
+    ] {
+        let mut l = Logs::with("verified line one\nverified line two\n", KEEPS_NONE);
+        for generation in 0..3 {
+            step(&l);
+            let seen = l.look();
+            assert_eq!(
+                actions(&seen),
+                vec!["event rotated app.log"],
+                "{name}, generation {generation}"
+            );
+            let r = &seen[0].extra;
+            let rotation = &r.iter().find(|(k, _)| *k == "rotation").unwrap().1;
+            assert_eq!(rotation["kept_none"], true, "{name}");
+            assert!(rotation["lost_bytes"].as_u64().unwrap() > 0, "{name}: {rotation}");
+            assert!(l.look().is_empty(), "{name}: the baseline took it");
+            // The next generation is verified again from its start.
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(l.path("app.log"))
+                .unwrap()
+                .write_all(b"the next generation, longer than any line before it\n")
+                .unwrap();
+            assert_eq!(actions(&l.look()), vec!["event appended app.log"], "{name}");
+        }
+        // Without the setting: the same is an alert.
+        let mut l = Logs::new("verified line one\nverified line two\n");
+        step(&l);
+        assert_eq!(alerts(&l.look()).len(), 1, "{name} without rotate_keeps_none");
+    }
+}
+
+/// Under `rotate_keeps_none`, what is not a log restarting empty or shorter with no rotated
+/// copy still alerts.
+#[test]
+fn rotate_keeps_none_allows_nothing_else() {
+    let text = "verified line one\nverified line two\n";
+    // Replaced by a longer log: not a restart.
+    let mut l = Logs::with(text, KEEPS_NONE);
+    l.mv("app.log", "app.log.1");
+    std::fs::remove_file(l.path("app.log.1")).unwrap();
+    std::fs::write(l.path("app.log"), "z".repeat(text.len() + 1)).unwrap();
+    assert_eq!(alerts(&l.look()).len(), 1, "longer");
+    // Rewritten in place at the same length.
+    let mut l = Logs::with(text, KEEPS_NONE);
+    std::fs::write(l.path("app.log"), "Z".repeat(text.len())).unwrap();
+    assert_eq!(alerts(&l.look()).len(), 1, "rewritten");
+    // Truncated while a forged rotated file appears: both alert.
+    let mut l = Logs::with(text, KEEPS_NONE);
+    std::fs::write(l.path("app.log.1"), "forged history\n").unwrap();
+    copytruncate_in_place(&l);
+    let seen = alerts(&l.look());
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // Truncated and its mode changed.
+    let mut l = Logs::with(text, KEEPS_NONE);
+    copytruncate_in_place(&l);
+    std::fs::set_permissions(
+        l.path("app.log"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    assert_eq!(alerts(&l.look()).len(), 1, "mode");
+    // Deleted, no new log.
+    let mut l = Logs::with(text, KEEPS_NONE);
+    std::fs::remove_file(l.path("app.log")).unwrap();
+    assert_eq!(
+        alerts(&l.look()),
+        vec![format!("deleted {}", l.path("app.log").display())]
+    );
+    // A rotation that kept a copy is still judged by the copy.
+    let mut l = Logs::with(text, KEEPS_NONE);
+    l.mv("app.log", "app.log.1");
+    std::fs::write(l.path("app.log"), "").unwrap();
+    let seen = l.look();
+    assert!(alerts(&seen).is_empty(), "{:?}", actions(&seen));
+    assert!(
+        actions(&seen).contains(&"event rotated app.log.1".to_string()),
+        "{:?}",
+        actions(&seen)
+    );
+}
+
+fn copytruncate_in_place(l: &Logs) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(l.path("app.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
 }
