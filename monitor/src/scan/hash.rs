@@ -435,37 +435,3 @@ mod tests {
         assert_eq!(h.hashed_bytes, len, "holes count as hashed bytes");
     }
 }
-
-#[cfg(test)]
-mod measure {
-    use super::*;
-
-    /// `cargo test -p monitor --lib scan::hash::measure -- --ignored --nocapture`: a 16 GiB
-    /// sparse file (a page of data at each end) hashed by extent and by a plain read.
-    #[test]
-    #[ignore = "a measurement, not a check"]
-    fn sparse_16_gib() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sparse");
-        let f = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
-        let len = 16u64 << 30;
-        rustix::io::pwrite(&f, &[1u8; 4096], 0).unwrap();
-        rustix::io::pwrite(&f, &[1u8; 4096], len - 4096).unwrap();
-        let never = AtomicBool::new(false);
-        let t = std::time::Instant::now();
-        let mut h = Sha256::new();
-        feed(&f, &mut h, 0, len, &never).unwrap();
-        let by_extent = t.elapsed();
-        let t = std::time::Instant::now();
-        let mut p = Sha256::new();
-        read_range(rustix::fd::AsFd::as_fd(&f), &mut p, 0, len, &never).unwrap();
-        let plain = t.elapsed();
-        assert_eq!(h.finalize(), p.finalize());
-        eprintln!("16 GiB sparse file: by extent {by_extent:?}, plain read {plain:?}");
-    }
-}
