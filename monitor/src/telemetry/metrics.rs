@@ -8,75 +8,15 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::compare::{Action, Kind};
+
+pub use super::labels::{
+    BLOCKING_OPERATIONS, CHANGE_ACTIONS, CHANGE_KINDS, RESCAN_REASONS, RescanReason, SENSORS,
+};
 use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
-/// Sensors the daemon can attach; both series exist from the start, so "none attached" is a
-/// visible 0 rather than a missing series.
-pub const SENSORS: [&str; 2] = ["ebpf", "fanotify"];
-/// Every `compare::Action`, as labels (`fim_integrity_changes_total{action}`).
-pub const CHANGE_ACTIONS: [&str; Action::ALL.len()] = {
-    let mut out = [""; Action::ALL.len()];
-    let mut i = 0;
-    while i < out.len() {
-        out[i] = Action::ALL[i].as_str();
-        i += 1;
-    }
-    out
-};
-
-/// Every `compare::Kind`, as labels (`fim_integrity_changes_total{kind}`).
-pub const CHANGE_KINDS: [&str; Kind::ALL.len()] = [Kind::ALL[0].as_str(), Kind::ALL[1].as_str()];
-
-/// Why the daemon compared everything again (`fim_rescans_total{reason}`, and the evidence
-/// record's `kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RescanReason {
-    /// The daemon started.
-    Start,
-    /// The kernel lost records: what they said is unknown.
-    Loss,
-    /// The configuration was reloaded.
-    Reload,
-    /// `schedule.full_check` came round.
-    Scheduled,
-    /// A watch root's identity changed (moved, deleted, recreated, replaced).
-    Root,
-}
-
-impl RescanReason {
-    pub const ALL: [RescanReason; 5] = [
-        RescanReason::Start,
-        RescanReason::Loss,
-        RescanReason::Reload,
-        RescanReason::Scheduled,
-        RescanReason::Root,
-    ];
-
-    /// The label value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RescanReason::Start => "start",
-            RescanReason::Loss => "loss",
-            RescanReason::Reload => "reload",
-            RescanReason::Scheduled => "scheduled",
-            RescanReason::Root => "root",
-        }
-    }
-}
-
-/// Every [`RescanReason`], as labels.
-pub const RESCAN_REASONS: [&str; RescanReason::ALL.len()] = {
-    let mut out = [""; RescanReason::ALL.len()];
-    let mut i = 0;
-    while i < out.len() {
-        out[i] = RescanReason::ALL[i].as_str();
-        i += 1;
-    }
-    out
-};
 /// Rehash batch durations: 100 µs (one small file) up to a minute (a large tree after a loss).
 const HASH_BUCKETS: [f64; 18] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -161,11 +101,6 @@ pub struct Metrics {
     /// later, or skipped and counted), by [`BLOCKING_OPERATIONS`].
     pub blocking_timeouts: IntCounterVec,
 }
-
-/// Operations run off the event loop with a deadline: the write barrier before a rehash, the
-/// /proc maps look, rehashing large files in the pool, and the stat of a mount point found in
-/// a watch.
-pub const BLOCKING_OPERATIONS: [&str; 4] = ["barrier", "proc_maps", "rehash", "mount"];
 
 impl Default for Metrics {
     fn default() -> Self {

@@ -6,6 +6,7 @@
 //! both as it works.
 mod connections;
 mod health;
+pub mod labels;
 pub mod metrics;
 pub mod server;
 
