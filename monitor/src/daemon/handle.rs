@@ -22,6 +22,7 @@ use crate::baseline::entry::{Entry, FileKind};
 use crate::compare::{self, Action, Change, is_under};
 use crate::config::Policy;
 use crate::problems::report_problems;
+use crate::scan::names::Names;
 use crate::scan::{self, ScanItem};
 
 /// A path to rescan, with the depth to read it to (0: the path itself, 1: a directory's
@@ -205,6 +206,7 @@ impl Daemon {
             .map(|(p, _)| p.as_os_str().as_bytes().to_vec())
             .collect();
         let started = Instant::now();
+        let (targets, listings) = self.read_listings(targets);
         let mut scan = scan::start_at(&self.rules.settings, targets);
         let progress = scan.progress.clone();
         let mut found: HashMap<Vec<u8>, Entry> = HashMap::new();
@@ -265,7 +267,14 @@ impl Daemon {
                 .iter()
                 .any(|w| w.path.as_os_str().as_bytes() == p)
         };
-        let mut gone = rescan::gone(self.watch.seen(), &found, &listed, &missing_roots, is_root);
+        let mut gone = rescan::gone(
+            self.watch.seen(),
+            &found,
+            &listings,
+            &listed,
+            &missing_roots,
+            is_root,
+        );
         let found = rescan::classify(self.watch.seen(), found, self.rules.mode);
         let mut changes: Vec<(Change, Option<Modifier>)> = Vec::new();
         for e in found.changed {
@@ -330,6 +339,32 @@ impl Daemon {
         self.departed_due()?;
         self.send_alerts();
         Ok(())
+    }
+
+    /// A directory that changed costs what changed: its names and inode numbers are read
+    /// (no `stat`) and only the directory, its new names and the names now of another inode
+    /// are looked at (`rescan::to_look_at`); the listing tells `gone` what is still there.
+    /// A directory that cannot be read so is listed by the scan as before.
+    fn read_listings(&self, targets: Vec<Target>) -> (Vec<Target>, HashMap<Vec<u8>, Names>) {
+        let mut out = Vec::with_capacity(targets.len());
+        let mut listings = HashMap::new();
+        for (path, depth) in targets {
+            let dir = path.as_os_str().as_bytes();
+            if depth == 1
+                && let Ok(names) = scan::names::read(dir)
+            {
+                out.extend(
+                    rescan::to_look_at(self.watch.seen(), dir, &names)
+                        .iter()
+                        .map(|p| target(p, 0)),
+                );
+                listings.insert(dir.to_vec(), names);
+                out.push((path, 0));
+            } else {
+                out.push((path, depth));
+            }
+        }
+        (out, listings)
     }
 
     /// Judges a change of an append-only file from what was verified (`AppendTracker::verify`,

@@ -8,6 +8,7 @@ use std::path::Path;
 use monitor_common::InodeKey;
 
 use super::alerts::AlertWriter;
+use super::seen_paths::SeenPaths;
 use super::watch_roots::{self, Roots};
 use crate::baseline::entry::{Entry, FileKind};
 use crate::config::Settings;
@@ -36,8 +37,8 @@ pub enum Arm {
 /// The watched paths and inodes, and the sensor armed for them (see the module doc).
 pub struct WatchIndex {
     sensor: Box<dyn Sensor>,
-    /// The last state seen of every watched path.
-    seen: HashMap<Vec<u8>, Entry>,
+    /// The last state seen of every watched path, with each directory's names.
+    seen: SeenPaths,
     /// Watched inodes and the paths they have.
     paths: HashMap<InodeKey, Vec<Vec<u8>>>,
     /// The configured watch paths and their identity when last looked at.
@@ -50,7 +51,7 @@ impl WatchIndex {
     pub fn new(sensor: Box<dyn Sensor>, roots: Roots) -> WatchIndex {
         WatchIndex {
             sensor,
-            seen: HashMap::new(),
+            seen: SeenPaths::default(),
             paths: HashMap::new(),
             roots,
             root_parents: HashMap::new(),
@@ -65,8 +66,8 @@ impl WatchIndex {
         self.sensor.as_mut()
     }
 
-    /// The last state seen of every watched path.
-    pub fn seen(&self) -> &HashMap<Vec<u8>, Entry> {
+    /// The last state seen of every watched path, with each directory's names.
+    pub fn seen(&self) -> &SeenPaths {
         &self.seen
     }
 
@@ -134,7 +135,7 @@ impl WatchIndex {
         if let Err(err) = watched {
             alerts.cannot_watch(settings, &e.path, &err);
         }
-        self.seen.insert(e.path.clone(), e);
+        self.seen.insert(e);
     }
 
     /// Drops `path`; its inode is disarmed when it was its last path.

@@ -9,6 +9,7 @@ pub mod hash;
 pub mod identity;
 mod item;
 pub mod long_paths;
+pub mod names;
 mod walk;
 pub mod xattr;
 
