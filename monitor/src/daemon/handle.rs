@@ -57,7 +57,7 @@ impl Daemon {
                 self.watch.sensor_mut().rearm(r.key)?;
             }
             // A record still in the ring for an inode no longer watched: nothing to re-arm.
-            let Some(paths) = self.watch.paths_of(&r.key).cloned() else {
+            let Some(paths) = self.watch.paths_of(&r.key) else {
                 continue;
             };
             // Re-arm first: a change from now on reports again (docs/sensor-design.md §5).
@@ -290,7 +290,7 @@ impl Daemon {
         // A new path of an inode known under another name that no longer holds it: moved here
         // (its old directory's record may come later, or never for a watch root's parent).
         for c in &created {
-            for p in self.watch.paths_of(&key_of(c)).cloned().unwrap_or_default() {
+            for p in self.watch.paths_of(&key_of(c)).unwrap_or_default() {
                 let left = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&p))
                     .map_or(true, |md| std::os::unix::fs::MetadataExt::ino(&md) != c.ino);
                 if left && !gone.contains(&p) && self.watch.seen().contains_key(&p) {
