@@ -188,12 +188,52 @@ impl Daemon {
         self.rescan(targets, None)
     }
 
-    /// Scans `targets` and alerts on every difference from what was last seen.
+    /// Scans `targets` and alerts on every difference from what was last seen. A path first
+    /// armed by this scan was looked at before it was armed: a change in between made no
+    /// record, so what changed since its look (ctime or size) is looked at again, now armed
+    /// (at most `ARM_LOOKS` times; after that its own records take over).
     fn rescan(
         &mut self,
         targets: Vec<Target>,
         who: Option<&HashMap<Vec<u8>, Modifier>>,
     ) -> anyhow::Result<()> {
+        /// Looks at a path that keeps changing while being armed: bounded, never a loop.
+        const ARM_LOOKS: usize = 3;
+        let mut targets = targets;
+        for _ in 0..ARM_LOOKS {
+            let armed = self.rescan_once(targets, who)?;
+            targets = self.changed_since_look(&armed);
+            if targets.is_empty() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Of the paths armed by a scan, those whose ctime or size is no longer what was seen:
+    /// files to look at again, directories to list again.
+    fn changed_since_look(&self, armed: &[Vec<u8>]) -> Vec<Target> {
+        armed
+            .iter()
+            .filter_map(|p| {
+                let e = self.watch.seen().get(p)?;
+                let st = crate::scan::long_paths::lstat(p).ok()?;
+                #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+                let ctime = st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64;
+                let changed =
+                    ctime != e.ctime_ns || (e.kind == FileKind::Regular && st.st_size as u64 != e.size);
+                changed.then(|| target(p, u32::from(e.kind == FileKind::Directory)))
+            })
+            .collect()
+    }
+
+    /// One rescan of `targets` (see `rescan`); returns the paths it armed for the first time.
+    fn rescan_once(
+        &mut self,
+        targets: Vec<Target>,
+        who: Option<&HashMap<Vec<u8>, Modifier>>,
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut armed: Vec<Vec<u8>> = Vec::new();
         // Where absence means deletion: the entries of listed directories, and everything
         // below a subtree scanned whole.
         let listed: Vec<(Vec<u8>, u32)> = targets
@@ -279,6 +319,14 @@ impl Daemon {
         let mut changes: Vec<(Change, Option<Modifier>)> = Vec::new();
         for e in found.changed {
             let path = e.path.clone();
+            if self
+                .watch
+                .seen()
+                .get(&path)
+                .is_some_and(|old| key_of(old) != key_of(&e))
+            {
+                armed.push(path.clone());
+            }
             let change = self.change_against_baseline(&e, self.watch.seen().get(&path));
             self.learn(e);
             match change {
@@ -319,6 +367,7 @@ impl Daemon {
             let who = due.remove(&old.path).and_then(|(_, m)| m);
             // Against the baseline where it has the old path, as `fimd check` reports it.
             let before = self.baseline.get(&old.path).cloned().unwrap_or(old);
+            armed.push(new.path.clone());
             self.learn(new.clone());
             let policy = self.rules.policy(&new.path);
             changes.push((compare::moved(before, new, self.rules.mode, policy), who));
@@ -330,6 +379,7 @@ impl Daemon {
         for c in pairing.created {
             let path = c.path.clone();
             let change = self.change_against_baseline(&c, None);
+            armed.push(path.clone());
             self.learn(c);
             if let Some(change) = change {
                 changes.push((change, rescan::modifier_for(who, &path)));
@@ -338,7 +388,7 @@ impl Daemon {
         self.judge(changes, Some(SETTLE))?;
         self.departed_due()?;
         self.send_alerts();
-        Ok(())
+        Ok(armed)
     }
 
     /// A directory that changed costs what changed: its names and inode numbers are read
