@@ -62,12 +62,6 @@ impl SeenPaths {
         self.entries.len()
     }
 
-    /// Whether no path is seen.
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Records `e` as the state of its path; returns the state it replaces.
     pub fn insert(&mut self, e: Entry) -> Option<Entry> {
         self.link(&e.path);
