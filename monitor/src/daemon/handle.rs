@@ -200,7 +200,10 @@ impl Daemon {
         /// Looks at a path that keeps changing while being armed: bounded, never a loop.
         const ARM_LOOKS: usize = 3;
         let mut targets = targets;
-        for _ in 0..ARM_LOOKS {
+        for look in 0..ARM_LOOKS {
+            // A change found by a second look made no record: no writer is known for it, and
+            // the one named for the first look must not be blamed.
+            let who = if look == 0 { who } else { None };
             let armed = self.rescan_once(targets, who)?;
             targets = self.changed_since_look(&armed);
             if targets.is_empty() {
