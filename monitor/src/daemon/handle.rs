@@ -22,6 +22,7 @@ use crate::baseline::entry::{Entry, FileKind};
 use crate::compare::{self, Action, Change, is_under};
 use crate::config::Policy;
 use crate::problems::report_problems;
+use crate::scan::names::Names;
 use crate::scan::{self, ScanItem};
 
 /// A path to rescan, with the depth to read it to (0: the path itself, 1: a directory's
@@ -58,7 +59,7 @@ impl Daemon {
                 self.watch.sensor_mut().rearm(r.key)?;
             }
             // A record still in the ring for an inode no longer watched: nothing to re-arm.
-            let Some(paths) = self.watch.paths_of(&r.key).cloned() else {
+            let Some(paths) = self.watch.paths_of(&r.key) else {
                 continue;
             };
             // Re-arm first: a change from now on reports again (docs/sensor-design.md §5).
@@ -176,7 +177,13 @@ impl Daemon {
         // A file whose writer is stuck (its barrier deferred) may block a read too: it stands
         // as last seen until its barrier passes and `blocking_due` rescans it.
         let (mut known, mut pooled) = (HashMap::new(), Vec::new());
-        for e in self.watch.seen().values() {
+        // O(names in the listed directories), never a pass over every seen path.
+        let children: Vec<Vec<u8>> = dirs
+            .iter()
+            .flat_map(|d| self.watch.seen().children_of(d))
+            .collect();
+        let in_dirs = || children.iter().filter_map(|p| self.watch.seen().get(p));
+        for e in in_dirs() {
             let stuck = e.kind == FileKind::Regular
                 && self.blocking.is_deferred(&e.path)
                 && super::rules::parent_of(&e.path).is_some_and(|p| dirs.contains(&p));
@@ -188,10 +195,7 @@ impl Daemon {
                 pooled.push(e.path.clone());
             }
         }
-        let large: Vec<Entry> = self
-            .watch
-            .seen()
-            .values()
+        let large: Vec<Entry> = in_dirs()
             .filter(|e| !self.blocking.is_deferred(&e.path))
             .filter(|e| {
                 e.kind == FileKind::Regular && e.size >= super::blocking::LARGE_FILE && e.sha256.is_some()
@@ -256,7 +260,14 @@ impl Daemon {
         }
         for (path, r, m) in self.blocking.rehashed() {
             let who: HashMap<Vec<u8>, Modifier> = m.map(|m| (path.clone(), m)).into_iter().collect();
-            self.judge_found(Vec::new(), vec![path], r.found, r.problems, Some(&who))?;
+            self.judge_found(
+                Vec::new(),
+                &HashMap::new(),
+                vec![path],
+                r.found,
+                r.problems,
+                Some(&who),
+            )?;
         }
         let maps = self.watch.sensor().maps_blocked();
         self.blocking.export(maps);
@@ -310,7 +321,10 @@ impl Daemon {
         self.rescan(targets, None)
     }
 
-    /// Scans `targets` and alerts on every difference from what was last seen.
+    /// Scans `targets` and alerts on every difference from what was last seen. A path first
+    /// armed by this scan was looked at before it was armed: a change in between made no
+    /// record, so what changed since its look (ctime or size) is looked at again, now armed
+    /// (at most `ARM_LOOKS` times; after that its own records take over).
     fn rescan(
         &mut self,
         mut targets: Vec<Target>,
@@ -337,6 +351,44 @@ impl Daemon {
         if targets.is_empty() {
             return Ok(());
         }
+        /// Looks at a path that keeps changing while being armed: bounded, never a loop.
+        const ARM_LOOKS: usize = 3;
+        for look in 0..ARM_LOOKS {
+            // A change found by a second look made no record: no writer is known for it, and
+            // the one named for the first look must not be blamed.
+            let who = if look == 0 { who } else { None };
+            let armed = self.rescan_once(targets, who)?;
+            targets = self.changed_since_look(&armed);
+            if targets.is_empty() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Of the paths armed by a scan, those whose ctime or size is no longer what was seen:
+    /// files to look at again, directories to list again.
+    fn changed_since_look(&self, armed: &[Vec<u8>]) -> Vec<Target> {
+        armed
+            .iter()
+            .filter_map(|p| {
+                let e = self.watch.seen().get(p)?;
+                let st = crate::scan::long_paths::lstat(p).ok()?;
+                #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+                let ctime = st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64;
+                let changed =
+                    ctime != e.ctime_ns || (e.kind == FileKind::Regular && st.st_size as u64 != e.size);
+                changed.then(|| target(p, u32::from(e.kind == FileKind::Directory)))
+            })
+            .collect()
+    }
+
+    /// One rescan of `targets` (see `rescan`); returns the paths it armed for the first time.
+    fn rescan_once(
+        &mut self,
+        targets: Vec<Target>,
+        who: Option<&HashMap<Vec<u8>, Modifier>>,
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
         // Where absence means deletion: the entries of listed directories, and everything
         // below a subtree scanned whole.
         let listed: Vec<(Vec<u8>, u32)> = targets
@@ -352,6 +404,7 @@ impl Daemon {
         // --- faults: a directory listed again (a name changed in it) does not reread its large
         // unchanged files; a file itself named by a record, or mapped, is always rehashed.
         let (known, pooled) = self.known_large(&listed, &target_paths, who);
+        let (targets, listings) = self.read_listings(targets);
         let mut scan = scan::start_at_known(&self.rules.settings, targets, known);
         let progress = scan.progress.clone();
         let mut found: HashMap<Vec<u8>, Entry> = HashMap::new();
@@ -378,19 +431,24 @@ impl Daemon {
                 *f = seen.clone();
             }
         }
-        self.judge_found(listed, target_paths, found, problems, who)
+        self.judge_found(listed, &listings, target_paths, found, problems, who)
     }
 
     /// Judges what a rescan of `target_paths` found (`listed`: the directories whose listing
     /// was read, with their depth) against what was last seen, and alerts.
+    /// `listings`: the names read of the directories that changed (`read_listings`). Returns
+    /// the paths this judgement armed for the first time (see `rescan`).
+    #[allow(clippy::too_many_arguments)]
     fn judge_found(
         &mut self,
         listed: Vec<(Vec<u8>, u32)>,
+        listings: &HashMap<Vec<u8>, Names>,
         target_paths: Vec<Vec<u8>>,
         mut found: HashMap<Vec<u8>, Entry>,
         mut problems: Vec<crate::scan::Problem>,
         who: Option<&HashMap<Vec<u8>, Modifier>>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut armed: Vec<Vec<u8>> = Vec::new();
         // A target stat'ed while being removed (its own record raced its parent's) was seen by
         // the stat but not by the parent's listing, which waits for the removal to finish:
         // what no longer exists now was not found.
@@ -434,11 +492,26 @@ impl Daemon {
                 .iter()
                 .any(|w| w.path.as_os_str().as_bytes() == p)
         };
-        let mut gone = rescan::gone(self.watch.seen(), &found, &listed, &missing_roots, is_root);
+        let mut gone = rescan::gone(
+            self.watch.seen(),
+            &found,
+            listings,
+            &listed,
+            &missing_roots,
+            is_root,
+        );
         let found = rescan::classify(self.watch.seen(), found, self.rules.mode);
         let mut changes: Vec<(Change, Option<Modifier>)> = Vec::new();
         for e in found.changed {
             let path = e.path.clone();
+            if self
+                .watch
+                .seen()
+                .get(&path)
+                .is_some_and(|old| key_of(old) != key_of(&e))
+            {
+                armed.push(path.clone());
+            }
             let change = self.change_against_baseline(&e, self.watch.seen().get(&path));
             self.learn(e);
             match change {
@@ -450,7 +523,7 @@ impl Daemon {
         // A new path of an inode known under another name that no longer holds it: moved here
         // (its old directory's record may come later, or never for a watch root's parent).
         for c in &created {
-            for p in self.watch.paths_of(&key_of(c)).cloned().unwrap_or_default() {
+            for p in self.watch.paths_of(&key_of(c)).unwrap_or_default() {
                 let left = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&p))
                     .map_or(true, |md| std::os::unix::fs::MetadataExt::ino(&md) != c.ino);
                 if left && !gone.contains(&p) && self.watch.seen().contains_key(&p) {
@@ -479,6 +552,7 @@ impl Daemon {
             let who = due.remove(&old.path).and_then(|(_, m)| m);
             // Against the baseline where it has the old path, as `fimd check` reports it.
             let before = self.baseline.get(&old.path).cloned().unwrap_or(old);
+            armed.push(new.path.clone());
             self.learn(new.clone());
             let policy = self.rules.policy(&new.path);
             changes.push((compare::moved(before, new, self.rules.mode, policy), who));
@@ -490,6 +564,7 @@ impl Daemon {
         for c in pairing.created {
             let path = c.path.clone();
             let change = self.change_against_baseline(&c, None);
+            armed.push(path.clone());
             self.learn(c);
             if let Some(change) = change {
                 changes.push((change, rescan::modifier_for(who, &path)));
@@ -498,7 +573,33 @@ impl Daemon {
         self.judge(changes, Some(SETTLE))?;
         self.departed_due()?;
         self.send_alerts();
-        Ok(())
+        Ok(armed)
+    }
+
+    /// A directory that changed costs what changed: its names and inode numbers are read
+    /// (no `stat`) and only the directory, its new names and the names now of another inode
+    /// are looked at (`rescan::to_look_at`); the listing tells `gone` what is still there.
+    /// A directory that cannot be read so is listed by the scan as before.
+    fn read_listings(&self, targets: Vec<Target>) -> (Vec<Target>, HashMap<Vec<u8>, Names>) {
+        let mut out = Vec::with_capacity(targets.len());
+        let mut listings = HashMap::new();
+        for (path, depth) in targets {
+            let dir = path.as_os_str().as_bytes();
+            if depth == 1
+                && let Ok(names) = scan::names::read(dir)
+            {
+                out.extend(
+                    rescan::to_look_at(self.watch.seen(), dir, &names)
+                        .iter()
+                        .map(|p| target(p, 0)),
+                );
+                listings.insert(dir.to_vec(), names);
+                out.push((path, 0));
+            } else {
+                out.push((path, depth));
+            }
+        }
+        (out, listings)
     }
 
     /// The writers of the changes a look just made may have found, for the look's judgement:
@@ -535,17 +636,17 @@ impl Daemon {
                 let is_dir = self
                     .watch
                     .seen()
-                    .get(p)
+                    .get(&p)
                     .is_some_and(|e| e.kind == FileKind::Directory);
                 // Only while the path still names that inode: a number freed by a deletion
                 // may already be another file's, whose writer did not delete this one.
-                let still = watch_roots::identity(p).is_some_and(|(dev, ino, _)| {
+                let still = watch_roots::identity(&p).is_some_and(|(dev, ino, _)| {
                     crate::sensor::ebpf::kernel_dev(dev) == r.key.dev && ino == r.key.ino
                 });
                 if is_dir || !still {
-                    fill.push((p.clone(), m.clone()));
+                    fill.push((p, m.clone()));
                 } else {
-                    out.insert(p.clone(), m.clone());
+                    out.insert(p, m.clone());
                 }
             }
         }

@@ -5,7 +5,8 @@
 //! Cut by the state each part owns, driven by one loop (`serve`) that passes each part what it
 //! needs; imports run from the loop down to the parts, never back:
 //! - `watch_index`: the last state seen of each path, the paths of each inode, the watch roots,
-//!   and the sensor armed for them;
+//!   and the sensor armed for them; `seen_paths`: the seen paths with each directory's names,
+//!   so a rescan reaches a directory's children or subtree without walking every path;
 //! - `appends`: what is verified of each append-only log (states, checkpoints, retired logs,
 //!   logs to read whole); the decision is `append::verdict`;
 //! - `settle`: rotating directories waiting for quiet, and paths gone waiting for a move;
@@ -26,6 +27,7 @@ mod modifier;
 mod recheck;
 mod rescan;
 mod rules;
+mod seen_paths;
 mod serve;
 mod settle;
 mod signals;

@@ -7,9 +7,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::modifier::Modifier;
-use super::rules::parent_of;
+use super::seen_paths::SeenPaths;
 use crate::baseline::entry::{Entry, FileKind};
 use crate::compare::{Mode, diff, is_under};
+use crate::paths::{join, name_of, parent_of};
+use crate::scan::names::Names;
 
 /// Depth of a target scanned whole (`scan::start_at`).
 pub const WHOLE: u32 = u32::MAX;
@@ -22,51 +24,76 @@ pub const WHOLE: u32 = u32::MAX;
 /// directory that is itself gone says nothing of its entries: its parent's listing (which
 /// changed too) finds it gone, and its entries with it, in one decision.
 pub fn gone(
-    seen: &HashMap<Vec<u8>, Entry>,
+    seen: &SeenPaths,
     found: &HashMap<Vec<u8>, Entry>,
+    listings: &HashMap<Vec<u8>, Names>,
     listed: &[(Vec<u8>, u32)],
     missing_roots: &[&[u8]],
     is_root: impl Fn(&[u8]) -> bool,
 ) -> Vec<Vec<u8>> {
-    let listed: Vec<&(Vec<u8>, u32)> = listed
-        .iter()
-        .filter(|(d, _)| found.contains_key(d) || is_root(d))
-        .collect();
-    let mut gone: Vec<Vec<u8>> = seen
-        .keys()
-        .filter(|p| !found.contains_key(*p))
-        .filter(|p| {
-            missing_roots.contains(&&p[..])
-                || listed.iter().any(|(dir, depth)| {
-                    parent_of(p) == Some(&dir[..]) || (*depth == WHOLE && is_under(p, dir) && *p != dir)
-                })
-        })
-        .cloned()
-        .collect();
+    // Only where a listing reaches, through the index: O(children) for a listed directory,
+    // O(subtree) for one scanned whole, never O(seen).
+    let mut gone: Vec<Vec<u8>> = Vec::new();
+    let mut taken: HashSet<Vec<u8>> = HashSet::new();
+    // A name its directory's listing still holds is there, looked at or not.
+    let listed_name = |p: &[u8]| {
+        parent_of(p)
+            .and_then(|d| listings.get(d))
+            .is_some_and(|names| names.contains_key(name_of(p)))
+    };
+    let mut take = |p: Vec<u8>, gone: &mut Vec<Vec<u8>>| {
+        if !found.contains_key(&p) && !listed_name(&p) && seen.contains_key(&p) && taken.insert(p.clone()) {
+            gone.push(p);
+        }
+    };
+    for root in missing_roots {
+        take(root.to_vec(), &mut gone);
+    }
+    for (dir, depth) in listed.iter().filter(|(d, _)| found.contains_key(d) || is_root(d)) {
+        let reached = if *depth == WHOLE {
+            seen.below(dir)
+        } else {
+            seen.children_of(dir)
+        };
+        for p in reached {
+            take(p, &mut gone);
+        }
+    }
     // What was below a directory that is gone is gone from there too.
     let gone_dirs: Vec<Vec<u8>> = gone
         .iter()
-        .filter(|p| seen.get(*p).is_some_and(|e| e.kind == FileKind::Directory))
+        .filter(|p| seen.get(p).is_some_and(|e| e.kind == FileKind::Directory))
         .cloned()
         .collect();
-    if !gone_dirs.is_empty() {
-        let listed_gone: HashSet<&Vec<u8>> = gone.iter().collect();
-        let below: Vec<Vec<u8>> = seen
-            .keys()
-            .filter(|p| !found.contains_key(*p) && !listed_gone.contains(p))
-            .filter(|p| gone_dirs.iter().any(|d| is_under(p, d)))
-            .cloned()
-            .collect();
-        gone.extend(below);
+    for d in gone_dirs {
+        for p in seen.below(&d) {
+            take(p, &mut gone);
+        }
     }
     gone
+}
+
+/// The paths in `dir` to look at after a change of the directory, from its `names` (read
+/// without a `stat`): names not seen before, and names whose inode number is not the one seen
+/// (replaced, renamed over, a mount point). The rest are the same inodes as before, armed each
+/// on its own: their own records report their changes. Those seen but no longer listed are
+/// for `gone`. Costs one lookup per name and no system call.
+pub fn to_look_at(seen: &SeenPaths, dir: &[u8], names: &Names) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = names
+        .iter()
+        .map(|(name, ino)| (join(dir, name), *ino))
+        .filter(|(p, ino)| seen.get(p).is_none_or(|e| e.ino != *ino))
+        .map(|(p, _)| p)
+        .collect();
+    out.sort();
+    out
 }
 
 /// Directories found that were not seen before and are not already inside a subtree scanned
 /// whole: read whole now, so what came with them is judged with them (a move, not a deletion
 /// and a creation), watched, and only then reported.
 pub fn new_dirs(
-    seen: &HashMap<Vec<u8>, Entry>,
+    seen: &SeenPaths,
     found: &HashMap<Vec<u8>, Entry>,
     listed: &[(Vec<u8>, u32)],
 ) -> Vec<PathBuf> {
@@ -92,7 +119,7 @@ pub struct Found {
 }
 
 /// Sorts `found` into new and changed paths; paths the same as seen are dropped.
-pub fn classify(seen: &HashMap<Vec<u8>, Entry>, found: HashMap<Vec<u8>, Entry>, mode: Mode) -> Found {
+pub fn classify(seen: &SeenPaths, found: HashMap<Vec<u8>, Entry>, mode: Mode) -> Found {
     let mut out = Found::default();
     for (path, e) in found {
         match seen.get(&path) {
@@ -153,16 +180,28 @@ mod tests {
             .collect()
     }
 
+    fn index(entries: &HashMap<Vec<u8>, Entry>) -> SeenPaths {
+        let mut s = SeenPaths::default();
+        for e in entries.values() {
+            s.insert(e.clone());
+        }
+        s
+    }
+
     fn sorted(mut v: Vec<Vec<u8>>) -> Vec<String> {
         v.sort();
         v.into_iter().map(|p| String::from_utf8(p).unwrap()).collect()
     }
 
+    fn none() -> HashMap<Vec<u8>, Names> {
+        HashMap::new()
+    }
+
     const D: FileKind = FileKind::Directory;
     const F: FileKind = FileKind::Regular;
 
-    fn seen() -> HashMap<Vec<u8>, Entry> {
-        tree(&[
+    fn seen() -> SeenPaths {
+        index(&tree(&[
             ("/w", D),
             ("/w/a", F),
             ("/w/b", F),
@@ -170,7 +209,7 @@ mod tests {
             ("/w/sub/c", F),
             ("/w/sub/deep", D),
             ("/w/sub/deep/d", F),
-        ])
+        ]))
     }
 
     #[test]
@@ -179,9 +218,12 @@ mod tests {
         // /w listed (depth 1): /w/b is missing; /w/sub/c is not in this listing's reach.
         let found = tree(&[("/w", D), ("/w/a", F), ("/w/sub", D)]);
         let listed = vec![(b"/w".to_vec(), 1)];
-        assert_eq!(sorted(gone(&seen, &found, &listed, &[], |_| false)), vec!["/w/b"]);
+        assert_eq!(
+            sorted(gone(&seen, &found, &none(), &listed, &[], |_| false)),
+            vec!["/w/b"]
+        );
         // Nothing listed (a file's own record): nothing is gone.
-        assert!(gone(&seen, &found, &[], &[], |_| false).is_empty());
+        assert!(gone(&seen, &found, &none(), &[], &[], |_| false).is_empty());
     }
 
     #[test]
@@ -190,7 +232,7 @@ mod tests {
         let found = tree(&[("/w", D), ("/w/a", F), ("/w/b", F)]);
         let listed = vec![(b"/w".to_vec(), 1)];
         assert_eq!(
-            sorted(gone(&seen, &found, &listed, &[], |_| false)),
+            sorted(gone(&seen, &found, &none(), &listed, &[], |_| false)),
             vec!["/w/sub", "/w/sub/c", "/w/sub/deep", "/w/sub/deep/d"]
         );
     }
@@ -201,11 +243,11 @@ mod tests {
         let found = tree(&[("/w", D), ("/w/a", F), ("/w/b", F), ("/w/sub", D)]);
         // /w/sub/deep listed but not found: its parent's listing decides.
         let listed = vec![(b"/w/sub/deep".to_vec(), 1)];
-        assert!(gone(&seen, &found, &listed, &[], |_| false).is_empty());
+        assert!(gone(&seen, &found, &none(), &listed, &[], |_| false).is_empty());
         // A watch root is in no listing: its own absence is its deletion, with what it held.
         let nothing = HashMap::new();
         let root = vec![(b"/w".to_vec(), WHOLE)];
-        let all = gone(&seen, &nothing, &root, &[b"/w"], |p| p == b"/w");
+        let all = gone(&seen, &nothing, &none(), &root, &[b"/w"], |p| p == b"/w");
         assert_eq!(sorted(all).len(), seen.len());
     }
 
@@ -221,11 +263,47 @@ mod tests {
         ]);
         let whole = vec![(b"/w".to_vec(), WHOLE)];
         assert_eq!(
-            sorted(gone(&seen, &found, &whole, &[], |_| false)),
+            sorted(gone(&seen, &found, &none(), &whole, &[], |_| false)),
             vec!["/w/sub/c", "/w/sub/deep/d"]
         );
         let shallow = vec![(b"/w".to_vec(), 1)];
-        assert!(gone(&seen, &found, &shallow, &[], |_| false).is_empty());
+        assert!(gone(&seen, &found, &none(), &shallow, &[], |_| false).is_empty());
+    }
+
+    #[test]
+    fn a_listing_names_what_is_there_without_looking_at_it() {
+        let seen = seen();
+        // /w changed: its names read; /w/a is new, /w/sub the same inode, /w/b gone.
+        let names: Names = [(b"a".to_vec(), 2), (b"sub".to_vec(), 4), (b"x".to_vec(), 50)].into();
+        assert_eq!(
+            sorted(to_look_at(&seen, b"/w", &names)),
+            vec!["/w/x"],
+            "only the new name; /w/a and /w/sub are the inodes seen"
+        );
+        // /w/a renamed over by another inode: looked at.
+        let over: Names = [(b"a".to_vec(), 77), (b"sub".to_vec(), 4)].into();
+        assert_eq!(sorted(to_look_at(&seen, b"/w", &over)), vec!["/w/a"]);
+        // Only the directory and what was looked at were found.
+        let found = tree(&[("/w", D), ("/w/x", F)]);
+        let listings: HashMap<Vec<u8>, Names> = [(b"/w".to_vec(), names)].into();
+        let listed = vec![(b"/w".to_vec(), 1)];
+        assert_eq!(
+            sorted(gone(&seen, &found, &listings, &listed, &[], |_| false)),
+            vec!["/w/b"]
+        );
+        // /w/sub gone from the listing takes its subtree, still without a look at /w/a.
+        let names: Names = [(b"a".to_vec(), 2)].into();
+        let listings: HashMap<Vec<u8>, Names> = [(b"/w".to_vec(), names)].into();
+        assert_eq!(
+            sorted(gone(&seen, &found, &listings, &listed, &[], |_| false)),
+            vec!["/w/b", "/w/sub", "/w/sub/c", "/w/sub/deep", "/w/sub/deep/d"]
+        );
+        // Names that are not UTF-8.
+        let names: Names = [(b"\xff".to_vec(), 9)].into();
+        assert_eq!(
+            to_look_at(&seen, b"/w/sub", &names),
+            vec![b"/w/sub/\xff".to_vec()]
+        );
     }
 
     #[test]
@@ -248,11 +326,11 @@ mod tests {
     fn found_paths_are_new_changed_or_the_same() {
         let seen = seen();
         let mut found = tree(&[("/w/x", F)]);
-        found.insert(b"/w/a".to_vec(), seen[&b"/w/a"[..]].clone());
-        let mut b = seen[&b"/w/b"[..]].clone();
+        found.insert(b"/w/a".to_vec(), seen.get(b"/w/a").unwrap().clone());
+        let mut b = seen.get(b"/w/b").unwrap().clone();
         b.mode = 0o600;
         found.insert(b.path.clone(), b);
-        let mut c = seen[&b"/w/sub/c"[..]].clone();
+        let mut c = seen.get(b"/w/sub/c").unwrap().clone();
         c.ino = 99; // only identity: the same in a portable comparison
         found.insert(c.path.clone(), c);
         let full = classify(&seen, found.clone(), Mode::Full);

@@ -303,20 +303,18 @@ impl Daemon {
         self.metrics.baseline_files.set(baseline.len() as i64);
         let mut scan = scan::start(&self.rules.settings, Path::new("/"));
         let progress = scan.progress.clone();
-        let mut current = Vec::new();
         let health = self.health.clone();
-        let cmp = compare::compare(&self.rules.settings, baseline, &mut scan, self.rules.mode, |e| {
+        // Each path learned (and armed) as the walk finds it: the tree is never held twice.
+        let (settings, mode) = (self.rules.settings.clone(), self.rules.mode);
+        let cmp = compare::compare(&settings, baseline, &mut scan, mode, |e| {
             health.tick();
-            current.push(e.clone())
+            self.learn(e.clone())
         });
         drop(scan);
         self.metrics.observe_hash_batch(
             progress.bytes.load(std::sync::atomic::Ordering::Relaxed),
             started.elapsed(),
         );
-        for e in current {
-            self.learn(e);
-        }
         // Everything at once, rotations while fimd was down included: judged here, not settled.
         let changes = cmp.changes.into_iter().map(|c| (c, None)).collect();
         // Recounted from scratch; what was alerted before is not sent again.

@@ -11,6 +11,7 @@ pub mod identity;
 mod item;
 pub mod long_paths;
 pub mod mounts;
+pub mod names;
 pub mod pool;
 mod walk;
 pub mod xattr;

@@ -1,0 +1,316 @@
+//! The last state seen of every watched path, with the names each directory holds: a rescan of
+//! a listed directory looks at that directory's children only, and a directory found gone
+//! takes its subtree through the index, so no kernel record costs O(watched paths).
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use crate::baseline::entry::Entry;
+use crate::paths::{join, name_of, parent_of};
+
+/// The seen paths (see the module doc). Paths and names are bytes: Linux names need not be
+/// UTF-8.
+#[derive(Default)]
+pub struct SeenPaths {
+    /// The last state seen of every watched path, found by its path (held once, in the entry).
+    entries: HashSet<ByPath>,
+    /// The names of the seen paths each directory path holds (the last component only). A
+    /// directory's set lives as long as it holds a seen name, whether or not the directory
+    /// itself is seen (a watch root's parent is not).
+    children: HashMap<Vec<u8>, HashSet<Box<[u8]>>>,
+}
+
+/// An entry hashed and compared by its path, so a set of them is a map by path that does not
+/// hold each path a second time as a key. Boxed: the table's empty slots (up to half of it
+/// after a growth) then cost 8 bytes each, not an `Entry`'s 200-odd (heaptrack of `fimd run`
+/// on /usr: 58 MB of table for 138k entries inline).
+struct ByPath(Box<Entry>);
+
+impl Hash for ByPath {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `[u8]` hashes: `Borrow` requires the same hash for the borrowed form.
+        self.0.path[..].hash(state);
+    }
+}
+
+impl PartialEq for ByPath {
+    fn eq(&self, other: &ByPath) -> bool {
+        self.0.path == other.0.path
+    }
+}
+
+impl Eq for ByPath {}
+
+impl Borrow<[u8]> for ByPath {
+    fn borrow(&self) -> &[u8] {
+        &self.0.path
+    }
+}
+
+impl SeenPaths {
+    pub fn get(&self, path: &[u8]) -> Option<&Entry> {
+        self.entries.get(path).map(|e| &*e.0)
+    }
+
+    pub fn contains_key(&self, path: &[u8]) -> bool {
+        self.entries.contains(path)
+    }
+
+    /// Seen paths (entries).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Records `e` as the state of its path; returns the state it replaces.
+    pub fn insert(&mut self, e: Entry) -> Option<Entry> {
+        self.link(&e.path);
+        self.entries.replace(ByPath(Box::new(e))).map(|e| *e.0)
+    }
+
+    /// Drops `path` (not what is below it); returns its last state.
+    pub fn remove(&mut self, path: &[u8]) -> Option<Entry> {
+        let old = *self.entries.take(path)?.0;
+        if !self.children.contains_key(path) {
+            self.unlink(path);
+        }
+        Some(old)
+    }
+
+    /// Names `path` in its directory, and that directory in its own when it held no name yet:
+    /// a path is reachable from every directory above it, seen or not (a watch root inside
+    /// an excluded or unwatched directory).
+    fn link(&mut self, path: &[u8]) {
+        let mut path = path;
+        while let Some(parent) = parent_of(path).filter(|p| *p != path) {
+            let names = self.children.entry(parent.to_vec()).or_default();
+            let first = names.is_empty();
+            let name = name_of(path);
+            if !names.contains(name) {
+                names.insert(name.into());
+            }
+            if !first {
+                break;
+            }
+            path = parent;
+        }
+    }
+
+    /// Drops the name of `path` (neither seen nor holding names any more) from its directory,
+    /// and that directory's from its own when it is left holding nothing and is not seen.
+    fn unlink(&mut self, path: &[u8]) {
+        let mut path = path.to_vec();
+        while let Some(parent) = parent_of(&path).filter(|p| *p != &path[..]).map(<[u8]>::to_vec) {
+            let Some(names) = self.children.get_mut(&parent) else {
+                return;
+            };
+            names.remove(name_of(&path));
+            if !names.is_empty() {
+                return;
+            }
+            self.children.remove(&parent);
+            if self.entries.contains(&parent[..]) {
+                return;
+            }
+            path = parent;
+        }
+    }
+
+    /// The seen paths directly in `dir` (any order): O(names in `dir`).
+    pub fn children_of(&self, dir: &[u8]) -> Vec<Vec<u8>> {
+        self.children
+            .get(dir)
+            .map(|names| {
+                names
+                    .iter()
+                    .map(|n| join(dir, n))
+                    .filter(|p| self.entries.contains(&p[..]))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The seen paths below `dir` at any depth, `dir` itself excluded (any order): O(subtree).
+    pub fn below(&self, dir: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_vec()];
+        while let Some(d) = stack.pop() {
+            let Some(names) = self.children.get(&d) else {
+                continue;
+            };
+            for n in names {
+                let p = join(&d, n);
+                if self.children.contains_key(&p) {
+                    stack.push(p.clone());
+                }
+                if self.entries.contains(&p[..]) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline::entry::FileKind;
+
+    fn e(path: &[u8], kind: FileKind) -> Entry {
+        Entry {
+            path: path.to_vec(),
+            kind,
+            size: 0,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            ino: 1,
+            dev: 1,
+            nlink: 1,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            sha256: None,
+            link_target: None,
+            xattrs: Vec::new(),
+            flags: None,
+            birth_ns: None,
+            generation: None,
+        }
+    }
+
+    fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        v.sort();
+        v
+    }
+
+    fn tree() -> SeenPaths {
+        let mut s = SeenPaths::default();
+        for (p, k) in [
+            (&b"/w"[..], FileKind::Directory),
+            (b"/w/a", FileKind::Regular),
+            (b"/w/sub", FileKind::Directory),
+            (b"/w/sub/b", FileKind::Regular),
+            (b"/w/sub/deep", FileKind::Directory),
+            (b"/w/sub/deep/c", FileKind::Regular),
+        ] {
+            s.insert(e(p, k));
+        }
+        s
+    }
+
+    #[test]
+    fn created_paths_are_children_of_their_directory() {
+        let mut s = tree();
+        assert_eq!(
+            sorted(s.children_of(b"/w")),
+            vec![b"/w/a".to_vec(), b"/w/sub".to_vec()]
+        );
+        s.insert(e(b"/w/new", FileKind::Regular));
+        // Learned again (a change): still one child.
+        s.insert(e(b"/w/a", FileKind::Regular));
+        assert_eq!(s.children_of(b"/w").len(), 3);
+        // The watch root's parent holds the root, though it is not seen itself.
+        assert_eq!(s.children_of(b"/"), vec![b"/w".to_vec()]);
+        assert!(s.children_of(b"/w/a").is_empty());
+    }
+
+    #[test]
+    fn deleted_paths_leave_their_directory_and_empty_sets_go() {
+        let mut s = tree();
+        assert!(s.remove(b"/w/sub/deep/c").is_some());
+        assert!(s.children_of(b"/w/sub/deep").is_empty());
+        assert!(!s.children.contains_key(&b"/w/sub/deep"[..]));
+        assert!(s.remove(b"/w/sub/deep/c").is_none());
+        assert_eq!(
+            sorted(s.children_of(b"/w/sub")),
+            vec![b"/w/sub/b".to_vec(), b"/w/sub/deep".to_vec()]
+        );
+    }
+
+    #[test]
+    fn renames_within_and_across_directories_move_the_name() {
+        let mut s = tree();
+        // Within /w: a -> a2.
+        let old = s.remove(b"/w/a").unwrap();
+        s.insert(Entry {
+            path: b"/w/a2".to_vec(),
+            ..old
+        });
+        assert_eq!(
+            sorted(s.children_of(b"/w")),
+            vec![b"/w/a2".to_vec(), b"/w/sub".to_vec()]
+        );
+        // Across: /w/sub/b -> /w/sub/deep/b.
+        let old = s.remove(b"/w/sub/b").unwrap();
+        s.insert(Entry {
+            path: b"/w/sub/deep/b".to_vec(),
+            ..old
+        });
+        assert_eq!(s.children_of(b"/w/sub"), vec![b"/w/sub/deep".to_vec()]);
+        assert_eq!(
+            sorted(s.children_of(b"/w/sub/deep")),
+            vec![b"/w/sub/deep/b".to_vec(), b"/w/sub/deep/c".to_vec()]
+        );
+        assert_eq!(s.len(), 6);
+    }
+
+    #[test]
+    fn a_directory_reaches_its_whole_subtree_and_loses_it_when_removed() {
+        let mut s = tree();
+        assert_eq!(
+            sorted(s.below(b"/w/sub")),
+            vec![
+                b"/w/sub/b".to_vec(),
+                b"/w/sub/deep".to_vec(),
+                b"/w/sub/deep/c".to_vec()
+            ]
+        );
+        assert_eq!(s.below(b"/w").len(), 5);
+        for p in s.below(b"/w/sub") {
+            s.remove(&p);
+        }
+        s.remove(b"/w/sub");
+        assert_eq!(s.below(b"/w"), vec![b"/w/a".to_vec()]);
+        assert!(s.below(b"/w/sub").is_empty());
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn a_path_under_an_unseen_directory_is_reached_and_its_links_go_with_it() {
+        let mut s = tree();
+        // /w/skipped is not seen (excluded), a watch root below it is.
+        s.insert(e(b"/w/skipped/root/f", FileKind::Regular));
+        assert!(s.children_of(b"/w").iter().all(|p| p != b"/w/skipped"));
+        assert!(s.below(b"/w").contains(&b"/w/skipped/root/f".to_vec()));
+        s.remove(b"/w/skipped/root/f");
+        assert!(!s.children.contains_key(&b"/w/skipped"[..]));
+        assert!(!s.children.contains_key(&b"/w/skipped/root"[..]));
+        assert_eq!(
+            sorted(s.children_of(b"/w")),
+            vec![b"/w/a".to_vec(), b"/w/sub".to_vec()]
+        );
+        // A seen directory removed before its children stays linked while it holds them.
+        s.remove(b"/w/sub");
+        assert!(s.below(b"/w").contains(&b"/w/sub/deep/c".to_vec()));
+        for p in [&b"/w/sub/b"[..], b"/w/sub/deep/c", b"/w/sub/deep"] {
+            s.remove(p);
+        }
+        assert_eq!(s.children.len(), 2, "only / and /w hold names now");
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_kept_as_bytes() {
+        let mut s = tree();
+        let odd = b"/w/sub/\xff\xfe name";
+        let dir = b"/w/\x80dir";
+        s.insert(e(odd, FileKind::Regular));
+        s.insert(e(dir, FileKind::Directory));
+        s.insert(e(b"/w/\x80dir/\xc3", FileKind::Regular));
+        assert!(s.children_of(b"/w/sub").contains(&odd.to_vec()));
+        assert_eq!(s.below(dir), vec![b"/w/\x80dir/\xc3".to_vec()]);
+        s.remove(odd);
+        assert!(!s.children_of(b"/w/sub").contains(&odd.to_vec()));
+        assert!(s.below(b"/w").contains(&b"/w/\x80dir/\xc3".to_vec()));
+    }
+}
