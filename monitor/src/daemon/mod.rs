@@ -23,6 +23,7 @@ mod appends;
 mod blocking;
 mod follow;
 mod handle;
+mod look;
 mod modifier;
 mod recheck;
 mod rescan;

@@ -40,8 +40,8 @@ pub enum EbpfError {
     #[error("the eBPF hooks attached but the self-check failed: {0}")]
     SelfCheck(String),
     /// No eBPF tier loads: each one's reason, most faithful first.
-    #[error("no eBPF tier works here: {}", .0.iter().map(|(t, e)| format!("{}: {e}", t.name())).collect::<Vec<_>>().join("; "))]
-    NoTier(Vec<(super::tier::Tier, EbpfError)>),
+    #[error("no eBPF tier works here: {}", .0.iter().map(|(t, e)| format!("{t}: {e}")).collect::<Vec<_>>().join("; "))]
+    NoTier(Vec<(&'static str, EbpfError)>),
     #[error("eBPF map {name}: {reason}")]
     Map { name: &'static str, reason: String },
     /// A map is full (bpf_map_update_elem: E2BIG): the inode cannot be watched in the kernel.
@@ -188,20 +188,16 @@ impl EbpfSensor {
     /// attaches the write-offset checks of the append-only policy (they run on every write
     /// syscall of the host, so only when some watch needs them).
     /// `capacity` is how many inodes WATCH and ARMED hold (entries).
-    /// `tier` chooses the change hooks (sensor/tier.rs); a tier below the ctime tracepoints must
-    /// also pass the self-check.
+    /// `attach_change` attaches one tier's change hooks and returns their names and programs
+    /// (`sensor/tier.rs` chooses the tier and runs its self-check: this loader knows no tiers).
     pub fn load(
         ring_bytes: u32,
         append_hooks: bool,
         capacity: u32,
-        tier: super::tier::Tier,
-        scratch: &std::path::Path,
+        attach_change: impl FnOnce(&mut aya::Ebpf, &KernelBtf) -> Result<(Vec<String>, Vec<u32>), EbpfError>,
     ) -> Result<EbpfSensor, EbpfError> {
         ensure_tracefs()?;
         let btf = KernelBtf::from_sys_fs()?;
-        if tier == super::tier::Tier::Ctime && !btf.has_typedef("btf_trace_ctime_ns_xchg") {
-            return Err(EbpfError::NoHooks);
-        }
         let layout = layout_from_btf(&btf)?;
         let mut ebpf = EbpfLoader::new()
             .override_global(KERNEL_LAYOUT_GLOBAL, &layout, true)
@@ -225,7 +221,7 @@ impl EbpfSensor {
                     (u64::from(capacity) * u64::from(BYTES_PER_WATCHED_INODE)) >> 20
                 ))
             })?;
-        let (mut hooks, mut programs) = super::tier::attach_change_hooks(&mut ebpf, &btf, tier)?;
+        let (mut hooks, mut programs) = attach_change(&mut ebpf, &btf)?;
         let first_append = programs.len();
         if append_hooks {
             programs.extend([PROG_SYS_ENTER, PROG_URING_FILE]);
@@ -238,7 +234,7 @@ impl EbpfSensor {
             attach_raw_tracepoint(&mut ebpf, program, tracepoint)?;
             hooks.push(format!("raw_tracepoint/{tracepoint}"));
         }
-        let mut sensor = EbpfSensor {
+        let sensor = EbpfSensor {
             capacity,
             mapped_candidates: std::collections::HashMap::new(),
             mappings: super::mappings::MappedFiles::default(),
@@ -252,36 +248,7 @@ impl EbpfSensor {
             programs,
             _ebpf: ebpf,
         };
-        if tier != super::tier::Tier::Ctime {
-            super::tier::self_check(&mut sensor, scratch)?;
-        }
         Ok(sensor)
-    }
-
-    /// Loads the most faithful tier that works here, of `Tier::to_try()`.
-    ///
-    /// Errors: `NoTier` with each tier's reason.
-    /// `scratch`: a writable directory for the self-check's file (see `SensorSpec::scratch`).
-    pub fn load_best(
-        ring_bytes: u32,
-        append_hooks: bool,
-        capacity: u32,
-        scratch: &std::path::Path,
-    ) -> Result<EbpfSensor, EbpfError> {
-        let mut failures: Vec<(super::tier::Tier, EbpfError)> = Vec::new();
-        for tier in super::tier::Tier::to_try()? {
-            match EbpfSensor::load(ring_bytes, append_hooks, capacity, tier, scratch) {
-                Ok(s) => {
-                    // Why the more faithful tiers were passed over, for the start-up log.
-                    for (t, e) in &failures {
-                        eprintln!("fimd: eBPF tier {} not used: {e}", t.name());
-                    }
-                    return Ok(s);
-                }
-                Err(e) => failures.push((tier, e)),
-            }
-        }
-        Err(EbpfError::NoTier(failures))
     }
 
     /// `Full` when an insert into `name` failed because the map is full (E2BIG, as
@@ -493,7 +460,7 @@ mod tests {
     /// Without root (or a kernel with the ctime tracepoints) the test is skipped, unless the
     /// run demands it.
     fn load() -> Option<EbpfSensor> {
-        match EbpfSensor::load_best(DEFAULT_RING_BYTES, true, 1024, &std::env::temp_dir()) {
+        match super::super::tier::load_best(DEFAULT_RING_BYTES, true, 1024, &std::env::temp_dir()) {
             Ok(s) => Some(s),
             Err(e) if std::env::var("FIMD_REQUIRE_PRIVILEGED").as_deref() == Ok("1") => {
                 panic!("FIMD_REQUIRE_PRIVILEGED=1 but the eBPF sensor does not load: {e}")

@@ -133,8 +133,7 @@ pub fn capacity_for(entries: usize) -> u32 {
 /// Errors: the reason the chosen sensor (with `auto`: each one) cannot work here.
 pub fn open(spec: &SensorSpec) -> Result<Box<dyn Sensor>, SensorError> {
     let fanotify = || fanotify::FanotifySensor::load(&spec.roots);
-    let ebpf =
-        || ebpf::EbpfSensor::load_best(spec.ring_bytes, spec.append_hooks, spec.capacity, &spec.scratch);
+    let ebpf = || tier::load_best(spec.ring_bytes, spec.append_hooks, spec.capacity, &spec.scratch);
     match spec.choice {
         SensorChoice::Ebpf => Ok(Box::new(ebpf()?)),
         SensorChoice::Fanotify => Ok(Box::new(fanotify()?)),

@@ -259,6 +259,42 @@ fn attach_err(
     }
 }
 
+/// Loads the most faithful eBPF tier that works here, of `Tier::to_try()`: the ctime
+/// tracepoints as they are; a lower tier only once it passed `self_check` (in `scratch`, a
+/// writable directory: see `SensorSpec::scratch`).
+///
+/// Errors: `NoTier` with each tier's reason.
+pub fn load_best(
+    ring_bytes: u32,
+    append_hooks: bool,
+    capacity: u32,
+    scratch: &std::path::Path,
+) -> Result<EbpfSensor, EbpfError> {
+    let mut failures: Vec<(&'static str, EbpfError)> = Vec::new();
+    for tier in Tier::to_try()? {
+        let loaded = EbpfSensor::load(ring_bytes, append_hooks, capacity, |ebpf, btf| {
+            attach_change_hooks(ebpf, btf, tier)
+        })
+        .and_then(|mut s| {
+            if tier != Tier::Ctime {
+                self_check(&mut s, scratch)?;
+            }
+            Ok(s)
+        });
+        match loaded {
+            Ok(s) => {
+                // Why the more faithful tiers were passed over, for the start-up log.
+                for (t, e) in &failures {
+                    eprintln!("fimd: eBPF tier {t} not used: {e}");
+                }
+                return Ok(s);
+            }
+            Err(e) => failures.push((tier.name(), e)),
+        }
+    }
+    Err(EbpfError::NoTier(failures))
+}
+
 /// How long the self-check waits for its own write's record.
 const SELF_CHECK_DEADLINE: Duration = Duration::from_secs(2);
 
