@@ -31,8 +31,8 @@ pub enum EbpfError {
     #[error("cannot read struct layouts from the kernel's BTF: {0}")]
     Btf(#[from] super::btf::BtfError),
     #[error(
-        "this kernel has no timestamp tracepoints (btf_trace_ctime_ns_xchg): the realtime sensor needs \
-         Linux 6.13 or newer; use `fimd check` on a schedule instead"
+        "this kernel has no timestamp tracepoints (btf_trace_ctime_ns_xchg, Linux 6.13 and newer): \
+         the ctime tier cannot attach"
     )]
     NoHooks,
     /// An attached tier below the ctime tracepoints did not report fimd's own test write
