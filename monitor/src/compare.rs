@@ -344,23 +344,15 @@ mod tests {
 
     fn file() -> Entry {
         Entry {
-            path: b"/etc/x".to_vec(),
-            kind: FileKind::Regular,
             size: 3,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
             ino: 7,
-            dev: 1,
-            nlink: 1,
             mtime_ns: 1,
             ctime_ns: 1,
             sha256: Some([1; 32]),
-            link_target: None,
-            xattrs: Vec::new(),
             flags: Some(0),
             birth_ns: Some(5),
             generation: Some(9),
+            ..Entry::test_file(b"/etc/x")
         }
     }
 

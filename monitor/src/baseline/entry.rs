@@ -93,6 +93,32 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A regular file at `path` for unit tests: 1 byte, mode 0644, owner 0, inode 1 on device 1,
+    /// one link, times 0, the digest of all zero bytes, nothing else recorded. Tests change the
+    /// fields they are about with struct update syntax.
+    #[cfg(test)]
+    pub fn test_file(path: &[u8]) -> Entry {
+        Entry {
+            path: path.to_vec(),
+            kind: FileKind::Regular,
+            size: 1,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            ino: 1,
+            dev: 1,
+            nlink: 1,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            sha256: Some([0; 32]),
+            link_target: None,
+            xattrs: Vec::new(),
+            flags: None,
+            birth_ns: None,
+            generation: None,
+        }
+    }
+
     /// Appends the canonical encoding: fixed-width little-endian numbers, length-prefixed bytes.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         put_bytes(out, &self.path);

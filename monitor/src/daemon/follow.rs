@@ -56,23 +56,13 @@ mod tests {
     #[test]
     fn a_difference_stands_until_baseline_and_seen_agree() {
         let e = Entry {
-            path: b"/etc/x".to_vec(),
-            kind: crate::baseline::entry::FileKind::Regular,
             size: 3,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
             ino: 7,
-            dev: 1,
-            nlink: 1,
             mtime_ns: 1,
             ctime_ns: 1,
             sha256: Some([1; 32]),
-            link_target: None,
-            xattrs: Vec::new(),
             flags: Some(0),
-            birth_ns: None,
-            generation: None,
+            ..Entry::test_file(b"/etc/x")
         };
         let mut other = e.clone();
         other.mode = 0o600;

@@ -152,23 +152,11 @@ mod tests {
 
     fn e(path: &str, kind: FileKind, ino: u64) -> Entry {
         Entry {
-            path: path.as_bytes().to_vec(),
             kind,
-            size: 1,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
             ino,
-            dev: 1,
-            nlink: 1,
-            mtime_ns: 0,
-            ctime_ns: 0,
             sha256: (kind == FileKind::Regular).then_some([ino as u8; 32]),
-            link_target: None,
-            xattrs: Vec::new(),
             flags: Some(0),
-            birth_ns: None,
-            generation: None,
+            ..Entry::test_file(path.as_bytes())
         }
     }
 

@@ -159,23 +159,10 @@ mod tests {
 
     fn e(path: &[u8], kind: FileKind) -> Entry {
         Entry {
-            path: path.to_vec(),
             kind,
             size: 0,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            ino: 1,
-            dev: 1,
-            nlink: 1,
-            mtime_ns: 0,
-            ctime_ns: 0,
             sha256: None,
-            link_target: None,
-            xattrs: Vec::new(),
-            flags: None,
-            birth_ns: None,
-            generation: None,
+            ..Entry::test_file(path)
         }
     }
 

@@ -120,25 +120,7 @@ mod tests {
     use crate::config::Policy;
 
     fn entry(path: &[u8]) -> Entry {
-        Entry {
-            path: path.to_vec(),
-            kind: crate::baseline::entry::FileKind::Regular,
-            size: 1,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            ino: 1,
-            dev: 1,
-            nlink: 1,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            sha256: Some([0; 32]),
-            link_target: None,
-            xattrs: Vec::new(),
-            flags: None,
-            birth_ns: None,
-            generation: None,
-        }
+        Entry::test_file(path)
     }
 
     #[test]

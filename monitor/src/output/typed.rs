@@ -245,29 +245,19 @@ impl Alert {
 mod tests {
     use super::*;
     use crate::attribution::{ContainerRef, PodRef};
-    use crate::baseline::entry::{Entry, FileKind};
+    use crate::baseline::entry::Entry;
     use crate::compare::{Action, Kind};
     use crate::config::Policy;
 
     fn entry(path: &[u8], sha: Option<[u8; 32]>) -> Entry {
         Entry {
-            path: path.to_vec(),
-            kind: FileKind::Regular,
             size: 3,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
             ino: 7,
-            dev: 1,
-            nlink: 1,
             mtime_ns: 1,
             ctime_ns: 1,
             sha256: sha,
-            link_target: None,
-            xattrs: Vec::new(),
             flags: Some(0),
-            birth_ns: None,
-            generation: None,
+            ..Entry::test_file(path)
         }
     }
 
