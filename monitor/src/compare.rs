@@ -80,6 +80,109 @@ impl Action {
     }
 }
 
+/// One attribute of a file that a comparison can find different (`fim.changes` of an alert).
+/// [`Attribute::as_str`] is the name on the wire; `diff` lists them in the order of
+/// [`Attribute::ALL`], after [`Attribute::Path`] for a move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attribute {
+    /// The path: the file moved (`compare::moved`, `crate::moves`).
+    Path,
+    /// The file type (`Entry::kind`: regular, directory, symlink, …).
+    Type,
+    /// The SHA-256 of a regular file's content (`Entry::sha256`).
+    Content,
+    /// The length in bytes (`st_size`) of anything but a directory or symlink.
+    Size,
+    /// A symlink's target (`readlink`).
+    LinkTarget,
+    /// The permission and set-id bits (`st_mode` & 07777) of anything but a symlink.
+    Mode,
+    /// The owning user id (`st_uid`).
+    Uid,
+    /// The owning group id (`st_gid`).
+    Gid,
+    /// The extended attributes, names and values (ACLs and SELinux labels among them).
+    Xattr,
+    /// The inode flags (`FS_IOC_GETFLAGS`: immutable, append-only, …).
+    Flags,
+    /// The modification time (`st_mtime`, ns) of anything but a directory.
+    Mtime,
+    /// The inode's identity (`st_ino`, or a reused number with another birth time or generation);
+    /// `Mode::Full` only.
+    Inode,
+    /// The hard-link count (`st_nlink`) of anything but a directory; `Mode::Full` only.
+    Nlink,
+    /// The status-change time (`st_ctime`, ns) of anything but a directory; `Mode::Full` only.
+    Ctime,
+}
+
+impl Attribute {
+    /// Every attribute, in the order `diff` lists them.
+    pub const ALL: [Attribute; 14] = [
+        Attribute::Path,
+        Attribute::Type,
+        Attribute::Content,
+        Attribute::Size,
+        Attribute::LinkTarget,
+        Attribute::Mode,
+        Attribute::Uid,
+        Attribute::Gid,
+        Attribute::Xattr,
+        Attribute::Flags,
+        Attribute::Mtime,
+        Attribute::Inode,
+        Attribute::Nlink,
+        Attribute::Ctime,
+    ];
+
+    /// The name in `fim.changes` and in syslog structured data (`changes`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Attribute::Path => "path",
+            Attribute::Type => "type",
+            Attribute::Content => "content",
+            Attribute::Size => "size",
+            Attribute::LinkTarget => "link_target",
+            Attribute::Mode => "mode",
+            Attribute::Uid => "uid",
+            Attribute::Gid => "gid",
+            Attribute::Xattr => "xattr",
+            Attribute::Flags => "flags",
+            Attribute::Mtime => "mtime",
+            Attribute::Inode => "inode",
+            Attribute::Nlink => "nlink",
+            Attribute::Ctime => "ctime",
+        }
+    }
+
+    /// Whether a difference in it is one of content (`updated`), not of attributes only
+    /// (`attributes_modified`).
+    pub const fn is_content(self) -> bool {
+        matches!(
+            self,
+            Attribute::Type | Attribute::Content | Attribute::Size | Attribute::LinkTarget
+        )
+    }
+}
+
+/// The names of `attrs`, in their order, separated by `sep` (`content,mtime`).
+pub fn names(attrs: &[Attribute], sep: &str) -> String {
+    let names: Vec<&str> = attrs.iter().map(|a| a.as_str()).collect();
+    names.join(sep)
+}
+
+impl std::fmt::Display for Attribute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Attribute {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// One difference between the baseline and what is there now.
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -90,8 +193,8 @@ pub struct Change {
     pub current: Option<Entry>,
     /// Baseline state; `None` when created. For a move, holds the old path.
     pub previous: Option<Entry>,
-    /// Names of the attributes that differ.
-    pub changes: Vec<&'static str>,
+    /// The attributes that differ.
+    pub changes: Vec<Attribute>,
     /// Details under `fim.*` (what an append or rotation verified).
     pub extra: Vec<(&'static str, serde_json::Value)>,
 }
@@ -110,7 +213,7 @@ impl Change {
     /// An alert for `previous` found as `current` at the same path, with the attributes that
     /// differ (`diff`): `updated` when content, type, size or link target differ,
     /// `attributes_modified` otherwise.
-    pub fn differs(previous: Entry, current: Entry, changes: Vec<&'static str>, policy: Policy) -> Change {
+    pub fn differs(previous: Entry, current: Entry, changes: Vec<Attribute>, policy: Policy) -> Change {
         Change::alert(
             action_for(&changes),
             policy,
@@ -126,7 +229,7 @@ impl Change {
         policy: Policy,
         previous: Option<Entry>,
         current: Option<Entry>,
-        changes: Vec<&'static str>,
+        changes: Vec<Attribute>,
     ) -> Change {
         Change {
             action,
@@ -167,65 +270,64 @@ pub struct Comparison {
     pub metadata_only: Vec<Vec<u8>>,
 }
 
-/// Names of the attributes of `new` that differ from `old`.
-pub fn diff(old: &Entry, new: &Entry, mode: Mode) -> Vec<&'static str> {
+/// The attributes of `new` that differ from `old`, in the order of [`Attribute::ALL`].
+pub fn diff(old: &Entry, new: &Entry, mode: Mode) -> Vec<Attribute> {
     let mut out = Vec::new();
     if old.kind != new.kind {
-        out.push("type");
+        out.push(Attribute::Type);
     }
     let is_dir = new.kind == FileKind::Directory;
     let is_link = new.kind == FileKind::Symlink;
     // A file whose content the baseline could not hash is unverified until it is accepted;
     // one unreadable now is reported as a problem by the scan.
     if new.sha256.is_some() && old.sha256 != new.sha256 && old.kind == new.kind {
-        out.push("content");
+        out.push(Attribute::Content);
     }
     // A directory's size and times follow its entries, which are compared one by one.
     if !is_dir && !is_link && old.size != new.size {
-        out.push("size");
+        out.push(Attribute::Size);
     }
     if old.link_target != new.link_target {
-        out.push("link_target");
+        out.push(Attribute::LinkTarget);
     }
     if !is_link && old.mode != new.mode {
-        out.push("mode");
+        out.push(Attribute::Mode);
     }
     if old.uid != new.uid {
-        out.push("uid");
+        out.push(Attribute::Uid);
     }
     if old.gid != new.gid {
-        out.push("gid");
+        out.push(Attribute::Gid);
     }
     if old.xattrs != new.xattrs {
-        out.push("xattr");
+        out.push(Attribute::Xattr);
     }
     // Like content: flags that could not be read now (the scan reports why) are not a change;
     // flags the baseline could not record are, until accepted.
     if new.flags.is_some() && old.flags != new.flags {
-        out.push("flags");
+        out.push(Attribute::Flags);
     }
     if !is_dir && old.mtime_ns != new.mtime_ns {
-        out.push("mtime");
+        out.push(Attribute::Mtime);
     }
     if mode == Mode::Full {
         // The same number handed to a new inode (birth time or generation differ) is another
         // inode too.
         if old.ino != new.ino || crate::moves::reborn(old, new) {
-            out.push("inode");
+            out.push(Attribute::Inode);
         }
         if !is_dir && old.nlink != new.nlink {
-            out.push("nlink");
+            out.push(Attribute::Nlink);
         }
         if !is_dir && old.ctime_ns != new.ctime_ns {
-            out.push("ctime");
+            out.push(Attribute::Ctime);
         }
     }
     out
 }
 
-fn action_for(changes: &[&str]) -> Action {
-    let content = ["type", "content", "size", "link_target"];
-    if changes.iter().any(|c| content.contains(c)) {
+fn action_for(changes: &[Attribute]) -> Action {
+    if changes.iter().any(|c| c.is_content()) {
         Action::Updated
     } else {
         Action::AttributesModified
@@ -331,7 +433,7 @@ pub fn compare(
 /// whatever else differs.
 pub fn moved(old: Entry, new: Entry, mode: Mode, policy: Policy) -> Change {
     let mut changes = diff(&old, &new, mode);
-    changes.insert(0, "path");
+    changes.insert(0, Attribute::Path);
     Change::alert(Action::Moved, policy, Some(old), Some(new), changes)
 }
 
@@ -364,22 +466,25 @@ mod tests {
         b.ctime_ns = 5;
         b.nlink = 2;
         assert!(diff(&a, &b, Mode::Portable).is_empty());
-        assert_eq!(diff(&a, &b, Mode::Full), vec!["inode", "nlink", "ctime"]);
+        assert_eq!(
+            diff(&a, &b, Mode::Full),
+            vec![Attribute::Inode, Attribute::Nlink, Attribute::Ctime]
+        );
         b.sha256 = Some([2; 32]);
         assert_eq!(action_for(&diff(&a, &b, Mode::Portable)), Action::Updated);
         let mut c = file();
         c.mode = 0o4755;
-        assert_eq!(diff(&a, &c, Mode::Full), vec!["mode"]);
+        assert_eq!(diff(&a, &c, Mode::Full), vec![Attribute::Mode]);
         assert_eq!(action_for(&diff(&a, &c, Mode::Full)), Action::AttributesModified);
         let mut unhashed = file();
         unhashed.sha256 = None;
-        assert_eq!(diff(&unhashed, &a, Mode::Portable), vec!["content"]);
+        assert_eq!(diff(&unhashed, &a, Mode::Portable), vec![Attribute::Content]);
         assert!(diff(&a, &unhashed, Mode::Portable).is_empty());
         let mut immutable = file();
         immutable.flags = Some(crate::scan::flags::IMMUTABLE);
         for mode in [Mode::Full, Mode::Portable] {
-            assert_eq!(diff(&a, &immutable, mode), vec!["flags"]);
-            assert_eq!(diff(&immutable, &a, mode), vec!["flags"]);
+            assert_eq!(diff(&a, &immutable, mode), vec![Attribute::Flags]);
+            assert_eq!(diff(&immutable, &a, mode), vec![Attribute::Flags]);
         }
         assert_eq!(
             action_for(&diff(&a, &immutable, Mode::Full)),
@@ -390,7 +495,7 @@ mod tests {
         let mut unread = file();
         unread.flags = None;
         assert!(diff(&a, &unread, Mode::Full).is_empty());
-        assert_eq!(diff(&unread, &a, Mode::Full), vec!["flags"]);
+        assert_eq!(diff(&unread, &a, Mode::Full), vec![Attribute::Flags]);
         assert!(is_under(b"/etc/x", b"/etc") && is_under(b"/etc", b"/etc/") && is_under(b"/a", b"/"));
         assert!(!is_under(b"/etcx", b"/etc"));
     }
@@ -410,7 +515,10 @@ mod tests {
         assert_eq!((d.action, d.policy), (Action::Deleted, Policy::AppendOnly));
         assert!(d.current.is_none() && d.previous.is_some());
         let u = Change::differs(a.clone(), b.clone(), diff(&a, &b, Mode::Full), Policy::Static);
-        assert_eq!((u.action, u.changes.clone()), (Action::Updated, vec!["content"]));
+        assert_eq!(
+            (u.action, u.changes.clone()),
+            (Action::Updated, vec![Attribute::Content])
+        );
         let mut m = file();
         m.mode = 0o600;
         let am = Change::differs(a.clone(), m.clone(), diff(&a, &m, Mode::Full), Policy::Static);
@@ -428,7 +536,56 @@ mod tests {
         let mv = moved(a, moved_to, Mode::Full, Policy::Static);
         assert_eq!(
             (mv.action, mv.changes[0], mv.path()),
-            (Action::Moved, "path", &b"/etc/y"[..])
+            (Action::Moved, Attribute::Path, &b"/etc/y"[..])
         );
+    }
+
+    #[test]
+    fn every_attribute_has_its_wire_name_once() {
+        let names: Vec<&str> = Attribute::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "path",
+                "type",
+                "content",
+                "size",
+                "link_target",
+                "mode",
+                "uid",
+                "gid",
+                "xattr",
+                "flags",
+                "mtime",
+                "inode",
+                "nlink",
+                "ctime"
+            ]
+        );
+        let mut distinct = Attribute::ALL.to_vec();
+        distinct.sort_by_key(|a| a.as_str());
+        distinct.dedup();
+        assert_eq!(distinct.len(), Attribute::ALL.len(), "a variant listed twice");
+        let mut wire: Vec<&str> = names.clone();
+        wire.sort_unstable();
+        wire.dedup();
+        assert_eq!(wire.len(), names.len(), "two variants with one name");
+        for a in Attribute::ALL {
+            // Serialised as its name, in JSON and in text.
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+            assert_eq!(a.to_string(), a.as_str());
+            // Back from its name to itself: no other variant answers to it.
+            let back: Vec<Attribute> = Attribute::ALL
+                .into_iter()
+                .filter(|b| b.as_str() == a.as_str())
+                .collect();
+            assert_eq!(back, [a]);
+        }
+        let content: Vec<&str> = Attribute::ALL
+            .iter()
+            .filter(|a| a.is_content())
+            .map(|a| a.as_str())
+            .collect();
+        assert_eq!(content, ["type", "content", "size", "link_target"]);
     }
 }

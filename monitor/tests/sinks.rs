@@ -701,7 +701,7 @@ mod wire_format {
     //! The ECS documents fimd emits, pinned whole: a renamed or retyped field fails here.
     use fimd::attribution::{Actor, ContainerRef, PodRef};
     use fimd::baseline::entry::{Entry, FileKind};
-    use fimd::compare::{Action, Change, Kind};
+    use fimd::compare::{Action, Attribute, Change, Kind};
     use fimd::config::Policy;
     use fimd::output::alert::{BaselineRef, Origin};
     use fimd::output::typed::Alert;
@@ -773,7 +773,7 @@ mod wire_format {
             Policy::Static,
             Some(entry(b"/etc/sha\xffdow", 10, 1)),
             Some(entry(b"/etc/sha\xffdow", 12, 2)),
-            vec!["content", "size"],
+            vec![Attribute::Content, Attribute::Size],
         );
         let appended = Change {
             kind: Kind::Event,
@@ -783,7 +783,7 @@ mod wire_format {
                 Policy::AppendOnly,
                 Some(entry(b"/var/log/app.log", 10, 3)),
                 Some(entry(b"/var/log/app.log", 12, 4)),
-                vec!["size"],
+                vec![Attribute::Size],
             )
         };
         let deleted = Change::alert(

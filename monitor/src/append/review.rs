@@ -13,7 +13,7 @@ use super::state::{self, AppendState, Extended};
 use super::verdict::{Content, Look, Verdict, other_attributes, verdict};
 use crate::baseline::entry::{Entry, FileKind};
 use crate::baseline::store::LedgerRow;
-use crate::compare::{Action, Change, Mode};
+use crate::compare::{Action, Attribute, Change, Mode};
 use crate::config::{Policy, Settings, Watch};
 use crate::paths::{name_of, path_text};
 
@@ -203,7 +203,10 @@ impl Judge<'_, '_> {
                     let prev = c.previous.clone().expect("a move has a previous state");
                     if self.is_rotated_name(&prev.path) {
                         // app.log.1 -> app.log.2: the same content under the next name.
-                        if c.changes.iter().all(|k| ["path", "ctime"].contains(k)) {
+                        if c.changes
+                            .iter()
+                            .all(|k| matches!(k, Attribute::Path | Attribute::Ctime))
+                        {
                             self.event(
                                 Action::Rotated,
                                 &c,
@@ -220,7 +223,7 @@ impl Judge<'_, '_> {
                         self.retire(&prev.path);
                     } else {
                         let mut c = c;
-                        c.changes.push("content");
+                        c.changes.push(Attribute::Content);
                         self.out.changes.push(c);
                     }
                 }
@@ -315,7 +318,7 @@ impl Judge<'_, '_> {
             matches!(c.action, Action::Updated | Action::AttributesModified)
                 && c.previous.is_some()
                 && c.current.is_some()
-                && c.changes.contains(&"inode")
+                && c.changes.contains(&Attribute::Inode)
         };
         if self.ctx.mode != Mode::Full || !mine.iter().any(replaced) {
             return mine;

@@ -2,6 +2,7 @@
 //! is an alert). Pure: what was read and seen goes in, the decision comes out; the realtime
 //! path (`daemon::appends`) and `check`/settling (`append::review`) both ask it, and each only
 //! builds its own change from the answer.
+use crate::compare::Attribute;
 
 /// What became of the verified bytes of a log, as hashing them again found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +26,7 @@ pub struct Look<'a> {
     /// The length now, bytes.
     pub len: u64,
     /// The attributes that differ from the verified state (`compare::diff`).
-    pub differ: &'a [&'static str],
+    pub differ: &'a [Attribute],
     pub content: Content,
     /// The kernel saw the file made shorter than the verified length (`VIOLATION_SHRINK`),
     /// whatever was written since.
@@ -36,7 +37,7 @@ pub struct Look<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Attributes other than content, size and times changed: an alert naming them.
-    AttributesModified(Vec<&'static str>),
+    AttributesModified(Vec<Attribute>),
     /// Made shorter than verified: an alert (or, under a rotation that copied the log first,
     /// a copytruncate: the caller knows).
     Truncated,
@@ -54,10 +55,15 @@ pub enum Verdict {
 }
 
 /// The attributes that appending may change: content, size and the times.
-const APPEND_CHANGES: [&str; 4] = ["content", "size", "mtime", "ctime"];
+const APPEND_CHANGES: [Attribute; 4] = [
+    Attribute::Content,
+    Attribute::Size,
+    Attribute::Mtime,
+    Attribute::Ctime,
+];
 
 /// The attributes of `differ` that appending does not explain.
-pub fn other_attributes(differ: &[&'static str]) -> Vec<&'static str> {
+pub fn other_attributes(differ: &[Attribute]) -> Vec<Attribute> {
     differ
         .iter()
         .copied()
@@ -91,7 +97,7 @@ pub fn verdict(look: &Look<'_>) -> Verdict {
 mod tests {
     use super::*;
 
-    fn look(verified_len: u64, len: u64, differ: &'static [&'static str], content: Content) -> Look<'static> {
+    fn look(verified_len: u64, len: u64, differ: &'static [Attribute], content: Content) -> Look<'static> {
         Look {
             verified_len,
             len,
@@ -107,7 +113,12 @@ mod tests {
             verdict(&look(
                 10,
                 15,
-                &["size", "content", "mtime", "ctime"],
+                &[
+                    Attribute::Size,
+                    Attribute::Content,
+                    Attribute::Mtime,
+                    Attribute::Ctime
+                ],
                 Content::Intact
             )),
             Verdict::Appended {
@@ -117,14 +128,19 @@ mod tests {
         );
         // From nothing verified: every byte appended.
         assert_eq!(
-            verdict(&look(0, 3, &["size", "content"], Content::Intact)),
+            verdict(&look(
+                0,
+                3,
+                &[Attribute::Size, Attribute::Content],
+                Content::Intact
+            )),
             Verdict::Appended {
                 verified_bytes: 0,
                 appended_bytes: 3
             }
         );
         assert_eq!(
-            verdict(&look(10, 10, &["mtime"], Content::Intact)),
+            verdict(&look(10, 10, &[Attribute::Mtime], Content::Intact)),
             Verdict::Intact
         );
     }
@@ -132,10 +148,13 @@ mod tests {
     #[test]
     fn other_attributes_win_over_content() {
         for (differ, named) in [
-            (&["mode", "size"][..], vec!["mode"]),
-            (&["uid", "gid", "content"][..], vec!["uid", "gid"]),
-            (&["inode", "ctime"][..], vec!["inode"]),
-            (&["xattrs"][..], vec!["xattrs"]),
+            (&[Attribute::Mode, Attribute::Size][..], vec![Attribute::Mode]),
+            (
+                &[Attribute::Uid, Attribute::Gid, Attribute::Content][..],
+                vec![Attribute::Uid, Attribute::Gid],
+            ),
+            (&[Attribute::Inode, Attribute::Ctime][..], vec![Attribute::Inode]),
+            (&[Attribute::Xattr][..], vec![Attribute::Xattr]),
         ] {
             let l = Look {
                 verified_len: 10,
@@ -158,7 +177,7 @@ mod tests {
             Content::Shorter,
         ] {
             assert_eq!(
-                verdict(&look(10, 9, &["size"], content)),
+                verdict(&look(10, 9, &[Attribute::Size], content)),
                 Verdict::Truncated,
                 "{content:?}"
             );
@@ -169,12 +188,12 @@ mod tests {
             (12, Content::Intact),
             (12, Content::Changed),
         ] {
-            let mut l = look(10, len, &["content"], content);
+            let mut l = look(10, len, &[Attribute::Content], content);
             l.kernel_saw_shrink = true;
             assert_eq!(verdict(&l), Verdict::Truncated, "{len} {content:?}");
         }
         assert_eq!(
-            verdict(&look(10, 10, &["content"], Content::Shorter)),
+            verdict(&look(10, 10, &[Attribute::Content], Content::Shorter)),
             Verdict::Truncated
         );
     }
@@ -182,15 +201,25 @@ mod tests {
     #[test]
     fn changed_or_unread_bytes_are_not_an_append() {
         assert_eq!(
-            verdict(&look(10, 15, &["content", "size"], Content::Changed)),
+            verdict(&look(
+                10,
+                15,
+                &[Attribute::Content, Attribute::Size],
+                Content::Changed
+            )),
             Verdict::ContentChanged
         );
         assert_eq!(
-            verdict(&look(10, 10, &["content"], Content::Changed)),
+            verdict(&look(10, 10, &[Attribute::Content], Content::Changed)),
             Verdict::ContentChanged
         );
         assert_eq!(
-            verdict(&look(10, 15, &["content", "size"], Content::Unsettled)),
+            verdict(&look(
+                10,
+                15,
+                &[Attribute::Content, Attribute::Size],
+                Content::Unsettled
+            )),
             Verdict::Unsettled
         );
     }

@@ -84,8 +84,8 @@ pub fn run(settings: &Settings, paths: &[PathBuf], reason: Option<&str>) -> anyh
             action: format!("accept {}", c.action.as_str()),
             path: Some(c.path().to_vec()),
             detail: match reason {
-                Some(r) => format!("{}; reason: {r}", c.changes.join(",")),
-                None => c.changes.join(","),
+                Some(r) => format!("{}; reason: {r}", crate::compare::names(&c.changes, ",")),
+                None => crate::compare::names(&c.changes, ","),
             },
         });
         accepted.push(human_line(c));

@@ -17,7 +17,7 @@ use super::state::Daemon;
 use super::watch_roots;
 use crate::append::verdict::{Content, Verdict};
 use crate::baseline::entry::FileKind;
-use crate::compare::{Action, Change};
+use crate::compare::{Action, Attribute, Change};
 use crate::config::Policy;
 
 /// A path to rescan, with the depth to read it to (0: the path itself, 1: a directory's
@@ -286,12 +286,17 @@ impl Daemon {
             Verdict::Truncated if content == Content::Shorter && self.rules.rotates(path) => {
                 self.settler.defer(path, Some(who.clone()), Instant::now());
             }
-            Verdict::Truncated => out = Some(alert(Action::Truncated, vec!["size", "content"])),
+            Verdict::Truncated => {
+                out = Some(alert(
+                    Action::Truncated,
+                    vec![Attribute::Size, Attribute::Content],
+                ))
+            }
             Verdict::Appended {
                 verified_bytes,
                 appended_bytes,
             } => {
-                let c = alert(Action::Appended, vec!["size", "content"]).into_event(
+                let c = alert(Action::Appended, vec![Attribute::Size, Attribute::Content]).into_event(
                     Action::Appended,
                     vec![(
                         "append",
@@ -309,7 +314,7 @@ impl Daemon {
                 self.advance(&cur, state)?;
             }
             Verdict::Intact => {}
-            Verdict::ContentChanged => out = Some(alert(Action::Updated, vec!["content"])),
+            Verdict::ContentChanged => out = Some(alert(Action::Updated, vec![Attribute::Content])),
             // Not read as it is now: the general path judges it.
             Verdict::Unsettled => return Ok(rescan),
         }

@@ -245,9 +245,9 @@ pub fn human_line(c: &Change) -> String {
         line.push_str(&format!(" (from {})", path_text(&prev.path).0));
     }
     if !c.changes.is_empty() {
-        line.push_str(&format!("  [{}]", c.changes.join(", ")));
+        line.push_str(&format!("  [{}]", crate::compare::names(&c.changes, ", ")));
     }
-    if c.changes.contains(&"flags")
+    if c.changes.contains(&crate::compare::Attribute::Flags)
         && let (Some(old), Some(new)) = (&c.previous, &c.current)
     {
         use crate::scan::flags::letters;

@@ -9,7 +9,7 @@ use super::alert::{Origin, coverage_alert, now_rfc3339, problem_json, to_json};
 use super::doc::{ERR, Fields, NOTICE, WARNING, is_rfc5424_time, printable};
 use crate::attribution::Actor;
 use crate::baseline::store::hex;
-use crate::compare::Change;
+use crate::compare::{Attribute, Change};
 use crate::paths::path_text;
 
 /// ECS `event.kind`: an alert (a difference, a loss of sight) or an event (allowed, recorded).
@@ -41,7 +41,7 @@ struct Summary {
     /// `file.hash.sha256`, hex.
     sha256: Option<String>,
     policy: Option<&'static str>,
-    changes: Vec<&'static str>,
+    changes: Vec<Attribute>,
     /// `process.pid` (the thread group id).
     pid: Option<u32>,
     exe: Option<String>,
@@ -226,7 +226,10 @@ impl Alert {
         put("path", s.path.clone());
         put("sha256", s.sha256.clone());
         put("policy", s.policy.map(str::to_owned));
-        put("changes", (!s.changes.is_empty()).then(|| s.changes.join(",")));
+        put(
+            "changes",
+            (!s.changes.is_empty()).then(|| crate::compare::names(&s.changes, ",")),
+        );
         put("pid", s.pid.map(|p| p.to_string()));
         put("exe", s.exe.clone());
         put("uid", s.uid.map(|u| u.to_string()));
@@ -308,7 +311,7 @@ mod tests {
                 Policy::Static,
                 Some(entry(weird, Some([1; 32]))),
                 Some(entry(weird, Some([2; 32]))),
-                vec!["content", "mtime"],
+                vec![Attribute::Content, Attribute::Mtime],
             ),
             Change::alert(
                 Action::Deleted,
@@ -331,7 +334,7 @@ mod tests {
                     Policy::AppendOnly,
                     Some(entry(b"/var/log/a", None)),
                     Some(entry(b"/var/log/a", Some([4; 32]))),
-                    vec!["size"],
+                    vec![Attribute::Size],
                 )
             },
         ];

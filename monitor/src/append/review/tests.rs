@@ -84,7 +84,9 @@ impl Logs {
                 Some(n) => {
                     let d = crate::compare::diff(b, n, Mode::Full);
                     if !d.is_empty() {
-                        let content = d.iter().any(|k| ["content", "size"].contains(k));
+                        let content = d
+                            .iter()
+                            .any(|k| matches!(k, Attribute::Content | Attribute::Size));
                         let action = if content {
                             Action::Updated
                         } else {
