@@ -8,13 +8,23 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::daemon::{Daemon, by, py, s};
+use common::metrics::{free_port, wait_metric_at_most};
 use common::{Fixture, privileged, sh};
 use serde_json::Value;
 
 const ROTATING: &str = "policy = \"append-only\"\nrotate = [\"app.log.*\", \"app.log-*\"]";
 
+/// A watch of `keys` holding a 20,000-line `app.log`; the daemon's metrics on a free port
+/// (`settle` reads them).
 fn log_fixture(keys: &str) -> Fixture {
     let f = Fixture::with_config_extra(keys);
+    let text = fs::read_to_string(&f.config).unwrap();
+    let port = free_port();
+    fs::write(
+        &f.config,
+        format!("{text}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
     let lines: String = (0..20_000)
         .map(|i| format!("line {i} of the original log\n"))
         .collect();
@@ -41,14 +51,27 @@ fn wait_doc(d: &Daemon, path: &Path, action: &str, want_kind: &str) -> Value {
     })
 }
 
-/// Waits until the daemon has judged the changes made so far in a rotating log's directory.
-/// It holds them until the directory has been quiet for a second (run.rs's SETTLE), then judges
-/// them in one comparison on its next tick. This stays a sleep: nothing observable marks a
-/// judgement that raised nothing (no log line, no metric), and no marker change can join the
-/// wait without changing what is judged: an append is verified at once, not held, and any
-/// other change in the directory would itself be judged (an alert, a difference for check).
-fn settle() {
-    std::thread::sleep(Duration::from_millis(1800));
+/// The port of the daemon's metrics in `f`'s configuration (`log_fixture`).
+fn metrics_port(f: &Fixture) -> u16 {
+    let text = fs::read_to_string(&f.config).unwrap();
+    let (_, rest) = text
+        .split_once("listen = \"127.0.0.1:")
+        .expect("a log_fixture configuration");
+    rest[..rest.find('"').unwrap()].parse().unwrap()
+}
+
+/// Waits until the daemon has judged every change made so far in a rotating log's directory.
+/// It holds such changes until the directory has been quiet for `SETTLE` (1 s) and counts what
+/// it holds in `fim_rotation_settling`. First, twice, a line appended to `sub/b.conf` (another
+/// directory; an append is judged at once, never held) and its `appended` event awaited: the
+/// daemon handles records in order and ends a batch before it handles the next, so once the
+/// second marker's event is out, every earlier change has been looked at and, if held, counted.
+/// Then the gauge must fall to 0: everything held is judged (up to 15 s).
+fn settle(f: &Fixture, d: &Daemon) {
+    let marker = f.path("sub/b.conf");
+    d.drain(&marker, "appended");
+    d.drain(&marker, "appended");
+    wait_metric_at_most(metrics_port(f), "fim_rotation_settling", 0.0);
 }
 
 fn append_by(path: &Path, text: &str) -> u32 {
@@ -100,7 +123,7 @@ fn appends_from_several_writers_are_events_and_advance_the_baseline() {
         read < appended + 4096,
         "read {read} bytes to verify {appended} appended to {verified}"
     );
-    settle();
+    settle(&f, &d);
     assert!(
         alerts_on(&d, &log).is_empty(),
         "appends alerted: {:#?}",
@@ -266,7 +289,7 @@ fn rotations_within_the_configured_names_are_events() {
     fs::write(&log, "").unwrap();
     wait_doc(&d, &r1, "rotated", "event");
     append_by(&log, "first line of the new log\n");
-    settle();
+    settle(&f, &d);
 
     // delaycompress: the rotated file compressed, the uncompressed one deleted.
     sh("gzip", &[s(&r1)]);
@@ -276,16 +299,16 @@ fn rotations_within_the_configured_names_are_events() {
 
     // dateext.
     append_by(&log, "second generation\n");
-    settle();
+    settle(&f, &d);
     let dated = f.path("app.log-20261123");
     sh("mv", &[s(&log), s(&dated)]);
     fs::write(&log, "").unwrap();
     wait_doc(&d, &dated, "rotated", "event");
-    settle();
+    settle(&f, &d);
 
     // copytruncate, with lines written between the copy and the truncation.
     append_by(&log, &"third generation\n".repeat(200));
-    settle();
+    settle(&f, &d);
     let copied = f.path("app.log-20261124");
     sh("cp", &[s(&log), s(&copied)]);
     append_by(&log, "written between copy and truncate\n");
@@ -293,7 +316,7 @@ fn rotations_within_the_configured_names_are_events() {
     append_by(&log, "after copytruncate\n");
     let ev = wait_doc(&d, &log, "rotated", "event");
     assert_eq!(ev["fim"]["rotation"]["copytruncate"], true, "{ev:#}");
-    settle();
+    settle(&f, &d);
 
     let alerts: Vec<Value> = d.alerts().into_iter().filter(|a| kind(a) == "alert").collect();
     assert!(alerts.is_empty(), "rotations alerted: {alerts:#?}");
@@ -316,7 +339,7 @@ fn rotations_outside_the_names_or_with_other_content_alert() {
     d.wait_for(&old, &["moved"], pid, |a| kind(a) == "alert")
         .unwrap_or_else(|e| panic!("{e}"));
     sh("mv", &[s(&old), s(&log)]);
-    settle();
+    settle(&f, &d);
     drop(d);
     assert_eq!(f.fimd(&["accept"]).code, 0);
 
@@ -347,7 +370,7 @@ fn a_rotation_while_stopped_is_judged_at_start() {
     let d = Daemon::start_on_baseline(&f);
     let ev = wait_doc(&d, &f.path("app.log.1.gz"), "rotated", "event");
     assert_eq!(ev["fim"]["rotation"]["compressed"], true);
-    settle();
+    settle(&f, &d);
     let alerts: Vec<Value> = d.alerts().into_iter().filter(|a| kind(a) == "alert").collect();
     assert!(alerts.is_empty(), "{alerts:#?}");
 }
@@ -654,13 +677,13 @@ fn logrotate_cycles_under_run(style: &str) {
     let d = Daemon::start(&f);
     for cycle in 0..5 {
         append_by(&log, &format!("cycle {cycle}\n").repeat(20));
-        settle();
+        settle(&f, &d);
         if style == "dateext" {
             // One rotated name per second (logrotate's clock, not the daemon).
             std::thread::sleep(Duration::from_millis(1100));
         }
         lr.cycle();
-        settle();
+        settle(&f, &d);
         let alerts: Vec<Value> = d.alerts().into_iter().filter(|a| kind(a) == "alert").collect();
         assert!(alerts.is_empty(), "{style}, cycle {cycle}: {alerts:#?}");
     }
@@ -838,7 +861,7 @@ fn logrotate_rotate_0_under_run() {
         let d = Daemon::start(&f);
         for cycle in 0..5 {
             append_by(&log, &format!("cycle {cycle}\n").repeat(20));
-            settle();
+            settle(&f, &d);
             lr.cycle();
             d.wait_doc(&format!("{style}, cycle {cycle}: rotated"), |a| {
                 a["file"]["path"] == s(&log)
@@ -850,7 +873,7 @@ fn logrotate_rotate_0_under_run() {
                         .count()
                         > cycle
             });
-            settle();
+            settle(&f, &d);
             let alerts: Vec<Value> = d.alerts().into_iter().filter(|a| kind(a) == "alert").collect();
             assert!(alerts.is_empty(), "{style}, cycle {cycle}: {alerts:#?}");
         }
@@ -888,7 +911,7 @@ fn tampering_after_a_rotation_alerts_under_run() {
         wait_doc(d, &r1, "rotated", "event");
         append_by(&log, &"a line of the new log\n".repeat(20));
         wait_doc(d, &log, "appended", "event");
-        settle();
+        settle(&f, d);
     };
     let rotated_alert = |d: &Daemon, what: &str, pid: u32| {
         d.wait_for(&r1, &["updated", "truncated", "attributes_modified"], pid, |a| {

@@ -181,8 +181,8 @@ fn start(settings: &Settings, metrics: &Arc<Metrics>, health: &Arc<Health>) -> a
             .collect::<HashMap<_, _>>(),
         watch: WatchIndex::new(sensor, roots),
         appends: AppendTracker::new(baseline.appends.clone(), baseline.retired.clone()),
-        settler: Settler::default(),
-        departures: Departures::default(),
+        settler: Settler::counted(metrics.rotation_settling.clone()),
+        departures: Departures::counted(metrics.rotation_settling.clone()),
         rechecks: RecheckQueue::default(),
         in_flight: Default::default(),
         alerts: AlertWriter::new(

@@ -2,8 +2,13 @@
 //! changes in a rotating log's directory wait until the directory has been quiet for `SETTLE`,
 //! then are judged together as one comparison of that directory. Also the move window: a path
 //! found gone waits `MOVE_WINDOW` for the other half of a move between two directories.
+//!
+//! What either holds back is counted in `fim_rotation_settling` (entries: directories waiting
+//! plus paths waiting), so an operator or a test sees when everything seen so far is judged.
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
+
+use prometheus::IntGauge;
 
 use super::modifier::Modifier;
 use super::rules::parent_of;
@@ -35,13 +40,49 @@ impl Settling {
     }
 }
 
+/// A share of `fim_rotation_settling`: the entries one holder (the settler, the departures)
+/// has added, given back when it changes size or goes (a reload makes new holders).
+#[derive(Debug, Default)]
+struct Held {
+    gauge: Option<IntGauge>,
+    /// Entries this holder has added to the gauge.
+    counted: usize,
+}
+
+impl Held {
+    fn set(&mut self, now: usize) {
+        if let Some(g) = &self.gauge {
+            g.add(now as i64 - self.counted as i64);
+        }
+        self.counted = now;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
 /// Directories of rotating logs with changes waiting for quiet.
 #[derive(Debug, Default)]
 pub struct Settler {
     dirs: HashMap<Vec<u8>, Settling>,
+    held: Held,
 }
 
 impl Settler {
+    /// A settler whose waiting directories count in `gauge` (`fim_rotation_settling`).
+    pub fn counted(gauge: IntGauge) -> Settler {
+        Settler {
+            held: Held {
+                gauge: Some(gauge),
+                counted: 0,
+            },
+            ..Settler::default()
+        }
+    }
+
     /// Holds a change of `path` until its directory is quiet: `SETTLE` after `now`, the
     /// latest change in the directory.
     pub fn defer(&mut self, path: &[u8], who: Option<Modifier>, now: Instant) {
@@ -56,6 +97,7 @@ impl Settler {
         if let Some(m) = who {
             s.who.insert(path.to_vec(), m);
         }
+        self.held.set(self.dirs.len());
     }
 
     /// The directories quiet at `now`, removed from the settler, in path order.
@@ -67,12 +109,15 @@ impl Settler {
             .map(|(d, _)| d.clone())
             .collect();
         due.sort();
-        due.into_iter()
+        let due = due
+            .into_iter()
             .map(|d| {
                 let s = self.dirs.remove(&d).expect("listed");
                 (d, s)
             })
-            .collect()
+            .collect();
+        self.held.set(self.dirs.len());
+        due
     }
 }
 
@@ -89,15 +134,29 @@ pub struct Departed {
 #[derive(Debug, Default)]
 pub struct Departures {
     items: Vec<Departed>,
+    held: Held,
 }
 
 impl Departures {
+    /// Departures whose waiting paths count in `gauge` (`fim_rotation_settling`).
+    pub fn counted(gauge: IntGauge) -> Departures {
+        Departures {
+            items: Vec::new(),
+            held: Held {
+                gauge: Some(gauge),
+                counted: 0,
+            },
+        }
+    }
+
     pub fn push(&mut self, d: Departed) {
         self.items.push(d);
+        self.held.set(self.items.len());
     }
 
     /// Every path waiting, to be paired again with what a rescan created.
     pub fn take_all(&mut self) -> Vec<Departed> {
+        self.held.set(0);
         std::mem::take(&mut self.items)
     }
 
@@ -110,6 +169,7 @@ impl Departures {
             .into_iter()
             .partition(|d| d.at <= now);
         self.items = later;
+        self.held.set(self.items.len());
         due
     }
 }
@@ -200,5 +260,41 @@ mod tests {
         assert_eq!(due, vec![b"/a".to_vec(), b"/b".to_vec()]);
         assert_eq!(d.take_all().len(), 1);
         assert!(d.take_due(t0 + Duration::from_secs(9)).is_empty());
+    }
+
+    #[test]
+    fn what_is_held_back_is_counted_until_judged_or_dropped() {
+        let gauge = IntGauge::new("fim_rotation_settling", "test").unwrap();
+        let t0 = Instant::now();
+        let mut s = Settler::counted(gauge.clone());
+        let mut d = Departures::counted(gauge.clone());
+        s.defer(b"/l/app.log", None, t0);
+        s.defer(b"/l/app.log.1", None, t0);
+        assert_eq!(gauge.get(), 1, "one directory, however many paths");
+        s.defer(b"/m/app.log", None, t0 + Duration::from_millis(500));
+        assert_eq!(gauge.get(), 2);
+        for (p, ms) in [(&b"/a"[..], 0u64), (b"/b", 400)] {
+            d.push(Departed {
+                entry: entry(p),
+                at: t0 + Duration::from_millis(ms),
+                who: None,
+            });
+        }
+        assert_eq!(gauge.get(), 4, "directories and departures share the gauge");
+        assert_eq!(s.take_due(t0 + SETTLE).len(), 1);
+        assert_eq!(gauge.get(), 3);
+        assert_eq!(d.take_due(t0 + MOVE_WINDOW).len(), 1);
+        assert_eq!(gauge.get(), 2);
+        assert_eq!(d.take_all().len(), 1);
+        assert_eq!(gauge.get(), 1);
+        // A reload drops the settler with a directory still waiting: its share goes with it.
+        drop(s);
+        assert_eq!(gauge.get(), 0);
+        drop(d);
+        assert_eq!(gauge.get(), 0);
+        // Uncounted holders (tests, tools) touch no gauge.
+        let mut quiet = Settler::default();
+        quiet.defer(b"/l/x", None, t0);
+        assert_eq!(gauge.get(), 0);
     }
 }

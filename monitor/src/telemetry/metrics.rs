@@ -93,6 +93,12 @@ pub struct Metrics {
     /// (its inode map full, a filesystem fanotify cannot mark); changes there are found only
     /// by full comparisons. Each is reported on stderr, the first as a `watch_failed` alert.
     pub watch_failures: IntCounter,
+    /// `fim_rotation_settling`: changes the daemon holds back, in entries: directories of
+    /// rotating logs waiting to be quiet for `daemon::settle::SETTLE` (1 s) before their changes
+    /// are judged together, plus paths found gone waiting out `MOVE_WINDOW` (300 ms) for the
+    /// other half of a move. 0 once everything seen so far is judged; it stays above 0 only while
+    /// a directory keeps changing.
+    pub rotation_settling: IntGauge,
     // --- faults: blocking calls with a deadline (scan::deadline, scan::pool) ---
     /// `fim_stuck_threads{operation}`: threads abandoned inside a call on a file or mount that
     /// has not returned (bounded per operation), by [`BLOCKING_OPERATIONS`].
@@ -311,6 +317,15 @@ impl Metrics {
                 IntCounter::new(
                     "fim_watch_failures_total",
                     "Inodes or filesystems the sensor could not watch (found only by full comparisons)",
+                )
+                .expect(BUG),
+            ),
+            rotation_settling: reg(
+                &registry,
+                IntGauge::new(
+                    "fim_rotation_settling",
+                    "Rotating log directories waiting to be quiet and paths gone waiting for a move, \
+                     not judged yet",
                 )
                 .expect(BUG),
             ),

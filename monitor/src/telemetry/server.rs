@@ -264,6 +264,7 @@ mod tests {
             ("fim_state_queue_length", "gauge"),
             ("fim_state_writes_dropped_total", "counter"),
             ("fim_watch_failures_total", "counter"),
+            ("fim_rotation_settling", "gauge"),
             ("fim_sensor_probe_errors_total", "counter"),
             ("fim_stuck_threads", "gauge"),
             ("fim_blocking_timeouts_total", "counter"),
@@ -275,7 +276,7 @@ mod tests {
                 r.body
             );
         }
-        assert_eq!(types.len(), 26, "unexpected families: {types:?}");
+        assert_eq!(types.len(), 27, "unexpected families: {types:?}");
         assert!(
             r.body.lines().any(|l| l == "fim_kernel_events_total 7"),
             "{}",
