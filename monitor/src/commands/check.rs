@@ -15,7 +15,7 @@ use crate::baseline::entry::Entry;
 use crate::compare::{self, Comparison, Kind, Mode};
 use crate::config::Policy;
 use crate::config::Settings;
-use crate::output::alert::{BaselineRef, Origin, Scan, hostname, human_line, to_json};
+use crate::output::alert::{BaselineRef, Origin, Scan, hostname, human_line};
 use crate::output::dispatch::Dispatcher;
 use crate::output::typed::Alert;
 use crate::scan;
@@ -220,7 +220,7 @@ fn print_changes(cmp: &Comparison, origin: &Origin, json: bool) -> anyhow::Resul
     let mut out = std::io::BufWriter::new(stdout.lock());
     for c in &cmp.changes {
         if json {
-            serde_json::to_writer(&mut out, &to_json(c, origin))?;
+            serde_json::to_writer(&mut out, &Alert::change(c, origin))?;
             out.write_all(b"\n")?;
         } else {
             writeln!(out, "{}", human_line(c))?;

@@ -102,20 +102,21 @@ impl Dispatcher {
     /// Offers `alert` to every sink without waiting; a sink whose queue is full drops it
     /// (counted). Syslog's header and structured data come from its typed parts.
     pub fn send_alert(&self, alert: &Alert) {
-        self.offer(alert.document(), || alert.syslog_fields());
+        self.offer(|| alert.json(), || alert.syslog_fields());
     }
 
     /// Offers a document given as JSON (one fimd did not build as an [`Alert`]); syslog reads
     /// its header and structured data out of it.
     pub fn send(&self, doc: &Value) {
-        self.offer(doc, || Fields::of(doc));
+        self.offer(|| serde_json::to_string(doc), || Fields::of(doc));
     }
 
-    fn offer(&self, doc: &Value, fields: impl FnOnce() -> Fields) {
+    /// Serialises the document once (`json`) and offers it to every sink.
+    fn offer(&self, json: impl FnOnce() -> serde_json::Result<String>, fields: impl FnOnce() -> Fields) {
         if self.sinks.is_empty() {
             return;
         }
-        let json = match serde_json::to_string(doc) {
+        let json = match json() {
             Ok(j) => j,
             Err(e) => {
                 // A Value always serialises; should that change, say so rather than lose it silently.

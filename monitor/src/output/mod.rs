@@ -2,6 +2,7 @@
 pub mod alert;
 pub mod dispatch;
 mod doc;
+pub(crate) mod ecs;
 pub mod jsonl;
 pub mod path;
 mod queue;
