@@ -11,6 +11,7 @@ use super::alerts::AlertWriter;
 use super::seen_paths::SeenPaths;
 use super::watch_roots::{self, Roots};
 use crate::baseline::entry::{Entry, FileKind};
+use crate::baseline::sorted::SortedEntries;
 use crate::config::Settings;
 use crate::sensor::Sensor;
 use crate::sensor::ebpf::kernel_dev;
@@ -86,10 +87,11 @@ pub struct WatchIndex {
 }
 
 impl WatchIndex {
-    pub fn new(sensor: Box<dyn Sensor>, roots: Roots) -> WatchIndex {
+    /// Nothing learned yet, over the sealed baseline `base`.
+    pub fn new(sensor: Box<dyn Sensor>, roots: Roots, base: SortedEntries) -> WatchIndex {
         WatchIndex {
             sensor,
-            seen: SeenPaths::default(),
+            seen: SeenPaths::new(base),
             paths: HashMap::new(),
             roots,
             root_parents: HashMap::new(),
@@ -107,6 +109,21 @@ impl WatchIndex {
     /// The last state seen of every watched path, with each directory's names.
     pub fn seen(&self) -> &SeenPaths {
         &self.seen
+    }
+
+    /// The sealed baseline (held under the seen states: see `SeenPaths`).
+    pub fn baseline(&self) -> &SortedEntries {
+        self.seen.base()
+    }
+
+    /// Sets the baseline's entry for `path` (`None`: drops it); what was seen stays.
+    pub fn set_baseline(&mut self, path: &[u8], entry: Option<Entry>) {
+        self.seen.set_base(path, entry);
+    }
+
+    /// Takes `base` as the baseline; what was seen stays.
+    pub fn replace_baseline(&mut self, base: SortedEntries) {
+        self.seen.replace_base(base);
     }
 
     /// The paths a watched inode has; `None` when it is not watched.
