@@ -336,6 +336,7 @@ impl Daemon {
         .to_json(&self.rules.settings);
         let episode = self.writes.evidence(record);
         self.report_state(episode);
+        release_freed_memory();
         Ok(())
     }
 
@@ -388,5 +389,18 @@ impl compare::Against for Learning<'_> {
     fn found(&mut self, e: &Entry) {
         self.health.tick();
         self.d.learn(e.clone());
+    }
+}
+
+/// Gives the memory a full comparison freed back to the kernel. The walk's threads allocate
+/// and drop an entry per file in malloc arenas of their own, which glibc keeps mapped after the
+/// threads are done: without this the daemon's resident set stays at the walk's high water
+/// mark (`fimd run` on /usr, release build: 101 MB resident at ready, 90 MB after).
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim(3) only returns free pages of the allocator's own arenas; it takes
+    // the arena locks like any allocation.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -110,6 +110,110 @@ impl Names {
     }
 }
 
+/// The watched inodes and their paths, in a table of 16-byte slots: the key packed into 12
+/// bytes (align 4) and a 4-byte value, the baseline position of the inode's one path (below
+/// `HELD`), or `HELD + n` for `held[n]`, where the rare rest is kept (paths the baseline lacks,
+/// hard links). With `InodeKey` (align 8) and `Names` a slot took 40 bytes; the table has up
+/// to twice as many slots as inodes.
+#[derive(Default)]
+struct InodePaths {
+    map: HashMap<[u32; 3], u32>,
+    held: Vec<Names>,
+    /// Unused `held` slots.
+    free: Vec<u32>,
+}
+
+const HELD: u32 = 1 << 31;
+
+fn pack(key: &InodeKey) -> [u32; 3] {
+    [key.dev, key.ino as u32, (key.ino >> 32) as u32]
+}
+
+impl InodePaths {
+    fn with_capacity(inodes: usize) -> InodePaths {
+        InodePaths {
+            map: HashMap::with_capacity(inodes),
+            ..InodePaths::default()
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The value for `names`: a position, or a `held` slot (`reuse` if there is one already).
+    fn store(held: &mut Vec<Names>, free: &mut Vec<u32>, names: Names, reuse: Option<u32>) -> u32 {
+        match names {
+            Names::Base(i) if i < HELD => {
+                if let Some(slot) = reuse {
+                    held[slot as usize] = Names::One(Box::default());
+                    free.push(slot);
+                }
+                i
+            }
+            names => {
+                let slot = match reuse.or_else(|| free.pop()) {
+                    Some(slot) => {
+                        held[slot as usize] = names;
+                        slot
+                    }
+                    None => {
+                        held.push(names);
+                        (held.len() - 1) as u32
+                    }
+                };
+                HELD + slot
+            }
+        }
+    }
+
+    fn load(held: &[Names], v: u32) -> Names {
+        match v.checked_sub(HELD) {
+            None => Names::Base(v),
+            Some(slot) => held[slot as usize].clone(),
+        }
+    }
+
+    fn to_vec(&self, key: &InodeKey, base: &SortedEntries) -> Option<Vec<Vec<u8>>> {
+        let v = *self.map.get(&pack(key))?;
+        Some(Self::load(&self.held, v).to_vec(base))
+    }
+
+    /// Changes the paths of `key` with `f` (starting from none: `None`); drops the inode when
+    /// `f` leaves it none. Returns whether it has paths after.
+    fn update(&mut self, key: &InodeKey, f: impl FnOnce(Option<Names>) -> Option<Names>) -> bool {
+        let k = pack(key);
+        let old = self.map.get(&k).copied();
+        let reuse = old.and_then(|v| v.checked_sub(HELD));
+        match f(old.map(|v| Self::load(&self.held, v))) {
+            Some(names) => {
+                let v = Self::store(&mut self.held, &mut self.free, names, reuse);
+                self.map.insert(k, v);
+                true
+            }
+            None => {
+                if let Some(slot) = reuse {
+                    self.held[slot as usize] = Names::One(Box::default());
+                    self.free.push(slot);
+                }
+                self.map.remove(&k);
+                false
+            }
+        }
+    }
+
+    /// Applies `f` to every inode's paths (baseline positions moving).
+    fn for_each(&mut self, mut f: impl FnMut(&mut Names)) {
+        let (held, free) = (&mut self.held, &mut self.free);
+        for v in self.map.values_mut() {
+            let reuse = v.checked_sub(HELD);
+            let mut names = Self::load(held, *v);
+            f(&mut names);
+            *v = Self::store(held, free, names, reuse);
+        }
+    }
+}
+
 /// How a learned path is armed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arm {
@@ -126,7 +230,7 @@ pub struct WatchIndex {
     /// The last state seen of every watched path, with each directory's names.
     seen: SeenPaths,
     /// Watched inodes and the paths they have.
-    paths: HashMap<InodeKey, Names>,
+    paths: InodePaths,
     /// The configured watch paths and their identity when last looked at.
     roots: Roots,
     /// The directories holding watch roots, armed: a change there may move or replace a root.
@@ -139,7 +243,7 @@ impl WatchIndex {
         WatchIndex {
             sensor,
             // Sized for the baseline: no growth (old and new table at once) while learning it.
-            paths: HashMap::with_capacity(base.len()),
+            paths: InodePaths::with_capacity(base.len()),
             seen: SeenPaths::new(base),
             roots,
             root_parents: HashMap::new(),
@@ -170,8 +274,8 @@ impl WatchIndex {
     pub fn set_baseline(&mut self, path: &[u8], entry: Option<Entry>) {
         let base = self.seen.base();
         match (entry.is_some(), base.position(path)) {
-            (true, Err(at)) => self.paths.values_mut().for_each(|n| n.base_inserting(at)),
-            (false, Ok(at)) => self.paths.values_mut().for_each(|n| n.base_removing(at, base)),
+            (true, Err(at)) => self.paths.for_each(|n| n.base_inserting(at)),
+            (false, Ok(at)) => self.paths.for_each(|n| n.base_removing(at, base)),
             _ => {}
         }
         self.seen.set_base(path, entry);
@@ -180,23 +284,23 @@ impl WatchIndex {
     /// Takes `base` as the baseline; what was seen stays. O(watched inodes).
     pub fn replace_baseline(&mut self, base: SortedEntries) {
         let old = self.seen.base();
-        for n in self.paths.values_mut() {
+        self.paths.for_each(|n| {
             if let Names::Base(i) = n {
                 *n = Names::One(old.as_slice()[*i as usize].path.as_slice().into());
             }
-        }
+        });
         self.seen.replace_base(base);
         let new = self.seen.base();
-        for n in self.paths.values_mut() {
+        self.paths.for_each(|n| {
             if let Names::One(p) = n {
                 *n = Names::new(p, new);
             }
-        }
+        });
     }
 
     /// The paths a watched inode has; `None` when it is not watched.
     pub fn paths_of(&self, key: &InodeKey) -> Option<Vec<Vec<u8>>> {
-        self.paths.get(key).map(|n| n.to_vec(self.seen.base()))
+        self.paths.to_vec(key, self.seen.base())
     }
 
     /// Watched inodes (entries).
@@ -244,12 +348,15 @@ impl WatchIndex {
             self.forget(&e.path.clone());
         }
         let base = self.seen.base();
-        match self.paths.get_mut(&key) {
-            Some(names) => names.add(&e.path, base),
-            None => {
-                self.paths.insert(key, Names::new(&e.path, base));
-            }
-        }
+        self.paths.update(&key, |names| {
+            Some(match names {
+                Some(mut names) => {
+                    names.add(&e.path, base);
+                    names
+                }
+                None => Names::new(&e.path, base),
+            })
+        });
         let watched = match arm {
             // One insert: never a moment without the verified length.
             Arm::Append { verified_len } => self
@@ -268,10 +375,13 @@ impl WatchIndex {
     pub fn forget(&mut self, path: &[u8]) {
         if let Some(e) = self.seen.remove(path) {
             let key = key_of(&e);
-            if let Some(names) = self.paths.get_mut(&key)
-                && names.drop(path, self.seen.base())
-            {
-                self.paths.remove(&key);
+            let (base, mut emptied) = (self.seen.base(), false);
+            self.paths.update(&key, |names| {
+                let mut names = names?;
+                emptied = names.drop(path, base);
+                (!emptied).then_some(names)
+            });
+            if emptied {
                 self.sensor.unwatch(&key);
             }
         }
@@ -303,6 +413,56 @@ mod tests {
             assert!(!one.drop(b"/w/c", &b));
             assert!(one.drop(b"/w/b", &b));
         }
+    }
+
+    #[test]
+    fn the_inode_table_holds_positions_inline_and_the_rest_aside() {
+        use super::{HELD, InodePaths};
+        use monitor_common::InodeKey;
+        let key = |ino: u64| InodeKey { dev: 7, _pad: 0, ino };
+        let b = base(&[b"/w/a", b"/w/b"]);
+        let mut t = InodePaths::with_capacity(2);
+        let add = |t: &mut InodePaths, k: &InodeKey, path: &[u8]| {
+            t.update(k, |n| {
+                let mut n = n.unwrap_or_else(|| Names::new(path, &b));
+                n.add(path, &b);
+                Some(n)
+            })
+        };
+        // Inodes above 2^32 keep their high half.
+        let (k1, k2, k3) = (key(1), key(1 << 40 | 1), key(3));
+        add(&mut t, &k1, b"/w/a");
+        add(&mut t, &k2, b"/w/new");
+        assert_eq!(
+            t.map[&super::pack(&k1)],
+            0,
+            "a baseline path: its position, inline"
+        );
+        assert_eq!(t.map[&super::pack(&k2)], HELD, "another path: held aside");
+        assert_eq!(t.to_vec(&k1, &b), Some(vec![b"/w/a".to_vec()]));
+        assert_eq!(t.to_vec(&k2, &b), Some(vec![b"/w/new".to_vec()]));
+        assert_eq!(t.to_vec(&k3, &b), None);
+        // A hard link to a baseline path moves aside; dropping both frees the slot for reuse.
+        add(&mut t, &k1, b"/w/\xfflink");
+        assert_eq!(t.to_vec(&k1, &b).map(|v| v.len()), Some(2));
+        assert!(t.update(&k1, |n| {
+            let mut n = n?;
+            (!n.drop(b"/w/a", &b)).then_some(n)
+        }));
+        assert_eq!(t.to_vec(&k1, &b), Some(vec![b"/w/\xfflink".to_vec()]));
+        assert!(!t.update(&k2, |_| None));
+        assert_eq!((t.len(), t.free.len()), (1, 1));
+        add(&mut t, &k3, b"/w/other");
+        assert_eq!((t.len(), t.free.len(), t.held.len()), (2, 0, 2));
+        let k4 = key(4);
+        add(&mut t, &k4, b"/w/b");
+        // Positions moving: every inode's paths still resolve.
+        t.for_each(|n| n.base_inserting(0));
+        let b2 = base(&[b"/w/0", b"/w/a", b"/w/b"]);
+        assert_eq!(t.to_vec(&k3, &b2), Some(vec![b"/w/other".to_vec()]));
+        assert_eq!(t.to_vec(&k4, &b2), Some(vec![b"/w/b".to_vec()]));
+        assert_eq!(t.map[&super::pack(&k4)], 2);
+        assert_eq!(std::mem::size_of::<([u32; 3], u32)>(), 16);
     }
 
     #[test]
