@@ -115,9 +115,13 @@ impl SeenPaths {
         Some(old)
     }
 
-    /// Sets the baseline's entry for `path` (`None`: drops it), as a ledger row or an accepted
-    /// baseline does; the state seen there stays what it was.
+    /// Sets the baseline's entry for `path` (`None`: drops it; `Some`: an entry whose own path is
+    /// `path`), as a ledger row does; the state seen there stays what it was.
     pub fn set_base(&mut self, path: &[u8], entry: Option<Entry>) {
+        debug_assert!(
+            entry.as_ref().is_none_or(|e| e.path == path),
+            "an entry for another path"
+        );
         let seen = self.take(path);
         match (entry, self.base.position(path)) {
             (Some(e), Ok(_)) => {
