@@ -334,19 +334,55 @@ fn action_for(changes: &[Attribute]) -> Action {
     }
 }
 
-/// Runs `scan` to completion against `baseline` (sorted by path); `on_entry` sees every
-/// scanned entry.
+/// What a comparison runs against: the baseline, and whoever wants every scanned entry.
+pub trait Against {
+    /// The baseline, sorted by path, one entry per path.
+    fn baseline(&self) -> &[Entry];
+    /// Sees every scanned entry, before it is compared (the daemon learns and arms it). It may
+    /// change what holds the baseline, not the baseline itself.
+    fn found(&mut self, e: &Entry);
+}
+
+/// A baseline slice and a callback: what `check` and `accept` compare against.
+struct Plain<'a, F> {
+    baseline: &'a [Entry],
+    on_entry: F,
+}
+
+impl<F: FnMut(&Entry)> Against for Plain<'_, F> {
+    fn baseline(&self) -> &[Entry] {
+        self.baseline
+    }
+
+    fn found(&mut self, e: &Entry) {
+        (self.on_entry)(e)
+    }
+}
+
+/// Runs `scan` to completion against `baseline` (sorted by path, one entry per path, borrowed:
+/// never copied whole); `on_entry` sees every scanned entry.
 pub fn compare(
     settings: &Settings,
-    baseline: Vec<Entry>,
+    baseline: &[Entry],
     scan: &mut Scan,
     mode: Mode,
-    mut on_entry: impl FnMut(&Entry),
+    on_entry: impl FnMut(&Entry),
+) -> Comparison {
+    compare_against(settings, &mut Plain { baseline, on_entry }, scan, mode)
+}
+
+/// [`compare`] against what `against` holds: the baseline is borrowed anew for each entry,
+/// so `against.found` may change what holds it (the daemon's seen paths hold the baseline).
+pub fn compare_against(
+    settings: &Settings,
+    against: &mut impl Against,
+    scan: &mut Scan,
+    mode: Mode,
 ) -> Comparison {
     let mut out = Comparison::default();
     let mut created = Vec::new();
     // A sorted vector and a seen-bit per entry: no second copy of every path in a hash map.
-    let mut seen = vec![false; baseline.len()];
+    let mut seen = vec![false; against.baseline().len()];
     let policy_of = |path: &[u8]| settings.policy_of(path);
     while let Some(item) = scan.next_item() {
         let entry = match item {
@@ -371,7 +407,8 @@ pub fn compare(
             }
         };
         out.scanned += 1;
-        on_entry(&entry);
+        against.found(&entry);
+        let baseline = against.baseline();
         match baseline.binary_search_by(|e| e.path.as_slice().cmp(&entry.path)) {
             Ok(i) if !seen[i] => {
                 seen[i] = true;
@@ -396,13 +433,14 @@ pub fn compare(
         .map(|p| &p.path[..])
         .collect();
     let in_unread = |path: &[u8]| unread.iter().any(|u| is_under(path, u));
-    let mut deleted: Vec<Entry> = baseline
-        .into_iter()
+    let mut deleted: Vec<Entry> = against
+        .baseline()
+        .iter()
         .zip(seen)
         .filter(|(e, seen)| {
             !seen && !in_unread(&e.path) && settings.covers(Path::new(std::ffi::OsStr::from_bytes(&e.path)))
         })
-        .map(|(e, _)| e)
+        .map(|(e, _)| e.clone())
         .collect();
 
     if mode == Mode::Full {

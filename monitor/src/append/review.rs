@@ -12,6 +12,7 @@ use super::content::{digest_file, judge_file, open_regular};
 use super::state::{self, AppendState, Extended};
 use super::verdict::{Content, Look, Verdict, other_attributes, verdict};
 use crate::baseline::entry::{Entry, FileKind};
+use crate::baseline::sorted::EntriesByPath;
 use crate::baseline::store::LedgerRow;
 use crate::compare::{Action, Attribute, Change, Mode};
 use crate::config::{Policy, Settings, Watch};
@@ -24,7 +25,7 @@ pub struct Context<'a> {
     pub root: &'a Path,
     pub mode: Mode,
     /// Baseline entries under append-only watches (the ledger applied), by path.
-    pub base: &'a HashMap<Vec<u8>, Entry>,
+    pub base: &'a dyn EntriesByPath,
     /// Log paths whose entry a rotation retired: a new file there starts a new log.
     pub retired: &'a HashSet<Vec<u8>>,
     /// Recent verified (length, SHA-256) of each log, oldest first, beyond the baseline's own:

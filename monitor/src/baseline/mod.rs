@@ -13,4 +13,5 @@ mod rows;
 mod schema;
 pub mod seal;
 mod sealed;
+pub mod sorted;
 pub mod store;

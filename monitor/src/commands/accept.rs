@@ -35,7 +35,7 @@ pub fn run(settings: &Settings, paths: &[PathBuf], reason: Option<&str>) -> anyh
     let mode = host_mode(&baseline);
     let mut scan = scan::start(settings, Path::new("/"));
     let bar = progress(&scan, "accept");
-    let cmp = compare::compare(settings, baseline.entries, &mut scan, mode, |_| {});
+    let cmp = compare::compare(settings, &baseline.entries, &mut scan, mode, |_| {});
     drop(scan);
     bar.finish_and_clear();
 

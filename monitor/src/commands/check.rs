@@ -70,7 +70,7 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
     let baseline_seal = baseline.seal.clone();
     let mut scan = scan::start(settings, root);
     let bar = progress(&scan, origin.scan.as_str());
-    let mut cmp = compare::compare(settings, baseline.entries, &mut scan, mode, |_| {});
+    let mut cmp = compare::compare(settings, &baseline.entries, &mut scan, mode, |_| {});
     cmp.problems.extend(coverage);
     drop(scan);
     bar.finish_and_clear();

@@ -249,7 +249,7 @@ impl Daemon {
         who: &Modifier,
     ) -> anyhow::Result<Option<Target>> {
         let rescan = Some(target(path, 0));
-        let Some(base) = self.baseline.get(path).cloned() else {
+        let Some(base) = self.baseline().get(path).cloned() else {
             return Ok(rescan);
         };
         let verified = self.appends.verify(

@@ -328,7 +328,7 @@ impl Daemon {
         for (old, new) in pairing.moved {
             let who = due.remove(&old.path).and_then(|(_, m)| m);
             // Against the baseline where it has the old path, as `fimd check` reports it.
-            let before = self.baseline.get(&old.path).cloned().unwrap_or(old);
+            let before = self.baseline().get(&old.path).cloned().unwrap_or(old);
             armed.push(new.path.clone());
             self.learn(new.clone());
             let policy = self.rules.policy(&new.path);

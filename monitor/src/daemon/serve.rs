@@ -3,7 +3,6 @@
 //! and hands each wakeup to the part it concerns. A reload replaces everything but the signal
 //! streams, the metrics and the health probes.
 use crate::telemetry::metrics::RescanReason;
-use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +20,7 @@ use super::state_writes::StateWrites;
 use super::watch_index::{WatchIndex, key_of};
 use super::watch_roots::Roots;
 use crate::baseline::entry::FileKind;
+use crate::baseline::sorted::SortedEntries;
 use crate::config::{Policy, Settings};
 use crate::opening::{coverage_problem, host_mode, open_baseline};
 use crate::output::alert::{BaselineRef, Origin, hostname};
@@ -115,7 +115,7 @@ fn reload_check(running: &Settings, new: Settings) -> anyhow::Result<Settings> {
 /// Loads the baseline, attaches the sensor, starts the sinks and arms what the baseline knows:
 /// the daemon's parts, before the first comparison.
 fn start(settings: &Settings, metrics: &Arc<Metrics>, health: &Arc<Health>) -> anyhow::Result<Daemon> {
-    let (store, key, baseline) = open_baseline(settings)?;
+    let (store, key, mut baseline) = open_baseline(settings)?;
     health.set_baseline_verified(true);
     metrics.baseline_generation.set(baseline.generation as i64);
     if let Some(p) = coverage_problem(settings, &baseline) {
@@ -174,12 +174,12 @@ fn start(settings: &Settings, metrics: &Arc<Metrics>, health: &Arc<Health>) -> a
             settings: settings.clone(),
             mode: host_mode(&baseline),
         },
-        baseline: baseline
-            .entries
-            .iter()
-            .map(|e| (e.path.clone(), e.clone()))
-            .collect::<HashMap<_, _>>(),
-        watch: WatchIndex::new(sensor, roots),
+        // Moved, not copied: the loaded rows become the baseline held, under the seen states.
+        watch: WatchIndex::new(
+            sensor,
+            roots,
+            SortedEntries::new(std::mem::take(&mut baseline.entries)),
+        ),
         appends: AppendTracker::new(baseline.appends.clone(), baseline.retired.clone()),
         settler: Settler::counted(metrics.rotation_settling.clone()),
         departures: Departures::counted(metrics.rotation_settling.clone()),
@@ -213,8 +213,7 @@ async fn serve(
     health.set_ready(false);
     let mut d = start(settings, metrics, health)?;
     d.watch.arm_root_parents(&d.rules.settings, &mut d.alerts);
-    let entries = d.baseline_entries();
-    d.full_check(entries, reason)?;
+    d.full_check(reason)?;
     health.set_reconciled(true);
     let fd = Readiness(d.watch.sensor().ready_fd().as_raw_fd());
     // SAFETY: the descriptor belongs to the sensor, which outlives this AsyncFd (both end with
@@ -286,8 +285,7 @@ async fn serve(
                 }
             }
             _ = sleep_until_opt(full_due) => {
-                let entries = d.baseline_entries();
-                tokio::task::block_in_place(|| d.full_check(entries, RescanReason::Scheduled))?;
+                tokio::task::block_in_place(|| d.full_check(RescanReason::Scheduled))?;
                 full_due = next_full(tokio::time::Instant::now());
             }
             control = signals.recv() => break control,
