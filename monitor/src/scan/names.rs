@@ -57,11 +57,15 @@ impl<'a> FromIterator<(&'a [u8], u64)> for Listing {
 /// Errors: the `openat2(2)` or `getdents64(2)` errno (`ENOENT` gone, `ENOTDIR` not a
 /// directory any more, `ELOOP`/`EXDEV` a symlink on the way, `EACCES`).
 pub fn read(path: &[u8]) -> Result<Listing, Errno> {
-    let fd = super::long_paths::openat2(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )?;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    // O_NOATIME, as the walk opens directories: a listing does not write the directory's inode
+    // (relatime would, after every change of it: fs/inode.c, relatime_need_update). Only the
+    // owner or CAP_FOWNER may ask for it (EPERM otherwise): then without.
+    let fd = match super::long_paths::openat2(path, flags | OFlags::NOATIME, resolve) {
+        Err(Errno::PERM) => super::long_paths::openat2(path, flags, resolve),
+        other => other,
+    }?;
     let mut out = Listing::default();
     for entry in rustix::fs::Dir::read_from(&fd)? {
         let entry = entry?;
