@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::handle::{Target, target};
 use super::modifier::Modifier;
-use super::rescan::{self, WHOLE};
+use super::rescan::{self, DirDiff, WHOLE};
 use super::settle::{Departed, MOVE_WINDOW, SETTLE};
 use super::state::Daemon;
 use super::watch_index::key_of;
@@ -17,7 +17,6 @@ use crate::baseline::entry::{Entry, FileKind};
 use crate::compare::{self, Change, is_under};
 use crate::config::Policy;
 use crate::problems::report_problems;
-use crate::scan::names::Names;
 use crate::scan::{self, ScanItem};
 
 impl Daemon {
@@ -26,10 +25,13 @@ impl Daemon {
     /// content as last seen, so the listing does not reread it; each changed one handed to the
     /// rehash pool, with its current status (so the listing does not read it either) and
     /// returned in the second list: the listing's entry for it is replaced by the last seen.
+    /// Of a directory whose names were read (`listings`), only the names to look at: the
+    /// others are not read by the scan at all.
     #[allow(clippy::type_complexity, clippy::unnecessary_cast)] // stat field widths differ between architectures
     fn known_large(
         &mut self,
         listed: &[(Vec<u8>, u32)],
+        listings: &HashMap<Vec<u8>, DirDiff>,
         targets: &[Vec<u8>],
         who: Option<&HashMap<Vec<u8>, Modifier>>,
     ) -> (HashMap<Vec<u8>, crate::scan::hash::KnownContent>, Vec<Vec<u8>>) {
@@ -44,10 +46,14 @@ impl Daemon {
         // A file whose writer is stuck (its barrier deferred) may block a read too: it stands
         // as last seen until its barrier passes and `blocking_due` rescans it.
         let (mut known, mut pooled) = (HashMap::new(), Vec::new());
-        // O(names in the listed directories), never a pass over every seen path.
+        // O(names looked at) in a directory whose names were read, O(names) in one the scan
+        // lists; never a pass over every seen path.
         let children: Vec<Vec<u8>> = dirs
             .iter()
-            .flat_map(|d| self.watch.seen().children_of(d))
+            .flat_map(|d| match listings.get(*d) {
+                Some(diff) => diff.look.clone(),
+                None => self.watch.seen().children_of(d),
+            })
             .collect();
         let in_dirs = || children.iter().filter_map(|p| self.watch.seen().get(p));
         for e in in_dirs() {
@@ -180,8 +186,8 @@ impl Daemon {
         let started = Instant::now();
         // --- faults: a directory listed again (a name changed in it) does not reread its large
         // unchanged files; a file itself named by a record, or mapped, is always rehashed.
-        let (known, pooled) = self.known_large(&listed, &target_paths, who);
         let (targets, listings) = self.read_listings(targets);
+        let (known, pooled) = self.known_large(&listed, &listings, &target_paths, who);
         let mut scan = scan::start_at_known(&self.rules.settings, targets, known);
         let progress = scan.progress.clone();
         let mut found: HashMap<Vec<u8>, Entry> = HashMap::new();
@@ -219,7 +225,7 @@ impl Daemon {
     pub(super) fn judge_found(
         &mut self,
         listed: Vec<(Vec<u8>, u32)>,
-        listings: &HashMap<Vec<u8>, Names>,
+        listings: &HashMap<Vec<u8>, DirDiff>,
         target_paths: Vec<Vec<u8>>,
         mut found: HashMap<Vec<u8>, Entry>,
         mut problems: Vec<crate::scan::Problem>,
@@ -354,10 +360,11 @@ impl Daemon {
     }
 
     /// A directory that changed costs what changed: its names and inode numbers are read
-    /// (no `stat`) and only the directory, its new names and the names now of another inode
-    /// are looked at (`rescan::to_look_at`); the listing tells `gone` what is still there.
-    /// A directory that cannot be read so is listed by the scan as before.
-    fn read_listings(&self, targets: Vec<Target>) -> (Vec<Target>, HashMap<Vec<u8>, Names>) {
+    /// (no `stat`) and diffed against the index by name (`rescan::diff_listing`); only the
+    /// directory, its new names and the names now of another inode are looked at, and the
+    /// names it misses are all `gone` considers in it. A directory that cannot be read so is
+    /// listed by the scan as before.
+    fn read_listings(&self, targets: Vec<Target>) -> (Vec<Target>, HashMap<Vec<u8>, DirDiff>) {
         let mut out = Vec::with_capacity(targets.len());
         let mut listings = HashMap::new();
         for (path, depth) in targets {
@@ -365,12 +372,9 @@ impl Daemon {
             if depth == 1
                 && let Ok(names) = scan::names::read(dir)
             {
-                out.extend(
-                    rescan::to_look_at(self.watch.seen(), dir, &names)
-                        .iter()
-                        .map(|p| target(p, 0)),
-                );
-                listings.insert(dir.to_vec(), names);
+                let diff = rescan::diff_listing(self.watch.seen(), dir, &names);
+                out.extend(diff.look.iter().map(|p| target(p, 0)));
+                listings.insert(dir.to_vec(), diff);
                 out.push((path, 0));
             } else {
                 out.push((path, depth));

@@ -10,8 +10,8 @@ use super::modifier::Modifier;
 use super::seen_paths::SeenPaths;
 use crate::baseline::entry::{Entry, FileKind};
 use crate::compare::{Mode, diff, is_under};
-use crate::paths::{join, name_of, parent_of};
-use crate::scan::names::Names;
+use crate::paths::{join, parent_of};
+use crate::scan::names::Listing;
 
 /// Depth of a target scanned whole (`scan::start_at`).
 pub const WHOLE: u32 = u32::MAX;
@@ -22,11 +22,13 @@ pub const WHOLE: u32 = u32::MAX;
 ///
 /// `listed`: the directories listed, with their depth (`WHOLE` for a subtree). A listed
 /// directory that is itself gone says nothing of its entries: its parent's listing (which
-/// changed too) finds it gone, and its entries with it, in one decision.
+/// changed too) finds it gone, and its entries with it, in one decision. `diffs`: the
+/// directories of `listed` whose names were read (`diff_listing`): what they miss is all
+/// that can be gone from them, O(missing) rather than O(entries).
 pub fn gone(
     seen: &SeenPaths,
     found: &HashMap<Vec<u8>, Entry>,
-    listings: &HashMap<Vec<u8>, Names>,
+    diffs: &HashMap<Vec<u8>, DirDiff>,
     listed: &[(Vec<u8>, u32)],
     missing_roots: &[&[u8]],
     is_root: impl Fn(&[u8]) -> bool,
@@ -35,11 +37,11 @@ pub fn gone(
     // O(subtree) for one scanned whole, never O(seen).
     let mut gone: Vec<Vec<u8>> = Vec::new();
     let mut taken: HashSet<Vec<u8>> = HashSet::new();
-    // A name its directory's listing still holds is there, looked at or not.
+    // A seen name its directory's listing still holds (not missing) is there, looked at or not.
     let listed_name = |p: &[u8]| {
         parent_of(p)
-            .and_then(|d| listings.get(d))
-            .is_some_and(|names| names.contains_key(name_of(p)))
+            .and_then(|d| diffs.get(d))
+            .is_some_and(|diff| diff.missing.binary_search_by(|m| m[..].cmp(p)).is_err())
     };
     let mut take = |p: Vec<u8>, gone: &mut Vec<Vec<u8>>| {
         if !found.contains_key(&p) && !listed_name(&p) && seen.contains_key(&p) && taken.insert(p.clone()) {
@@ -52,6 +54,8 @@ pub fn gone(
     for (dir, depth) in listed.iter().filter(|(d, _)| found.contains_key(d) || is_root(d)) {
         let reached = if *depth == WHOLE {
             seen.below(dir)
+        } else if let Some(diff) = diffs.get(dir) {
+            diff.missing.clone()
         } else {
             seen.children_of(dir)
         };
@@ -73,20 +77,58 @@ pub fn gone(
     gone
 }
 
-/// The paths in `dir` to look at after a change of the directory, from its `names` (read
-/// without a `stat`): names not seen before, and names whose inode number is not the one seen
-/// (replaced, renamed over, a mount point). The rest are the same inodes as before, armed each
-/// on its own: their own records report their changes. Those seen but no longer listed are
-/// for `gone`. Costs one lookup per name and no system call.
-pub fn to_look_at(seen: &SeenPaths, dir: &[u8], names: &Names) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = names
-        .iter()
-        .map(|(name, ino)| (join(dir, name), *ino))
-        .filter(|(p, ino)| seen.get(p).is_none_or(|e| e.ino != *ino))
-        .map(|(p, _)| p)
-        .collect();
-    out.sort();
-    out
+/// What a directory's listing shows against the index (`diff_listing`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DirDiff {
+    /// Paths to look at, sorted: names not seen before, and names whose inode number is not
+    /// the one seen (replaced, renamed over, a mount point). The other names are the same
+    /// inodes as before, armed each on its own: their own records report their changes.
+    pub look: Vec<Vec<u8>>,
+    /// Paths seen before that the listing no longer holds, sorted: for `gone`.
+    pub missing: Vec<Vec<u8>>,
+}
+
+/// Diffs the `listing` of `dir` (read without a `stat`) against what was seen in it, by name
+/// bytes. A path is built only for a name that changed: the unchanged ones cost one lookup
+/// each in a reused buffer, and no allocation. The names seen but no longer listed are found
+/// without a second pass when every name the index holds for `dir` was listed (the count
+/// matches, as when files are only created); otherwise by one pass over the index's names.
+pub fn diff_listing(seen: &SeenPaths, dir: &[u8], listing: &Listing) -> DirDiff {
+    let held = seen.names_in(dir);
+    let mut path = join(dir, b"");
+    let base = path.len();
+    let (mut matched, mut look) = (0usize, Vec::new());
+    for (name, ino) in listing.iter() {
+        path.truncate(base);
+        path.extend_from_slice(name);
+        match seen.get(&path) {
+            Some(e) => {
+                matched += 1;
+                if e.ino != ino {
+                    look.push(path.clone());
+                }
+            }
+            // Not seen: new, or a directory the index holds only on the way to a seen path.
+            None => {
+                matched += usize::from(held.contains(name));
+                look.push(path.clone());
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    if matched < held.len() {
+        let listed: HashSet<&[u8]> = listing.iter().map(|(name, _)| name).collect();
+        for name in held.iter().filter(|n| !listed.contains(n)) {
+            path.truncate(base);
+            path.extend_from_slice(name);
+            if seen.contains_key(&path) {
+                missing.push(path.clone());
+            }
+        }
+    }
+    look.sort();
+    missing.sort();
+    DirDiff { look, missing }
 }
 
 /// Directories found that were not seen before and are not already inside a subtree scanned
@@ -181,7 +223,7 @@ mod tests {
         v.into_iter().map(|p| String::from_utf8(p).unwrap()).collect()
     }
 
-    fn none() -> HashMap<Vec<u8>, Names> {
+    fn none() -> HashMap<Vec<u8>, DirDiff> {
         HashMap::new()
     }
 
@@ -258,39 +300,141 @@ mod tests {
         assert!(gone(&seen, &found, &none(), &shallow, &[], |_| false).is_empty());
     }
 
+    fn listing(names: &[(&[u8], u64)]) -> Listing {
+        names.iter().copied().collect()
+    }
+
+    fn diffs(seen: &SeenPaths, dir: &[u8], names: &[(&[u8], u64)]) -> HashMap<Vec<u8>, DirDiff> {
+        [(dir.to_vec(), diff_listing(seen, dir, &listing(names)))].into()
+    }
+
     #[test]
     fn a_listing_names_what_is_there_without_looking_at_it() {
         let seen = seen();
         // /w changed: its names read; /w/a is new, /w/sub the same inode, /w/b gone.
-        let names: Names = [(b"a".to_vec(), 2), (b"sub".to_vec(), 4), (b"x".to_vec(), 50)].into();
+        let names: &[(&[u8], u64)] = &[(b"a", 2), (b"sub", 4), (b"x", 50)];
         assert_eq!(
-            sorted(to_look_at(&seen, b"/w", &names)),
+            sorted(diff_listing(&seen, b"/w", &listing(names)).look),
             vec!["/w/x"],
             "only the new name; /w/a and /w/sub are the inodes seen"
         );
         // /w/a renamed over by another inode: looked at.
-        let over: Names = [(b"a".to_vec(), 77), (b"sub".to_vec(), 4)].into();
-        assert_eq!(sorted(to_look_at(&seen, b"/w", &over)), vec!["/w/a"]);
+        let over = listing(&[(b"a", 77), (b"sub", 4)]);
+        assert_eq!(sorted(diff_listing(&seen, b"/w", &over).look), vec!["/w/a"]);
         // Only the directory and what was looked at were found.
         let found = tree(&[("/w", D), ("/w/x", F)]);
-        let listings: HashMap<Vec<u8>, Names> = [(b"/w".to_vec(), names)].into();
         let listed = vec![(b"/w".to_vec(), 1)];
         assert_eq!(
-            sorted(gone(&seen, &found, &listings, &listed, &[], |_| false)),
+            sorted(gone(
+                &seen,
+                &found,
+                &diffs(&seen, b"/w", names),
+                &listed,
+                &[],
+                |_| false
+            )),
             vec!["/w/b"]
         );
         // /w/sub gone from the listing takes its subtree, still without a look at /w/a.
-        let names: Names = [(b"a".to_vec(), 2)].into();
-        let listings: HashMap<Vec<u8>, Names> = [(b"/w".to_vec(), names)].into();
+        let listings = diffs(&seen, b"/w", &[(b"a", 2)]);
         assert_eq!(
             sorted(gone(&seen, &found, &listings, &listed, &[], |_| false)),
             vec!["/w/b", "/w/sub", "/w/sub/c", "/w/sub/deep", "/w/sub/deep/d"]
         );
         // Names that are not UTF-8.
-        let names: Names = [(b"\xff".to_vec(), 9)].into();
+        let names = listing(&[(b"\xff", 9)]);
         assert_eq!(
-            to_look_at(&seen, b"/w/sub", &names),
+            diff_listing(&seen, b"/w/sub", &names).look,
             vec![b"/w/sub/\xff".to_vec()]
+        );
+    }
+
+    #[test]
+    fn a_diff_builds_paths_only_for_new_replaced_and_missing_names() {
+        let mut seen = seen();
+        for (p, ino) in [
+            (&b"/w/\xff\xfe"[..], 60),
+            (b"/w/caf\xc3\xa9", 61),
+            (b"/w/\x80gone", 62),
+        ] {
+            seen.insert(Entry {
+                ino,
+                ..Entry::test_file(p)
+            });
+        }
+        // Unchanged: every name listed with the inode seen. Nothing to look at, nothing missing.
+        let same: &[(&[u8], u64)] = &[
+            (b"a", 2),
+            (b"b", 3),
+            (b"sub", 4),
+            (b"\xff\xfe", 60),
+            (b"caf\xc3\xa9", 61),
+            (b"\x80gone", 62),
+        ];
+        assert_eq!(diff_listing(&seen, b"/w", &listing(same)), DirDiff::default());
+        // New (one not UTF-8), replaced (another inode, one not UTF-8), and missing (one not
+        // UTF-8), in a listing in the directory's own order.
+        let d = diff_listing(
+            &seen,
+            b"/w",
+            &listing(&[
+                (b"\xfe\x01new", 70),
+                (b"sub", 4),
+                (b"\xff\xfe", 71),
+                (b"a", 72),
+                (b"new", 73),
+                (b"caf\xc3\xa9", 61),
+            ]),
+        );
+        assert_eq!(
+            d.look,
+            vec![
+                b"/w/a".to_vec(),
+                b"/w/new".to_vec(),
+                b"/w/\xfe\x01new".to_vec(),
+                b"/w/\xff\xfe".to_vec()
+            ]
+        );
+        assert_eq!(d.missing, vec![b"/w/b".to_vec(), b"/w/\x80gone".to_vec()]);
+        // As many names as before, yet one of them new and one missing: the count alone does
+        // not hide a loss.
+        let d = diff_listing(
+            &seen,
+            b"/w",
+            &listing(&[
+                (b"a", 2),
+                (b"b", 3),
+                (b"sub", 4),
+                (b"\xff\xfe", 60),
+                (b"caf\xc3\xa9", 61),
+                (b"x", 9),
+            ]),
+        );
+        assert_eq!(d.look, vec![b"/w/x".to_vec()]);
+        assert_eq!(d.missing, vec![b"/w/\x80gone".to_vec()]);
+        // A directory the index holds nothing in: every name is new; an empty listing of a
+        // directory that held names misses them all.
+        let d = diff_listing(&seen, b"/elsewhere", &listing(&[(b"f", 1)]));
+        assert_eq!((d.look, d.missing.len()), (vec![b"/elsewhere/f".to_vec()], 0));
+        let d = diff_listing(&seen, b"/w/sub", &Listing::default());
+        assert_eq!(sorted(d.missing), vec!["/w/sub/c", "/w/sub/deep"]);
+    }
+
+    #[test]
+    fn a_directory_not_seen_on_the_way_to_a_seen_path_is_neither_new_nor_missing_twice() {
+        let mut seen = seen();
+        // /w/skip is not seen (excluded); a watch root below it is.
+        seen.insert(Entry::test_file(b"/w/skip/root/f"));
+        let names: &[(&[u8], u64)] = &[(b"a", 2), (b"b", 3), (b"sub", 4), (b"skip", 80)];
+        let d = diff_listing(&seen, b"/w", &listing(names));
+        // Looked at, as any name not seen (the scan's rules decide), never missing.
+        assert_eq!(d.look, vec![b"/w/skip".to_vec()]);
+        assert!(d.missing.is_empty());
+        let d = diff_listing(&seen, b"/w", &listing(&names[..3]));
+        assert!(d.look.is_empty());
+        assert!(
+            d.missing.is_empty(),
+            "not seen itself: its own absence is no deletion here"
         );
     }
 

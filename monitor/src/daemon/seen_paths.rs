@@ -252,6 +252,36 @@ impl SeenPaths {
     }
 }
 
+/// The names a directory holds in the index, borrowed (see `SeenPaths::names_in`).
+pub struct DirNames<'a>(Option<&'a HashSet<Box<[u8]>>>);
+
+impl DirNames<'_> {
+    /// Whether the directory holds `name` (a seen path, or a directory on the way to one): one
+    /// lookup of the name alone, no path built.
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.0.is_some_and(|names| names.contains(name))
+    }
+
+    /// Names held.
+    pub fn len(&self) -> usize {
+        self.0.map_or(0, HashSet::len)
+    }
+
+    /// The names held (any order).
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.0.into_iter().flatten().map(|n| &n[..])
+    }
+}
+
+// Read access for a directory's diff against its listing (`rescan::diff_listing`).
+impl SeenPaths {
+    /// The names `dir` holds (last components: seen paths, and directories not seen on the way
+    /// to one), without building a path: O(1).
+    pub fn names_in(&self, dir: &[u8]) -> DirNames<'_> {
+        DirNames(self.children.get(dir))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

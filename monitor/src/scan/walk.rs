@@ -42,7 +42,7 @@ pub(super) fn run(
     known: HashMap<Vec<u8>, hash::KnownContent>,
 ) {
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(settings.threads)
+        .num_threads(threads_for(settings.threads, targets))
         .thread_name(|i| format!("fimd-hash-{i}"))
         .build();
     let walker = Walker {
@@ -61,6 +61,17 @@ pub(super) fn run(
         Err(e) => walker.subtree_problem(b"/".to_vec(), format!("cannot start hashing threads: {e}")),
     }
     walker.flush();
+}
+
+/// Hashing threads for `targets`: `configured` (`scan.threads`), but no more than the paths
+/// when each is looked at alone (depth 0, as a kernel record's rescan asks): a record naming
+/// two files does not start and stop eight threads (four per core).
+fn threads_for(configured: usize, targets: &[(std::path::PathBuf, u32)]) -> usize {
+    if targets.iter().all(|(_, depth)| *depth == 0) {
+        configured.min(targets.len()).max(1)
+    } else {
+        configured
+    }
 }
 
 struct Walker<'a> {
@@ -559,5 +570,21 @@ impl<'a> Walker<'a> {
             self.problem(logical.to_vec(), format!("cannot read inode flags: {e}"));
             None
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    #[test]
+    fn paths_looked_at_alone_get_no_more_threads_than_paths() {
+        let t = |d: &[u32]| d.iter().map(|&d| (PathBuf::from("/w/a"), d)).collect::<Vec<_>>();
+        assert_eq!(super::threads_for(8, &t(&[0, 0])), 2);
+        assert_eq!(super::threads_for(8, &t(&[])), 1);
+        assert_eq!(super::threads_for(1, &t(&[0, 0, 0])), 1);
+        // A directory listed, or a subtree: as configured.
+        assert_eq!(super::threads_for(8, &t(&[0, 1])), 8);
+        assert_eq!(super::threads_for(8, &t(&[u32::MAX])), 8);
     }
 }
