@@ -19,6 +19,9 @@
 //! - `d_instantiate(dentry, inode)`: a name now refers to an inode; its parent directory is
 //!   reported. tmpfs's link (5.10 to 6.12) times the directory from the linked inode's
 //!   `current_time`/`inode_set_ctime_current`, so the directory itself is seen only here.
+//! - `security_inode_post_setxattr(dentry, …)`: after every successful setxattr
+//!   (`__vfs_setxattr_noperm`, 5.10 to 6.12). tmpfs before 6.6 changes no time on setxattr
+//!   (`shmem_xattr_handler_set`), so its xattrs are seen only here.
 //!
 //! `current_time` also runs for atime (`atime_needs_update`, on every read, and `touch_atime`
 //! when it then updates atime): a read is no change, so `atime_needs_update` marks the reading
@@ -32,9 +35,10 @@ use aya_ebpf::{
 };
 use monitor_common::{
     HOOK_CURRENT_TIME, HOOK_D_DELETE, HOOK_D_INSTANTIATE, HOOK_FILE_MODIFIED, HOOK_FILE_UPDATE_TIME,
-    HOOK_GENERIC_WRITE_CHECKS, HOOK_INODE_SET_CTIME_CURRENT, HOOK_KIOCB_MODIFIED, PROG_VFS_ATIME,
-    PROG_VFS_CTIME_CURRENT, PROG_VFS_CURRENT_TIME, PROG_VFS_D_DELETE, PROG_VFS_D_INSTANTIATE,
-    PROG_VFS_FILE_MODIFIED, PROG_VFS_FILE_UPDATE_TIME, PROG_VFS_KIOCB_MODIFIED, PROG_VFS_WRITE_CHECKS,
+    HOOK_GENERIC_WRITE_CHECKS, HOOK_INODE_SET_CTIME_CURRENT, HOOK_KIOCB_MODIFIED, HOOK_POST_SETXATTR,
+    PROG_VFS_ATIME, PROG_VFS_CTIME_CURRENT, PROG_VFS_CURRENT_TIME, PROG_VFS_D_DELETE, PROG_VFS_D_INSTANTIATE,
+    PROG_VFS_FILE_MODIFIED, PROG_VFS_FILE_UPDATE_TIME, PROG_VFS_KIOCB_MODIFIED, PROG_VFS_POST_SETXATTR,
+    PROG_VFS_WRITE_CHECKS,
 };
 
 use crate::change::report;
@@ -203,6 +207,28 @@ pub fn fimd_fe_d_instantiate(ctx: FEntryContext) -> i32 {
     0
 }
 
+/// `dentry->d_inode` of a `struct dentry *` argument (0 for none).
+#[inline(always)]
+fn inode_of_dentry(dentry: u64) -> Result<u64, i64> {
+    if dentry == 0 {
+        Ok(0)
+    } else {
+        read(dentry + layout!(dentry_d_inode))
+    }
+}
+
+#[fentry(function = "security_inode_post_setxattr")]
+pub fn fimd_fe_post_setxattr(ctx: FEntryContext) -> i32 {
+    counted(PROG_VFS_POST_SETXATTR, || {
+        report(
+            inode_of_dentry(ctx.arg(0))?,
+            HOOK_POST_SETXATTR,
+            PROG_VFS_POST_SETXATTR,
+        )
+    });
+    0
+}
+
 #[fentry(function = "atime_needs_update")]
 pub fn fimd_fe_atime_enter(ctx: FEntryContext) -> i32 {
     counted(PROG_VFS_ATIME, || on_atime_enter(ctx.arg(1)));
@@ -308,6 +334,18 @@ pub fn fimd_kp_d_instantiate(ctx: ProbeContext) -> u32 {
             ctx.arg::<u64>(0).unwrap_or(0),
             HOOK_D_INSTANTIATE,
             PROG_VFS_D_INSTANTIATE,
+        )
+    });
+    0
+}
+
+#[kprobe]
+pub fn fimd_kp_post_setxattr(ctx: ProbeContext) -> u32 {
+    counted(PROG_VFS_POST_SETXATTR, || {
+        report(
+            inode_of_dentry(ctx.arg::<u64>(0).unwrap_or(0))?,
+            HOOK_POST_SETXATTR,
+            PROG_VFS_POST_SETXATTR,
         )
     });
     0

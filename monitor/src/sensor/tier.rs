@@ -16,8 +16,8 @@ use aya::programs::{FEntry, FExit, KProbe};
 use monitor_common::{
     ChangeRecord, InodeKey, PROG_CTIME_SET, PROG_CTIME_XCHG, PROG_DIO_COMPLETE, PROG_VFS_ATIME,
     PROG_VFS_CTIME_CURRENT, PROG_VFS_CURRENT_TIME, PROG_VFS_D_DELETE, PROG_VFS_D_INSTANTIATE,
-    PROG_VFS_FILE_MODIFIED, PROG_VFS_FILE_UPDATE_TIME, PROG_VFS_KIOCB_MODIFIED, PROG_VFS_WRITE_CHECKS,
-    PROGRAMS,
+    PROG_VFS_FILE_MODIFIED, PROG_VFS_FILE_UPDATE_TIME, PROG_VFS_KIOCB_MODIFIED, PROG_VFS_POST_SETXATTR,
+    PROG_VFS_WRITE_CHECKS, PROGRAMS,
 };
 
 use super::btf::KernelBtf;
@@ -72,7 +72,7 @@ impl Tier {
 /// a struct (`current_time` and `inode_set_ctime_current` return `struct timespec64`; the
 /// verifier says "return type STRUCT is unsupported" on 5.10 to 6.12), so the fentry tier
 /// attaches those two as kprobes.
-const VFS_HOOKS: [(u32, &str, &str, &str, bool); 8] = [
+const VFS_HOOKS: [(u32, &str, &str, &str, bool); 9] = [
     (
         PROG_VFS_CURRENT_TIME,
         "current_time",
@@ -127,6 +127,15 @@ const VFS_HOOKS: [(u32, &str, &str, &str, bool); 8] = [
         "d_instantiate",
         "fimd_fe_d_instantiate",
         "fimd_kp_d_instantiate",
+        false,
+    ),
+    // Absent in a kernel built without CONFIG_SECURITY (a static inline then): attached where
+    // it exists.
+    (
+        PROG_VFS_POST_SETXATTR,
+        "security_inode_post_setxattr",
+        "fimd_fe_post_setxattr",
+        "fimd_kp_post_setxattr",
         false,
     ),
 ];

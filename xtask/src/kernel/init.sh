@@ -34,16 +34,13 @@ mkdir -p "$T/tmp" /tmpw
 # A second watch on tmpfs: fanotify can mark tmpfs only from Linux 5.13 (tmpfs got an fsid).
 mount -t tmpfs tmpfs /tmpw
 # Whether tmpfs changes ctime on setxattr here (shmem_xattr_handler_set did not before 6.6):
-# where it does not, the eBPF VFS tiers have no time update to hook, which is a documented gap
-# (docs/sensor-design.md §4b), covered by the scheduled full comparison.
+# where it does not, the VFS tiers see setxattr only at security_inode_post_setxattr.
 echo probe > /tmpw/.xattr-probe
 before=$(stat -c %Z /tmpw/.xattr-probe)
 sleep 1.1
 setfattr -n trusted.p -v v /tmpw/.xattr-probe
-TMPFS_XATTR_CTIME=1
 if [ "$(stat -c %Z /tmpw/.xattr-probe)" = "$before" ]; then
-    TMPFS_XATTR_CTIME=""
-    echo "@@ kernel fact: tmpfs on $(uname -r) leaves ctime alone on setxattr: the eBPF tiers cannot see it (documented gap, covered by the full comparison); fanotify (FAN_ATTRIB) must"
+    echo "@@ kernel fact: tmpfs on $(uname -r) leaves ctime alone on setxattr: the VFS tiers must see it at security_inode_post_setxattr"
 fi
 rm -f /tmpw/.xattr-probe
 # Each filesystem's tree, as NAME=DIR.
@@ -172,9 +169,7 @@ ops() {
     # tmpfs takes user.* xattrs from 6.6 on only; trusted.* (root) on every kernel.
     ns=user
     [ "$FS" = tmpfs ] && ns=trusted
-    if [ "$FS" != tmpfs ] || [ -n "$TMPFS_XATTR_CTIME" ] || [ "$1" = fanotify ]; then
-        op setxattr "$D/xattr" attributes_modified "exec setfattr -n $ns.k -v v $D/xattr"
-    fi
+    op setxattr "$D/xattr" attributes_modified "exec setfattr -n $ns.k -v v $D/xattr"
     op create "$D/new" created "echo new > $D/new"
     op mkdir "$D/newdir" created "exec mkdir $D/newdir"
     op create-in-new-dir "$D/newdir/f" created "echo inside > $D/newdir/f"
