@@ -561,46 +561,6 @@ mod tests {
     }
 
     #[test]
-    fn module_btf_continues_the_base_ids_and_strings() {
-        // Base: [1] INT 'int'. Module (split): [2] STRUCT 'm' {int x at 0; int y at bit 32},
-        // naming the base's 'int' by id 1 and its own strings after the base's.
-        let btf_bytes = |words: &[u32], strings: &[u8]| {
-            let types: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-            let (types_len, strings_len) = (types.len() as u32, strings.len() as u32);
-            let mut b = vec![0x9f, 0xeb, 1, 0];
-            b.extend(
-                [24, 0, types_len, types_len, strings_len]
-                    .iter()
-                    .flat_map(|w| w.to_le_bytes()),
-            );
-            b.extend(&types);
-            b.extend(strings);
-            b
-        };
-        let base_strings = b"\0int\0";
-        let mut btf = KernelBtf::parse(&btf_bytes(&[1, 1 << 24, 4, 32], base_strings)).unwrap();
-        assert!(matches!(
-            btf.member_offset("m", "y"),
-            Err(BtfError::MissingStruct(_))
-        ));
-        let at = |off: usize| (base_strings.len() + off) as u32;
-        #[rustfmt::skip]
-        let module = [at(1), 4 << 24 | 2, 8, at(3), 1, 0, at(5), 1, 32];
-        btf.add_split(&btf_bytes(&module, b"\0m\0x\0y\0")).unwrap();
-        assert_eq!(btf.member_offset("m", "x").unwrap(), 0);
-        assert_eq!(btf.member_offset("m", "y").unwrap(), 4);
-        // A module naming a string past the combined table is malformed, not a panic.
-        let mut bad = module;
-        bad[0] = at(64);
-        assert!(
-            KernelBtf::parse(&btf_bytes(&[1, 1 << 24, 4, 32], base_strings))
-                .unwrap()
-                .add_split(&btf_bytes(&bad, b"\0m\0x\0y\0"))
-                .is_err()
-        );
-    }
-
-    #[test]
     fn typedef_lookup() {
         let Some(bytes) = sys_btf() else { return };
         let btf = KernelBtf::parse(&bytes).unwrap();
