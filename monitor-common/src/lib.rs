@@ -178,6 +178,9 @@ pub const HOOK_FILE_UPDATE_TIME: u32 = 6;
 pub const HOOK_FILE_MODIFIED: u32 = 7;
 pub const HOOK_KIOCB_MODIFIED: u32 = 8;
 pub const HOOK_D_DELETE: u32 = 9;
+pub const HOOK_GENERIC_WRITE_CHECKS: u32 = 10;
+pub const HOOK_D_INSTANTIATE: u32 = 11;
+pub const HOOK_POST_SETXATTR: u32 = 12;
 pub const HOOK_FAN_MODIFY: u32 = 16;
 pub const HOOK_FAN_ATTRIB: u32 = 17;
 pub const HOOK_FAN_CLOSE_WRITE: u32 = 18;
@@ -197,6 +200,9 @@ pub enum Hook {
     FileModified,
     KiocbModified,
     DDelete,
+    GenericWriteChecks,
+    DInstantiate,
+    PostSetxattr,
     FanModify,
     FanAttrib,
     FanCloseWrite,
@@ -219,6 +225,9 @@ impl TryFrom<u32> for Hook {
             HOOK_FILE_MODIFIED => Ok(Hook::FileModified),
             HOOK_KIOCB_MODIFIED => Ok(Hook::KiocbModified),
             HOOK_D_DELETE => Ok(Hook::DDelete),
+            HOOK_GENERIC_WRITE_CHECKS => Ok(Hook::GenericWriteChecks),
+            HOOK_D_INSTANTIATE => Ok(Hook::DInstantiate),
+            HOOK_POST_SETXATTR => Ok(Hook::PostSetxattr),
             HOOK_FAN_MODIFY => Ok(Hook::FanModify),
             HOOK_FAN_ATTRIB => Ok(Hook::FanAttrib),
             HOOK_FAN_CLOSE_WRITE => Ok(Hook::FanCloseWrite),
@@ -245,6 +254,9 @@ impl Hook {
             Hook::FileModified => "file_modified",
             Hook::KiocbModified => "kiocb_modified",
             Hook::DDelete => "d_delete",
+            Hook::GenericWriteChecks => "generic_write_checks",
+            Hook::DInstantiate => "d_instantiate",
+            Hook::PostSetxattr => "security_inode_post_setxattr",
             Hook::FanModify => "FAN_MODIFY",
             Hook::FanAttrib => "FAN_ATTRIB",
             Hook::FanCloseWrite => "FAN_CLOSE_WRITE",
@@ -291,7 +303,7 @@ pub const RECORD_MMAP_WRITABLE: u32 = 1;
 /// Then the VFS tier's (Linux 5.10 to 6.12, monitor-ebpf/src/vfs.rs): (its fentry program, or
 /// the kprobe for the two functions fentry cannot attach to, and the kernel function); its
 /// kprobe variant `fimd_kp_*` of each counts in the same slot (only one variant is attached).
-pub const PROGRAMS: [(&str, &str); 13] = [
+pub const PROGRAMS: [(&str, &str); 16] = [
     ("fimd_ctime_xchg", "ctime_ns_xchg"),
     ("fimd_ctime_set", "inode_set_ctime_to_ts"),
     ("fimd_dio_complete", "iomap_dio_complete"),
@@ -305,6 +317,9 @@ pub const PROGRAMS: [(&str, &str); 13] = [
     ("fimd_fe_kiocb_modified", "kiocb_modified"),
     ("fimd_fe_d_delete", "d_delete"),
     ("fimd_fe_atime_enter", "atime_needs_update"),
+    ("fimd_fe_write_checks", "generic_write_checks"),
+    ("fimd_fe_d_instantiate", "d_instantiate"),
+    ("fimd_fe_post_setxattr", "security_inode_post_setxattr"),
 ];
 pub const PROG_CTIME_XCHG: u32 = 0;
 pub const PROG_CTIME_SET: u32 = 1;
@@ -319,6 +334,9 @@ pub const PROG_VFS_FILE_MODIFIED: u32 = 9;
 pub const PROG_VFS_KIOCB_MODIFIED: u32 = 10;
 pub const PROG_VFS_D_DELETE: u32 = 11;
 pub const PROG_VFS_ATIME: u32 = 12;
+pub const PROG_VFS_WRITE_CHECKS: u32 = 13;
+pub const PROG_VFS_D_INSTANTIATE: u32 = 14;
+pub const PROG_VFS_POST_SETXATTR: u32 = 15;
 
 /// Per-CPU counters in `COUNTERS`: records the ring buffer had no room for (each one a
 /// loss userspace repairs by a rescan), then per program the failed kernel reads that made it

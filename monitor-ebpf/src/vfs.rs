@@ -12,7 +12,16 @@
 //!   rename, link, unlink, fallocate).
 //! - `file_update_time(file)`, `file_modified(file)`, `kiocb_modified(iocb)`: the write path's
 //!   time update, entered on every write (and on a shared mapping's write fault) whether or not
-//!   the time then changes, so also for FMODE_NOCMTIME writers.
+//!   the time then changes (6.0 and later: `file_modified_flags` tests FMODE_NOCMTIME inside).
+//! - `generic_write_checks(iocb, from)`: the checks every write_iter of ext4, xfs, btrfs and
+//!   tmpfs starts with. On 5.10 xfs skips `file_update_time` for FMODE_NOCMTIME writers (XFS
+//!   "invisible I/O", descriptors from XFS_IOC_OPEN_BY_HANDLE): this is where those are seen.
+//! - `d_instantiate(dentry, inode)`: a name now refers to an inode; its parent directory is
+//!   reported. tmpfs's link (5.10 to 6.12) times the directory from the linked inode's
+//!   `current_time`/`inode_set_ctime_current`, so the directory itself is seen only here.
+//! - `security_inode_post_setxattr(dentry, …)`: after every successful setxattr
+//!   (`__vfs_setxattr_noperm`, 5.10 to 6.12). tmpfs before 6.6 changes no time on setxattr
+//!   (`shmem_xattr_handler_set`), so its xattrs are seen only here.
 //!
 //! `current_time` also runs for atime (`atime_needs_update`, on every read, and `touch_atime`
 //! when it then updates atime): a read is no change, so `atime_needs_update` marks the reading
@@ -25,10 +34,11 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use monitor_common::{
-    HOOK_CURRENT_TIME, HOOK_D_DELETE, HOOK_FILE_MODIFIED, HOOK_FILE_UPDATE_TIME,
-    HOOK_INODE_SET_CTIME_CURRENT, HOOK_KIOCB_MODIFIED, PROG_VFS_ATIME, PROG_VFS_CTIME_CURRENT,
-    PROG_VFS_CURRENT_TIME, PROG_VFS_D_DELETE, PROG_VFS_FILE_MODIFIED, PROG_VFS_FILE_UPDATE_TIME,
-    PROG_VFS_KIOCB_MODIFIED,
+    HOOK_CURRENT_TIME, HOOK_D_DELETE, HOOK_D_INSTANTIATE, HOOK_FILE_MODIFIED, HOOK_FILE_UPDATE_TIME,
+    HOOK_GENERIC_WRITE_CHECKS, HOOK_INODE_SET_CTIME_CURRENT, HOOK_KIOCB_MODIFIED, HOOK_POST_SETXATTR,
+    PROG_VFS_ATIME, PROG_VFS_CTIME_CURRENT, PROG_VFS_CURRENT_TIME, PROG_VFS_D_DELETE, PROG_VFS_D_INSTANTIATE,
+    PROG_VFS_FILE_MODIFIED, PROG_VFS_FILE_UPDATE_TIME, PROG_VFS_KIOCB_MODIFIED, PROG_VFS_POST_SETXATTR,
+    PROG_VFS_WRITE_CHECKS,
 };
 
 use crate::change::report;
@@ -117,6 +127,12 @@ fn counted(program: u32, f: impl FnOnce() -> Result<(), i64>) {
 /// is reported here: `dentry->d_parent->d_inode`.
 #[inline(always)]
 fn on_d_delete(dentry: u64) -> Result<(), i64> {
+    report_parent(dentry, HOOK_D_DELETE, PROG_VFS_D_DELETE)
+}
+
+/// Reports `dentry->d_parent->d_inode` (nothing for a root, whose parent is itself).
+#[inline(always)]
+fn report_parent(dentry: u64, hook: u32, program: u32) -> Result<(), i64> {
     if dentry == 0 {
         return Ok(());
     }
@@ -124,11 +140,7 @@ fn on_d_delete(dentry: u64) -> Result<(), i64> {
     if parent == 0 || parent == dentry {
         return Ok(());
     }
-    report(
-        read::<u64>(parent + layout!(dentry_d_inode))?,
-        HOOK_D_DELETE,
-        PROG_VFS_D_DELETE,
-    )
+    report(read::<u64>(parent + layout!(dentry_d_inode))?, hook, program)
 }
 
 // fentry programs: arguments from the BTF-typed context.
@@ -172,6 +184,48 @@ pub fn fimd_fe_kiocb_modified(ctx: FEntryContext) -> i32 {
 #[fentry(function = "d_delete")]
 pub fn fimd_fe_d_delete(ctx: FEntryContext) -> i32 {
     counted(PROG_VFS_D_DELETE, || on_d_delete(ctx.arg(0)));
+    0
+}
+
+#[fentry(function = "generic_write_checks")]
+pub fn fimd_fe_write_checks(ctx: FEntryContext) -> i32 {
+    counted(PROG_VFS_WRITE_CHECKS, || {
+        report(
+            kiocb_inode(ctx.arg(0))?,
+            HOOK_GENERIC_WRITE_CHECKS,
+            PROG_VFS_WRITE_CHECKS,
+        )
+    });
+    0
+}
+
+#[fentry(function = "d_instantiate")]
+pub fn fimd_fe_d_instantiate(ctx: FEntryContext) -> i32 {
+    counted(PROG_VFS_D_INSTANTIATE, || {
+        report_parent(ctx.arg(0), HOOK_D_INSTANTIATE, PROG_VFS_D_INSTANTIATE)
+    });
+    0
+}
+
+/// `dentry->d_inode` of a `struct dentry *` argument (0 for none).
+#[inline(always)]
+fn inode_of_dentry(dentry: u64) -> Result<u64, i64> {
+    if dentry == 0 {
+        Ok(0)
+    } else {
+        read(dentry + layout!(dentry_d_inode))
+    }
+}
+
+#[fentry(function = "security_inode_post_setxattr")]
+pub fn fimd_fe_post_setxattr(ctx: FEntryContext) -> i32 {
+    counted(PROG_VFS_POST_SETXATTR, || {
+        report(
+            inode_of_dentry(ctx.arg(0))?,
+            HOOK_POST_SETXATTR,
+            PROG_VFS_POST_SETXATTR,
+        )
+    });
     0
 }
 
@@ -258,6 +312,42 @@ pub fn fimd_kp_kiocb_modified(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn fimd_kp_d_delete(ctx: ProbeContext) -> u32 {
     counted(PROG_VFS_D_DELETE, || on_d_delete(ctx.arg::<u64>(0).unwrap_or(0)));
+    0
+}
+
+#[kprobe]
+pub fn fimd_kp_write_checks(ctx: ProbeContext) -> u32 {
+    counted(PROG_VFS_WRITE_CHECKS, || {
+        report(
+            kiocb_inode(ctx.arg::<u64>(0).unwrap_or(0))?,
+            HOOK_GENERIC_WRITE_CHECKS,
+            PROG_VFS_WRITE_CHECKS,
+        )
+    });
+    0
+}
+
+#[kprobe]
+pub fn fimd_kp_d_instantiate(ctx: ProbeContext) -> u32 {
+    counted(PROG_VFS_D_INSTANTIATE, || {
+        report_parent(
+            ctx.arg::<u64>(0).unwrap_or(0),
+            HOOK_D_INSTANTIATE,
+            PROG_VFS_D_INSTANTIATE,
+        )
+    });
+    0
+}
+
+#[kprobe]
+pub fn fimd_kp_post_setxattr(ctx: ProbeContext) -> u32 {
+    counted(PROG_VFS_POST_SETXATTR, || {
+        report(
+            inode_of_dentry(ctx.arg::<u64>(0).unwrap_or(0))?,
+            HOOK_POST_SETXATTR,
+            PROG_VFS_POST_SETXATTR,
+        )
+    });
     0
 }
 

@@ -5,8 +5,11 @@
 //!   configuration (its own sources, lists, cache and status under `target/kernel-matrix/`):
 //!   the host's sources and /boot are never touched.
 //! - The guest boots a small initramfs: busybox, the release `fimd` with the libraries `ldd`
-//!   lists, `setfattr` and `fallocate`, the kernel's loop module and an ext4 image, and
+//!   lists, `setfattr`, `fallocate` and two small C writers, the kernel's loop, virtio disk,
+//!   xfs and btrfs modules with their dependencies (`kernel/modules.rs`), an ext4 image, and
 //!   `kernel/init.sh`, which prints one `@@` line per check and `@@ exit=N` last.
+//! - xfs and btrfs live on two virtio disks: images made on the host with the features the
+//!   guest's kernel can mount (sparse files, so they cost neither initramfs nor guest memory).
 //! - QEMU's exit status does not carry the guest's: the serial log is parsed instead, with the
 //!   firmware's escape sequences stripped. A guest that does not boot, or prints no verdict
 //!   within `GUEST_WITHIN`, is a failure.
@@ -20,12 +23,18 @@ use anyhow::{Context, bail};
 
 use crate::run_cmd;
 
+mod modules;
+
 /// A kernel line fimd supports and how to find its newest Debian package.
 pub struct Kernel {
     /// What `--kernel` takes.
     pub version: &'static str,
     /// The package name starts so (the ABI number or patch level follows).
     prefix: &'static str,
+    /// mkfs.xfs options leaving out the features this kernel cannot mount (bookworm's xfsprogs
+    /// 6.1 turns on bigtime and inobtcount by default, and cannot parse its own
+    /// /usr/share/xfsprogs/mkfs/lts_*.conf: "invalid config file option: nrext64").
+    xfs_options: &'static [&'static str],
 }
 
 /// Debian 11 (5.10), Debian 12 and Amazon Linux 2023's line (6.1), Debian 13 and RHEL 10's (6.12):
@@ -34,14 +43,18 @@ pub const KERNELS: &[Kernel] = &[
     Kernel {
         version: "5.10",
         prefix: "linux-image-5.10.0-",
+        // As lts_5.10.conf: bigtime and inobtcount were experimental in 5.10.
+        xfs_options: &["-m", "bigtime=0,inobtcount=0"],
     },
     Kernel {
         version: "6.1",
         prefix: "linux-image-6.1.0-",
+        xfs_options: &[],
     },
     Kernel {
         version: "6.12",
         prefix: "linux-image-6.12.",
+        xfs_options: &[],
     },
 ];
 
@@ -58,6 +71,13 @@ const SUITES: &[(&str, &str)] = &[
 const GUEST_WITHIN: Duration = Duration::from_secs(300);
 /// The guest's ext4 filesystem (MiB), a loop device inside the guest.
 const EXT4_MIB: u32 = 48;
+/// The xfs disk (MiB): mkfs.xfs refuses filesystems under 300 MB from xfsprogs 5.19 on.
+const XFS_MIB: u32 = 320;
+/// The btrfs disk (MiB): above mkfs.btrfs's minimum for separate data and metadata (114 MiB).
+const BTRFS_MIB: u32 = 256;
+/// The modules the guest loads: the loop device (ext4 image), the virtio PCI transport and
+/// disk (xfs and btrfs), and the two filesystems.
+const MODULES: &[&str] = &["loop", "virtio_pci", "virtio_blk", "xfs", "btrfs"];
 
 fn work_dir() -> PathBuf {
     crate::root().join("target/kernel-matrix")
@@ -93,7 +113,11 @@ pub fn run(versions: &[String]) -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             ),
             Err(e) => {
-                eprintln!("xtask: kernel {}: FAILED: {e:#}", k.version);
+                eprintln!(
+                    "xtask: kernel {}: FAILED ({:.1} s): {e:#}",
+                    k.version,
+                    started.elapsed().as_secs_f64()
+                );
                 failed.push(k.version);
             }
         }
@@ -241,10 +265,33 @@ fn guest(apt: &Apt, k: &Kernel, fimd: &Path) -> anyhow::Result<()> {
     let vmlinuz = find(&unpacked.join("boot"), |n| n.starts_with("vmlinuz-"))?
         .with_context(|| format!("{package} has no boot/vmlinuz-*"))?;
     let initrd = initramfs(&dir, &unpacked, fimd)?;
+    let disks = disks(&dir, k)?;
     eprintln!("xtask: kernel {}: booting {package} under QEMU (TCG)", k.version);
     let log = dir.join("serial.log");
-    boot(&vmlinuz, &initrd, &log)?;
+    boot(&vmlinuz, &initrd, &disks, &log)?;
     verdict(&fs::read(&log)?, k.version)
+}
+
+/// Fresh xfs and btrfs images for `k`'s guest: (disk serial, image), the serial naming the
+/// filesystem (the guest finds its disk by /sys/block/vd*/serial).
+fn disks(dir: &Path, k: &Kernel) -> anyhow::Result<Vec<(&'static str, PathBuf)>> {
+    let xfs = dir.join("xfs.img");
+    let btrfs = dir.join("btrfs.img");
+    for (image, mib) in [(&xfs, XFS_MIB), (&btrfs, BTRFS_MIB)] {
+        let _ = fs::remove_file(image);
+        fs::File::create(image)?.set_len(u64::from(mib) << 20)?;
+    }
+    run_cmd(
+        Command::new("mkfs.xfs")
+            .args(["-q", "-f"])
+            .args(k.xfs_options)
+            .arg(&xfs),
+    )
+    .context("mkfs.xfs (xfsprogs)")?;
+    // btrfs-progs 6.2's defaults (extref, skinny-metadata, no-holes, free-space-tree) all
+    // mount from Linux 4.5 on: no profile is needed for 5.10.
+    run_cmd(Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&btrfs)).context("mkfs.btrfs (btrfs-progs)")?;
+    Ok(vec![("xfs", xfs), ("btrfs", btrfs)])
 }
 
 /// The first entry of `dir` (searched recursively) whose file name satisfies `pick`.
@@ -294,23 +341,23 @@ fn initramfs(dir: &Path, kernel: &Path, fimd: &Path) -> anyhow::Result<PathBuf> 
         .context("busybox-static is needed (cargo xtask setup installs it)")?;
     let init = root.join("init");
     fs::write(&init, include_str!("kernel/init.sh"))?;
-    // The guest's mmap case needs a writer through a shared mapping; busybox has none.
-    let mmap_write = dir.join("mmap_write");
-    let source = dir.join("mmap_write.c");
-    fs::write(&source, include_str!("kernel/mmap_write.c"))?;
-    run_cmd(
-        Command::new("cc")
-            .args(["-O2", "-o"])
-            .arg(&mmap_write)
-            .arg(&source),
-    )
-    .context("a C compiler (cc) is needed to build the guest's mmap writer")?;
-    let tools = [
+    // Writers busybox has no tool for: through a shared mapping, and xfs's invisible I/O.
+    let mut tools = vec![
         fimd.to_owned(),
         PathBuf::from("/usr/bin/setfattr"),
         PathBuf::from("/usr/bin/fallocate"),
-        mmap_write,
     ];
+    for (name, source) in [
+        ("mmap_write", include_str!("kernel/mmap_write.c")),
+        ("nocmtime_write", include_str!("kernel/nocmtime_write.c")),
+    ] {
+        let binary = dir.join(name);
+        let c = dir.join(format!("{name}.c"));
+        fs::write(&c, source)?;
+        run_cmd(Command::new("cc").args(["-O2", "-o"]).arg(&binary).arg(&c))
+            .with_context(|| format!("a C compiler (cc) is needed to build the guest's {name}"))?;
+        tools.push(binary);
+    }
     for tool in &tools {
         let name = tool.file_name().context("a tool has a name")?.to_string_lossy();
         put(&root, tool, &format!("bin/{name}"))?;
@@ -318,27 +365,17 @@ fn initramfs(dir: &Path, kernel: &Path, fimd: &Path) -> anyhow::Result<PathBuf> 
             put(&root, &lib, &lib.to_string_lossy())?;
         }
     }
-    // loop is a module in Debian's cloud kernels; trixie's modules are xz-compressed.
-    if let Some(module) = find(kernel, |n| n == "loop.ko" || n == "loop.ko.xz")? {
-        let dest = root.join("loop.ko");
-        if module.extension().is_some_and(|x| x == "xz") {
-            let out = Command::new("xz")
-                .arg("-dc")
-                .arg(&module)
-                .output()
-                .context("xz -dc")?;
-            if !out.status.success() {
-                bail!(
-                    "xz -dc {}: {}",
-                    module.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            fs::write(&dest, out.stdout)?;
-        } else {
-            fs::copy(&module, &dest)?;
-        }
+    // Modules in dependency order, and the wanted ones this kernel lacks, for init.sh.
+    let resolved = modules::resolve(kernel, MODULES)?;
+    fs::create_dir_all(root.join("modules"))?;
+    let mut order = String::new();
+    for (name, ko) in &resolved.load {
+        fs::write(root.join(format!("modules/{name}.ko")), ko)?;
+        order.push_str(name);
+        order.push('\n');
     }
+    fs::write(root.join("modules/order"), order)?;
+    fs::write(root.join("modules/absent"), resolved.absent.join("\n"))?;
     let image = root.join("ext4.img");
     fs::File::create(&image)?.set_len(u64::from(EXT4_MIB) << 20)?;
     run_cmd(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))?;
@@ -369,12 +406,19 @@ fn initramfs(dir: &Path, kernel: &Path, fimd: &Path) -> anyhow::Result<PathBuf> 
     Ok(cpio)
 }
 
-/// Boots the guest with its serial console in `log`, killing it after `GUEST_WITHIN`.
-fn boot(vmlinuz: &Path, initrd: &Path, log: &Path) -> anyhow::Result<()> {
+/// Boots the guest with `disks` (serial, raw image) as virtio disks and its serial console in
+/// `log`, killing it after `GUEST_WITHIN`.
+fn boot(vmlinuz: &Path, initrd: &Path, disks: &[(&str, PathBuf)], log: &Path) -> anyhow::Result<()> {
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024"])
-        .args(["-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio"])
-        .arg("-kernel")
+        .args(["-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio"]);
+    for (serial, image) in disks {
+        qemu.arg("-drive")
+            .arg(format!("if=none,id={serial},format=raw,file={}", image.display()))
+            .arg("-device")
+            .arg(format!("virtio-blk-pci,drive={serial},serial={serial}"));
+    }
+    qemu.arg("-kernel")
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)

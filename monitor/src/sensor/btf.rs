@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 const SYS_BTF: &str = "/sys/kernel/btf/vmlinux";
+/// Where a loaded module's BTF appears (Linux 5.11+, CONFIG_DEBUG_INFO_BTF_MODULES).
+const SYS_BTF_DIR: &str = "/sys/kernel/btf";
 // Kinds from include/uapi/linux/btf.h that lookups look at; the parser knows all of 1..=19.
 const INT: u8 = 1;
 const STRUCT: u8 = 4;
@@ -96,8 +98,45 @@ impl KernelBtf {
         Self::parse(&bytes)
     }
 
+    /// Adds the BTF of loaded module `module` (/sys/kernel/btf/MODULE) to vmlinux's, so its
+    /// types (e.g. `btrfs_inode` when btrfs is a module) can be looked up. Returns false when
+    /// the kernel has no BTF for it: the module is built in, not loaded, or the kernel is older
+    /// than 5.11 or built without CONFIG_DEBUG_INFO_BTF_MODULES.
+    ///
+    /// Errors: the file exists but cannot be read, or is not split BTF on top of this one.
+    pub fn add_module(&mut self, module: &str) -> Result<bool, BtfError> {
+        let path = Path::new(SYS_BTF_DIR).join(module);
+        match std::fs::read(&path) {
+            Ok(bytes) => self.add_split(&bytes).map(|()| true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(BtfError::Io { path, source }),
+        }
+    }
+
+    /// Appends split BTF (a module's: its type ids continue after this BTF's last, its string
+    /// offsets after this BTF's string section; kernel Documentation/bpf/btf.rst, "split BTF").
+    pub fn add_split(&mut self, bytes: &[u8]) -> Result<(), BtfError> {
+        let base = KernelBtf {
+            types: std::mem::take(&mut self.types),
+            strings: std::mem::take(&mut self.strings),
+            by_name: std::mem::take(&mut self.by_name),
+        };
+        *self = Self::parse_onto(base, bytes)?;
+        Ok(())
+    }
+
     /// Parses raw BTF bytes (for tests and other files).
     pub fn parse(bytes: &[u8]) -> Result<KernelBtf, BtfError> {
+        let empty = KernelBtf {
+            types: vec![Type::default()], // id 0, void
+            strings: Vec::new(),
+            by_name: HashMap::new(),
+        };
+        Self::parse_onto(empty, bytes)
+    }
+
+    /// Parses `bytes` as the types and strings that follow `base`'s.
+    fn parse_onto(base: KernelBtf, bytes: &[u8]) -> Result<KernelBtf, BtfError> {
         // The header is in the producer's byte order; the magic 0xeB9F tells which.
         let big_endian = match bytes.get(..2) {
             Some([0x9f, 0xeb]) => false,
@@ -123,14 +162,17 @@ impl KernelBtf {
             }
         };
         let type_range = section(8, "type")?;
-        let strings = bytes[section(16, "string")?].to_vec();
+        let KernelBtf {
+            mut types,
+            mut strings,
+            mut by_name,
+        } = base;
+        strings.extend_from_slice(&bytes[section(16, "string")?]);
         // Reads of type data must stay inside the type section.
         let r = Reader {
             bytes: &bytes[..type_range.end],
             big_endian,
         };
-        let mut types = vec![Type::default()]; // id 0, void
-        let mut by_name: HashMap<String, Vec<u32>> = HashMap::new();
         let mut pos = type_range.start;
         while pos < type_range.end {
             let (id, start) = (types.len() as u32, pos);

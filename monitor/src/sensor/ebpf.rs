@@ -50,6 +50,9 @@ pub enum EbpfError {
          (about {BYTES_PER_WATCHED_INODE} bytes of kernel memory each)"
     )]
     Full { name: &'static str, capacity: u32 },
+    /// This inode cannot be watched by the kernel programs (sensor/btrfs.rs).
+    #[error("cannot watch {path} in the kernel: {reason}")]
+    Unsupported { path: String, reason: String },
 }
 
 /// Where the syscall arguments live in `struct pt_regs`, by architecture.
@@ -153,6 +156,8 @@ pub struct EbpfSensor {
     violations: HashMap<MapData, InodeKey, u32>,
     counters: PerCpuArray<MapData, u64>,
     events: RingBuf<MapData>,
+    /// Refuses btrfs watches when the btrfs types are unknown.
+    btrfs: super::btrfs::Guard,
 }
 
 /// Ring buffer size when the configuration names none: 4 MiB, about 50,000 records.
@@ -197,7 +202,9 @@ impl EbpfSensor {
         attach_change: impl FnOnce(&mut aya::Ebpf, &KernelBtf) -> Result<(Vec<String>, Vec<u32>), EbpfError>,
     ) -> Result<EbpfSensor, EbpfError> {
         ensure_tracefs()?;
-        let btf = KernelBtf::from_sys_fs()?;
+        let mut btf = KernelBtf::from_sys_fs()?;
+        // btrfs built as a module: its types are in its own BTF.
+        super::btrfs::add_types(&mut btf)?;
         let layout = layout_from_btf(&btf)?;
         let mut ebpf = EbpfLoader::new()
             .override_global(KERNEL_LAYOUT_GLOBAL, &layout, true)
@@ -246,6 +253,7 @@ impl EbpfSensor {
             events: RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
             hooks,
             programs,
+            btrfs: super::btrfs::Guard::new(layout.btrfs != 0),
             _ebpf: ebpf,
         };
         Ok(sensor)
@@ -304,7 +312,8 @@ impl super::Sensor for EbpfSensor {
         }
     }
 
-    fn watch(&mut self, key: InodeKey, _path: &[u8], is_dir: bool) -> Result<(), super::SensorError> {
+    fn watch(&mut self, key: InodeKey, path: &[u8], is_dir: bool) -> Result<(), super::SensorError> {
+        self.btrfs.check(&key, path, is_dir)?;
         let val = WatchVal {
             flags: if is_dir { WATCH_IS_DIR } else { 0 },
             _pad: 0,

@@ -1,6 +1,7 @@
 //! Kernel sensors that report changes as they happen. The daemon sees them through `Sensor`,
 //! so a fanotify fallback can stand in where eBPF cannot load.
 pub mod btf;
+pub mod btrfs;
 pub mod ebpf;
 pub mod fanotify;
 pub mod mappings;
@@ -82,7 +83,7 @@ impl SensorError {
     pub fn only_this_inode(&self) -> bool {
         matches!(
             self,
-            SensorError::Ebpf(ebpf::EbpfError::Full { .. })
+            SensorError::Ebpf(ebpf::EbpfError::Full { .. } | ebpf::EbpfError::Unsupported { .. })
                 | SensorError::Fanotify(fanotify::FanotifyError::Mark { .. })
         )
     }

@@ -15,8 +15,9 @@ use aya::Ebpf;
 use aya::programs::{FEntry, FExit, KProbe};
 use monitor_common::{
     ChangeRecord, InodeKey, PROG_CTIME_SET, PROG_CTIME_XCHG, PROG_DIO_COMPLETE, PROG_VFS_ATIME,
-    PROG_VFS_CTIME_CURRENT, PROG_VFS_CURRENT_TIME, PROG_VFS_D_DELETE, PROG_VFS_FILE_MODIFIED,
-    PROG_VFS_FILE_UPDATE_TIME, PROG_VFS_KIOCB_MODIFIED, PROGRAMS,
+    PROG_VFS_CTIME_CURRENT, PROG_VFS_CURRENT_TIME, PROG_VFS_D_DELETE, PROG_VFS_D_INSTANTIATE,
+    PROG_VFS_FILE_MODIFIED, PROG_VFS_FILE_UPDATE_TIME, PROG_VFS_KIOCB_MODIFIED, PROG_VFS_POST_SETXATTR,
+    PROG_VFS_WRITE_CHECKS, PROGRAMS,
 };
 
 use super::btf::KernelBtf;
@@ -71,7 +72,7 @@ impl Tier {
 /// a struct (`current_time` and `inode_set_ctime_current` return `struct timespec64`; the
 /// verifier says "return type STRUCT is unsupported" on 5.10 to 6.12), so the fentry tier
 /// attaches those two as kprobes.
-const VFS_HOOKS: [(u32, &str, &str, &str, bool); 6] = [
+const VFS_HOOKS: [(u32, &str, &str, &str, bool); 9] = [
     (
         PROG_VFS_CURRENT_TIME,
         "current_time",
@@ -114,17 +115,43 @@ const VFS_HOOKS: [(u32, &str, &str, &str, bool); 6] = [
         "fimd_kp_d_delete",
         false,
     ),
+    (
+        PROG_VFS_WRITE_CHECKS,
+        "generic_write_checks",
+        "fimd_fe_write_checks",
+        "fimd_kp_write_checks",
+        false,
+    ),
+    (
+        PROG_VFS_D_INSTANTIATE,
+        "d_instantiate",
+        "fimd_fe_d_instantiate",
+        "fimd_kp_d_instantiate",
+        false,
+    ),
+    // Absent in a kernel built without CONFIG_SECURITY (a static inline then): attached where
+    // it exists.
+    (
+        PROG_VFS_POST_SETXATTR,
+        "security_inode_post_setxattr",
+        "fimd_fe_post_setxattr",
+        "fimd_kp_post_setxattr",
+        false,
+    ),
 ];
 
-/// The functions a VFS tier cannot work without: the write path's two entry points, the atime
-/// filter (without it every read of a watched file would be a change), and `d_delete` (rmdir's
-/// parent directory on 5.10 and 6.1).
-const REQUIRED: [&str; 5] = [
+/// The functions a VFS tier cannot work without: the write path's entry points (with
+/// `generic_write_checks` for xfs's FMODE_NOCMTIME writers), the atime filter (without it every
+/// read of a watched file would be a change), `d_delete` (rmdir's parent directory on 5.10 and
+/// 6.1) and `d_instantiate` (tmpfs link's directory).
+const REQUIRED: [&str; 7] = [
     "file_update_time",
     "file_modified",
+    "generic_write_checks",
     "atime_needs_update",
     "touch_atime",
     "d_delete",
+    "d_instantiate",
 ];
 
 /// Attaches the change hooks of `tier` and returns their names (`<type>/<hook>`) and programs
