@@ -364,9 +364,13 @@ pub fn run(fimd: Option<PathBuf>) -> anyhow::Result<()> {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(daemon.child.id() as libc::pid_t, libc::SIGTERM) };
     let asked = Instant::now();
-    // Stopped: reaped, or its main thread exited (a zombie leader). A thread of fimd's that is
-    // inside a call blocked uninterruptibly on the stuck writer's inode lock (D state) cannot
-    // end before that lock is released, whatever fimd does; the kernel reaps the process then.
+    // On ext4 and XFS the barrier asks whether a writer holds the lock without waiting for it
+    // (monitor/src/daemon/blocking.rs `probe`), so no thread of fimd's sleeps on the lock and
+    // the process must be reaped while the writer is still stuck. Elsewhere (tmpfs, btrfs) the
+    // barrier waits on the lock: a thread inside that wait sleeps uninterruptibly (D state) and
+    // cannot end before the lock is released, so there the main thread's exit (a zombie
+    // leader) counts as stopped, and the kernel reaps the process once the writer lets go.
+    let reap_while_stuck = nowait_lock_fs(&tree);
     let leader_exited = |pid: u32| {
         fs::read_to_string(format!("/proc/{pid}/stat"))
             .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
@@ -378,7 +382,7 @@ pub fn run(fimd: Option<PathBuf>) -> anyhow::Result<()> {
             stopped = Some(st);
             break;
         }
-        if leader_exited(daemon.child.id()) {
+        if !reap_while_stuck && leader_exited(daemon.child.id()) {
             exited = true;
             break;
         }
@@ -406,6 +410,10 @@ pub fn run(fimd: Option<PathBuf>) -> anyhow::Result<()> {
             .unwrap_or_default();
         eprintln!("faults: after SIGTERM, fimd's threads are in states {threads:?} (main thread first)");
     }
+    let barrier_deferred = fs::read_to_string(&daemon.log)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("stuck2.txt") && l.contains("did not finish within"));
     stuck2.release()?;
     if exited {
         // Released: the kernel reaps it now.
@@ -454,6 +462,18 @@ pub fn run(fimd: Option<PathBuf>) -> anyhow::Result<()> {
             c.alerted.unwrap_or_default()
         );
     }
+    if reap_while_stuck {
+        eprintln!(
+            "faults: the tree is on ext4/XFS: fimd was {} while the writer was still stuck",
+            if stopped.is_some() { "reaped" } else { "NOT reaped" }
+        );
+        if stopped.is_none() {
+            bail!("fimd run was not reaped within {STOP_WITHIN:?} of SIGTERM while a writer was stuck");
+        }
+    }
+    if !barrier_deferred {
+        bail!("fimd run never deferred stuck2.txt's barrier: the stuck writer was not seen holding the file");
+    }
     if !exited && stopped.is_none() {
         bail!("fimd run did not stop within {STOP_WITHIN:?} of SIGTERM while a writer was stuck");
     }
@@ -471,6 +491,21 @@ pub fn run(fimd: Option<PathBuf>) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether `path` is on ext4 or XFS, whose direct reads answer "locked" without waiting
+/// (magic numbers from include/uapi/linux/magic.h).
+fn nowait_lock_fs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid C string and a zeroed statfs the call fills.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    [0xEF53u64, 0x5846_5342].contains(&(st.f_type as u64))
 }
 
 /// Starts `fimd run` and waits for its ready line.
