@@ -391,10 +391,8 @@ fn barrier(path: &[u8], mmap_writable: bool, probe_for: Duration) -> Barrier {
         match answer {
             Some(Barrier::Busy) => return Barrier::Busy,
             Some(Barrier::Passed) => {
-                if mmap_writable {
-                    if let Ok(f) = reopen(OFlags::empty()) {
-                        let _ = rustix::fs::fdatasync(&f);
-                    }
+                if mmap_writable && let Ok(f) = reopen(OFlags::empty()) {
+                    let _ = rustix::fs::fdatasync(&f);
                 }
                 return Barrier::Passed;
             }

@@ -184,9 +184,11 @@ impl FuseFs {
 
     /// Answers every held request with EIO and answers all requests again.
     pub fn release(&self) {
+        let mut guard = self.shared.held.lock().unwrap_or_else(|e| e.into_inner());
         self.shared.hang.store(0, Ordering::SeqCst);
         self.shared.hang_after_create.store(0, Ordering::SeqCst);
-        let held: Vec<u64> = std::mem::take(&mut *self.shared.held.lock().unwrap_or_else(|e| e.into_inner()));
+        let held: Vec<u64> = std::mem::take(&mut *guard);
+        drop(guard);
         for unique in held {
             reply(&self.shared.dev, unique, -libc::EIO, &[]);
         }
@@ -241,18 +243,23 @@ fn serve(s: &Shared) {
         let unique = u64_at(req, 8);
         let nodeid = u64_at(req, 16);
         let body = &req[IN_HEADER..];
-        let mask = s.hang.load(Ordering::SeqCst);
-        let hang = match opcode {
-            READ => mask & HANG_READ != 0,
-            READDIR => mask & HANG_READDIR != 0,
-            LOOKUP => mask & HANG_STAT != 0,
-            GETATTR => mask & HANG_STAT != 0 && nodeid != 1,
-            _ => false,
-        };
-        if hang {
-            s.held.lock().unwrap_or_else(|e| e.into_inner()).push(unique);
-            s.held_total.fetch_add(1, Ordering::SeqCst);
-            continue;
+        {
+            // Decided and held under the lock `release` takes, so no request is held after a
+            // release has answered the others.
+            let mut held = s.held.lock().unwrap_or_else(|e| e.into_inner());
+            let mask = s.hang.load(Ordering::SeqCst);
+            let hang = match opcode {
+                READ => mask & HANG_READ != 0,
+                READDIR => mask & HANG_READDIR != 0,
+                LOOKUP => mask & HANG_STAT != 0,
+                GETATTR => mask & HANG_STAT != 0 && nodeid != 1,
+                _ => false,
+            };
+            if hang {
+                held.push(unique);
+                s.held_total.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
         }
         match opcode {
             FORGET | BATCH_FORGET | INTERRUPT => {}
@@ -326,6 +333,7 @@ fn serve(s: &Shared) {
                 put32(&mut out, 0);
                 put32(&mut out, 0);
                 reply(&s.dev, unique, 0, &out);
+                let _guard = s.held.lock().unwrap_or_else(|e| e.into_inner());
                 let then = s.hang_after_create.load(Ordering::SeqCst);
                 if then != 0 {
                     s.hang.store(then, Ordering::SeqCst);

@@ -145,6 +145,11 @@ pub(super) fn run(fimd: &Path, t: &mut Tally) -> anyhow::Result<Vec<Outcome>> {
     }
     let alerts = d.join("alerts.jsonl");
     let hung_text = mount.display().to_string();
+    let site = Site {
+        alerts: alerts.clone(),
+        port,
+        hung_text: hung_text.clone(),
+    };
     let mut out = Vec::new();
 
     // 1. `fimd check` while reads on the mount hang.
@@ -198,16 +203,7 @@ pub(super) fn run(fimd: &Path, t: &mut Tally) -> anyhow::Result<Vec<Outcome>> {
     if !ready {
         o.problems.push(format!("not ready within {READY_WITHIN:?}"));
     }
-    daemon_case(
-        &mut o,
-        &mut daemon,
-        &fuse,
-        t,
-        &tree.join("t-0.txt"),
-        &alerts,
-        port,
-        &hung_text,
-    )?;
+    daemon_case(&mut o, &mut daemon, &fuse, t, &tree.join("t-0.txt"), &site)?;
     out.push(o);
 
     // 3. A realtime record's look at a directory on the mount, which hangs from the moment a
@@ -224,28 +220,25 @@ pub(super) fn run(fimd: &Path, t: &mut Tally) -> anyhow::Result<Vec<Outcome>> {
     );
     // The case is about a look that reaches the mount: it must have asked something since.
     let before = fuse.held();
-    let until = Instant::now() + Duration::from_secs(5);
+    let until = Instant::now() + Duration::from_secs(15);
     while fuse.held() == before && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
     }
     if fuse.held() == before {
-        bail!(
-            "the realtime look never reached the hung mount (nothing held within 5 s): the case proves nothing"
-        );
+        o.problems
+            .push("the realtime look never reached the hung mount within 15 s of the create".into());
     }
-    daemon_case(
-        &mut o,
-        &mut daemon,
-        &fuse,
-        t,
-        &tree.join("t-1.txt"),
-        &alerts,
-        port,
-        &hung_text,
-    )?;
+    daemon_case(&mut o, &mut daemon, &fuse, t, &tree.join("t-1.txt"), &site)?;
     out.push(o);
     drop(fuse);
     Ok(out)
+}
+
+/// Where the cases' daemon writes and listens, and the hung mount's path as printed.
+struct Site {
+    alerts: PathBuf,
+    port: u16,
+    hung_text: String,
 }
 
 /// The daemon's part of a case: an unrelated change, `/healthz`, the report, SIGTERM.
@@ -255,25 +248,23 @@ fn daemon_case(
     fuse: &FuseFs,
     t: &mut Tally,
     unrelated: &Path,
-    alerts: &Path,
-    port: u16,
-    hung_text: &str,
+    site: &Site,
 ) -> anyhow::Result<()> {
     fs::write(unrelated, format!("changed while a mount hangs ({})\n", o.case))?;
     t.change(unrelated, "updated");
-    wait_alerts(alerts, t, ALERT_WITHIN)?;
+    wait_alerts(&site.alerts, t, ALERT_WITHIN)?;
     o.alert = t.changes.last().and_then(|c| c.alerted);
     if o.alert.is_none() {
         o.problems.push("the unrelated change was not alerted".into());
     }
     // Answered at all, within 2 s: a 503 (the loop does not turn) is a truthful answer.
-    o.healthz = healthz(port);
+    o.healthz = healthz(site.port);
     if !o.healthz.starts_with("HTTP/") {
         o.problems.push("/healthz did not answer".into());
     }
     o.reported = fs::read_to_string(&daemon.log)
         .unwrap_or_default()
-        .contains(hung_text);
+        .contains(&site.hung_text);
     if !o.reported {
         o.problems.push("the hung path was not reported".into());
     }
