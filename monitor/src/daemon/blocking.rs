@@ -1,6 +1,7 @@
 //! The daemon's calls that can block on a file or a mount, kept off the event loop (issue 12
 //! §2): the write barrier runs on `scan::deadline` workers and gives up after
-//! `BARRIER_DEADLINE`, its path re-queued with backoff until the barrier passes; large regular
+//! `BARRIER_DEADLINE`, its path re-queued with backoff until the barrier passes (on ext4 and
+//! XFS it only tries the inode lock, so it never sleeps on a stuck writer); large regular
 //! files are rehashed in a `scan::pool` (at most once per `BUSY_FILE_SETTLE` each), so one busy
 //! large file never delays another file's alert. Stuck threads are bounded and exported as
 //! `fim_stuck_threads{operation}`, missed deadlines as `fim_blocking_timeouts_total`.
@@ -20,6 +21,12 @@ use crate::telemetry::Metrics;
 /// How long the loop waits for one barrier: the barrier usually passes in microseconds; a
 /// writer holding the inode lock longer is stuck (a stalled FUSE buffer, a hung mount).
 pub const BARRIER_DEADLINE: Duration = Duration::from_millis(200);
+/// How long a first barrier asks again while a writer holds the file (when it can be asked
+/// without waiting): about the deadline, so an ordinary write in progress is waited for.
+const PROBE_FOR: Duration = Duration::from_millis(180);
+/// How long `barriers_due` waits for a new barrier call's answer before leaving it running: a
+/// probe without waiting (ext4, XFS) answers in microseconds.
+const PROBE_WAIT: Duration = Duration::from_millis(5);
 /// Barrier threads, at most: as many files can have a stuck writer before barriers fail fast.
 const BARRIER_WORKERS: usize = 4;
 /// The first and the longest wait before a deferred barrier is looked at again (doubling).
@@ -49,7 +56,7 @@ pub struct Rehashed {
 /// A path whose barrier missed its deadline.
 struct Deferred {
     /// The barrier call still running, if one could be started.
-    call: Option<Pending<()>>,
+    call: Option<Pending<Barrier>>,
     mapped: bool,
     who: Modifier,
     attempts: u32,
@@ -102,9 +109,14 @@ impl Blocking {
             return false;
         }
         let p = path.to_vec();
-        let call = match self.barriers.start(BARRIER_DEADLINE, move || barrier(&p, mapped)) {
+        let call = match self
+            .barriers
+            .start(BARRIER_DEADLINE, move || barrier(&p, mapped, PROBE_FOR))
+        {
             Ok(mut call) => match call.wait(BARRIER_DEADLINE) {
-                Some(Ok(())) | Some(Err(DeadlineError::Panicked { .. })) => return true,
+                Some(Ok(Barrier::Passed)) | Some(Err(DeadlineError::Panicked { .. })) => return true,
+                // Asked without waiting and a writer holds the file: asked again after a wait.
+                Some(Ok(Barrier::Busy)) => None,
                 Some(Err(_)) | None => Some(call),
             },
             Err(_) => None,
@@ -147,17 +159,34 @@ impl Blocking {
         let mut passed = Vec::new();
         for (path, d) in self.deferred.iter_mut().filter(|(_, d)| d.next <= now) {
             let done = match &mut d.call {
-                Some(call) => matches!(
-                    call.poll(),
-                    Some(Ok(())) | Some(Err(DeadlineError::Panicked { .. }))
-                ),
-                // No worker was free: try to start it now.
+                Some(call) => match call.poll() {
+                    Some(Ok(Barrier::Passed)) | Some(Err(DeadlineError::Panicked { .. })) => true,
+                    // The writer still holds the file: a new call at the next attempt.
+                    Some(Ok(Barrier::Busy)) => {
+                        d.call = None;
+                        false
+                    }
+                    _ => false,
+                },
+                // Busy at the last call, or no worker was free: start one now.
                 None => {
                     let (p, mapped) = (path.clone(), d.mapped);
-                    if let Ok(call) = self.barriers.start(BARRIER_DEADLINE, move || barrier(&p, mapped)) {
-                        d.call = Some(call);
+                    let started = self
+                        .barriers
+                        .start(BARRIER_DEADLINE, move || barrier(&p, mapped, Duration::ZERO));
+                    if let Ok(mut call) = started {
+                        // A probe answers in microseconds: take its answer now if it is here.
+                        match call.wait(PROBE_WAIT) {
+                            Some(Ok(Barrier::Passed)) | Some(Err(DeadlineError::Panicked { .. })) => true,
+                            Some(Ok(Barrier::Busy)) => false,
+                            _ => {
+                                d.call = Some(call);
+                                false
+                            }
+                        }
+                    } else {
+                        false
                     }
-                    false
                 }
             };
             if done {
@@ -265,35 +294,118 @@ impl Blocking {
     }
 }
 
+/// What one barrier call found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Barrier {
+    /// No write is in progress on the file any more (or it cannot be waited for).
+    Passed,
+    /// A writer holds the file's inode lock now: found without waiting; asked again later.
+    Busy,
+}
+
+/// Filesystems whose direct read takes the inode lock (`i_rwsem`) with a trylock when asked
+/// not to wait (RWF_NOWAIT), and answers EAGAIN when it is held, on every kernel from 5.10:
+/// ext4 (fs/ext4/file.c `ext4_dio_read_iter`, since 5.5) and XFS (fs/xfs/xfs_file.c
+/// `xfs_file_dio_read` / `xfs_ilock_iocb`; XFS_IOLOCK is `i_rwsem`). Magic numbers from
+/// include/uapi/linux/magic.h (ext2/ext3 mounted by the ext4 driver share EXT4's).
+const NOWAIT_LOCK_FILESYSTEMS: [u64; 2] = [0xEF53, 0x5846_5342];
+
+/// The probe's read offset (bytes): far past the end of any file ext4 (16 TiB) or XFS can
+/// hold in practice, 64 KiB aligned, with room for the read before 2^63. A direct read there
+/// returns 0 bytes right after taking the lock (fs/iomap/direct-io.c: `pos >= i_size`), so it
+/// never reads data, never waits for page cache writeback and never does I/O.
+const PROBE_OFFSET: u64 = (i64::MAX as u64 & !0xFFFF) - 0x10000;
+
+/// One page, aligned for a direct read.
+#[repr(C, align(4096))]
+struct ProbeBlock([u8; 4096]);
+
+/// Asks whether a writer holds `f`'s inode lock without waiting for it: a direct read with
+/// RWF_NOWAIT past the end of the file, which the filesystem answers after a shared trylock
+/// of `i_rwsem` (see `NOWAIT_LOCK_FILESYSTEMS`). `None`: the filesystem cannot be asked so.
+fn probe(f: &std::os::fd::OwnedFd) -> Option<Barrier> {
+    let mut block = Box::new(ProbeBlock([0; 4096]));
+    let mut bufs = [std::io::IoSliceMut::new(&mut block.0)];
+    match rustix::io::preadv2(f, &mut bufs, PROBE_OFFSET, rustix::io::ReadWriteFlags::NOWAIT) {
+        Ok(_) => Some(Barrier::Passed),
+        // The trylock failed: a writer holds the lock (or waits for it).
+        Err(rustix::io::Errno::AGAIN) => Some(Barrier::Busy),
+        // EOPNOTSUPP (no FMODE_NOWAIT), EINVAL (no direct I/O on this file): the waiting way.
+        Err(_) => None,
+    }
+}
+
 /// Waits for a write in progress: its timestamp changed before its data landed, and the
 /// filesystems take the inode lock here (docs/sensor-design.md §5, measured). A file mapped
 /// shared and writable is written back first: that write-protects its pages, so a store after
 /// this point faults and reports again, and one before it is in what is hashed. Runs on a
-/// barrier worker: a writer stuck holding the lock blocks this thread, never the loop.
-fn barrier(path: &[u8], mmap_writable: bool) {
+/// barrier worker. On ext4 and XFS the lock is only tried (`probe`), again for up to
+/// `probe_for` while it is held, then `Busy` is returned: no thread ever sleeps on a stuck
+/// writer's lock there, so SIGTERM ends and reaps the process at once. Elsewhere `llseek`
+/// (tmpfs `shmem_file_llseek`, btrfs `btrfs_file_llseek` take `i_rwsem`) waits for it: a
+/// writer stuck holding the lock blocks this thread (never the loop) uninterruptibly, and the
+/// process then exits on SIGTERM but is reaped only once the writer lets go.
+fn barrier(path: &[u8], mmap_writable: bool, probe_for: Duration) -> Barrier {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     // O_PATH first: no symlink anywhere on the way, and nothing but a regular file is opened
     // for reading (a device swapped in must not be opened).
     let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
     let Ok(fd) = crate::scan::long_paths::openat2(path, OFlags::PATH | OFlags::CLOEXEC, resolve) else {
-        return;
+        return Barrier::Passed;
     };
     let regular = rustix::fs::fstat(&fd)
         .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile);
     if !regular {
-        return;
+        return Barrier::Passed;
     }
     // Reopened through /proc: the same inode, read-only, never re-resolved.
-    let Ok(f) = rustix::fs::open(
-        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) else {
-        return;
+    let reopen = |extra: OFlags| {
+        rustix::fs::open(
+            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | extra,
+            Mode::empty(),
+        )
+    };
+    // Where the filesystem can say whether a writer holds the lock without waiting for it,
+    // ask so: a thread waiting on `i_rwsem` sleeps uninterruptibly (D state), and a process
+    // with such a thread cannot be reaped until the writer lets go, whatever signal it gets.
+    let nowait = rustix::fs::fstatfs(&fd).is_ok_and(|s| NOWAIT_LOCK_FILESYSTEMS.contains(&(s.f_type as u64)));
+    if nowait {
+        // O_NOATIME: the probe's read must not touch the file's atime (EPERM when not the
+        // owner and without CAP_FOWNER: then without it).
+        let direct = reopen(OFlags::DIRECT | OFlags::NOATIME).or_else(|_| reopen(OFlags::DIRECT));
+        let answer = direct.ok().and_then(|f| {
+            // Asked again, sleeping (interruptibly) between asks, until `probe_for` has passed.
+            let until = std::time::Instant::now() + probe_for;
+            let mut pause = Duration::from_micros(100);
+            loop {
+                match probe(&f) {
+                    Some(Barrier::Busy) if std::time::Instant::now() + pause < until => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(10));
+                    }
+                    answer => return answer,
+                }
+            }
+        });
+        match answer {
+            Some(Barrier::Busy) => return Barrier::Busy,
+            Some(Barrier::Passed) => {
+                if mmap_writable && let Ok(f) = reopen(OFlags::empty()) {
+                    let _ = rustix::fs::fdatasync(&f);
+                }
+                return Barrier::Passed;
+            }
+            None => {}
+        }
+    }
+    let Ok(f) = reopen(OFlags::empty()) else {
+        return Barrier::Passed;
     };
     if mmap_writable {
         let _ = rustix::fs::fdatasync(&f);
     }
     let _ = rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(0));
     let _ = rustix::io::pread(&f, &mut [0u8; 1], 0);
+    Barrier::Passed
 }
