@@ -138,7 +138,7 @@ pub fn hash_file_known(
     let mut attempt = 0;
     let mut hashed_bytes = 0;
     loop {
-        let (sha256, read) = hash_prefix(&fd, before.st_size.max(0) as u64, abort)?;
+        let (sha256, read) = hash_prefix(&fd, &before, abort)?;
         hashed_bytes += read;
         let after = fstat(&fd).map_err(|e| HashError::Read(e.into()))?;
         attempt += 1;
@@ -156,10 +156,19 @@ pub fn hash_file_known(
     }
 }
 
-/// SHA-256 of the first `len` bytes (fewer if the file shrank), and how many were read.
-fn hash_prefix(fd: &OwnedFd, len: u64, abort: &AtomicBool) -> Result<([u8; 32], u64), HashError> {
+/// SHA-256 of the first `st.st_size` bytes (fewer if the file shrank), and how many were read.
+/// A file whose allocated blocks (`st_blocks`, 512-byte units: stat(2)) cover its size has no
+/// hole worth skipping: it is read plainly, without the two lseek(2) calls per extent that
+/// `feed` makes (two of the ten system calls per file of a `fimd init` of /usr/share). A hole
+/// punched meanwhile reads as zeros, so the digest is the same either way.
+fn hash_prefix(fd: &OwnedFd, st: &Stat, abort: &AtomicBool) -> Result<([u8; 32], u64), HashError> {
+    let len = st.st_size.max(0) as u64;
     let mut hasher = Sha256::new();
-    let read = feed(fd, &mut hasher, 0, len, abort)?;
+    let read = if (st.st_blocks.max(0) as u64).saturating_mul(512) >= len {
+        read_range(fd.as_fd(), &mut hasher, 0, len, abort)?
+    } else {
+        feed(fd, &mut hasher, 0, len, abort)?
+    };
     Ok((hasher.finalize().into(), read))
 }
 
