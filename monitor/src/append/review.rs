@@ -12,7 +12,7 @@ use super::content::{digest_file, judge_file, open_regular};
 use super::state::{self, AppendState, Extended};
 use super::verdict::{Content, Look, Verdict, other_attributes, verdict};
 use crate::baseline::entry::{Entry, FileKind};
-use crate::baseline::sorted::EntriesByPath;
+use crate::baseline::sorted::{EntriesByPath, parent_of as dir_of};
 use crate::baseline::store::LedgerRow;
 use crate::compare::{Action, Attribute, Change, Mode};
 use crate::config::{Policy, Settings, Watch};
@@ -37,14 +37,6 @@ pub struct Context<'a> {
 pub struct Reviewed {
     pub changes: Vec<Change>,
     pub ledger: Vec<LedgerRow>,
-}
-
-fn dir_of(path: &[u8]) -> &[u8] {
-    match path.iter().rposition(|&b| b == b'/') {
-        Some(0) => b"/",
-        Some(i) => &path[..i],
-        None => b"",
-    }
 }
 
 struct Judge<'a, 'c> {
@@ -74,8 +66,8 @@ impl Judge<'_, '_> {
         let (dir, name) = (dir_of(path), name_of(path));
         self.ctx
             .base
-            .values()
-            .filter(|e| e.kind == FileKind::Regular && dir_of(&e.path) == dir)
+            .children(dir)
+            .filter(|e| e.kind == FileKind::Regular)
             .filter(|e| !self.is_rotated_name(&e.path))
             .filter(|e| name.starts_with(name_of(&e.path)) && name.len() > name_of(&e.path).len())
             .max_by_key(|e| name_of(&e.path).len())
@@ -149,8 +141,8 @@ impl Judge<'_, '_> {
         let candidates: Vec<&Entry> = self
             .ctx
             .base
-            .values()
-            .filter(|e| e.kind == FileKind::Regular && e.path != cur.path && dir_of(&e.path) == dir)
+            .children(dir)
+            .filter(|e| e.kind == FileKind::Regular && e.path != cur.path)
             .filter(|e| e.sha256.is_some() && self.is_rotated_name(&e.path))
             .collect();
         if candidates.is_empty() {

@@ -97,8 +97,19 @@ impl FromIterator<Entry> for SortedEntries {
 /// map of append-only entries `check` builds.
 pub trait EntriesByPath {
     fn get(&self, path: &[u8]) -> Option<&Entry>;
-    /// Every entry (any order).
-    fn values(&self) -> Box<dyn Iterator<Item = &Entry> + '_>;
+    /// The entries directly in directory `dir` (an absolute path without a trailing slash;
+    /// `/` for the root), any order. The rotation review asks this for each rotated file, so
+    /// it costs the directory's subtree in the daemon's sorted baseline, not the baseline.
+    fn children<'a>(&'a self, dir: &[u8]) -> Box<dyn Iterator<Item = &'a Entry> + 'a>;
+}
+
+/// The directory part of an absolute byte path (`/` for a top-level name).
+pub fn parent_of(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) => b"/",
+        Some(i) => &path[..i],
+        None => b"",
+    }
 }
 
 impl EntriesByPath for SortedEntries {
@@ -106,8 +117,24 @@ impl EntriesByPath for SortedEntries {
         SortedEntries::get(self, path)
     }
 
-    fn values(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
-        Box::new(self.entries.iter())
+    fn children<'a>(&'a self, dir: &[u8]) -> Box<dyn Iterator<Item = &'a Entry> + 'a> {
+        // Sorted by path bytes, a directory's subtree is the run of paths that start with
+        // `dir/` (for `/`, every path).
+        let dir = dir.to_vec();
+        let prefix: Vec<u8> = if dir == b"/" {
+            b"/".to_vec()
+        } else {
+            [&dir[..], b"/"].concat()
+        };
+        let from = self
+            .entries
+            .partition_point(|e| e.path.as_slice() < prefix.as_slice());
+        Box::new(
+            self.entries[from..]
+                .iter()
+                .take_while(move |e| e.path.starts_with(&prefix))
+                .filter(move |e| parent_of(&e.path) == dir.as_slice()),
+        )
     }
 }
 
@@ -116,8 +143,11 @@ impl EntriesByPath for std::collections::HashMap<Vec<u8>, Entry> {
         std::collections::HashMap::get(self, path)
     }
 
-    fn values(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
-        Box::new(std::collections::HashMap::values(self))
+    fn children<'a>(&'a self, dir: &[u8]) -> Box<dyn Iterator<Item = &'a Entry> + 'a> {
+        let dir = dir.to_vec();
+        Box::new(
+            std::collections::HashMap::values(self).filter(move |e| parent_of(&e.path) == dir.as_slice()),
+        )
     }
 }
 
@@ -127,6 +157,57 @@ mod tests {
 
     fn paths(s: &SortedEntries) -> Vec<&[u8]> {
         s.values().map(|e| &e.path[..]).collect()
+    }
+
+    /// A directory's children, asked of both holders: not its grandchildren, not a sibling
+    /// directory sharing its name as a prefix (`/d2`, `/d-x`, `/d.log` sort around `/d/`), and
+    /// names that are not UTF-8.
+    #[test]
+    fn children_are_the_direct_entries_of_a_directory() {
+        let all: Vec<Entry> = [
+            &b"/d"[..],
+            b"/d-x",
+            b"/d.log",
+            b"/d/a",
+            b"/d/sub",
+            b"/d/sub/deep",
+            b"/d/\xfe",
+            b"/d2",
+            b"/d2/a",
+            b"/top",
+        ]
+        .into_iter()
+        .map(Entry::test_file)
+        .collect();
+        let sorted = SortedEntries::new(all.clone());
+        let map: std::collections::HashMap<Vec<u8>, Entry> =
+            all.into_iter().map(|e| (e.path.clone(), e)).collect();
+        let holders: [&dyn EntriesByPath; 2] = [&sorted, &map];
+        for h in holders {
+            let of = |dir: &[u8]| {
+                let mut v: Vec<Vec<u8>> = h.children(dir).map(|e| e.path.clone()).collect();
+                v.sort();
+                v
+            };
+            assert_eq!(
+                of(b"/d"),
+                vec![b"/d/a".to_vec(), b"/d/sub".to_vec(), b"/d/\xfe".to_vec()]
+            );
+            assert_eq!(of(b"/d/sub"), vec![b"/d/sub/deep".to_vec()]);
+            assert_eq!(of(b"/d2"), vec![b"/d2/a".to_vec()]);
+            assert_eq!(
+                of(b"/"),
+                vec![
+                    b"/d".to_vec(),
+                    b"/d-x".to_vec(),
+                    b"/d.log".to_vec(),
+                    b"/d2".to_vec(),
+                    b"/top".to_vec(),
+                ]
+            );
+            assert!(of(b"/d/a").is_empty());
+            assert!(of(b"/none").is_empty());
+        }
     }
 
     #[test]
