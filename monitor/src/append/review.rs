@@ -12,10 +12,11 @@ use super::content::{digest_file, judge_file, open_regular};
 use super::state::{self, AppendState, Extended};
 use super::verdict::{Content, Look, Verdict, other_attributes, verdict};
 use crate::baseline::entry::{Entry, FileKind};
-use crate::baseline::sorted::{EntriesByPath, parent_of as dir_of};
+use crate::baseline::sorted::EntriesByPath;
 use crate::baseline::store::LedgerRow;
 use crate::compare::{Action, Attribute, Change, Mode};
 use crate::config::{Policy, Settings, Watch};
+use crate::paths::parent_of;
 use crate::paths::{name_of, path_text};
 
 /// What the judge knows besides the changes.
@@ -63,7 +64,7 @@ impl Judge<'_, '_> {
     /// The log a rotated name belongs to: the baseline file in the same directory with the
     /// longest name that the rotated name starts with.
     fn log_for(&self, path: &[u8]) -> Option<&Entry> {
-        let (dir, name) = (dir_of(path), name_of(path));
+        let (dir, name) = (parent_of(path).unwrap_or_default(), name_of(path));
         self.ctx
             .base
             .children(dir)
@@ -137,7 +138,7 @@ impl Judge<'_, '_> {
     /// A rotated file of the baseline, in `cur`'s directory, whose whole content `cur` holds
     /// (decompressed, when it is gzip): its path, and what the event says.
     fn same_as_rotated(&self, cur: &Entry) -> Option<(Vec<u8>, serde_json::Value)> {
-        let dir = dir_of(&cur.path);
+        let dir = parent_of(&cur.path).unwrap_or_default();
         let candidates: Vec<&Entry> = self
             .ctx
             .base

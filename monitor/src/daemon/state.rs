@@ -13,7 +13,7 @@ use super::appends::AppendTracker;
 use super::follow;
 use super::modifier::Modifier;
 use super::recheck::RecheckQueue;
-use super::rules::{Rules, parent_of};
+use super::rules::Rules;
 use super::settle::{Departures, SETTLE, Settler};
 use super::state_writes::{Episode, StateWrites};
 use super::watch_index::{Arm, WatchIndex, key_of};
@@ -219,12 +219,8 @@ impl Daemon {
     pub fn settle_due(&mut self) -> anyhow::Result<()> {
         for (dir, s) in self.settler.take_due(Instant::now()) {
             // In path order, as the baseline holds them.
-            let base: Vec<Entry> = self
-                .baseline()
-                .values()
-                .filter(|e| e.path == dir || parent_of(&e.path) == Some(&dir[..]))
-                .cloned()
-                .collect();
+            let mut base: Vec<Entry> = self.baseline().get(&dir).into_iter().cloned().collect();
+            base.extend(self.baseline().children(&dir).cloned());
             let target = PathBuf::from(std::ffi::OsStr::from_bytes(&dir));
             let mut scan = scan::start_at(&self.rules.settings, vec![(target, 1)]);
             let mut found = Vec::new();
