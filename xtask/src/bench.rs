@@ -56,8 +56,14 @@ pub enum Which {
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// fimd sensor tiers, each a column (`[realtime] sensor` of fimd run's configuration).
+        /// In the guests, `ebpf` (or `auto`) is two columns: the fentry and the kprobe tier.
         #[arg(long, value_delimiter = ',', default_value = "ebpf,fanotify")]
         sensor: Vec<realtime::Tier>,
+        /// Instead of this host: inside QEMU guests on these Debian kernels (5.10, 6.1, 6.12;
+        /// repeatable), the writer overhead of each tier as ratios, over `--runs` interleaved
+        /// rounds (see bench/realtime/guest.rs).
+        #[arg(long)]
+        kernel: Vec<String>,
     },
     /// 4 KiB appends to logs: `fimd run`'s verification vs a full rehash and AIDE (needs root).
     Append {
@@ -99,10 +105,14 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Baseline { tree, runs, no_cold } => baseline(&tree, runs.max(1), !no_cold),
         Which::Realtime {
+            runs, sensor, kernel, ..
+        } if !kernel.is_empty() => realtime::guest(&kernel, runs.max(1), &sensor),
+        Which::Realtime {
             changes,
             writes,
             runs,
             sensor,
+            kernel: _,
         } => realtime::run(changes.max(1), writes.max(1), runs.max(1), &sensor),
         Which::Append {
             appends,

@@ -33,7 +33,10 @@ use serde_json::Value;
 use super::daemon::{Daemon, Tail, stop_child};
 use super::tail;
 
+mod guest;
 mod report;
+
+pub(super) use guest::run as guest;
 
 /// Goals, printed beside the measurements.
 const LATENCY_P99_GOAL_MS: f64 = 20.0;
