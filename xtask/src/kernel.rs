@@ -67,7 +67,7 @@ const SUITES: &[(&str, &str)] = &[
     ("debian", "trixie"),
 ];
 
-/// Boot, checks and power-off under TCG take 10 to 60 s; this is the hang guard.
+/// Boot, checks and power-off under TCG take 10 to 60 s; this is the test's hang guard.
 const GUEST_WITHIN: Duration = Duration::from_secs(300);
 /// The guest's ext4 filesystem (MiB), a loop device inside the guest.
 const EXT4_MIB: u32 = 48;
@@ -144,6 +144,10 @@ pub(crate) struct Payload {
     pub programs: &'static [(&'static str, &'static str)],
     /// Whether the guest gets the xfs and btrfs virtio disks.
     pub disks: bool,
+    /// QEMU's CPU arguments: `-smp`, and the benchmark's `-icount`.
+    pub qemu: &'static [&'static str],
+    /// The hang guard: the guest must power off within this.
+    pub within: Duration,
 }
 
 /// The realtime checks of `cargo xtask test --kernel`.
@@ -157,6 +161,8 @@ fn test_payload() -> Payload {
             ("nocmtime_write", include_str!("kernel/nocmtime_write.c")),
         ],
         disks: true,
+        qemu: &["-smp", "2"],
+        within: GUEST_WITHIN,
     }
 }
 
@@ -275,7 +281,7 @@ fn version_key(name: &str) -> Vec<u64> {
 
 /// Downloads and unpacks `k`'s newest package (once), builds `payload`'s initramfs, boots it
 /// and returns its serial log (raw bytes, escape sequences included). Errors: the download, the
-/// initramfs, or a guest that does not power off within `GUEST_WITHIN`.
+/// initramfs, or a guest that does not power off within `payload.within`.
 pub(crate) fn boot_payload(apt: &Apt, k: &Kernel, fimd: &Path, payload: &Payload) -> anyhow::Result<Vec<u8>> {
     let package = apt.newest(k)?;
     let dir = work_dir().join(&package);
@@ -314,7 +320,7 @@ pub(crate) fn boot_payload(apt: &Apt, k: &Kernel, fimd: &Path, payload: &Payload
         k.version, payload.name
     );
     let log = dir.join(format!("serial-{}.log", payload.name));
-    boot(&vmlinuz, &initrd, &disks, &log)?;
+    boot(&vmlinuz, &initrd, &disks, payload, &log)?;
     Ok(fs::read(&log)?)
 }
 
@@ -448,11 +454,18 @@ fn initramfs(dir: &Path, kernel: &Path, fimd: &Path, payload: &Payload) -> anyho
     Ok(cpio)
 }
 
-/// Boots the guest with `disks` (serial, raw image) as virtio disks and its serial console in
-/// `log`, killing it after `GUEST_WITHIN`.
-fn boot(vmlinuz: &Path, initrd: &Path, disks: &[(&str, PathBuf)], log: &Path) -> anyhow::Result<()> {
+/// Boots `payload`'s guest with `disks` (serial, raw image) as virtio disks and its serial
+/// console in `log`, killing it after `payload.within`.
+fn boot(
+    vmlinuz: &Path,
+    initrd: &Path,
+    disks: &[(&str, PathBuf)],
+    payload: &Payload,
+    log: &Path,
+) -> anyhow::Result<()> {
     let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024"])
+    qemu.args(["-accel", "tcg", "-cpu", "max", "-m", "1024"])
+        .args(payload.qemu)
         .args(["-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio"]);
     for (serial, image) in disks {
         qemu.arg("-drive")
@@ -476,10 +489,10 @@ fn boot(vmlinuz: &Path, initrd: &Path, disks: &[(&str, PathBuf)], log: &Path) ->
         if child.try_wait()?.is_some() {
             return Ok(());
         }
-        if started.elapsed() > GUEST_WITHIN {
+        if started.elapsed() > payload.within {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("the guest did not power off within {GUEST_WITHIN:?}");
+            bail!("the guest did not power off within {:?}", payload.within);
         }
         std::thread::sleep(Duration::from_millis(100));
     }

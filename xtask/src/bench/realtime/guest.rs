@@ -17,7 +17,7 @@
 //! asked, a workload that fails, or a tier that drained no record at all is an error: the
 //! other kernels are still measured, then the command fails naming them.
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
@@ -39,10 +39,24 @@ const TIERS: &[(&str, &str)] = &[
     ("fanotify", "fanotify"),
 ];
 
-/// Each workload's duration without fimd, in guest time (ns): long enough that the guest's
-/// clock and scheduling noise stay under a percent, short enough that a kernel's whole run
-/// (3 rounds of 4 conditions × 4 workloads, 3 daemon starts per round) stays near 2 minutes.
-const TARGET_NS: u64 = 1_000_000_000;
+/// Each workload's duration without fimd, in guest time (ns; 62.5 million instructions at
+/// `ICOUNT`'s 8 ns each): enough for rounds to agree within a few percent, and a kernel's whole
+/// run (3 rounds of 4 conditions × 4 workloads, 3 daemon starts per round) stays a few minutes.
+const TARGET_NS: u64 = 500_000_000;
+
+/// The hang guard of one kernel's run: instruction counting runs the guest on one host thread,
+/// and under a host load of 6 on 2 cores a kernel took more than 5 minutes.
+const GUEST_WITHIN: Duration = Duration::from_secs(900);
+
+/// One vCPU and QEMU's instruction counting: the guest's clock advances 2^3 ns per instruction
+/// executed, and with real time only while the guest idles (`sleep=on`), so the host's load
+/// cannot stretch a measurement; it only makes the run take longer. Measured with the guest's
+/// wall clock on 2 vCPUs instead, rounds disagreed by up to 5x under a host load of 6. The
+/// ratios are ratios of instructions executed, not of time on real hardware, where cache misses
+/// and the like weigh too. One vCPU, because instructions on any vCPU advance the one clock:
+/// the writer's CPU time then counts its own instructions only, and its elapsed time adds the
+/// daemon's, as on a one-CPU machine.
+const ICOUNT: &[&str] = &["-smp", "1", "-icount", "shift=3,sleep=on"];
 
 /// Runs the guest benchmark on each of `versions` with `rounds` rounds and the fimd tiers
 /// `--sensor` selects (`ebpf` or `auto`: fentry and kprobe; `fanotify`), printing one table per
@@ -82,6 +96,8 @@ pub(in crate::bench) fn run(versions: &[String], rounds: usize, sensors: &[Tier]
             ),
         programs: &[("workload", include_str!("workload.c"))],
         disks: false,
+        qemu: ICOUNT,
+        within: GUEST_WITHIN,
     };
     let mut failed = Vec::new();
     for k in kernels {
@@ -124,8 +140,8 @@ struct Parsed {
     counts: BTreeMap<String, u64>,
     /// Tier → its start-up line.
     sensors: BTreeMap<String, String>,
-    /// (round, condition, workload) → ns.
-    times: BTreeMap<(u32, String, String), u64>,
+    /// (round, condition, workload) → (elapsed, the writer's CPU) ns.
+    times: BTreeMap<(u32, String, String), (u64, u64)>,
     /// (round, tier, workload) → kernel records drained during it.
     records: BTreeMap<(u32, String, String), i64>,
     /// (round, tier) → alert lines of that run.
@@ -140,10 +156,12 @@ struct Parsed {
 
 impl Parsed {
     /// Reads the `@@` lines of `serial` (escape sequences already stripped); others are ignored.
+    /// A marker may follow other output on its line (the firmware's, without a newline).
     fn read(serial: &str) -> Parsed {
         let mut p = Parsed::default();
         for line in serial.lines() {
-            let Some(rest) = line.trim_end_matches('\r').strip_prefix("@@ ") else {
+            let line = line.trim_end_matches('\r');
+            let Some(rest) = line.find("@@ ").map(|at| &line[at + 3..]) else {
                 continue;
             };
             p.lines.push(rest.to_owned());
@@ -160,10 +178,12 @@ impl Parsed {
                     let line = rest.split_once(tier).map_or("", |(_, l)| l.trim());
                     p.sensors.insert((*tier).to_owned(), line.to_owned());
                 }
-                ["time", round, cond, workload, _] => {
-                    if let (Ok(r), Some(ns)) = (round.parse(), num(4)) {
-                        p.times
-                            .insert((r, (*cond).to_owned(), (*workload).to_owned()), ns.unsigned_abs());
+                ["time", round, cond, workload, _, _] => {
+                    if let (Ok(r), Some(wall), Some(cpu)) = (round.parse(), num(4), num(5)) {
+                        p.times.insert(
+                            (r, (*cond).to_owned(), (*workload).to_owned()),
+                            (wall.unsigned_abs(), cpu.unsigned_abs()),
+                        );
                     }
                 }
                 ["records", round, tier, workload, _] => {
@@ -214,7 +234,7 @@ impl Parsed {
                 bail!("tier {tier} drained no kernel record over all its workloads: it was not active");
             }
             for (w, _) in WORKLOADS {
-                if self.ratios(tier, w).is_empty() {
+                if self.ratios(tier, w, Clock::Wall).is_empty() {
                     bail!("no timing of workload {w} under tier {tier} and without fimd in one round");
                 }
             }
@@ -222,16 +242,39 @@ impl Parsed {
         Ok(())
     }
 
-    /// The ratios tier/none of `workload`, one per round holding both.
-    fn ratios(&self, tier: &str, workload: &str) -> Vec<f64> {
+    /// The ratios tier/none of `workload` on `clock`, one per round holding both.
+    fn ratios(&self, tier: &str, workload: &str, clock: Clock) -> Vec<f64> {
+        let pick = |t: (u64, u64)| match clock {
+            Clock::Wall => t.0,
+            Clock::Cpu => t.1,
+        };
         self.times
             .iter()
             .filter(|((_, c, w), _)| c == tier && w == workload)
-            .filter_map(|((r, _, _), &ns)| {
+            .filter_map(|((r, _, _), &t)| {
                 let base = *self.times.get(&(*r, "none".to_owned(), workload.to_owned()))?;
-                Some(ns as f64 / base.max(1) as f64)
+                Some(pick(t) as f64 / pick(base).max(1) as f64)
             })
             .collect()
+    }
+
+    /// The largest spread over the rounds of one cell's ratios (max / min − 1), any tier,
+    /// workload and clock: how far the rounds disagree.
+    fn spread(&self, tiers: &[(&str, &str)]) -> f64 {
+        let mut worst: f64 = 0.0;
+        for (t, _) in tiers {
+            for (w, _) in WORKLOADS {
+                for clock in [Clock::Wall, Clock::Cpu] {
+                    let r = self.ratios(t, w, clock);
+                    let lo = r.iter().copied().fold(f64::MAX, f64::min);
+                    let hi = r.iter().copied().fold(0.0, f64::max);
+                    if !r.is_empty() {
+                        worst = worst.max(hi / lo.max(1e-9) - 1.0);
+                    }
+                }
+            }
+        }
+        worst
     }
 
     /// The median of `tier`'s records during `workload` over the rounds.
@@ -246,6 +289,15 @@ impl Parsed {
     }
 }
 
+/// Which of the workload's two times.
+#[derive(Clone, Copy)]
+enum Clock {
+    /// Elapsed guest time: the writer's work and, on the guest's one CPU, the daemon's.
+    Wall,
+    /// The writer's own CPU time: its system calls and the hooks run in its context.
+    Cpu,
+}
+
 /// The median (the upper one of an even count), or `None` when `v` is empty.
 fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
@@ -256,8 +308,8 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// Width of the row titles and of one tier's column.
-const ROW: usize = 32;
-const COL: usize = 26;
+const ROW: usize = 30;
+const COL: usize = 22;
 
 /// Prints one kernel's table.
 fn print(
@@ -271,38 +323,41 @@ fn print(
 ) {
     println!();
     println!(
-        "Kernel {version} ({}), guest under QEMU TCG: writer time under fimd / without fimd",
+        "Kernel {version} ({}), guest under QEMU TCG with -icount, one vCPU: writer's time under fimd / \
+         without fimd",
         p.kernel
     );
     println!(
-        "   ratios only (emulated time means nothing in absolute terms): median over {rounds} interleaved \
-         round(s) [min-max], each against its own round's no-fimd run; recs = kernel records fimd drained \
-         during the workload (median)"
+        "   ratios only: emulated time means nothing in absolute terms. Median of {rounds} interleaved round(s), \
+         each against its own round's run without fimd;"
     );
+    println!(
+        "   cpu = the writer's CPU time (its system calls and the hooks in its context), wall = elapsed \
+         (plus the daemon's work on the one CPU);"
+    );
+    println!("   recs = kernel records fimd drained during the workload (median)");
     let head: Vec<String> = tiers.iter().map(|(_, t)| format!("{t:^COL$}")).collect();
-    println!("   {:<ROW$}{:>9}  {}", "workload", "count", head.join("|"));
-    let sub = format!("{:>8} {:>11} {:>5}", "ratio", "[min-max]", "recs");
+    println!("   {:<ROW$}{:>9} |{}", "workload", "count", head.join("|"));
+    let sub = format!("{:>6} {:>6} {:>6}", "cpu", "wall", "recs");
     let subs: Vec<String> = tiers.iter().map(|_| format!("{sub:^COL$}")).collect();
-    println!("   {:<ROW$}{:>9}  {}", "", "", subs.join("|"));
+    println!("   {:<ROW$}{:>9} |{}", "", "", subs.join("|"));
     for (w, title) in WORKLOADS {
         let cells: Vec<String> = tiers
             .iter()
             .map(|(t, _)| {
-                let r = p.ratios(t, w);
-                let (lo, hi) = r
-                    .iter()
-                    .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+                let ratio =
+                    |clock| median(p.ratios(t, w, clock)).map_or("-".to_owned(), |m| format!("{m:.2}x"));
                 let recs = p
                     .records_median(t, w)
                     .map_or("-".to_owned(), |n| format!("{n:.0}"));
-                match median(r) {
-                    Some(m) => format!("{:^COL$}", format!("{m:>7.2}x [{lo:.2}-{hi:.2}] {recs:>5}")),
-                    None => format!("{:^COL$}", "-"),
-                }
+                format!(
+                    "{:^COL$}",
+                    format!("{:>6} {:>6} {recs:>6}", ratio(Clock::Cpu), ratio(Clock::Wall))
+                )
             })
             .collect();
         let count = p.counts.get(*w).map_or("-".to_owned(), u64::to_string);
-        println!("   {title:<ROW$}{count:>9}  {}", cells.join("|"));
+        println!("   {title:<ROW$}{count:>9} |{}", cells.join("|"));
     }
     let alerts: Vec<String> = tiers
         .iter()
@@ -318,10 +373,14 @@ fn print(
         })
         .collect();
     println!(
-        "   {:<ROW$}{:>9}  {}",
+        "   {:<ROW$}{:>9} |{}",
         "alerts per run (median)",
         "",
         alerts.join("|")
+    );
+    println!(
+        "   the rounds agree within {:.1}% (the largest max/min - 1 of any cell)",
+        p.spread(tiers) * 100.0
     );
     for (t, _) in tiers {
         if let Some(line) = p.sensors.get(*t) {
@@ -338,11 +397,11 @@ fn print(
 mod tests {
     use super::*;
 
-    const SERIAL: &str = "junk\n@@ kernel 6.1.0-57-cloud-amd64\r\n@@ count watched 1000\n\
+    const SERIAL: &str = "junk\nSeaBIOS c@@ kernel 6.1.0-57-cloud-amd64\r\n@@ count watched 1000\n\
         @@ sensor fentry fimd run: ebpf sensor attached (hooks: fentry/file_modified); ready\n\
-        @@ time 1 none watched 100\n@@ time 1 fentry watched 150\n\
-        @@ time 2 fentry watched 240\n@@ time 2 none watched 200\n\
-        @@ time 3 fentry watched 999\n\
+        @@ time 1 none watched 100 50\n@@ time 1 fentry watched 150 60\n\
+        @@ time 2 fentry watched 240 110\n@@ time 2 none watched 200 100\n\
+        @@ time 3 fentry watched 999 999\n\
         @@ records 1 fentry watched 7\n@@ records 2 fentry watched 9\n@@ records 1 fentry read 0\n\
         @@ alerts 1 fentry 3\n@@ exit=0\n";
 
@@ -353,9 +412,14 @@ mod tests {
         assert_eq!(p.counts.get("watched"), Some(&1000));
         assert!(p.sensors["fentry"].starts_with("fimd run: ebpf sensor attached"));
         // Round 3 has no baseline: it gives no ratio.
-        let mut r = p.ratios("fentry", "watched");
+        let mut r = p.ratios("fentry", "watched", Clock::Wall);
         r.sort_by(f64::total_cmp);
         assert_eq!(r, [1.2, 1.5]);
+        let mut r = p.ratios("fentry", "watched", Clock::Cpu);
+        r.sort_by(f64::total_cmp);
+        assert_eq!(r, [1.1, 1.2]);
+        let tiers = [("fentry", "ebpf (fentry)")];
+        assert!((p.spread(&tiers) - 0.25).abs() < 1e-9, "{}", p.spread(&tiers));
         assert_eq!(p.records_median("fentry", "watched"), Some(9.0));
         assert_eq!(p.records_median("fentry", "read"), Some(0.0));
         assert_eq!(p.exit, Some(0));

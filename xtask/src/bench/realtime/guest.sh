@@ -41,7 +41,7 @@ head -c 4096 /dev/zero > "$U/file"
 for i in 1 2 3 4 5 6 7 8; do echo "file $i" > "$W/other-$i"; done
 WORKLOADS="unwatched watched read create"
 
-# one WORKLOAD COUNT: runs it, prints its elapsed ns (nothing on failure: see failed).
+# one WORKLOAD COUNT: runs it, prints its elapsed and CPU ns (nothing on failure: see failed).
 one() {
     case $1 in
     unwatched) workload write "$U/file" "$2" ;;
@@ -57,10 +57,12 @@ failed() {
 # Each workload's count: about TARGET_NS without fimd, from a probe grown until it takes 50 ms.
 for w in $WORKLOADS; do
     n=1000
-    ns=$(one $w $n)
+    out=$(one $w $n)
+    ns=${out%% *}
     while [ -n "$ns" ] && [ "$ns" -lt 50000000 ] && [ $n -lt 100000000 ]; do
         n=$((n * 4))
-        ns=$(one $w $n)
+        out=$(one $w $n)
+        ns=${out%% *}
     done
     if [ -z "$ns" ]; then
         failed $w
@@ -142,9 +144,9 @@ condition() {
     for w in $WORKLOADS; do
         eval "n=\$COUNT_$w"
         [ "$2" != none ] && before=$(events)
-        ns=$(one $w $n)
-        if [ -n "$ns" ]; then
-            echo "@@ time $1 $2 $w $ns"
+        out=$(one $w $n)
+        if [ -n "$out" ]; then
+            echo "@@ time $1 $2 $w $out"
         else
             failed $w
         fi

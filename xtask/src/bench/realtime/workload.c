@@ -18,9 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static long long now_ns(void) {
+static long long now_ns(clockid_t clock) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(clock, &t);
     return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
@@ -37,12 +37,13 @@ int main(int argc, char **argv) {
     const char *mode = argv[1], *path = argv[2];
     long count = atol(argv[3]);
     char byte = 0;
-    long long start, end;
+    long long start, end, cpu_start, cpu_end;
     if (strcmp(mode, "create") == 0) {
         char name[4096];
         snprintf(name, sizeof name, "%s/bench-new", path);
         unlink(name);
-        start = now_ns();
+        cpu_start = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+        start = now_ns(CLOCK_MONOTONIC);
         for (long i = 0; i < count; i++) {
             int fd = open(name, O_CREAT | O_EXCL | O_WRONLY, 0644);
             if (fd < 0)
@@ -51,7 +52,8 @@ int main(int argc, char **argv) {
             if (unlink(name) != 0)
                 return die("unlink", name);
         }
-        end = now_ns();
+        end = now_ns(CLOCK_MONOTONIC);
+        cpu_end = now_ns(CLOCK_PROCESS_CPUTIME_ID);
     } else {
         int writing = strcmp(mode, "write") == 0;
         if (!writing && strcmp(mode, "read") != 0) {
@@ -61,15 +63,17 @@ int main(int argc, char **argv) {
         int fd = open(path, writing ? O_WRONLY : O_RDONLY);
         if (fd < 0)
             return die("open", path);
-        start = now_ns();
+        cpu_start = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+        start = now_ns(CLOCK_MONOTONIC);
         for (long i = 0; i < count; i++) {
             ssize_t n = writing ? pwrite(fd, &byte, 1, i & 4095) : pread(fd, &byte, 1, i & 4095);
             if (n != 1)
                 return die(writing ? "pwrite" : "pread", path);
         }
-        end = now_ns();
+        end = now_ns(CLOCK_MONOTONIC);
+        cpu_end = now_ns(CLOCK_PROCESS_CPUTIME_ID);
         close(fd);
     }
-    printf("%lld\n", end - start);
+    printf("%lld %lld\n", end - start, cpu_end - cpu_start);
     return 0;
 }
