@@ -8,7 +8,8 @@
 //!
 //! `bench realtime` runs `fimd run` on each sensor tier and measures the latency from a writer's
 //! close() to the alert, the cost to writers of 1-byte writes with fimd and with auditd watching,
-//! and a write storm (see bench/realtime.rs).
+//! and a write storm (see bench/realtime.rs). With `--kernel`, it measures the writer overhead of
+//! each tier inside QEMU guests on Debian's kernels instead, as ratios (bench/realtime/guest.rs).
 //!
 //! `bench scale` builds synthetic trees of 100k, 1M and 2M files and runs fimd `init`, `check`
 //! and `run` against AIDE on each (see bench/scale.rs).
