@@ -13,6 +13,10 @@
 //! - QEMU's exit status does not carry the guest's: the serial log is parsed instead, with the
 //!   firmware's escape sequences stripped. A guest that does not boot, or prints no verdict
 //!   within `GUEST_WITHIN`, is a failure.
+//! - `cargo xtask bench realtime --kernel` boots the same kernels and initramfs with another
+//!   `Payload` (bench/realtime/guest.rs): its own `/init`, a C writer, no extra disks, one vCPU
+//!   under `-icount`; the files of each payload are named after it (`initramfs-NAME.cpio`,
+//!   `serial-NAME.log`).
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -133,8 +137,9 @@ pub(crate) fn chosen(versions: &[String]) -> anyhow::Result<Vec<&'static Kernel>
     })
 }
 
-/// What a guest runs: its `/init`, the extra C programs it needs, and whether it gets the xfs
-/// and btrfs disks.
+/// What a guest runs (the realtime checks of `cargo xtask test --kernel`, or the writer
+/// benchmark of `cargo xtask bench realtime --kernel`): its `/init`, the extra C programs it
+/// needs, its disks, QEMU's CPU options and its hang guard.
 pub(crate) struct Payload {
     /// Names its initramfs, cpio and serial log under the package's directory.
     pub name: &'static str,

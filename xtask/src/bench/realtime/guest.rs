@@ -51,7 +51,7 @@ const GUEST_WITHIN: Duration = Duration::from_secs(900);
 /// One vCPU and QEMU's instruction counting: the guest's clock advances 2^3 ns per instruction
 /// executed, and with real time only while the guest idles (`sleep=on`), so the host's load
 /// cannot stretch a measurement; it only makes the run take longer. Measured with the guest's
-/// wall clock on 2 vCPUs instead, rounds disagreed by up to 5x under a host load of 6. The
+/// wall clock on 2 vCPUs instead, rounds disagreed by up to 9x under a host load of 6. The
 /// ratios are ratios of instructions executed, not of time on real hardware, where cache misses
 /// and the like weigh too. One vCPU, because instructions on any vCPU advance the one clock:
 /// the writer's CPU time then counts its own instructions only, and its elapsed time adds the
