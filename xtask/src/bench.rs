@@ -8,7 +8,8 @@
 //!
 //! `bench realtime` runs `fimd run` on each sensor tier and measures the latency from a writer's
 //! close() to the alert, the cost to writers of 1-byte writes with fimd and with auditd watching,
-//! and a write storm (see bench/realtime.rs).
+//! and a write storm (see bench/realtime.rs). With `--kernel`, it measures the writer overhead of
+//! each tier inside QEMU guests on Debian's kernels instead, as ratios (bench/realtime/guest.rs).
 //!
 //! `bench scale` builds synthetic trees of 100k, 1M and 2M files and runs fimd `init`, `check`
 //! and `run` against AIDE on each (see bench/scale.rs).
@@ -56,8 +57,14 @@ pub enum Which {
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// fimd sensor tiers, each a column (`[realtime] sensor` of fimd run's configuration).
+        /// In the guests, `ebpf` (or `auto`) is two columns: the fentry and the kprobe tier.
         #[arg(long, value_delimiter = ',', default_value = "ebpf,fanotify")]
         sensor: Vec<realtime::Tier>,
+        /// Instead of this host: inside QEMU guests on these Debian kernels (5.10, 6.1, 6.12;
+        /// repeatable), the writer overhead of each tier as ratios, over `--runs` interleaved
+        /// rounds (see bench/realtime/guest.rs).
+        #[arg(long)]
+        kernel: Vec<String>,
     },
     /// 4 KiB appends to logs: `fimd run`'s verification vs a full rehash and AIDE (needs root).
     Append {
@@ -99,10 +106,14 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Baseline { tree, runs, no_cold } => baseline(&tree, runs.max(1), !no_cold),
         Which::Realtime {
+            runs, sensor, kernel, ..
+        } if !kernel.is_empty() => realtime::guest(&kernel, runs.max(1), &sensor),
+        Which::Realtime {
             changes,
             writes,
             runs,
             sensor,
+            kernel: _,
         } => realtime::run(changes.max(1), writes.max(1), runs.max(1), &sensor),
         Which::Append {
             appends,

@@ -13,6 +13,10 @@
 //! - QEMU's exit status does not carry the guest's: the serial log is parsed instead, with the
 //!   firmware's escape sequences stripped. A guest that does not boot, or prints no verdict
 //!   within `GUEST_WITHIN`, is a failure.
+//! - `cargo xtask bench realtime --kernel` boots the same kernels and initramfs with another
+//!   `Payload` (bench/realtime/guest.rs): its own `/init`, a C writer, no extra disks, one vCPU
+//!   under `-icount`; the files of each payload are named after it (`initramfs-NAME.cpio`,
+//!   `serial-NAME.log`).
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -67,7 +71,7 @@ const SUITES: &[(&str, &str)] = &[
     ("debian", "trixie"),
 ];
 
-/// Boot, checks and power-off under TCG take 10 to 60 s; this is the hang guard.
+/// Boot, checks and power-off under TCG take 10 to 60 s; this is the test's hang guard.
 const GUEST_WITHIN: Duration = Duration::from_secs(300);
 /// The guest's ext4 filesystem (MiB), a loop device inside the guest.
 const EXT4_MIB: u32 = 48;
@@ -86,27 +90,13 @@ fn work_dir() -> PathBuf {
 /// Runs the guest checks on each of `versions` (all of `KERNELS` when empty), then says which
 /// failed. Errors: any kernel that fails to download, boot or pass.
 pub fn run(versions: &[String]) -> anyhow::Result<()> {
-    let chosen: Vec<&Kernel> = if versions.is_empty() {
-        KERNELS.iter().collect()
-    } else {
-        versions
-            .iter()
-            .map(|v| {
-                KERNELS.iter().find(|k| k.version == v).with_context(|| {
-                    format!(
-                        "--kernel {v}: not one of {}",
-                        KERNELS.iter().map(|k| k.version).collect::<Vec<_>>().join(", ")
-                    )
-                })
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
+    let chosen = chosen(versions)?;
     let fimd = crate::build_fimd()?;
     let apt = Apt::new(&work_dir().join("apt"))?;
     let mut failed = Vec::new();
     for k in chosen {
         let started = Instant::now();
-        match guest(&apt, k, &fimd) {
+        match boot_payload(&apt, k, &fimd, &test_payload()).and_then(|log| verdict(&log, k.version)) {
             Ok(()) => eprintln!(
                 "xtask: kernel {}: all checks passed ({:.1} s)",
                 k.version,
@@ -128,12 +118,71 @@ pub fn run(versions: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The kernels `--kernel` names (all of `KERNELS` when none). Errors: a version not in `KERNELS`.
+pub(crate) fn chosen(versions: &[String]) -> anyhow::Result<Vec<&'static Kernel>> {
+    Ok(if versions.is_empty() {
+        KERNELS.iter().collect()
+    } else {
+        versions
+            .iter()
+            .map(|v| {
+                KERNELS.iter().find(|k| k.version == v).with_context(|| {
+                    format!(
+                        "--kernel {v}: not one of {}",
+                        KERNELS.iter().map(|k| k.version).collect::<Vec<_>>().join(", ")
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    })
+}
+
+/// What a guest runs (the realtime checks of `cargo xtask test --kernel`, or the writer
+/// benchmark of `cargo xtask bench realtime --kernel`): its `/init`, the extra C programs it
+/// needs, its disks, QEMU's CPU options and its hang guard.
+pub(crate) struct Payload {
+    /// Names its initramfs, cpio and serial log under the package's directory.
+    pub name: &'static str,
+    /// The guest's `/init` (a busybox shell script printing `@@` lines, `@@ exit=N` last).
+    pub init: String,
+    /// (binary name, C source), built with the host's `cc` into the guest's /bin.
+    pub programs: &'static [(&'static str, &'static str)],
+    /// Whether the guest gets the xfs and btrfs virtio disks.
+    pub disks: bool,
+    /// QEMU's CPU arguments: `-smp`, and the benchmark's `-icount`.
+    pub qemu: &'static [&'static str],
+    /// The hang guard: the guest must power off within this.
+    pub within: Duration,
+}
+
+/// The realtime checks of `cargo xtask test --kernel`.
+fn test_payload() -> Payload {
+    Payload {
+        name: "test",
+        init: include_str!("kernel/init.sh").to_owned(),
+        // Writers busybox has no tool for: through a shared mapping, and xfs's invisible I/O.
+        programs: &[
+            ("mmap_write", include_str!("kernel/mmap_write.c")),
+            ("nocmtime_write", include_str!("kernel/nocmtime_write.c")),
+        ],
+        disks: true,
+        qemu: &["-smp", "2"],
+        within: GUEST_WITHIN,
+    }
+}
+
 /// A private apt configuration naming the kernel suites on the host's mirror.
-struct Apt {
+pub(crate) struct Apt {
     conf: PathBuf,
 }
 
 impl Apt {
+    /// The configuration under `target/kernel-matrix/apt`, its lists fetched when older than a
+    /// day. Errors: no Debian mirror in the host's sources, or `apt-get update` fails.
+    pub(crate) fn open() -> anyhow::Result<Apt> {
+        Apt::new(&work_dir().join("apt"))
+    }
+
     fn new(dir: &Path) -> anyhow::Result<Apt> {
         let mirror = host_mirror()?;
         for sub in ["lists/partial", "cache/archives/partial", "parts"] {
@@ -235,9 +284,10 @@ fn version_key(name: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Downloads and unpacks `k`'s newest package (once), builds its initramfs, boots it and
-/// checks the verdict.
-fn guest(apt: &Apt, k: &Kernel, fimd: &Path) -> anyhow::Result<()> {
+/// Downloads and unpacks `k`'s newest package (once), builds `payload`'s initramfs, boots it
+/// and returns its serial log (raw bytes, escape sequences included). Errors: the download, the
+/// initramfs, or a guest that does not power off within `payload.within`.
+pub(crate) fn boot_payload(apt: &Apt, k: &Kernel, fimd: &Path, payload: &Payload) -> anyhow::Result<Vec<u8>> {
     let package = apt.newest(k)?;
     let dir = work_dir().join(&package);
     let unpacked = dir.join("root");
@@ -264,12 +314,19 @@ fn guest(apt: &Apt, k: &Kernel, fimd: &Path) -> anyhow::Result<()> {
     }
     let vmlinuz = find(&unpacked.join("boot"), |n| n.starts_with("vmlinuz-"))?
         .with_context(|| format!("{package} has no boot/vmlinuz-*"))?;
-    let initrd = initramfs(&dir, &unpacked, fimd)?;
-    let disks = disks(&dir, k)?;
-    eprintln!("xtask: kernel {}: booting {package} under QEMU (TCG)", k.version);
-    let log = dir.join("serial.log");
-    boot(&vmlinuz, &initrd, &disks, &log)?;
-    verdict(&fs::read(&log)?, k.version)
+    let initrd = initramfs(&dir, &unpacked, fimd, payload)?;
+    let disks = if payload.disks {
+        disks(&dir, k)?
+    } else {
+        Vec::new()
+    };
+    eprintln!(
+        "xtask: kernel {}: booting {package} under QEMU (TCG) for the {}",
+        k.version, payload.name
+    );
+    let log = dir.join(format!("serial-{}.log", payload.name));
+    boot(&vmlinuz, &initrd, &disks, payload, &log)?;
+    Ok(fs::read(&log)?)
 }
 
 /// Fresh xfs and btrfs images for `k`'s guest: (disk serial, image), the serial naming the
@@ -329,8 +386,8 @@ fn libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Builds the guest's initramfs (an uncompressed newc cpio) and returns its path.
-fn initramfs(dir: &Path, kernel: &Path, fimd: &Path) -> anyhow::Result<PathBuf> {
-    let root = dir.join("initramfs");
+fn initramfs(dir: &Path, kernel: &Path, fimd: &Path, payload: &Payload) -> anyhow::Result<PathBuf> {
+    let root = dir.join(format!("initramfs-{}", payload.name));
     if root.exists() {
         fs::remove_dir_all(&root)?;
     }
@@ -340,17 +397,13 @@ fn initramfs(dir: &Path, kernel: &Path, fimd: &Path) -> anyhow::Result<PathBuf> 
     put(&root, Path::new("/bin/busybox"), "bin/busybox")
         .context("busybox-static is needed (cargo xtask setup installs it)")?;
     let init = root.join("init");
-    fs::write(&init, include_str!("kernel/init.sh"))?;
-    // Writers busybox has no tool for: through a shared mapping, and xfs's invisible I/O.
+    fs::write(&init, &payload.init)?;
     let mut tools = vec![
         fimd.to_owned(),
         PathBuf::from("/usr/bin/setfattr"),
         PathBuf::from("/usr/bin/fallocate"),
     ];
-    for (name, source) in [
-        ("mmap_write", include_str!("kernel/mmap_write.c")),
-        ("nocmtime_write", include_str!("kernel/nocmtime_write.c")),
-    ] {
+    for &(name, source) in payload.programs {
         let binary = dir.join(name);
         let c = dir.join(format!("{name}.c"));
         fs::write(&c, source)?;
@@ -382,7 +435,7 @@ fn initramfs(dir: &Path, kernel: &Path, fimd: &Path) -> anyhow::Result<PathBuf> 
     let mut perms = fs::metadata(&init)?.permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     fs::set_permissions(&init, perms)?;
-    let cpio = dir.join("initramfs.cpio");
+    let cpio = dir.join(format!("initramfs-{}.cpio", payload.name));
     let list = Command::new("find")
         .arg(".")
         .current_dir(&root)
@@ -406,11 +459,18 @@ fn initramfs(dir: &Path, kernel: &Path, fimd: &Path) -> anyhow::Result<PathBuf> 
     Ok(cpio)
 }
 
-/// Boots the guest with `disks` (serial, raw image) as virtio disks and its serial console in
-/// `log`, killing it after `GUEST_WITHIN`.
-fn boot(vmlinuz: &Path, initrd: &Path, disks: &[(&str, PathBuf)], log: &Path) -> anyhow::Result<()> {
+/// Boots `payload`'s guest with `disks` (serial, raw image) as virtio disks and its serial
+/// console in `log`, killing it after `payload.within`.
+fn boot(
+    vmlinuz: &Path,
+    initrd: &Path,
+    disks: &[(&str, PathBuf)],
+    payload: &Payload,
+    log: &Path,
+) -> anyhow::Result<()> {
     let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024"])
+    qemu.args(["-accel", "tcg", "-cpu", "max", "-m", "1024"])
+        .args(payload.qemu)
         .args(["-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio"]);
     for (serial, image) in disks {
         qemu.arg("-drive")
@@ -434,17 +494,17 @@ fn boot(vmlinuz: &Path, initrd: &Path, disks: &[(&str, PathBuf)], log: &Path) ->
         if child.try_wait()?.is_some() {
             return Ok(());
         }
-        if started.elapsed() > GUEST_WITHIN {
+        if started.elapsed() > payload.within {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("the guest did not power off within {GUEST_WITHIN:?}");
+            bail!("the guest did not power off within {:?}", payload.within);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// Prints the guest's `@@` lines and checks its `@@ exit=0`.
-fn verdict(serial: &[u8], version: &str) -> anyhow::Result<()> {
+pub(crate) fn verdict(serial: &[u8], version: &str) -> anyhow::Result<()> {
     let text = strip_escapes(&String::from_utf8_lossy(serial));
     let mut exit = None;
     for line in text.lines() {
@@ -470,7 +530,7 @@ fn verdict(serial: &[u8], version: &str) -> anyhow::Result<()> {
 }
 
 /// Removes ANSI/VT100 escape sequences (ESC [ … final byte, and ESC c etc.).
-fn strip_escapes(s: &str) -> String {
+pub(crate) fn strip_escapes(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {

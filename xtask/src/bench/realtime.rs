@@ -15,6 +15,9 @@
 //!    watched file with nothing running, with `fimd run` on each tier, and with auditd holding one
 //!    `-w TREE -p wa` watch: median wall and CPU time of dd, and the overhead over nothing.
 //!
+//! With `--kernel`, `guest.rs` measures the writer overhead of each tier inside QEMU guests on
+//! Debian's kernels instead, as ratios only.
+//!
 //! It needs root (fimd's sensors, auditd). A tier fimd cannot run here is an error printed in its
 //! column (and the exit status), the other columns are still measured. auditd is skipped, with
 //! the reason printed, when it cannot run here or another audit configuration is present. It
@@ -33,7 +36,10 @@ use serde_json::Value;
 use super::daemon::{Daemon, Tail, stop_child};
 use super::tail;
 
+mod guest;
 mod report;
+
+pub(super) use guest::run as guest;
 
 /// Goals, printed beside the measurements.
 const LATENCY_P99_GOAL_MS: f64 = 20.0;
