@@ -198,6 +198,7 @@ fn start(settings: &Settings, metrics: &Arc<Metrics>, health: &Arc<Health>) -> a
         health: health.clone(),
         followed_seal: baseline.seal,
         blocking: super::blocking::Blocking::new(metrics.clone()),
+        paced: super::pace::Pacer::counted(metrics.directory_listings.clone()),
     })
 }
 
@@ -292,6 +293,8 @@ async fn serve(
         }
     };
     drop(events);
+    // Busy directories with records still within their pace are listed now, not dropped.
+    tokio::task::block_in_place(|| d.flush_paced())?;
     let episode = d.writes.flush(true);
     d.report_state(episode);
     if d.writes.queued() > 0 {

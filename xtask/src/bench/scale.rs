@@ -18,7 +18,19 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use super::daemon::{Daemon, Tail};
-use super::{Bench, Pair, mb};
+use super::{Bench, Pair, Sample, mb};
+
+/// How `bench scale` runs, beyond the sizes and the directory.
+pub struct Options {
+    /// Rewrites of one watched file timed from close() to the alert, per size.
+    pub changes: usize,
+    /// Timed init and check runs per tool and size.
+    pub runs: usize,
+    /// Whether AIDE runs beside fimd (`--no-aide`: not; its columns show "-").
+    pub aide: bool,
+    /// A prebuilt `fimd` to measure instead of this tree's release build.
+    pub fimd: Option<std::path::PathBuf>,
+}
 
 /// A file count such as `100k` or `2M` (decimal: k = 1,000, M = 1,000,000).
 #[derive(Clone, Copy, Debug)]
@@ -91,9 +103,30 @@ struct Wide {
     fimd_cpu: f64,
 }
 
-pub(super) fn run(sizes: &[Count], dir: &Path, changes: usize, runs: usize) -> anyhow::Result<()> {
-    let aide_version = super::tool_version()?;
-    let fimd = crate::build_fimd()?;
+pub(super) fn run(sizes: &[Count], dir: &Path, opts: Options) -> anyhow::Result<()> {
+    let Options {
+        changes,
+        runs,
+        aide,
+        fimd,
+    } = opts;
+    let aide_version = if aide {
+        super::tool_version()?
+    } else {
+        "AIDE (not run: --no-aide)".to_owned()
+    };
+    let fimd = match fimd {
+        Some(f) => std::fs::canonicalize(&f).with_context(|| format!("no fimd binary at {}", f.display()))?,
+        None => crate::build_fimd()?,
+    };
+    // Not run: a sample of nothing, shown as "-".
+    let skipped = |_: &Bench, _: &str| {
+        Ok(Sample {
+            secs: 0.0,
+            cpu_secs: 0.0,
+            rss_kib: 0,
+        })
+    };
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut rows = Vec::new();
     for (i, &files) in sizes.iter().enumerate() {
@@ -116,14 +149,14 @@ pub(super) fn run(sizes: &[Count], dir: &Path, changes: usize, runs: usize) -> a
             runs,
             &format!("init-{files}"),
             None,
-            |b, l| b.aide_init(l),
+            |b, l| if aide { b.aide_init(l) } else { skipped(b, l) },
             |b, l| b.fimd_init(l),
         )?;
         let check = bench.pair(
             runs,
             &format!("check-{files}"),
             None,
-            |b, l| b.aide_check(l),
+            |b, l| if aide { b.aide_check(l) } else { skipped(b, l) },
             |b, l| b.fimd_check(l),
         )?;
         let run = run_daemon(&fimd, work.path(), &bench, &tree, files, changes, i == 0)?;
@@ -138,7 +171,7 @@ pub(super) fn run(sizes: &[Count], dir: &Path, changes: usize, runs: usize) -> a
         // Keep the disk for the next size: trees of 2M files take about 10 GB.
         drop(work);
     }
-    print_report(&aide_version, &rows, changes);
+    print_report(&aide_version, &rows, changes, &fimd);
     let missing: usize = rows.iter().map(|r| r.run.missing).sum();
     let wide_missing: u64 = rows
         .iter()
@@ -381,16 +414,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Option<f64> {
 }
 
 fn ratio(fimd: f64, aide: f64) -> String {
-    if fimd > 0.0 {
+    if fimd > 0.0 && aide > 0.0 {
         format!("{:.1}x", aide / fimd)
     } else {
         "-".into()
     }
 }
 
-fn print_report(aide_version: &str, rows: &[Row], changes: usize) {
+fn print_report(aide_version: &str, rows: &[Row], changes: usize, fimd: &Path) {
     println!();
     println!("# bench scale: fimd vs {aide_version} on synthetic trees");
+    println!();
+    println!("fimd: {}", fimd.display());
     println!();
     println!("Each pair ran in this one run, AIDE first, with the tree in the page cache (just written).");
     println!("\"x\" is AIDE's figure over fimd's: above 1 fimd is faster or smaller.");
@@ -399,17 +434,19 @@ fn print_report(aide_version: &str, rows: &[Row], changes: usize) {
         "| files | entries | data GiB | step | AIDE s | fimd s | speed-up | AIDE peak RSS MB | fimd peak RSS MB | RSS ratio |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    // A tool not run (`--no-aide`) measured nothing: "-".
+    let or_dash = |v: f64, text: String| if v > 0.0 { text } else { "-".to_owned() };
     for r in rows {
         for (step, p) in [("init", &r.init), ("check", &r.check)] {
             println!(
-                "| {} | {} | {:.2} | {step} | {:.2} | {:.2} | {} | {:.0} | {:.0} | {} |",
+                "| {} | {} | {:.2} | {step} | {} | {:.2} | {} | {} | {:.0} | {} |",
                 r.files,
                 r.entries,
                 r.tree_bytes as f64 / (1u64 << 30) as f64,
-                p.aide.secs,
+                or_dash(p.aide.secs, format!("{:.2}", p.aide.secs)),
                 p.fimd.secs,
                 ratio(p.fimd.secs, p.aide.secs),
-                mb(p.aide.rss_kib),
+                or_dash(p.aide.rss_kib as f64, format!("{:.0}", mb(p.aide.rss_kib))),
                 mb(p.fimd.rss_kib),
                 ratio(p.fimd.rss_kib as f64, p.aide.rss_kib as f64),
             );
