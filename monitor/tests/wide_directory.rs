@@ -192,3 +192,36 @@ fn a_directory_still_paced_at_shutdown_is_listed_before_the_daemon_stops() {
         common::daemon::summary(all.iter().rev().take(5))
     );
 }
+
+#[test]
+fn a_file_moved_into_a_busy_directory_is_alerted_as_moved_by_its_mover() {
+    if !privileged("fimd run") {
+        return;
+    }
+    let (f, port) = fixture("auto");
+    let d = Daemon::start(&f);
+    let wide = f.path("wide");
+    // The move's record for `wide` comes within its pace (just listed for a creation): the old
+    // directory's listing finds the file gone at once, and the paced listing must still come
+    // within the window in which the two halves make one move.
+    for attempt in 0..20 {
+        let from = f.path(&format!("sub/m-{attempt}"));
+        fs::write(&from, b"m\n").unwrap();
+        d.expect(&from, "created", std::process::id());
+        create_and_see(&d, &wide, &format!("before-move-{attempt}"));
+        let (_, before) = counts(port);
+        let to = wide.join(format!("moved-{attempt}"));
+        let pid = common::daemon::by("mv", &[common::daemon::s(&from), common::daemon::s(&to)]);
+        d.expect(&to, "moved", pid);
+        let (_, after) = counts(port);
+        if after > before {
+            let deleted = d
+                .alerts()
+                .iter()
+                .any(|a| a["event"]["action"] == "deleted" && a["file"]["path"] == common::daemon::s(&from));
+            assert!(!deleted, "the move was also reported as a deletion");
+            return;
+        }
+    }
+    panic!("no move's record was ever paced in 20 attempts");
+}

@@ -21,9 +21,14 @@ pub const PACE_FACTOR: u32 = 10;
 /// Listings faster than this (about 1,500 entries on ext4) are never paced: their cost is that
 /// of handling the record itself, and their records' alerts keep their latency.
 pub const PACE_FROM: Duration = Duration::from_millis(1);
-/// The longest wait: a directory of a million entries (0.7 s a listing) still reports its
-/// changes within about a second, at a larger share of a core.
-pub const PACE_AT_MOST: Duration = Duration::from_secs(1);
+/// The longest wait. A file moved into a paced directory from another is found gone from its
+/// old directory at once and waits `MOVE_WINDOW` (300 ms) for its other half: the paced
+/// listing, due within this and picked up by the loop's next tick (100 ms), must come first,
+/// or the move would be reported as a deletion and a creation. A directory listed in more than
+/// 20 ms (about 30,000 entries) therefore costs more than 1/11 of a core when busy: 26 % at
+/// 100,000 entries.
+pub const PACE_AT_MOST: Duration = Duration::from_millis(200);
+const _: () = assert!(PACE_AT_MOST.as_millis() + 100 <= super::settle::MOVE_WINDOW.as_millis());
 
 /// The directories being paced: when each may be listed next, and those with records waiting.
 /// Bounded by the watched directories: one entry each at most, in each map.
@@ -161,10 +166,11 @@ mod tests {
         let s = Duration::from_secs;
         p.listed(b"/huge", s(5), t0);
         assert!(!p.admit(b"/huge", &who(1), t0));
-        // 10 × 5 s capped at 1 s.
-        assert!(p.due(t0 + s(1) - Duration::from_millis(1)).is_empty());
+        // 10 × 5 s capped at 200 ms.
+        let cap = Duration::from_millis(200);
+        assert!(p.due(t0 + cap - Duration::from_millis(1)).is_empty());
         // A record past the pace lists now: nothing left pending to list again.
-        assert!(p.admit(b"/huge", &who(2), t0 + s(1)));
+        assert!(p.admit(b"/huge", &who(2), t0 + cap));
         assert!(p.due(t0 + s(2)).is_empty());
         // At shutdown what is pending comes back, due or not.
         p.listed(b"/huge", s(5), t0 + s(3));

@@ -99,6 +99,8 @@ struct RunSample {
 struct Wide {
     created: u64,
     alerted: u64,
+    /// Creation to its alert as read by the bench (every 10 ms at most while creating), sorted.
+    latencies: Vec<Duration>,
     secs: f64,
     fimd_cpu: f64,
 }
@@ -359,22 +361,24 @@ fn wide_creations(daemon: &Daemon, tail: &mut Tail, dir: &Path) -> anyhow::Resul
     let total = WIDE_RATE * WIDE_SECS;
     let cpu0 = daemon.cpu_secs()?;
     let started = Instant::now();
-    let mut names = std::collections::HashSet::new();
+    let mut names = std::collections::HashMap::new();
     let mut alerted = 0;
-    let mut count = |docs: Vec<Value>, names: &mut std::collections::HashSet<String>| {
+    let mut latencies = Vec::new();
+    let mut count = |docs: Vec<Value>, names: &mut std::collections::HashMap<String, Instant>| {
         for d in docs {
             if d.pointer("/event/action").and_then(Value::as_str) == Some("created")
                 && let Some(p) = path_of(&d)
-                && names.remove(p)
+                && let Some(at) = names.remove(p)
             {
                 alerted += 1;
+                latencies.push(at.elapsed());
             }
         }
     };
     for i in 0..total {
         let path = dir.join(format!("new-{i:05}"));
         fs::write(&path, format!("new {i}\n"))?;
-        names.insert(path.to_string_lossy().into_owned());
+        names.insert(path.to_string_lossy().into_owned(), Instant::now());
         let due = started + Duration::from_millis(i * 1000 / WIDE_RATE);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
@@ -387,9 +391,11 @@ fn wide_creations(daemon: &Daemon, tail: &mut Tail, dir: &Path) -> anyhow::Resul
         count(tail.lines()?.0, &mut names);
     }
     let secs = started.elapsed().as_secs_f64();
+    latencies.sort();
     Ok(Wide {
         created: total,
         alerted,
+        latencies,
         secs,
         fimd_cpu: daemon.cpu_secs()? - cpu0,
     })
@@ -411,6 +417,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Option<f64> {
     }
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     Some(sorted[i].as_secs_f64() * 1e3)
+}
+
+/// Milliseconds with two decimals, or "-".
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".to_owned(), |v| format!("{v:.2}"))
 }
 
 fn ratio(fimd: f64, aide: f64) -> String {
@@ -462,7 +473,6 @@ fn print_report(aide_version: &str, rows: &[Row], changes: usize, fimd: &Path) {
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let s = &r.run;
-        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
         println!(
             "| {} | {:.2} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
             r.files,
@@ -482,10 +492,14 @@ fn print_report(aide_version: &str, rows: &[Row], changes: usize, fimd: &Path) {
             println!();
             println!(
                 "Wide directory ({WIDE_ENTRIES} entries, {WIDE_RATE} creations/s for {WIDE_SECS} s, {} files watched): \
-                 {}/{} creations alerted; fimd CPU {:.2} s over {:.1} s = {:.1} % of one core.",
+                 {}/{} creations alerted (creation to alert p50 {} ms, p99 {} ms, max {} ms); fimd CPU {:.2} s \
+                 over {:.1} s = {:.1} % of one core.",
                 r.files,
                 w.alerted,
                 w.created,
+                ms(percentile(&w.latencies, 0.50)),
+                ms(percentile(&w.latencies, 0.99)),
+                ms(w.latencies.last().map(|d| d.as_secs_f64() * 1e3)),
                 w.fimd_cpu,
                 w.secs,
                 100.0 * w.fimd_cpu / w.secs.max(1e-9),
