@@ -1,7 +1,7 @@
 //! What the daemon does with the sensor's records: re-arms each inode, verifies appends to
 //! logs from their checkpoint, rescans what changed (and what was moved, created or deleted
 //! with it), plans later looks at memory-mapped and just-truncated files, and rescans a watch
-//! root whose identity changed.
+//! root whose identity changed. A busy directory's records wait for its pace (`pace`).
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

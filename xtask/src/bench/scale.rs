@@ -170,10 +170,12 @@ pub(super) fn run(sizes: &[Count], dir: &Path, opts: Options) -> anyhow::Result<
             check,
             run,
         });
+        // The tables so far, before the tree's removal (minutes at 2M files): the last printed
+        // is the whole report.
+        print_report(&aide_version, &rows, changes, &fimd);
         // Keep the disk for the next size: trees of 2M files take about 10 GB.
         drop(work);
     }
-    print_report(&aide_version, &rows, changes, &fimd);
     let missing: usize = rows.iter().map(|r| r.run.missing).sum();
     let wide_missing: u64 = rows
         .iter()
