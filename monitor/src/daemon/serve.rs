@@ -293,8 +293,11 @@ async fn serve(
         }
     };
     drop(events);
-    // Busy directories with records still within their pace are listed now, not dropped.
-    tokio::task::block_in_place(|| d.flush_paced())?;
+    // Busy directories with records still within their pace are listed now, not dropped; a
+    // failure here still lets the alerts already queued go out.
+    if let Err(e) = tokio::task::block_in_place(|| d.flush_paced()) {
+        eprintln!("fimd run: cannot list the busy directories still paced: {e:#}");
+    }
     let episode = d.writes.flush(true);
     d.report_state(episode);
     if d.writes.queued() > 0 {
