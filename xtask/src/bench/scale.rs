@@ -97,6 +97,9 @@ struct RunSample {
 }
 
 struct Wide {
+    /// Listings of directories and records paced over the span
+    /// (`fim_directory_listings_total`), when the fimd measured exports them.
+    listings: Option<(f64, f64)>,
     created: u64,
     alerted: u64,
     /// Creation to its alert as read by the bench (every 10 ms at most while creating), sorted.
@@ -304,7 +307,12 @@ fn run_daemon(
     let config = work.join("fimd-run.toml");
     let base = fs::read_to_string(&bench.fimd_conf)?;
     let alerts_toml = serde_json::to_string(&alerts.to_string_lossy())?;
-    fs::write(&config, format!("{base}\n[alerts]\njsonl = {alerts_toml}\n"))?;
+    // Metrics on a port the kernel just handed out, for the wide case's listing counts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    fs::write(
+        &config,
+        format!("{base}\n[alerts]\njsonl = {alerts_toml}\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )?;
     fs::write(&alerts, "")?;
     let log = bench.logs.join(format!("fimd-run-{files}.err"));
     let started = Instant::now();
@@ -339,7 +347,7 @@ fn run_daemon(
     latencies.sort();
 
     let wide = if wide_case {
-        Some(wide_creations(&daemon, &mut tail, &tree.join("wide-live"))?)
+        Some(wide_creations(&daemon, &mut tail, &tree.join("wide-live"), port)?)
     } else {
         None
     };
@@ -359,8 +367,9 @@ fn run_daemon(
 }
 
 /// 100 creations per second for 10 s in the directory of 10,000 entries; counts their alerts.
-fn wide_creations(daemon: &Daemon, tail: &mut Tail, dir: &Path) -> anyhow::Result<Wide> {
+fn wide_creations(daemon: &Daemon, tail: &mut Tail, dir: &Path, port: u16) -> anyhow::Result<Wide> {
     let total = WIDE_RATE * WIDE_SECS;
+    let listings0 = listings(port);
     let cpu0 = daemon.cpu_secs()?;
     let started = Instant::now();
     let mut names = std::collections::HashMap::new();
@@ -394,13 +403,41 @@ fn wide_creations(daemon: &Daemon, tail: &mut Tail, dir: &Path) -> anyhow::Resul
     }
     let secs = started.elapsed().as_secs_f64();
     latencies.sort();
+    let listings = listings0
+        .zip(listings(port))
+        .map(|((l0, p0), (l, p))| (l - l0, p - p0));
     Ok(Wide {
+        listings,
         created: total,
         alerted,
         latencies,
         secs,
         fimd_cpu: daemon.cpu_secs()? - cpu0,
     })
+}
+
+/// `fim_directory_listings_total` for `listed` and `paced` from fimd's /metrics on `port`;
+/// `None` when it does not answer or has no such family (a fimd before it).
+fn listings(port: u16) -> Option<(f64, f64)> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        c,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    c.read_to_string(&mut text).ok()?;
+    let value = |outcome: &str| -> Option<f64> {
+        let series = format!("fim_directory_listings_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((value("listed")?, value("paced")?))
 }
 
 fn path_of(v: &Value) -> Option<&str> {
@@ -495,7 +532,7 @@ fn print_report(aide_version: &str, rows: &[Row], changes: usize, fimd: &Path) {
             println!(
                 "Wide directory ({WIDE_ENTRIES} entries, {WIDE_RATE} creations/s for {WIDE_SECS} s, {} files watched): \
                  {}/{} creations alerted (creation to alert p50 {} ms, p99 {} ms, max {} ms); fimd CPU {:.2} s \
-                 over {:.1} s = {:.1} % of one core.",
+                 over {:.1} s = {:.1} % of one core; {}.",
                 r.files,
                 w.alerted,
                 w.created,
@@ -505,6 +542,10 @@ fn print_report(aide_version: &str, rows: &[Row], changes: usize, fimd: &Path) {
                 w.fimd_cpu,
                 w.secs,
                 100.0 * w.fimd_cpu / w.secs.max(1e-9),
+                w.listings
+                    .map_or("directory listings not exported".to_owned(), |(l, p)| format!(
+                        "{l:.0} directory listings, {p:.0} records paced"
+                    )),
             );
         }
     }
