@@ -99,6 +99,13 @@ pub enum Which {
         /// Timed init and check runs per tool and size; the median time is reported.
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// fimd only: AIDE is not run (its `--init` alone takes 20+ minutes at 2M files).
+        #[arg(long)]
+        no_aide: bool,
+        /// A `fimd` binary to measure instead of building this tree's (e.g. an earlier build,
+        /// to compare two in one run).
+        #[arg(long)]
+        fimd: Option<PathBuf>,
     },
 }
 
@@ -127,7 +134,18 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             dir,
             changes,
             runs,
-        } => scale::run(&files, &dir, changes.max(1), runs.max(1)),
+            no_aide,
+            fimd,
+        } => scale::run(
+            &files,
+            &dir,
+            scale::Options {
+                changes: changes.max(1),
+                runs: runs.max(1),
+                aide: !no_aide,
+                fimd,
+            },
+        ),
     }
 }
 

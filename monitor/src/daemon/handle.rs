@@ -1,7 +1,7 @@
 //! What the daemon does with the sensor's records: re-arms each inode, verifies appends to
 //! logs from their checkpoint, rescans what changed (and what was moved, created or deleted
 //! with it), plans later looks at memory-mapped and just-truncated files, and rescans a watch
-//! root whose identity changed.
+//! root whose identity changed. A busy directory's records wait for its pace (`pace`).
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,14 @@ impl Daemon {
         let mut roots_touched = false;
         // Records an earlier rescan drained after its look come first: they are older.
         let late = self.in_flight.take();
+        // Busy directories whose pace has passed: listed once for every record they had since.
+        let now = Instant::now();
+        for (dir, m) in self.paced.due(now) {
+            if self.is_seen_dir(&dir) {
+                targets.push(target(&dir, 1));
+                who.insert(dir, m);
+            }
+        }
         for r in late.iter().chain(records) {
             // A change in a directory holding a watch root: the root may have been moved,
             // deleted, recreated or replaced.
@@ -89,6 +97,10 @@ impl Daemon {
                 if mapped {
                     self.rechecks.mapped(&p, modifier.clone(), Instant::now());
                 }
+                // A directory listed within its pace waits for `paced.due` (see `pace`).
+                if is_dir && !self.paced.admit(&p, &modifier, now) {
+                    continue;
+                }
                 who.insert(p.clone(), modifier.clone());
                 targets.push(target(&p, u32::from(is_dir)));
             }
@@ -124,6 +136,33 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// Lists every directory still within its pace with records waiting (at shutdown and
+    /// before a reload): what they had is judged now, not dropped.
+    pub fn flush_paced(&mut self) -> anyhow::Result<()> {
+        let mut who = HashMap::new();
+        let mut targets = Vec::new();
+        for (dir, m) in self.paced.take_all() {
+            if self.is_seen_dir(&dir) {
+                targets.push(target(&dir, 1));
+                who.insert(dir, m);
+            }
+        }
+        if targets.is_empty() {
+            return Ok(());
+        }
+        self.rescan(targets, Some(&who))?;
+        self.send_alerts();
+        Ok(())
+    }
+
+    /// Whether `path` was last seen a directory.
+    fn is_seen_dir(&self, path: &[u8]) -> bool {
+        self.watch
+            .seen()
+            .get(path)
+            .is_some_and(|e| e.kind == FileKind::Directory)
     }
 
     /// Rehashes the files whose next planned look is due.

@@ -364,15 +364,18 @@ impl Daemon {
     /// directory, its new names and the names now of another inode are looked at, and the
     /// names it misses are all `gone` considers in it. A directory that cannot be read so is
     /// listed by the scan as before.
-    fn read_listings(&self, targets: Vec<Target>) -> (Vec<Target>, HashMap<Vec<u8>, DirDiff>) {
+    fn read_listings(&mut self, targets: Vec<Target>) -> (Vec<Target>, HashMap<Vec<u8>, DirDiff>) {
         let mut out = Vec::with_capacity(targets.len());
         let mut listings = HashMap::new();
         for (path, depth) in targets {
             let dir = path.as_os_str().as_bytes();
+            let started = Instant::now();
             if depth == 1
                 && let Ok(names) = scan::names::read(dir)
             {
                 let diff = rescan::diff_listing(self.watch.seen(), dir, &names);
+                // Its cost paces its next listing for a record (`pace`).
+                self.paced.listed(dir, started.elapsed(), Instant::now());
                 out.extend(diff.look.iter().map(|p| target(p, 0)));
                 listings.insert(dir.to_vec(), diff);
                 out.push((path, 0));

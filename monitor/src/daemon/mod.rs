@@ -14,7 +14,8 @@
 //! - `alerts`: the outbox, the origin, the sinks, the alerted differences and the metrics;
 //! - `signals`: one `Control` per signal;
 //! - `state` holds the parts and the steps that need several; `handle` reacts to records;
-//!   `rescan` holds a rescan's pure decisions; `follow` takes over a resealed baseline;
+//!   `rescan` holds a rescan's pure decisions; `pace` paces a busy directory's listings by
+//!   their cost; `follow` takes over a resealed baseline;
 //! - `blocking`: calls that can block on a file or mount (the write barrier, rehashes of large
 //!   files), run off the loop with deadlines; `stop` ends the process if a SIGTERM is not
 //!   obeyed in time.
@@ -25,6 +26,7 @@ mod follow;
 mod handle;
 mod look;
 mod modifier;
+mod pace;
 mod recheck;
 mod rescan;
 mod rules;

@@ -198,6 +198,7 @@ fn start(settings: &Settings, metrics: &Arc<Metrics>, health: &Arc<Health>) -> a
         health: health.clone(),
         followed_seal: baseline.seal,
         blocking: super::blocking::Blocking::new(metrics.clone()),
+        paced: super::pace::Pacer::counted(metrics.directory_listings.clone()),
     })
 }
 
@@ -292,6 +293,11 @@ async fn serve(
         }
     };
     drop(events);
+    // Busy directories with records still within their pace are listed now, not dropped; a
+    // failure here still lets the alerts already queued go out.
+    if let Err(e) = tokio::task::block_in_place(|| d.flush_paced()) {
+        eprintln!("fimd run: cannot list the busy directories still paced: {e:#}");
+    }
     let episode = d.writes.flush(true);
     d.report_state(episode);
     if d.writes.queued() > 0 {

@@ -49,6 +49,8 @@ pub struct Daemon {
     pub followed_seal: String,
     /// Calls that can block on a file or mount, off the loop (barriers, large rehashes).
     pub blocking: super::blocking::Blocking,
+    /// Busy directories' listings, paced by their cost (`pace`).
+    pub paced: super::pace::Pacer,
 }
 
 impl Daemon {

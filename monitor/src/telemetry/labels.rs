@@ -73,3 +73,7 @@ pub const RESCAN_REASONS: [&str; RescanReason::ALL.len()] = {
 /// /proc maps look, rehashing large files in the pool, and the stat of a mount point found in
 /// a watch.
 pub const BLOCKING_OPERATIONS: [&str; 4] = ["barrier", "proc_maps", "rehash", "mount"];
+
+/// Outcomes of a record for a directory (`fim_directory_listings_total{outcome}`): `listed`
+/// (its names read), `paced` (within its pace: folded into its next listing; `daemon::pace`).
+pub const LISTING_OUTCOMES: [&str; 2] = ["listed", "paced"];

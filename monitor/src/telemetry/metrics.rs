@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::compare::{Action, Kind};
 
 pub use super::labels::{
-    BLOCKING_OPERATIONS, CHANGE_ACTIONS, CHANGE_KINDS, RESCAN_REASONS, RescanReason, SENSORS,
+    BLOCKING_OPERATIONS, CHANGE_ACTIONS, CHANGE_KINDS, LISTING_OUTCOMES, RESCAN_REASONS, RescanReason,
+    SENSORS,
 };
 use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -106,6 +107,9 @@ pub struct Metrics {
     /// `fim_blocking_timeouts_total{operation}`: calls that missed their deadline (each retried
     /// later, or skipped and counted), by [`BLOCKING_OPERATIONS`].
     pub blocking_timeouts: IntCounterVec,
+    /// `fim_directory_listings_total{outcome}`: directories whose names were read for a change,
+    /// and records within a busy directory's pace, by [`LISTING_OUTCOMES`] (`daemon::pace`).
+    pub directory_listings: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -351,8 +355,22 @@ impl Metrics {
                 )
                 .expect(BUG),
             ),
+            directory_listings: reg(
+                &registry,
+                IntCounterVec::new(
+                    opts(
+                        "fim_directory_listings_total",
+                        "Directories listed for a change, and records folded into a busy one's next listing",
+                    ),
+                    &["outcome"],
+                )
+                .expect(BUG),
+            ),
             registry,
         };
+        for o in LISTING_OUTCOMES {
+            m.directory_listings.with_label_values(&[o]);
+        }
         for op in BLOCKING_OPERATIONS {
             m.stuck_threads.with_label_values(&[op]).set(0);
             m.blocking_timeouts.with_label_values(&[op]);

@@ -268,6 +268,7 @@ mod tests {
             ("fim_sensor_probe_errors_total", "counter"),
             ("fim_stuck_threads", "gauge"),
             ("fim_blocking_timeouts_total", "counter"),
+            ("fim_directory_listings_total", "counter"),
         ] {
             assert_eq!(
                 types.get(family).map(String::as_str),
@@ -276,7 +277,7 @@ mod tests {
                 r.body
             );
         }
-        assert_eq!(types.len(), 27, "unexpected families: {types:?}");
+        assert_eq!(types.len(), 28, "unexpected families: {types:?}");
         assert!(
             r.body.lines().any(|l| l == "fim_kernel_events_total 7"),
             "{}",

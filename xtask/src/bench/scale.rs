@@ -18,7 +18,19 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use super::daemon::{Daemon, Tail};
-use super::{Bench, Pair, mb};
+use super::{Bench, Pair, Sample, mb};
+
+/// How `bench scale` runs, beyond the sizes and the directory.
+pub struct Options {
+    /// Rewrites of one watched file timed from close() to the alert, per size.
+    pub changes: usize,
+    /// Timed init and check runs per tool and size.
+    pub runs: usize,
+    /// Whether AIDE runs beside fimd (`--no-aide`: not; its columns show "-").
+    pub aide: bool,
+    /// A prebuilt `fimd` to measure instead of this tree's release build.
+    pub fimd: Option<std::path::PathBuf>,
+}
 
 /// A file count such as `100k` or `2M` (decimal: k = 1,000, M = 1,000,000).
 #[derive(Clone, Copy, Debug)]
@@ -85,15 +97,41 @@ struct RunSample {
 }
 
 struct Wide {
+    /// Listings of directories and records paced over the span
+    /// (`fim_directory_listings_total`), when the fimd measured exports them.
+    listings: Option<(f64, f64)>,
     created: u64,
     alerted: u64,
+    /// Creation to its alert as read by the bench (every 10 ms at most while creating), sorted.
+    latencies: Vec<Duration>,
     secs: f64,
     fimd_cpu: f64,
 }
 
-pub(super) fn run(sizes: &[Count], dir: &Path, changes: usize, runs: usize) -> anyhow::Result<()> {
-    let aide_version = super::tool_version()?;
-    let fimd = crate::build_fimd()?;
+pub(super) fn run(sizes: &[Count], dir: &Path, opts: Options) -> anyhow::Result<()> {
+    let Options {
+        changes,
+        runs,
+        aide,
+        fimd,
+    } = opts;
+    let aide_version = if aide {
+        super::tool_version()?
+    } else {
+        "AIDE (not run: --no-aide)".to_owned()
+    };
+    let fimd = match fimd {
+        Some(f) => std::fs::canonicalize(&f).with_context(|| format!("no fimd binary at {}", f.display()))?,
+        None => crate::build_fimd()?,
+    };
+    // Not run: a sample of nothing, shown as "-".
+    let skipped = |_: &Bench, _: &str| {
+        Ok(Sample {
+            secs: 0.0,
+            cpu_secs: 0.0,
+            rss_kib: 0,
+        })
+    };
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut rows = Vec::new();
     for (i, &files) in sizes.iter().enumerate() {
@@ -116,14 +154,14 @@ pub(super) fn run(sizes: &[Count], dir: &Path, changes: usize, runs: usize) -> a
             runs,
             &format!("init-{files}"),
             None,
-            |b, l| b.aide_init(l),
+            |b, l| if aide { b.aide_init(l) } else { skipped(b, l) },
             |b, l| b.fimd_init(l),
         )?;
         let check = bench.pair(
             runs,
             &format!("check-{files}"),
             None,
-            |b, l| b.aide_check(l),
+            |b, l| if aide { b.aide_check(l) } else { skipped(b, l) },
             |b, l| b.fimd_check(l),
         )?;
         let run = run_daemon(&fimd, work.path(), &bench, &tree, files, changes, i == 0)?;
@@ -135,10 +173,12 @@ pub(super) fn run(sizes: &[Count], dir: &Path, changes: usize, runs: usize) -> a
             check,
             run,
         });
+        // The tables so far, before the tree's removal (minutes at 2M files): the last printed
+        // is the whole report.
+        print_report(&aide_version, &rows, changes, &fimd);
         // Keep the disk for the next size: trees of 2M files take about 10 GB.
         drop(work);
     }
-    print_report(&aide_version, &rows, changes);
     let missing: usize = rows.iter().map(|r| r.run.missing).sum();
     let wide_missing: u64 = rows
         .iter()
@@ -267,7 +307,12 @@ fn run_daemon(
     let config = work.join("fimd-run.toml");
     let base = fs::read_to_string(&bench.fimd_conf)?;
     let alerts_toml = serde_json::to_string(&alerts.to_string_lossy())?;
-    fs::write(&config, format!("{base}\n[alerts]\njsonl = {alerts_toml}\n"))?;
+    // Metrics on a port the kernel just handed out, for the wide case's listing counts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    fs::write(
+        &config,
+        format!("{base}\n[alerts]\njsonl = {alerts_toml}\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )?;
     fs::write(&alerts, "")?;
     let log = bench.logs.join(format!("fimd-run-{files}.err"));
     let started = Instant::now();
@@ -302,7 +347,7 @@ fn run_daemon(
     latencies.sort();
 
     let wide = if wide_case {
-        Some(wide_creations(&daemon, &mut tail, &tree.join("wide-live"))?)
+        Some(wide_creations(&daemon, &mut tail, &tree.join("wide-live"), port)?)
     } else {
         None
     };
@@ -322,26 +367,29 @@ fn run_daemon(
 }
 
 /// 100 creations per second for 10 s in the directory of 10,000 entries; counts their alerts.
-fn wide_creations(daemon: &Daemon, tail: &mut Tail, dir: &Path) -> anyhow::Result<Wide> {
+fn wide_creations(daemon: &Daemon, tail: &mut Tail, dir: &Path, port: u16) -> anyhow::Result<Wide> {
     let total = WIDE_RATE * WIDE_SECS;
+    let listings0 = listings(port);
     let cpu0 = daemon.cpu_secs()?;
     let started = Instant::now();
-    let mut names = std::collections::HashSet::new();
+    let mut names = std::collections::HashMap::new();
     let mut alerted = 0;
-    let mut count = |docs: Vec<Value>, names: &mut std::collections::HashSet<String>| {
+    let mut latencies = Vec::new();
+    let mut count = |docs: Vec<Value>, names: &mut std::collections::HashMap<String, Instant>| {
         for d in docs {
             if d.pointer("/event/action").and_then(Value::as_str) == Some("created")
                 && let Some(p) = path_of(&d)
-                && names.remove(p)
+                && let Some(at) = names.remove(p)
             {
                 alerted += 1;
+                latencies.push(at.elapsed());
             }
         }
     };
     for i in 0..total {
         let path = dir.join(format!("new-{i:05}"));
         fs::write(&path, format!("new {i}\n"))?;
-        names.insert(path.to_string_lossy().into_owned());
+        names.insert(path.to_string_lossy().into_owned(), Instant::now());
         let due = started + Duration::from_millis(i * 1000 / WIDE_RATE);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
@@ -354,12 +402,42 @@ fn wide_creations(daemon: &Daemon, tail: &mut Tail, dir: &Path) -> anyhow::Resul
         count(tail.lines()?.0, &mut names);
     }
     let secs = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let listings = listings0
+        .zip(listings(port))
+        .map(|((l0, p0), (l, p))| (l - l0, p - p0));
     Ok(Wide {
+        listings,
         created: total,
         alerted,
+        latencies,
         secs,
         fimd_cpu: daemon.cpu_secs()? - cpu0,
     })
+}
+
+/// `fim_directory_listings_total` for `listed` and `paced` from fimd's /metrics on `port`;
+/// `None` when it does not answer or has no such family (a fimd before it).
+fn listings(port: u16) -> Option<(f64, f64)> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        c,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    c.read_to_string(&mut text).ok()?;
+    let value = |outcome: &str| -> Option<f64> {
+        let series = format!("fim_directory_listings_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((value("listed")?, value("paced")?))
 }
 
 fn path_of(v: &Value) -> Option<&str> {
@@ -380,17 +458,24 @@ fn percentile(sorted: &[Duration], p: f64) -> Option<f64> {
     Some(sorted[i].as_secs_f64() * 1e3)
 }
 
+/// Milliseconds with two decimals, or "-".
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".to_owned(), |v| format!("{v:.2}"))
+}
+
 fn ratio(fimd: f64, aide: f64) -> String {
-    if fimd > 0.0 {
+    if fimd > 0.0 && aide > 0.0 {
         format!("{:.1}x", aide / fimd)
     } else {
         "-".into()
     }
 }
 
-fn print_report(aide_version: &str, rows: &[Row], changes: usize) {
+fn print_report(aide_version: &str, rows: &[Row], changes: usize, fimd: &Path) {
     println!();
     println!("# bench scale: fimd vs {aide_version} on synthetic trees");
+    println!();
+    println!("fimd: {}", fimd.display());
     println!();
     println!("Each pair ran in this one run, AIDE first, with the tree in the page cache (just written).");
     println!("\"x\" is AIDE's figure over fimd's: above 1 fimd is faster or smaller.");
@@ -399,17 +484,19 @@ fn print_report(aide_version: &str, rows: &[Row], changes: usize) {
         "| files | entries | data GiB | step | AIDE s | fimd s | speed-up | AIDE peak RSS MB | fimd peak RSS MB | RSS ratio |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    // A tool not run (`--no-aide`) measured nothing: "-".
+    let or_dash = |v: f64, text: String| if v > 0.0 { text } else { "-".to_owned() };
     for r in rows {
         for (step, p) in [("init", &r.init), ("check", &r.check)] {
             println!(
-                "| {} | {} | {:.2} | {step} | {:.2} | {:.2} | {} | {:.0} | {:.0} | {} |",
+                "| {} | {} | {:.2} | {step} | {} | {:.2} | {} | {} | {:.0} | {} |",
                 r.files,
                 r.entries,
                 r.tree_bytes as f64 / (1u64 << 30) as f64,
-                p.aide.secs,
+                or_dash(p.aide.secs, format!("{:.2}", p.aide.secs)),
                 p.fimd.secs,
                 ratio(p.fimd.secs, p.aide.secs),
-                mb(p.aide.rss_kib),
+                or_dash(p.aide.rss_kib as f64, format!("{:.0}", mb(p.aide.rss_kib))),
                 mb(p.fimd.rss_kib),
                 ratio(p.fimd.rss_kib as f64, p.aide.rss_kib as f64),
             );
@@ -425,7 +512,6 @@ fn print_report(aide_version: &str, rows: &[Row], changes: usize) {
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let s = &r.run;
-        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
         println!(
             "| {} | {:.2} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
             r.files,
@@ -445,13 +531,21 @@ fn print_report(aide_version: &str, rows: &[Row], changes: usize) {
             println!();
             println!(
                 "Wide directory ({WIDE_ENTRIES} entries, {WIDE_RATE} creations/s for {WIDE_SECS} s, {} files watched): \
-                 {}/{} creations alerted; fimd CPU {:.2} s over {:.1} s = {:.1} % of one core.",
+                 {}/{} creations alerted (creation to alert p50 {} ms, p99 {} ms, max {} ms); fimd CPU {:.2} s \
+                 over {:.1} s = {:.1} % of one core; {}.",
                 r.files,
                 w.alerted,
                 w.created,
+                ms(percentile(&w.latencies, 0.50)),
+                ms(percentile(&w.latencies, 0.99)),
+                ms(w.latencies.last().map(|d| d.as_secs_f64() * 1e3)),
                 w.fimd_cpu,
                 w.secs,
                 100.0 * w.fimd_cpu / w.secs.max(1e-9),
+                w.listings
+                    .map_or("directory listings not exported".to_owned(), |(l, p)| format!(
+                        "{l:.0} directory listings, {p:.0} records paced"
+                    )),
             );
         }
     }
