@@ -396,7 +396,32 @@ fn threads(pid: u32) -> String {
             let read = |f: &str| fs::read_to_string(t.path().join(f)).unwrap_or_default();
             let stat = read("stat");
             let state = stat.rsplit_once(") ").map_or("?", |(_, r)| &r[..1]).to_string();
-            format!("{}:{}:{}", read("comm").trim(), state, read("wchan").trim())
+            // FIMD_FAULTS_STACKS=1: each thread's kernel stack and, for a path call, its path.
+            let stack = if std::env::var_os("FIMD_FAULTS_STACKS").is_some() {
+                let sc = read("syscall");
+                let path = sc
+                    .split(' ')
+                    .nth(2)
+                    .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+                    .and_then(|addr| {
+                        use std::os::unix::fs::FileExt;
+                        let f = fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+                        let mut b = vec![0u8; 256];
+                        f.read_at(&mut b, addr).ok()?;
+                        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+                        Some(String::from_utf8_lossy(&b[..end]).into_owned())
+                    })
+                    .unwrap_or_default();
+                format!("[{sc} {path}]")
+            } else {
+                String::new()
+            };
+            format!(
+                "{}:{}:{}{stack}",
+                read("comm").trim(),
+                state,
+                read("wchan").trim()
+            )
         })
         .collect();
     out.sort();
