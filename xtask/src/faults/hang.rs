@@ -213,13 +213,15 @@ pub(super) fn run(fimd: &Path, t: &mut Tally) -> anyhow::Result<Vec<Outcome>> {
     if !wait_log(&daemon.log, "; ready", READY_WITHIN) {
         bail!("fimd run (hung mounts, look case) was not ready within {READY_WITHIN:?}");
     }
+    // The case is about a look that reaches the mount: it must have asked something since the
+    // create. Counted before it: the daemon asks a mount that stopped answering once and then
+    // not again until it answers, so a look faster than this thread would go unseen after.
+    let before = fuse.held();
     fuse.hang_after_create(HANG_READDIR | HANG_STAT);
     fs::write(mount.join("sub/new.txt"), b"")?;
     t.fault(
         "a FUSE mount inside a watch that hangs on getdents and stat after a create, during a realtime look",
     );
-    // The case is about a look that reaches the mount: it must have asked something since.
-    let before = fuse.held();
     let until = Instant::now() + Duration::from_secs(15);
     while fuse.held() == before && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
