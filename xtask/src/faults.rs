@@ -459,7 +459,7 @@ pub fn run(fimd: Option<PathBuf>) -> anyhow::Result<()> {
     eprintln!("faults: fimd's log is kept in {}", kept.display());
 
     // 8. Mounts that hang after answering: `check`, the start-up comparison, a realtime look.
-    //    FIMD_FAULTS_SKIP_HUNG skips them (they fail today: see the report).
+    //    FIMD_FAULTS_SKIP_HUNG skips them.
     let hung = if std::env::var_os("FIMD_FAULTS_SKIP_HUNG").is_some() {
         eprintln!("faults: the hung-mount cases are skipped (FIMD_FAULTS_SKIP_HUNG)");
         Vec::new()

@@ -8,7 +8,10 @@ use crate::paths::parent_of;
 /// Entries sorted by path, one per path (see the module doc).
 #[derive(Debug, Default, Clone)]
 pub struct SortedEntries {
-    entries: Vec<Entry>,
+    /// Shared with a full comparison running off the daemon's loop (`shared`); a change made
+    /// meanwhile copies them first (copy on write), so the comparison sees the baseline it began
+    /// with.
+    entries: std::sync::Arc<Vec<Entry>>,
 }
 
 impl SortedEntries {
@@ -29,7 +32,9 @@ impl SortedEntries {
             });
         }
         entries.shrink_to_fit();
-        SortedEntries { entries }
+        SortedEntries {
+            entries: std::sync::Arc::new(entries),
+        }
     }
 
     /// Where `path` is (`Ok`) or would go (`Err`): O(log entries).
@@ -50,9 +55,12 @@ impl SortedEntries {
     /// ledger rows (a log created or rotated) and followed baselines, never per event.
     pub fn insert(&mut self, e: Entry) -> Option<Entry> {
         match self.position(&e.path) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i], e)),
+            Ok(i) => Some(std::mem::replace(
+                &mut std::sync::Arc::make_mut(&mut self.entries)[i],
+                e,
+            )),
             Err(i) => {
-                self.entries.insert(i, e);
+                std::sync::Arc::make_mut(&mut self.entries).insert(i, e);
                 None
             }
         }
@@ -60,7 +68,9 @@ impl SortedEntries {
 
     /// Drops `path`; returns its entry.
     pub fn remove(&mut self, path: &[u8]) -> Option<Entry> {
-        self.position(path).ok().map(|i| self.entries.remove(i))
+        self.position(path)
+            .ok()
+            .map(|i| std::sync::Arc::make_mut(&mut self.entries).remove(i))
     }
 
     /// Entries.
@@ -73,13 +83,19 @@ impl SortedEntries {
     }
 
     /// The entries in path order.
+    /// The entries, shared (no copy): what a comparison off the loop reads while this one
+    /// may change (copy on write).
+    pub fn shared(&self) -> std::sync::Arc<Vec<Entry>> {
+        self.entries.clone()
+    }
+
     pub fn as_slice(&self) -> &[Entry] {
         &self.entries
     }
 
     /// The entries in path order, taken.
     pub fn into_entries(self) -> Vec<Entry> {
-        self.entries
+        std::sync::Arc::try_unwrap(self.entries).unwrap_or_else(|shared| (*shared).clone())
     }
 
     /// The entries in path order.

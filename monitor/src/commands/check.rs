@@ -27,7 +27,92 @@ pub enum Target<'a> {
     Image(&'a Path),
 }
 
+/// Runs the comparison in a child process and exits by what it found (see `in_child`).
 pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Result<ExitCode> {
+    Ok(exit(in_child(|| {
+        match compare_and_report(settings, target, json) {
+            Ok(code) => code,
+            Err(e) => {
+                // As the command line says an error (`cli::main`), from the child.
+                eprintln!("fimd: error: {e:#}");
+                EXIT_ERROR
+            }
+        }
+    })))
+}
+
+/// Runs `f` in a forked child and returns its exit status (0, 1, 2) as soon as the child
+/// says it, without waiting for the child to end. A thread stuck in a request to a FUSE or NFS
+/// server that stopped answering cannot end, SIGKILL included, until the server answers
+/// (fs/fuse/dev.c `request_wait_answer`), and a process with such a thread cannot be reaped:
+/// the walk gives up on it after its deadline (`scan::guarded`) and reports what it could not
+/// compare, but only a process that never asked can exit. So the child does the comparison,
+/// prints it, lets go of the standard streams (a stuck child holds no pipe of the caller's
+/// open), writes its status to a pipe and exits; the parent relays that status. A stuck child
+/// ends when the server answers or the mount is aborted, and init reaps it. The child dies
+/// with the parent (`PR_SET_PDEATHSIG`). Called before any thread is started.
+fn in_child(f: impl FnOnce() -> u8) -> u8 {
+    let (mut read_end, mut write_end) = match std::io::pipe() {
+        Ok(p) => p,
+        // No pipe: no isolation, the comparison still runs.
+        Err(_) => return f(),
+    };
+    let parent = rustix::process::getpid();
+    // SAFETY: fork(2); the child runs the command as the process would have (glibc's fork
+    // resets the allocator's locks in the child; no other thread exists yet).
+    match unsafe { libc::fork() } {
+        -1 => f(),
+        0 => {
+            drop(read_end);
+            // SAFETY: prctl(2) with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+            if rustix::process::getppid() != Some(parent) {
+                // SAFETY: _exit(2).
+                unsafe { libc::_exit(i32::from(EXIT_ERROR)) };
+            }
+            let code = f();
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+            if let Ok(null) =
+                rustix::fs::open("/dev/null", rustix::fs::OFlags::RDWR, rustix::fs::Mode::empty())
+            {
+                for fd in 0..=2 {
+                    // SAFETY: dup2(2) over the standard streams, which nothing uses after this.
+                    unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+                }
+            }
+            let _ = write_end.write_all(&[code]);
+            // SAFETY: _exit(2): nothing left to flush; a thread stuck on a mount is not joined.
+            unsafe { libc::_exit(i32::from(code)) }
+        }
+        child => {
+            drop(write_end);
+            let mut code = [EXIT_ERROR];
+            // read_exact: retried when a signal interrupts it; end of file when the child died.
+            let said = std::io::Read::read_exact(&mut read_end, &mut code);
+            let mut status = 0;
+            // SAFETY: waitpid(2) on our own child; WNOHANG never blocks (a stuck child is left
+            // to init).
+            let reaped = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) } == child;
+            match said {
+                Ok(()) => code[0],
+                // Died without saying (killed, crashed): an error.
+                _ => {
+                    if reaped && libc::WIFSIGNALED(status) {
+                        eprintln!(
+                            "fimd: error: the comparison's process was killed by signal {}",
+                            libc::WTERMSIG(status)
+                        );
+                    }
+                    EXIT_ERROR
+                }
+            }
+        }
+    }
+}
+
+/// The comparison itself: prints, sends and records what it found; returns the exit status.
+fn compare_and_report(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Result<u8> {
     let (store, key, baseline) = open_baseline(settings)?;
     let coverage = coverage_problem(settings, &baseline);
     let judged_by = Some(BaselineRef {
@@ -133,7 +218,7 @@ pub fn run(settings: &Settings, target: Target<'_>, json: bool) -> anyhow::Resul
         cmp.changes.len() - alerts(&cmp),
         cmp.problems.len()
     );
-    Ok(exit(status(&cmp)))
+    Ok(status(&cmp))
 }
 
 /// Sends to the configured sinks what this check found, each difference once

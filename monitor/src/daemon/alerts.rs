@@ -162,6 +162,24 @@ impl AlertWriter {
             .push(Alert::coverage(action, &watch, &reason, &self.origin));
     }
 
+    /// Alerts (once per episode, `Blocking::newly_hung`) that the filesystem mounted at `mount`
+    /// inside a watch stopped answering: what is below it is not compared until it answers.
+    pub fn mount_not_answering(&mut self, mount: &[u8]) {
+        let reason = format!(
+            "the filesystem mounted here inside a watch is not answering (a hung network or FUSE mount): \
+             what is below it is not compared until it answers; fim_stuck_threads{{operation=\"hung_mount\"}} \
+             counts the threads waiting on it (at most {})",
+            crate::scan::guarded::WORKERS
+        );
+        eprintln!("fimd run: {}: {reason}", crate::paths::path_text(mount).0);
+        self.outbox.push(Alert::coverage(
+            "mount_not_answering",
+            mount,
+            &reason,
+            &self.origin,
+        ));
+    }
+
     /// Says so when the state store at `database` starts failing (an alert, once per
     /// episode, naming the `queued` writes) or recovers. Sent at once.
     pub fn state_episode(&mut self, episode: Episode, database: &str, queued: usize) {

@@ -74,6 +74,10 @@ pub struct Blocking {
     /// `barriers.timed_out()` and the mount stats' at the last export.
     exported_timeouts: u64,
     exported_mount_timeouts: u64,
+    /// `scan::guarded`'s missed deadlines already exported.
+    exported_hung_timeouts: u64,
+    /// Mounts not answering already alerted, until they answer again.
+    hung_alerted: std::collections::HashSet<Vec<u8>>,
     exported_maps_timeouts: u64,
 }
 
@@ -94,6 +98,8 @@ impl Blocking {
             exported_timeouts: 0,
             // The mount stats' runner lives as long as the process, across reloads.
             exported_mount_timeouts: crate::scan::mounts::stuck().1,
+            exported_hung_timeouts: crate::scan::guarded::stuck().1,
+            hung_alerted: Default::default(),
             exported_maps_timeouts: 0,
         }
     }
@@ -107,6 +113,12 @@ impl Blocking {
             d.who = who.clone();
             d.mapped |= mapped;
             return false;
+        }
+        // On a network or FUSE mount the read that follows has a deadline of its own
+        // (`scan::guarded`): a server that stops answering must not pin every barrier worker
+        // and so hold back the barriers of every other file.
+        if crate::scan::guarded::mount_of(&crate::scan::guarded::hangable_mounts(), path).is_some() {
+            return true;
         }
         let p = path.to_vec();
         let call = match self
@@ -263,6 +275,16 @@ impl Blocking {
         self.pool.waiting() + self.pool.running()
     }
 
+    /// Mounts that stopped answering (`scan::guarded`) since the last call: each once, until it
+    /// answers again (then it may be reported again). Those that answer again are forgotten.
+    pub fn newly_hung(&mut self) -> Vec<Vec<u8>> {
+        let hung = crate::scan::guarded::hung();
+        self.hung_alerted.retain(|m| hung.contains(m));
+        hung.into_iter()
+            .filter(|m| self.hung_alerted.insert(m.clone()))
+            .collect()
+    }
+
     /// Sets `fim_stuck_threads` and counts new missed deadlines; `maps`: the sensor's /proc
     /// maps look's (`Sensor::maps_blocked`).
     pub fn export(&mut self, maps: (usize, u64)) {
@@ -284,6 +306,14 @@ impl Blocking {
             .with_label_values(&["mount"])
             .inc_by(t.saturating_sub(self.exported_mount_timeouts));
         self.exported_mount_timeouts = t;
+        let (stuck, t) = crate::scan::guarded::stuck();
+        m.stuck_threads
+            .with_label_values(&["hung_mount"])
+            .set(stuck as i64);
+        m.blocking_timeouts
+            .with_label_values(&["hung_mount"])
+            .inc_by(t.saturating_sub(self.exported_hung_timeouts));
+        self.exported_hung_timeouts = t;
         m.stuck_threads
             .with_label_values(&["proc_maps"])
             .set(maps.0 as i64);

@@ -177,7 +177,7 @@ impl Daemon {
             // A ctime newer than what was seen means a newer change, and the re-armed inode
             // reported it: its own record rescans it and names its writer, not this look.
             #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
-            let ctime = crate::scan::long_paths::lstat(&r.path)
+            let ctime = crate::scan::guarded::lstat(&r.path)
                 .map(|st| st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64);
             if ctime.is_ok_and(|c| self.watch.seen().get(&r.path).is_some_and(|e| e.ctime_ns != c)) {
                 continue;

@@ -12,7 +12,6 @@ use super::rescan::{self, DirDiff, WHOLE};
 use super::settle::{Departed, MOVE_WINDOW, SETTLE};
 use super::state::Daemon;
 use super::watch_index::key_of;
-use super::watch_roots;
 use crate::baseline::entry::{Entry, FileKind};
 use crate::compare::{self, Change, is_under};
 use crate::config::Policy;
@@ -63,7 +62,7 @@ impl Daemon {
             if !stuck {
                 continue;
             }
-            if let (Some(sha256), Ok(st)) = (e.sha256, crate::scan::long_paths::lstat(&e.path)) {
+            if let (Some(sha256), Ok(st)) = (e.sha256, crate::scan::guarded::lstat(&e.path)) {
                 known.insert(e.path.clone(), known_content(&st, sha256));
                 pooled.push(e.path.clone());
             }
@@ -80,7 +79,7 @@ impl Daemon {
             .collect();
         for e in large {
             let Some(sha256) = e.sha256 else { continue };
-            let Ok(st) = crate::scan::long_paths::lstat(&e.path) else {
+            let Ok(st) = crate::scan::guarded::lstat(&e.path) else {
                 continue;
             };
             let now = known_content(&st, sha256);
@@ -156,7 +155,7 @@ impl Daemon {
             .iter()
             .filter_map(|p| {
                 let e = self.watch.seen().get(p)?;
-                let st = crate::scan::long_paths::lstat(p).ok()?;
+                let st = crate::scan::guarded::lstat(p).ok()?;
                 #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
                 let ctime = st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64;
                 let changed =
@@ -239,7 +238,7 @@ impl Daemon {
             .iter()
             .filter(|p| found.contains_key(*p))
             // Relative to the parent: a path of PATH_MAX bytes or more is still there.
-            .filter(|p| crate::scan::long_paths::lstat(p).is_err())
+            .filter(|p| crate::scan::guarded::gone(p))
             .collect();
         found.retain(|p, _| !vanished.iter().any(|v| is_under(p, v)));
         // A new directory may already hold files (a directory moved in, or renamed): its whole
@@ -264,7 +263,7 @@ impl Daemon {
             .iter()
             .filter(|p| self.watch.roots().is_root(p))
             .filter(|p| !found.contains_key(*p))
-            .filter(|p| crate::scan::long_paths::lstat(p).is_err())
+            .filter(|p| crate::scan::guarded::gone(p))
             .map(Vec::as_slice)
             .collect();
         report_problems(&problems);
@@ -307,8 +306,12 @@ impl Daemon {
         // (its old directory's record may come later, or never for a watch root's parent).
         for c in &created {
             for p in self.watch.paths_of(&key_of(c)).unwrap_or_default() {
-                let left = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&p))
-                    .map_or(true, |md| std::os::unix::fs::MetadataExt::ino(&md) != c.ino);
+                // Not answering (a hung mount): not taken for moved.
+                #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+                let left = match crate::scan::guarded::lstat(&p) {
+                    Ok(st) => st.st_ino as u64 != c.ino,
+                    Err(e) => e != rustix::io::Errno::TIMEDOUT,
+                };
                 if left && !gone.contains(&p) && self.watch.seen().contains_key(&p) {
                     gone.push(p);
                 }
@@ -371,7 +374,7 @@ impl Daemon {
             let dir = path.as_os_str().as_bytes();
             let started = Instant::now();
             if depth == 1
-                && let Ok(names) = scan::names::read(dir)
+                && let Ok(names) = scan::guarded::read_names(dir)
             {
                 let diff = rescan::diff_listing(self.watch.seen(), dir, &names);
                 // Its cost paces its next listing for a record (`pace`).
@@ -424,8 +427,11 @@ impl Daemon {
                     .is_some_and(|e| e.kind == FileKind::Directory);
                 // Only while the path still names that inode: a number freed by a deletion
                 // may already be another file's, whose writer did not delete this one.
-                let still = watch_roots::identity(&p).is_some_and(|(dev, ino, _)| {
-                    crate::sensor::ebpf::kernel_dev(dev) == r.key.dev && ino == r.key.ino
+                // With a deadline: a path on a mount that does not answer is not known to be it.
+                #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+                let still = crate::scan::guarded::lstat(&p).is_ok_and(|st| {
+                    crate::sensor::ebpf::kernel_dev(st.st_dev as u64) == r.key.dev
+                        && st.st_ino as u64 == r.key.ino
                 });
                 if is_dir || !still {
                     fill.push((p, m.clone()));

@@ -23,6 +23,7 @@ mod alerts;
 mod appends;
 mod blocking;
 mod follow;
+mod full_check;
 mod handle;
 mod look;
 mod modifier;

@@ -214,7 +214,10 @@ async fn serve(
     health.set_ready(false);
     let mut d = start(settings, metrics, health)?;
     d.watch.arm_root_parents(&d.rules.settings, &mut d.alerts);
-    d.full_check(reason)?;
+    // Before ready: what changed while fimd was down is judged first. A mount that does not
+    // answer costs this comparison its deadline, and is reported, not waited for.
+    tokio::task::block_in_place(|| d.full_check(reason))?;
+    d.report_hung_mounts();
     health.set_reconciled(true);
     let fd = Readiness(d.watch.sensor().ready_fd().as_raw_fd());
     // SAFETY: the descriptor belongs to the sensor, which outlives this AsyncFd (both end with
@@ -231,6 +234,8 @@ async fn serve(
         })
     };
     let mut full_due = next_full(tokio::time::Instant::now());
+    // The scheduled comparison under way, on its own thread (`full_check`).
+    let mut full: Option<super::full_check::FullCheck> = None;
     let mut lost = d.watch.sensor().lost();
     let mut records = Vec::new();
     let sensor = d.watch.sensor();
@@ -272,6 +277,7 @@ async fn serve(
                     d.settle_due()?;
                     d.departed_due()?;
                     d.blocking_due()?;
+                    d.report_hung_mounts();
                     d.follow_baseline()
                 })?;
                 metrics.set_probe_errors(&d.watch.sensor().probe_errors());
@@ -285,9 +291,18 @@ async fn serve(
                     tokio::task::block_in_place(|| d.rescan_all())?;
                 }
             }
-            _ = sleep_until_opt(full_due) => {
-                tokio::task::block_in_place(|| d.full_check(RescanReason::Scheduled))?;
-                full_due = next_full(tokio::time::Instant::now());
+            _ = sleep_until_opt(full_due), if full.is_none() => {
+                full = Some(d.start_full(RescanReason::Scheduled)?);
+            }
+            msg = super::full_check::next_of(&mut full) => {
+                let over = tokio::task::block_in_place(|| {
+                    d.full_step(full.as_ref().expect("a comparison under way"), msg)
+                })?;
+                if over {
+                    full = None;
+                    d.report_hung_mounts();
+                    full_due = next_full(tokio::time::Instant::now());
+                }
             }
             control = signals.recv() => break control,
         }

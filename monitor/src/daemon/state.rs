@@ -24,9 +24,8 @@ use crate::baseline::sorted::SortedEntries;
 use crate::baseline::store::{Baseline, LedgerRow};
 use crate::compare::{self, Change, diff};
 use crate::config::Policy;
-use crate::evidence::Evidence;
 use crate::output::alert::BaselineRef;
-use crate::problems::{report_metadata_only, report_problems};
+use crate::problems::report_problems;
 use crate::scan;
 use crate::telemetry::{Health, Metrics};
 
@@ -105,6 +104,18 @@ impl Daemon {
 
     pub fn send_alerts(&mut self) {
         self.alerts.send(self.writes.store());
+    }
+
+    /// Alerts on each mount inside a watch that stopped answering since the last call
+    /// (`scan::guarded`): once per episode, sent at once.
+    pub fn report_hung_mounts(&mut self) {
+        let hung = self.blocking.newly_hung();
+        for m in &hung {
+            self.alerts.mount_not_answering(m);
+        }
+        if !hung.is_empty() {
+            self.send_alerts();
+        }
     }
 
     /// Says so when the state store starts failing or recovers.
@@ -285,59 +296,6 @@ impl Daemon {
         }
     }
 
-    /// A full comparison with the baseline, rehashing everything: at start (what changed while
-    /// fimd was down), after a reload, and on the schedule. Learns every current inode and
-    /// leaves an evidence record.
-    pub fn full_check(&mut self, reason: crate::telemetry::metrics::RescanReason) -> anyhow::Result<()> {
-        let (seal, generation) = self
-            .alerts
-            .baseline()
-            .map_or((String::new(), 0), |b| (b.seal.clone(), b.generation));
-        let started = Instant::now();
-        let started_at = crate::output::alert::now_rfc3339();
-        self.metrics.baseline_files.set(self.baseline().len() as i64);
-        let mut scan = scan::start(&self.rules.settings, Path::new("/"));
-        let progress = scan.progress.clone();
-        let health = self.health.clone();
-        // Each path learned (and armed) as the walk finds it, against the baseline held: the
-        // tree is never held twice.
-        let (settings, mode) = (self.rules.settings.clone(), self.rules.mode);
-        let cmp = compare::compare_against(&settings, &mut Learning { d: self, health }, &mut scan, mode);
-        drop(scan);
-        self.metrics.observe_hash_batch(
-            progress.bytes.load(std::sync::atomic::Ordering::Relaxed),
-            started.elapsed(),
-        );
-        // Everything at once, rotations while fimd was down included: judged here, not settled.
-        let changes = cmp.changes.into_iter().map(|c| (c, None)).collect();
-        // Recounted from scratch; what was alerted before is not sent again.
-        let mark = self.alerts.begin_full();
-        self.judge(changes, None)?;
-        let tally = self.alerts.tally(mark);
-        self.alerts.end_full(self.writes.store());
-        report_problems(&cmp.problems);
-        report_metadata_only("run", &self.rules.settings, &cmp.metadata_only);
-        self.send_alerts();
-        self.metrics.count_rescan(reason);
-        self.metrics.full_check_done(started.elapsed());
-        let record = Evidence {
-            kind: reason.as_str(),
-            started_at: &started_at,
-            took: started.elapsed(),
-            files: cmp.scanned,
-            differences: tally.alerts,
-            events: tally.events,
-            problems: cmp.problems.len(),
-            seal: &seal,
-            generation,
-        }
-        .to_json(&self.rules.settings);
-        let episode = self.writes.evidence(record);
-        self.report_state(episode);
-        release_freed_memory();
-        Ok(())
-    }
-
     /// Takes over the stored baseline if another process resealed it (`follow`): replaces the
     /// baseline, the append states and the alerted differences in memory, and drops the
     /// outstanding differences the new baseline accepted.
@@ -372,29 +330,11 @@ impl Daemon {
     }
 }
 
-/// The full comparison's view of the daemon: the baseline it holds, and every scanned entry
-/// learned (and armed) as the walk finds it.
-struct Learning<'a> {
-    d: &'a mut Daemon,
-    health: Arc<Health>,
-}
-
-impl compare::Against for Learning<'_> {
-    fn baseline(&self) -> &[Entry] {
-        self.d.baseline().as_slice()
-    }
-
-    fn found(&mut self, e: &Entry) {
-        self.health.tick();
-        self.d.learn(e.clone());
-    }
-}
-
 /// Gives the memory a full comparison freed back to the kernel. The walk's threads allocate
 /// and drop an entry per file in malloc arenas of their own, which glibc keeps mapped after the
 /// threads are done: without this the daemon's resident set stays at the walk's high water
 /// mark (`fimd run` on /usr, release build: 101 MB resident at ready, 90 MB after).
-fn release_freed_memory() {
+pub(super) fn release_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim(3) only returns free pages of the allocator's own arenas; it takes
     // the arena locks like any allocation.

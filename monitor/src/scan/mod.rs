@@ -5,6 +5,7 @@
 //! point is recorded but not descended into unless the watch allows crossing filesystems.
 pub mod deadline;
 pub mod flags;
+pub mod guarded;
 pub use crate::fstype;
 pub mod hash;
 pub mod identity;

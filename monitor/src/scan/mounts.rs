@@ -32,7 +32,7 @@ fn parse_mountinfo(text: &[u8]) -> HashSet<Vec<u8>> {
 }
 
 /// "\040" and the like (fs/proc_namespace.c, mangle()) back to bytes.
-fn unescape(s: &[u8]) -> Vec<u8> {
+pub(super) fn unescape(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {

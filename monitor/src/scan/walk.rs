@@ -9,15 +9,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 
-use rustix::fs::{AtFlags, Mode, OFlags, Stat, openat, statat};
+use rustix::fs::{AtFlags, Mode, OFlags, openat, statat};
 
-use crate::baseline::entry::{Entry, FileKind};
+use crate::baseline::entry::FileKind;
 use crate::config::{Settings, Watch};
 
 use super::item::{Problem, Progress, ScanItem};
-use super::{flags, hash, identity, mounts, xattr};
+use super::{flags, guarded, hash, identity, mounts, xattr};
 use crate::fstype;
 use crate::paths::join;
+
+mod hung;
+mod reach;
 
 /// Items travel in batches: one channel operation (and at most one wake-up) per batch.
 const BATCH: usize = 256;
@@ -52,6 +55,7 @@ pub(super) fn run(
         abort,
         known,
         mounts: mounts::mount_points(),
+        hangable: guarded::hangable_mounts(),
     };
     match pool {
         Ok(pool) => {
@@ -83,10 +87,23 @@ struct Walker<'a> {
     known: HashMap<Vec<u8>, hash::KnownContent>,
     /// Mount points (`mounts`): stat'ed only with a deadline.
     mounts: std::collections::HashSet<Vec<u8>>,
+    /// Mount points of filesystems that can hang (`guarded`): everything below one is asked
+    /// with a deadline (`walk/hung.rs`).
+    hangable: Arc<Vec<Vec<u8>>>,
 }
 
 /// A directory the walk holds open, shared by the jobs that read its children.
 type DirFd = Arc<OwnedFd>;
+
+/// A directory being listed: what each of its names is read with.
+struct Listed<'s, 'a> {
+    watch: &'s Watch,
+    dir: &'a DirFd,
+    logical: &'a [u8],
+    root_dev: u64,
+    /// Levels below each name still to read.
+    depth: u32,
+}
 
 /// One directory entry to record, and how many levels below it to read.
 struct Node<'s> {
@@ -188,59 +205,34 @@ impl<'a> Walker<'a> {
             };
             return self.visit(s, node);
         };
-        let mut cur = match rustix::io::dup(root_fd) {
+        let start = match rustix::io::dup(root_fd) {
             Ok(fd) => fd,
             Err(e) => return self.subtree_problem(logical, format!("cannot open: {e}")),
         };
-        for c in parents {
-            let name = CString::new(c.clone()).expect("no NUL in a path component");
-            match openat(
-                &cur,
-                name.as_c_str(),
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => cur = fd,
-                Err(e) => {
-                    let why = if e == rustix::io::Errno::NOTDIR || e == rustix::io::Errno::LOOP {
-                        "is a symlink or not a directory; fimd never follows symlinks, so watch the real path"
-                            .to_string()
-                    } else {
-                        e.to_string()
-                    };
-                    return self.subtree_problem(
-                        logical,
-                        format!(
-                            "cannot reach the watch: component {:?} {why}",
-                            String::from_utf8_lossy(c)
-                        ),
-                    );
-                }
-            }
+        let (parents, last) = (parents.to_vec(), last.clone());
+        // Below a mount that can hang, the lookups of the path's components are asked with a
+        // deadline too.
+        let resolved = match guarded::call(&self.hangable, &logical, move || {
+            reach::resolve(start, &parents, last)
+        }) {
+            Ok(r) => r,
+            Err(e) => return self.subtree_problem(logical, e.to_string()),
+        };
+        match resolved {
+            Err(why) => self.subtree_problem(logical, why),
+            Ok((_, _, Some(fs))) => self.pseudo_watch(logical, fs),
+            Ok((cur, name, None)) => self.visit(
+                s,
+                Node {
+                    watch,
+                    parent: Arc::new(cur),
+                    name,
+                    logical,
+                    watch_dev: None,
+                    depth,
+                },
+            ),
         }
-        let name = CString::new(last.clone()).expect("no NUL in a path component");
-        // Where the watch is opened, not only in `config check` and `init`: a baseline from
-        // before this check, or a filesystem mounted over the watch since.
-        if let Ok(fd) = openat(
-            &cur,
-            name.as_c_str(),
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) && let Some(fs) = fstype::pseudo_fs_of(&fd)
-        {
-            return self.pseudo_watch(logical, fs);
-        }
-        self.visit(
-            s,
-            Node {
-                watch,
-                parent: Arc::new(cur),
-                name,
-                logical,
-                watch_dev: None,
-                depth,
-            },
-        );
     }
 
     /// A watch on a pseudo-filesystem: nothing below it is read.
@@ -261,6 +253,9 @@ impl<'a> Walker<'a> {
         }
         // A mount point is asked with a deadline: a hung mount is not entered (issue 12 §2).
         let st = if self.mounts.contains(&node.logical) {
+            if guarded::mount_of(&self.hangable, &node.logical).is_some_and(guarded::is_hung) {
+                return self.not_answering(node.logical);
+            }
             match mounts::stat_with_deadline(node.parent.clone(), node.name.clone()) {
                 Ok(st) => Ok(st),
                 Err(Some(e)) => Err(e),
@@ -268,6 +263,8 @@ impl<'a> Walker<'a> {
                     return self.subtree_problem(node.logical, mounts::not_answering());
                 }
             }
+        } else if self.guarded(&node.logical) {
+            return self.visit_guarded(s, node);
         } else {
             statat(
                 node.parent.as_fd(),
@@ -347,6 +344,17 @@ impl<'a> Walker<'a> {
         {
             return self.subtree_problem(logical, mounts::not_answering());
         }
+        if self.guarded(&logical) {
+            let node = Node {
+                watch,
+                parent,
+                name,
+                logical,
+                watch_dev,
+                depth,
+            };
+            return self.dir_job_guarded(s, node);
+        }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let opened = match openat(
             parent.as_fd(),
@@ -422,44 +430,63 @@ impl<'a> Walker<'a> {
                 Ok(e) => e,
                 Err(e) => return self.subtree_problem(logical, format!("cannot list directory: {e}")),
             };
-            let name = ent.file_name();
-            let bytes = name.to_bytes();
-            if bytes == b"." || bytes == b".." {
-                continue;
-            }
-            let child = join(&logical, bytes);
-            if watch.exclude.is_excluded(&child, bytes) || self.is_other_watch_root(watch, &child) {
-                continue;
-            }
-            // The listing's type saves a stat; the open descriptor is checked again anyway.
-            match ent.file_type() {
-                rustix::fs::FileType::RegularFile => {
-                    files.push((name.to_owned(), child));
-                    if files.len() == FILES_PER_JOB {
-                        let batch = std::mem::take(&mut files);
-                        let dir = dir.clone();
-                        s.spawn(move |_| self.hash_files(dir, batch));
-                    }
-                }
-                file_type => {
-                    let node = Node {
-                        watch,
-                        parent: dir.clone(),
-                        name: name.to_owned(),
-                        logical: child,
-                        watch_dev: Some(root_dev),
-                        depth,
-                    };
-                    if file_type == rustix::fs::FileType::Directory {
-                        s.spawn(move |s| self.dir_job(s, node));
-                    } else {
-                        self.visit(s, node);
-                    }
-                }
-            }
+            let at = Listed {
+                watch,
+                dir: &dir,
+                logical: &logical,
+                root_dev,
+                depth,
+            };
+            self.listed(s, &at, ent.file_name(), ent.file_type(), &mut files);
         }
         if !files.is_empty() {
             self.hash_files(dir, files);
+        }
+    }
+
+    /// One name of `at`'s listing: regular files gathered into hashing jobs of
+    /// `FILES_PER_JOB` in `files`, directories read in jobs of their own, the rest visited.
+    fn listed<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        at: &Listed<'s, '_>,
+        name: &CStr,
+        file_type: rustix::fs::FileType,
+        files: &mut Vec<(CString, Vec<u8>)>,
+    ) {
+        let bytes = name.to_bytes();
+        if bytes == b"." || bytes == b".." {
+            return;
+        }
+        let child = join(at.logical, bytes);
+        if at.watch.exclude.is_excluded(&child, bytes) || self.is_other_watch_root(at.watch, &child) {
+            return;
+        }
+        // The listing's type saves a stat; the open descriptor is checked again anyway.
+        match file_type {
+            rustix::fs::FileType::RegularFile => {
+                files.push((name.to_owned(), child));
+                if files.len() == FILES_PER_JOB {
+                    let batch = std::mem::take(files);
+                    let dir = at.dir.clone();
+                    s.spawn(move |_| self.hash_files(dir, batch));
+                }
+            }
+            file_type => {
+                let node = Node {
+                    watch: at.watch,
+                    parent: at.dir.clone(),
+                    name: name.to_owned(),
+                    logical: child,
+                    watch_dev: Some(at.root_dev),
+                    depth: at.depth,
+                };
+                if file_type == rustix::fs::FileType::Directory {
+                    s.spawn(move |s| self.dir_job(s, node));
+                } else {
+                    self.visit(s, node);
+                }
+            }
         }
     }
 
@@ -480,6 +507,9 @@ impl<'a> Walker<'a> {
     fn hash_job(&self, parent: DirFd, name: CString, logical: Vec<u8>) {
         if self.abort.load(Ordering::Relaxed) {
             return;
+        }
+        if self.guarded(&logical) {
+            return self.hash_job_guarded(parent, name, logical);
         }
         match hash::hash_file_known(
             parent.as_fd(),
@@ -525,41 +555,6 @@ impl<'a> Walker<'a> {
                 }
                 self.problem(logical, e.to_string());
             }
-        }
-    }
-
-    /// `ids`: birth time and inode generation (see [`identity`]).
-    #[allow(clippy::unnecessary_cast, clippy::too_many_arguments)] // stat field widths differ between architectures
-    fn entry_from(
-        &self,
-        st: &Stat,
-        path: Vec<u8>,
-        sha256: Option<[u8; 32]>,
-        link_target: Option<Vec<u8>>,
-        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-        flags: Option<u32>,
-        ids: (Option<i64>, Option<u32>),
-    ) -> Entry {
-        self.progress.entries.fetch_add(1, Ordering::Relaxed);
-        let mode = st.st_mode as u32;
-        Entry {
-            path,
-            kind: FileKind::from_mode(mode),
-            size: st.st_size.max(0) as u64,
-            mode: mode & 0o7777,
-            uid: st.st_uid as u32,
-            gid: st.st_gid as u32,
-            ino: st.st_ino as u64,
-            dev: st.st_dev as u64,
-            nlink: st.st_nlink as u64,
-            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
-            ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
-            sha256,
-            link_target,
-            xattrs,
-            flags,
-            birth_ns: ids.0,
-            generation: ids.1,
         }
     }
 

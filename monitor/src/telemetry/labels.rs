@@ -70,9 +70,9 @@ pub const RESCAN_REASONS: [&str; RescanReason::ALL.len()] = {
 };
 
 /// Operations run off the event loop with a deadline: the write barrier before a rehash, the
-/// /proc maps look, rehashing large files in the pool, and the stat of a mount point found in
-/// a watch.
-pub const BLOCKING_OPERATIONS: [&str; 4] = ["barrier", "proc_maps", "rehash", "mount"];
+/// /proc maps look, rehashing large files in the pool, the stat of a mount point found in
+/// a watch, and every call below a network or FUSE mount (`scan::guarded`).
+pub const BLOCKING_OPERATIONS: [&str; 5] = ["barrier", "proc_maps", "rehash", "mount", "hung_mount"];
 
 /// Outcomes of a record for a directory (`fim_directory_listings_total{outcome}`): `listed`
 /// (its names read), `paced` (within its pace: folded into its next listing; `daemon::pace`).

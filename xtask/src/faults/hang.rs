@@ -213,13 +213,15 @@ pub(super) fn run(fimd: &Path, t: &mut Tally) -> anyhow::Result<Vec<Outcome>> {
     if !wait_log(&daemon.log, "; ready", READY_WITHIN) {
         bail!("fimd run (hung mounts, look case) was not ready within {READY_WITHIN:?}");
     }
+    // The case is about a look that reaches the mount: it must have asked something since the
+    // create. Counted before it: the daemon asks a mount that stopped answering once and then
+    // not again until it answers, so a look faster than this thread would go unseen after.
+    let before = fuse.held();
     fuse.hang_after_create(HANG_READDIR | HANG_STAT);
     fs::write(mount.join("sub/new.txt"), b"")?;
     t.fault(
         "a FUSE mount inside a watch that hangs on getdents and stat after a create, during a realtime look",
     );
-    // The case is about a look that reaches the mount: it must have asked something since.
-    let before = fuse.held();
     let until = Instant::now() + Duration::from_secs(15);
     while fuse.held() == before && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
@@ -396,7 +398,32 @@ fn threads(pid: u32) -> String {
             let read = |f: &str| fs::read_to_string(t.path().join(f)).unwrap_or_default();
             let stat = read("stat");
             let state = stat.rsplit_once(") ").map_or("?", |(_, r)| &r[..1]).to_string();
-            format!("{}:{}:{}", read("comm").trim(), state, read("wchan").trim())
+            // FIMD_FAULTS_STACKS=1: each thread's kernel stack and, for a path call, its path.
+            let stack = if std::env::var_os("FIMD_FAULTS_STACKS").is_some() {
+                let sc = read("syscall");
+                let path = sc
+                    .split(' ')
+                    .nth(2)
+                    .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+                    .and_then(|addr| {
+                        use std::os::unix::fs::FileExt;
+                        let f = fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+                        let mut b = vec![0u8; 256];
+                        f.read_at(&mut b, addr).ok()?;
+                        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+                        Some(String::from_utf8_lossy(&b[..end]).into_owned())
+                    })
+                    .unwrap_or_default();
+                format!("[{sc} {path}]")
+            } else {
+                String::new()
+            };
+            format!(
+                "{}:{}:{}{stack}",
+                read("comm").trim(),
+                state,
+                read("wchan").trim()
+            )
         })
         .collect();
     out.sort();
