@@ -225,3 +225,35 @@ fn a_file_moved_into_a_busy_directory_is_alerted_as_moved_by_its_mover() {
     }
     panic!("no move's record was ever paced in 20 attempts");
 }
+
+/// A record waiting for a busy directory's pace must not claim a later writer's change: one
+/// writer's record that leaves nothing new (a name made and removed, like the second record one
+/// operation often makes for its directory) is pending when another process creates a file
+/// there, and that creation is alerted with the other process as its writer.
+#[test]
+fn a_creation_folded_into_a_pending_directory_names_its_own_writer() {
+    if !privileged("fimd run") {
+        return;
+    }
+    let (f, port) = fixture("auto");
+    let d = Daemon::start(&f);
+    let wide = f.path("wide");
+    for attempt in 0..20 {
+        create_and_see(&d, &wide, &format!("start-{attempt}"));
+        let (_, before) = counts(port);
+        let tmp = wide.join(format!("tmp-{attempt}"));
+        fs::write(&tmp, b"t\n").unwrap();
+        fs::remove_file(&tmp).unwrap();
+        // The record may take a moment to come out of the kernel.
+        std::thread::sleep(Duration::from_millis(5));
+        let (_, after) = counts(port);
+        if after == before {
+            continue;
+        }
+        let made = wide.join(format!("by-touch-{attempt}"));
+        let pid = common::daemon::by("touch", &[common::daemon::s(&made)]);
+        d.expect(&made, "created", pid);
+        return;
+    }
+    panic!("no record was ever paced in 20 attempts");
+}
