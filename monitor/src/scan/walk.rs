@@ -2,7 +2,7 @@
 //! files hashed in jobs of `FILES_PER_JOB`, items sent in batches of `BATCH`.
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -330,6 +330,15 @@ impl<'a> Walker<'a> {
         if self.abort.load(Ordering::Relaxed) {
             return;
         }
+        // A mount point answers a stat in time before it is opened (see `visit`).
+        if self.mounts.contains(&node.logical)
+            && let Err(None) = mounts::stat_with_deadline(node.parent.clone(), node.name.clone())
+        {
+            return self.subtree_problem(node.logical, mounts::not_answering());
+        }
+        if self.guarded(&node.logical) {
+            return self.dir_job_guarded(s, node);
+        }
         let Node {
             watch,
             parent,
@@ -338,33 +347,7 @@ impl<'a> Walker<'a> {
             watch_dev,
             depth,
         } = node;
-        // A mount point answers a stat in time before it is opened (see `visit`).
-        if self.mounts.contains(&logical)
-            && let Err(None) = mounts::stat_with_deadline(parent.clone(), name.clone())
-        {
-            return self.subtree_problem(logical, mounts::not_answering());
-        }
-        if self.guarded(&logical) {
-            let node = Node {
-                watch,
-                parent,
-                name,
-                logical,
-                watch_dev,
-                depth,
-            };
-            return self.dir_job_guarded(s, node);
-        }
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let opened = match openat(
-            parent.as_fd(),
-            name.as_c_str(),
-            flags | OFlags::NOATIME,
-            Mode::empty(),
-        ) {
-            Err(rustix::io::Errno::PERM) => openat(parent.as_fd(), name.as_c_str(), flags, Mode::empty()),
-            other => other,
-        };
+        let opened = open_dir(parent.as_fd(), name.as_c_str());
         // What is recorded is what was opened, not what a stat saw a moment before.
         let (dir, st) = match opened.and_then(|fd| rustix::fs::fstat(&fd).map(|st| (fd, st))) {
             Ok(pair) => pair,
@@ -565,6 +548,16 @@ impl<'a> Walker<'a> {
             self.problem(logical.to_vec(), format!("cannot read inode flags: {e}"));
             None
         })
+    }
+}
+
+/// Opens directory `name` in `parent` for listing: never through a symlink, with O_NOATIME
+/// where the kernel allows it (it needs ownership or CAP_FOWNER: EPERM otherwise).
+pub(super) fn open_dir(parent: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd, rustix::io::Errno> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match openat(parent, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => openat(parent, name, flags, Mode::empty()),
+        other => other,
     }
 }
 

@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, Mode, OFlags, statat};
+use rustix::fs::{AtFlags, statat};
 use rustix::io::Errno;
 
 use super::{DirFd, Listed, Node, Walker};
@@ -108,12 +108,7 @@ impl<'a> Walker<'a> {
             depth,
         } = node;
         let opened = guarded::call(&self.hangable, &logical, move || -> Result<Opened, Errno> {
-            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let dir =
-                match rustix::fs::openat(&*parent, name.as_c_str(), flags | OFlags::NOATIME, Mode::empty()) {
-                    Err(Errno::PERM) => rustix::fs::openat(&*parent, name.as_c_str(), flags, Mode::empty()),
-                    other => other,
-                }?;
+            let dir = super::open_dir(parent.as_fd(), name.as_c_str())?;
             let st = rustix::fs::fstat(&dir)?;
             Ok(Opened {
                 xattrs: xattr::read_fd(&dir),
