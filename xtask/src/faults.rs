@@ -566,9 +566,22 @@ fn nowait_lock_fs(path: &Path) -> bool {
     [0xEF53u64, 0x5846_5342].contains(&(st.f_type as u64))
 }
 
-/// Starts `fimd run` and waits for its ready line.
-fn start(fimd: &Path, config: &Path, d: &Path) -> anyhow::Result<Daemon> {
-    let log = d.join("fimd.log");
+/// Writes `template` as `d/fimd.toml` with `{DIR}` replaced by `d` and `{PORT}` by a free
+/// local port (for `[metrics] listen`); returns the file and the port.
+fn write_config(d: &Path, template: &str) -> anyhow::Result<(PathBuf, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let config = d.join("fimd.toml");
+    fs::write(
+        &config,
+        template
+            .replace("{DIR}", &d.display().to_string())
+            .replace("{PORT}", &port.to_string()),
+    )?;
+    Ok((config, port))
+}
+
+/// Starts `fimd run` with its stderr in `log`, without waiting for it.
+fn spawn(fimd: &Path, config: &Path, log: PathBuf) -> anyhow::Result<Daemon> {
     let child = Command::new(fimd)
         .arg("-c")
         .arg(config)
@@ -578,7 +591,12 @@ fn start(fimd: &Path, config: &Path, d: &Path) -> anyhow::Result<Daemon> {
         .stderr(fs::File::create(&log)?)
         .spawn()
         .with_context(|| format!("starting {} run", fimd.display()))?;
-    let mut daemon = Daemon { child, log };
+    Ok(Daemon { child, log })
+}
+
+/// Starts `fimd run` and waits for its ready line.
+fn start(fimd: &Path, config: &Path, d: &Path) -> anyhow::Result<Daemon> {
+    let mut daemon = spawn(fimd, config, d.join("fimd.log"))?;
     let started = Instant::now();
     while !fs::read_to_string(&daemon.log)?
         .lines()

@@ -58,14 +58,7 @@ pub(super) fn run(fimd: &Path) -> anyhow::Result<()> {
     for name in ["idle.txt", "during.txt"] {
         fs::write(tree.join(name), format!("{name}: baseline\n"))?;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let config = d.join("fimd.toml");
-    fs::write(
-        &config,
-        CONFIG
-            .replace("{DIR}", &d.display().to_string())
-            .replace("{PORT}", &port.to_string()),
-    )?;
+    let (config, port) = super::write_config(d, CONFIG)?;
     let status = std::process::Command::new(fimd)
         .arg("-c")
         .arg(&config)

@@ -12,13 +12,11 @@
 //! attributes are cached for an hour, so a stat of the mount point is answered from the cache
 //! while the server hangs; everything else is asked again every time (validity 0).
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-
-use anyhow::bail;
 
 /// Requests that go unanswered once armed (bits for `hang`).
 pub const HANG_READ: u32 = 1;
@@ -118,40 +116,7 @@ pub struct FuseFs {
 impl FuseFs {
     /// Mounts the tree on the existing directory `dir` and serves it on a thread.
     pub fn mount(dir: &Path) -> anyhow::Result<FuseFs> {
-        // SAFETY: a constant path.
-        let fd = unsafe {
-            libc::open(
-                c"/dev/fuse".as_ptr(),
-                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
-            )
-        };
-        if fd < 0 {
-            bail!("open /dev/fuse: {}", std::io::Error::last_os_error());
-        }
-        // SAFETY: a descriptor the kernel just returned, owned by nobody else.
-        let dev = unsafe { OwnedFd::from_raw_fd(fd) };
-        let target = CString::new(dir.as_os_str().as_encoded_bytes())?;
-        let opts = CString::new(format!(
-            "fd={},rootmode=40000,user_id=0,group_id=0",
-            dev.as_raw_fd()
-        ))?;
-        // SAFETY: valid C strings for the whole call.
-        let r = unsafe {
-            libc::mount(
-                c"fimd-fusefs".as_ptr(),
-                target.as_ptr(),
-                c"fuse".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                opts.as_ptr().cast(),
-            )
-        };
-        if r != 0 {
-            bail!(
-                "mount fuse on {}: {}",
-                dir.display(),
-                std::io::Error::last_os_error()
-            );
-        }
+        let dev = super::fuse::mount_fuse(dir, c"fimd-fusefs", libc::O_NONBLOCK)?;
         let shared = Arc::new(Shared {
             dev,
             hang: AtomicU32::new(0),

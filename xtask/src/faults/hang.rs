@@ -131,14 +131,7 @@ pub(super) fn run(fimd: &Path, t: &mut Tally) -> anyhow::Result<Vec<Outcome>> {
     fs::create_dir_all(&mount)?;
     fs::create_dir_all(d.join("state"))?;
     let fuse = FuseFs::mount(&mount).context("the answering FUSE filesystem")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let config = d.join("fimd.toml");
-    fs::write(
-        &config,
-        CONFIG
-            .replace("{DIR}", &d.display().to_string())
-            .replace("{PORT}", &port.to_string()),
-    )?;
+    let (config, port) = super::write_config(d, CONFIG)?;
     let status = Command::new(fimd).arg("-c").arg(&config).arg("init").status()?;
     if !status.success() {
         bail!("fimd init (hung mounts) failed: {status}");
@@ -198,7 +191,7 @@ pub(super) fn run(fimd: &Path, t: &mut Tally) -> anyhow::Result<Vec<Outcome>> {
         "a FUSE mount inside a watch that hangs on getdents after answering, during the start-up comparison",
     );
     let mut o = Outcome::new("start-up comparison, listings hang");
-    let mut daemon = spawn(fimd, &config, d, "startup")?;
+    let mut daemon = super::spawn(fimd, &config, d.join("fimd-startup.log"))?;
     let ready = wait_log(&daemon.log, "; ready", READY_WITHIN);
     if !ready {
         o.problems.push(format!("not ready within {READY_WITHIN:?}"));
@@ -209,7 +202,7 @@ pub(super) fn run(fimd: &Path, t: &mut Tally) -> anyhow::Result<Vec<Outcome>> {
     // 3. A realtime record's look at a directory on the mount, which hangs from the moment a
     //    file is created there (listings and stats).
     let mut o = Outcome::new("realtime look, listings and stats hang");
-    let mut daemon = spawn(fimd, &config, d, "look")?;
+    let mut daemon = super::spawn(fimd, &config, d.join("fimd-look.log"))?;
     if !wait_log(&daemon.log, "; ready", READY_WITHIN) {
         bail!("fimd run (hung mounts, look case) was not ready within {READY_WITHIN:?}");
     }
@@ -294,20 +287,6 @@ fn daemon_case(
     ));
     let _ = fs::copy(&daemon.log, &kept);
     Ok(())
-}
-
-/// Starts `fimd run` without waiting for it.
-fn spawn(fimd: &Path, config: &Path, d: &Path, name: &str) -> anyhow::Result<Daemon> {
-    let log = d.join(format!("fimd-{name}.log"));
-    let child = Command::new(fimd)
-        .arg("-c")
-        .arg(config)
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log)?)
-        .spawn()?;
-    Ok(Daemon { child, log })
 }
 
 fn wait_log(log: &PathBuf, what: &str, within: Duration) -> bool {
