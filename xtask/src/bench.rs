@@ -152,7 +152,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
 /// Goals, printed beside the measurements.
 const INIT_SPEEDUP_GOAL: f64 = 15.0;
 const CHECK_SPEEDUP_GOAL: f64 = 20.0;
-const HASH_LIMIT_GOAL: f64 = 1.5;
+const HASH_LIMIT_GOAL: f64 = 1.35;
 const RSS_GOAL_MB: f64 = 100.0;
 
 /// AIDE's attributes equivalent to what fimd records for every entry: permissions, file type,
