@@ -146,7 +146,7 @@ impl Entry {
             }
             None => out.push(0),
         }
-        out.extend_from_slice(&encode_xattrs(&self.xattrs));
+        encode_xattrs_into(&self.xattrs, out);
         match self.flags {
             Some(f) => {
                 out.push(1);
@@ -179,12 +179,17 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 /// Encodes xattrs as count, then length-prefixed name and value pairs.
 pub fn encode_xattrs(x: &Xattrs) -> Vec<u8> {
     let mut out = Vec::new();
+    encode_xattrs_into(x, &mut out);
+    out
+}
+
+/// Appends what [`encode_xattrs`] returns to `out`, without a vector of its own.
+pub fn encode_xattrs_into(x: &Xattrs, out: &mut Vec<u8>) {
     out.extend_from_slice(&(x.len() as u64).to_le_bytes());
     for (k, v) in x {
-        put_bytes(&mut out, k);
-        put_bytes(&mut out, v);
+        put_bytes(out, k);
+        put_bytes(out, v);
     }
-    out
 }
 
 /// Decodes what `encode_xattrs` wrote; `None` if the bytes are malformed.

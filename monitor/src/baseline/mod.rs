@@ -9,6 +9,7 @@ mod error;
 mod evidence;
 pub mod files;
 pub mod ledger;
+mod replace;
 mod rows;
 mod schema;
 pub mod seal;

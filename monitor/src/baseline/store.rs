@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::entry::Entry;
 use super::files;
 use super::ledger::AppendState;
+use super::replace::SEAL_ARENA_CAP;
 use super::rows::{GENERATION, insert_entry, insert_history, set_meta, stored_generation};
 use super::schema::{SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_VERSION};
 use super::seal::Key;
@@ -16,6 +17,7 @@ use super::{evidence, ledger};
 
 pub use super::error::StoreError;
 pub use super::ledger::LedgerRow;
+pub use super::replace::Replace;
 pub use super::rows::{HistoryRow, hex};
 pub use super::schema::DB_FILE;
 
@@ -289,15 +291,20 @@ impl Store {
 
     /// Starts replacing the whole baseline; nothing is visible until `Replace::commit`.
     pub fn replace(&mut self) -> Result<Replace<'_>, StoreError> {
+        self.replace_capped(SEAL_ARENA_CAP)
+    }
+
+    /// [`Store::replace`] keeping at most `arena_cap` bytes of seal encodings (see
+    /// [`SEAL_ARENA_CAP`]).
+    pub(super) fn replace_capped(&mut self, arena_cap: usize) -> Result<Replace<'_>, StoreError> {
         let path = self.path.clone();
         let sql = |err| StoreError::Sqlite {
             path: path.clone(),
             err,
         };
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sql)?;
+        // `&mut self`: nothing else uses the connection while the replacement holds it.
+        let tx =
+            Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
         // Read, not verified: a new baseline follows whatever was there (the counter only
         // grows), even one that fails its seal, which is why it is being replaced.
         let previous = stored_generation(&tx).map_err(sql)?;
@@ -306,11 +313,7 @@ impl Store {
                             DELETE FROM alerted;",
         )
         .map_err(sql)?;
-        Ok(Replace {
-            tx,
-            path,
-            generation: previous + 1,
-        })
+        Replace::new(&self.conn, tx, path, previous + 1, arena_cap)
     }
 
     /// Applies accepted changes: upserts, deletions and their history rows, advances the
@@ -511,44 +514,5 @@ impl Store {
             .prepare_cached("SELECT value FROM meta WHERE key = 'seal'")
             .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
             .map_err(self.sql())
-    }
-}
-
-/// A whole-baseline replacement in progress (one SQLite transaction).
-pub struct Replace<'c> {
-    tx: Transaction<'c>,
-    path: PathBuf,
-    /// The generation the new baseline gets: one more than the one it replaces.
-    generation: u64,
-}
-
-impl Replace<'_> {
-    pub fn insert(&self, e: &Entry) -> Result<(), StoreError> {
-        insert_entry(&self.tx, e).map_err(|err| StoreError::Sqlite {
-            path: self.path.clone(),
-            err,
-        })
-    }
-
-    /// The generation this baseline will have.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    pub fn commit(
-        self,
-        key: &Key,
-        meta: &[(&str, String)],
-        history: &[HistoryRow],
-    ) -> Result<(), StoreError> {
-        let sql = |err| StoreError::Sqlite {
-            path: self.path.clone(),
-            err,
-        };
-        set_meta(&self.tx, meta).map_err(sql)?;
-        set_meta(&self.tx, &[(GENERATION, self.generation.to_string())]).map_err(sql)?;
-        insert_history(&self.tx, history).map_err(sql)?;
-        write_seal(&self.tx, &self.path, key)?;
-        self.tx.commit().map_err(sql)
     }
 }

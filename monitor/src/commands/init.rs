@@ -19,7 +19,7 @@ pub fn run(settings: &Settings, root: &Path) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut scan = scan::start(settings, root);
     let bar = progress(&scan, "init");
-    let replace = store.replace()?;
+    let mut replace = store.replace()?;
     let mut problems = Vec::new();
     let mut metadata_only = Vec::new();
     let mut count = 0u64;
