@@ -1,22 +1,22 @@
-//! A whole-baseline replacement (`init`): one transaction, one prepared insert, and the seal
-//! computed from the entries as they were inserted, not read back.
+//! A whole-baseline replacement (`init`): one transaction, and the seal computed from the
+//! entries as they were inserted, not read back.
 use std::path::PathBuf;
 
-use rusqlite::{Connection, Statement, Transaction};
+use rusqlite::Transaction;
 
 use super::entry::Entry;
 use super::error::StoreError;
-use super::rows::{GENERATION, HistoryRow, INSERT_ENTRY, execute_insert, insert_history, set_meta};
+use super::rows::{GENERATION, HistoryRow, insert_entry, insert_history, set_meta};
 use super::seal::Key;
 use super::sealed::{encode_entry, write_seal, write_seal_from};
 
 /// The most memory, in bytes, a replacement keeps of its entries' seal encodings (the arena
 /// and its index, as allocated) so that the commit need not read every entry back to seal it.
-/// An entry costs [`SLOT_BYTES`] of index plus its encoding: 125 bytes, its path, link target
-/// and extended attributes (about 190 bytes an entry for /usr's 138k entries, 27 MB). Past
-/// the cap the arena is dropped and the commit reads the entries back, as `accept` does: 256 MiB
-/// keeps well over a million entries without the readback, and bounds what a tree of long
-/// names can make `init` hold.
+/// An entry costs [`SLOT_BYTES`] (16) of index plus its encoding: 83 to 131 bytes, then its
+/// path, link target and extended attributes; /usr's 138k entries took 196 bytes each (27 MB).
+/// Past the cap the arena is dropped and the commit reads the entries back, as `accept` does:
+/// 256 MiB keeps over a million such entries without the readback, and bounds what a tree of
+/// long names can make `init` hold.
 pub(super) const SEAL_ARENA_CAP: usize = 256 << 20;
 
 /// Bytes of index per entry kept in the arena.
@@ -103,8 +103,9 @@ impl SealArena {
         let SealArena { bytes, slots, .. } = self;
         let bytes: &[u8] = bytes;
         let path = move |s: &Slot| &bytes[s.start + PATH_AT..s.start + PATH_AT + s.path_len as usize];
-        // Stable: of equal paths, the last inserted stays last in its run.
-        slots.sort_by(|a, b| path(a).cmp(path(b)));
+        // Of equal paths, the last inserted (the greatest start) ends its run, as a stable
+        // sort would leave it, without the stable sort's buffer of half the index.
+        slots.sort_unstable_by(|a, b| path(a).cmp(path(b)).then(a.start.cmp(&b.start)));
         let slots: &[Slot] = slots;
         slots
             .iter()
@@ -114,48 +115,35 @@ impl SealArena {
     }
 }
 
-/// A whole-baseline replacement in progress (one SQLite transaction). Each entry is inserted
-/// with one prepared statement and its seal encoding kept (up to [`SEAL_ARENA_CAP`]), so that
-/// [`Replace::commit`] seals without reading every entry back.
+/// A whole-baseline replacement in progress (one SQLite transaction). Each entry's seal
+/// encoding is kept as it is inserted (up to [`SEAL_ARENA_CAP`]), so that [`Replace::commit`]
+/// seals without reading every entry back.
 pub struct Replace<'c> {
-    /// Declared before `tx`: finalized before the transaction ends.
-    insert: Statement<'c>,
     tx: Transaction<'c>,
     path: PathBuf,
     /// The generation the new baseline gets: one more than the one it replaces.
     generation: u64,
-    /// Scratch space: an entry's extended attributes, then its seal encoding.
+    /// Scratch space: an entry's seal encoding.
     scratch: Vec<u8>,
     /// `None` once over its cap: the commit reads the entries back.
     arena: Option<SealArena>,
 }
 
 impl<'c> Replace<'c> {
-    /// A replacement in `tx`, a transaction on `conn` that nothing else uses until it ends.
-    pub(super) fn new(
-        conn: &'c Connection,
-        tx: Transaction<'c>,
-        path: PathBuf,
-        generation: u64,
-        arena_cap: usize,
-    ) -> Result<Replace<'c>, StoreError> {
-        let insert = conn.prepare(INSERT_ENTRY).map_err(|err| StoreError::Sqlite {
-            path: path.clone(),
-            err,
-        })?;
-        Ok(Replace {
-            insert,
+    /// A replacement in `tx`, the entries, meta, history, ledger and alerted tables emptied.
+    pub(super) fn new(tx: Transaction<'c>, path: PathBuf, generation: u64, arena_cap: usize) -> Replace<'c> {
+        Replace {
             tx,
             path,
             generation,
             scratch: Vec::with_capacity(512),
             arena: Some(SealArena::new(arena_cap)),
-        })
+        }
     }
 
     /// Inserts `e`, replacing an entry inserted before at its path.
     pub fn insert(&mut self, e: &Entry) -> Result<(), StoreError> {
-        execute_insert(&mut self.insert, e, &mut self.scratch).map_err(|err| StoreError::Sqlite {
+        insert_entry(&self.tx, e).map_err(|err| StoreError::Sqlite {
             path: self.path.clone(),
             err,
         })?;
@@ -190,14 +178,12 @@ impl<'c> Replace<'c> {
         history: &[HistoryRow],
     ) -> Result<(), StoreError> {
         let Replace {
-            insert,
             tx,
             path,
             generation,
             arena,
             ..
         } = self;
-        drop(insert);
         let sql = |err| StoreError::Sqlite {
             path: path.clone(),
             err,
@@ -279,7 +265,7 @@ mod tests {
         // version last.
         let n = out.len();
         let mut shuffled: Vec<Entry> = (0..n).map(|i| out[(i * 37 + 11) % n].clone()).collect();
-        assert_eq!(n % 37 != 0, true);
+        assert!(n % 37 != 0, "37 is prime: a unit mod {n} unless it divides it");
         shuffled.push(dup.clone());
         (shuffled, dup)
     }

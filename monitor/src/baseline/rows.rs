@@ -4,7 +4,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::entry::{Entry, FileKind, decode_xattrs, encode_xattrs_into};
+use super::entry::{Entry, FileKind, decode_xattrs, encode_xattrs};
 use super::error::StoreError;
 
 /// The metadata key of the baseline's generation (decimal).
@@ -21,26 +21,13 @@ pub struct HistoryRow {
     pub detail: String,
 }
 
-/// The one statement that writes an entry (an insert, or a replace of the row at its path).
-pub(super) const INSERT_ENTRY: &str = "INSERT OR REPLACE INTO entries
-     (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs, flags,
-      birth_ns, generation)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
-
 pub(super) fn insert_entry(conn: &Connection, e: &Entry) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached(INSERT_ENTRY)?;
-    execute_insert(&mut stmt, e, &mut Vec::new())
-}
-
-/// Runs [`INSERT_ENTRY`] prepared as `stmt` for `e`; `xattrs` is scratch space for their
-/// encoding, reused from row to row by a caller that inserts many.
-pub(super) fn execute_insert(
-    stmt: &mut rusqlite::Statement<'_>,
-    e: &Entry,
-    xattrs: &mut Vec<u8>,
-) -> rusqlite::Result<()> {
-    xattrs.clear();
-    encode_xattrs_into(&e.xattrs, xattrs);
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR REPLACE INTO entries
+         (path, kind, size, mode, uid, gid, ino, dev, nlink, mtime_ns, ctime_ns, sha256, link_target, xattrs, flags,
+          birth_ns, generation)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?;
     // SQLite integers are i64: u64 values are stored bit for bit.
     stmt.execute(params![
         e.path,
@@ -56,7 +43,7 @@ pub(super) fn execute_insert(
         e.ctime_ns,
         e.sha256.as_ref().map(|h| &h[..]),
         e.link_target,
-        &xattrs[..],
+        encode_xattrs(&e.xattrs),
         e.flags,
         e.birth_ns,
         e.generation,

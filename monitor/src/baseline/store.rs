@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::entry::Entry;
 use super::files;
@@ -302,9 +302,10 @@ impl Store {
             path: path.clone(),
             err,
         };
-        // `&mut self`: nothing else uses the connection while the replacement holds it.
-        let tx =
-            Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
         // Read, not verified: a new baseline follows whatever was there (the counter only
         // grows), even one that fails its seal, which is why it is being replaced.
         let previous = stored_generation(&tx).map_err(sql)?;
@@ -313,7 +314,7 @@ impl Store {
                             DELETE FROM alerted;",
         )
         .map_err(sql)?;
-        Replace::new(&self.conn, tx, path, previous + 1, arena_cap)
+        Ok(Replace::new(tx, path, previous + 1, arena_cap))
     }
 
     /// Applies accepted changes: upserts, deletions and their history rows, advances the
