@@ -22,42 +22,19 @@ pub(super) fn write_seal(conn: &Connection, path: &Path, key: &Key) -> Result<()
 /// `encoded` is `None`, else `encoded` yields each entry's [`encode_entry`] bytes in path
 /// order (SQLite's, as `ORDER BY path` returns them), one per path: exactly what reading them
 /// back would feed, without the read.
-pub(super) fn write_seal_from<'a>(
+pub(super) fn write_seal_from(
     conn: &Connection,
     path: &Path,
     key: &Key,
-    encoded: Option<&mut dyn Iterator<Item = &'a [u8]>>,
+    encoded: Option<&mut dyn Iterator<Item = &[u8]>>,
 ) -> Result<(), StoreError> {
-    let seal = seal_of(conn, path, key, encoded)?;
-    set_meta(conn, &[("seal", seal)]).map_err(|err| StoreError::Sqlite {
-        path: path.to_owned(),
-        err,
-    })
-}
-
-/// The seal (hex) of the baseline in `conn`, the stored seal left out and deleted: as
-/// [`write_seal_from`] computes it.
-pub(super) fn seal_of<'a>(
-    conn: &Connection,
-    path: &Path,
-    key: &Key,
-    encoded: Option<&mut dyn Iterator<Item = &'a [u8]>>,
-) -> Result<String, StoreError> {
+    let sql = sql_error(path);
     conn.execute("DELETE FROM meta WHERE key = 'seal'", [])
-        .map_err(|err| StoreError::Sqlite {
-            path: path.to_owned(),
-            err,
-        })?;
+        .map_err(&sql)?;
     let mut mac = key.sealer();
-    let mut buf = Vec::with_capacity(512);
-    mac.update(SEAL_DOMAIN);
-    feed_meta(conn, path, &mut mac, &mut buf)?;
-    match encoded {
-        None => feed_entries(conn, path, &mut mac, &mut buf, |_| {})?,
-        Some(entries) => entries.for_each(|e| mac.update(e)),
-    }
-    feed_history(conn, path, &mut mac, &mut buf)?;
-    Ok(hex(&mac.finalize().into_bytes()))
+    feed(conn, path, &mut mac, encoded, |_| {})?;
+    let seal = hex(&mac.finalize().into_bytes());
+    set_meta(conn, &[("seal", seal)]).map_err(&sql)
 }
 
 /// Appends to `buf` what the seal covers of entry `e`: a tag, then its canonical encoding.
@@ -85,7 +62,7 @@ pub(super) fn read_sealed(
         .optional()
         .map_err(sql)?;
     let mut mac = key.sealer();
-    let (meta, history) = feed(conn, path, &mut mac, visit)?;
+    let (meta, history) = feed(conn, path, &mut mac, None, visit)?;
     let ok = stored
         .as_deref()
         .and_then(unhex)
@@ -99,17 +76,23 @@ pub(super) fn read_sealed(
     Ok((meta, history))
 }
 
-/// Feeds the canonical encoding of meta (but the seal), entries and history into `mac`.
+/// Feeds the canonical encoding of meta (but the seal), entries and history into `mac`: the
+/// entries read back and each handed to `visit`, or, given `encoded`, those bytes (see
+/// [`write_seal_from`]) and `visit` never called.
 fn feed(
     conn: &Connection,
     path: &Path,
     mac: &mut Sealer,
+    encoded: Option<&mut dyn Iterator<Item = &[u8]>>,
     visit: impl FnMut(Entry),
 ) -> Result<MetaAndHistory, StoreError> {
     let mut buf = Vec::with_capacity(512);
     mac.update(SEAL_DOMAIN);
     let meta = feed_meta(conn, path, mac, &mut buf)?;
-    feed_entries(conn, path, mac, &mut buf, visit)?;
+    match encoded {
+        None => feed_entries(conn, path, mac, &mut buf, visit)?,
+        Some(entries) => entries.for_each(|e| mac.update(e)),
+    }
     let history = feed_history(conn, path, mac, &mut buf)?;
     Ok((meta, history))
 }
