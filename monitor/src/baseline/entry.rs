@@ -184,7 +184,7 @@ pub fn encode_xattrs(x: &Xattrs) -> Vec<u8> {
 }
 
 /// Appends what [`encode_xattrs`] returns to `out`, without a vector of its own.
-pub fn encode_xattrs_into(x: &Xattrs, out: &mut Vec<u8>) {
+fn encode_xattrs_into(x: &Xattrs, out: &mut Vec<u8>) {
     out.extend_from_slice(&(x.len() as u64).to_le_bytes());
     for (k, v) in x {
         put_bytes(out, k);
