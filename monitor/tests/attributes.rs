@@ -372,3 +372,65 @@ fn clearing_append_only_on_a_log_alerts_under_the_append_only_policy() {
     assert!(changes(a).contains(&"flags".into()), "{a:#}");
     assert_eq!(attributes(&a["fim"]["previous"]["attributes"]), ["append"]);
 }
+
+/// A file with several names is read once per scan and a large file after the small ones
+/// (scan/links.rs, scan/walk/later.rs): every name still gets its file's own digest, and a
+/// write through one name is found under each.
+#[test]
+fn hard_links_and_large_files_each_record_their_own_content() {
+    use sha2::{Digest, Sha256};
+    let sha256 = |path: &std::path::Path| -> String {
+        Sha256::digest(fs::read(path).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let f = Fixture::new();
+    let t = |n: &str| f.path(n);
+    fs::create_dir_all(t("deep/er")).unwrap();
+    // Large (over 1 MiB), in sizes that interleave with the linked one's.
+    let content = |seed: u8, len: usize| {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect::<Vec<u8>>()
+    };
+    for (i, len) in [(1u8, 3 << 20), (2, 1 << 20), (3, (2 << 20) + 17), (4, 5 << 20)] {
+        fs::write(t(&format!("large-{i}")), content(i, len)).unwrap();
+    }
+    fs::write(t("linked"), content(9, (2 << 20) + 5)).unwrap();
+    for name in ["deep/linked-2", "deep/er/linked-3", "linked-4"] {
+        fs::hard_link(t("linked"), t(name)).unwrap();
+    }
+    // Small ones with two names.
+    for i in 0..40 {
+        fs::write(t(&format!("small-{i}")), content(i, 100 + i as usize)).unwrap();
+        fs::hard_link(t(&format!("small-{i}")), t(&format!("deep/small-{i}"))).unwrap();
+    }
+    f.init();
+
+    let show = f.fimd(&["baseline", "show"]).json_lines();
+    let mut files = 0;
+    for e in show.iter().filter(|e| e["type"] == "file") {
+        let path = e["path"].as_str().unwrap();
+        let want = sha256(std::path::Path::new(path));
+        assert_eq!(e["hash"]["sha256"], want.as_str(), "{path}");
+        files += 1;
+    }
+    assert_eq!(files, 2 + 4 + 4 + 80, "{show:#?}");
+
+    // Same size, new bytes, through one name: all four names differ from the baseline.
+    let w = fs::OpenOptions::new()
+        .write(true)
+        .open(t("deep/linked-2"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_at(&w, b"changed", 1 << 20).unwrap();
+    drop(w);
+    let (code, alerts) = f.check();
+    assert_eq!(code, 1);
+    let now = sha256(&t("linked"));
+    for name in ["linked", "deep/linked-2", "deep/er/linked-3", "linked-4"] {
+        let a = f.alert_for(&alerts, &t(name));
+        assert!(changes(a).contains(&"content".to_string()), "{name}: {a:#}");
+        assert_eq!(a["file"]["hash"]["sha256"], now.as_str(), "{name}");
+    }
+}

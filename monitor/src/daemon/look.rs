@@ -63,7 +63,7 @@ impl Daemon {
                 continue;
             }
             if let (Some(sha256), Ok(st)) = (e.sha256, crate::scan::guarded::lstat(&e.path)) {
-                known.insert(e.path.clone(), known_content(&st, sha256));
+                known.insert(e.path.clone(), crate::scan::hash::KnownContent::of(&st, sha256));
                 pooled.push(e.path.clone());
             }
         }
@@ -82,7 +82,7 @@ impl Daemon {
             let Ok(st) = crate::scan::guarded::lstat(&e.path) else {
                 continue;
             };
-            let now = known_content(&st, sha256);
+            let now = crate::scan::hash::KnownContent::of(&st, sha256);
             let same = now.dev == e.dev
                 && now.ino == e.ino
                 && now.size == e.size
@@ -444,18 +444,5 @@ impl Daemon {
             out.entry(p).or_insert(m);
         }
         Some(out)
-    }
-}
-
-/// A file's status now, with the digest it had when last seen.
-#[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
-fn known_content(st: &rustix::fs::Stat, sha256: [u8; 32]) -> crate::scan::hash::KnownContent {
-    crate::scan::hash::KnownContent {
-        dev: st.st_dev as u64,
-        ino: st.st_ino as u64,
-        size: st.st_size.max(0) as u64,
-        mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
-        ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
-        sha256,
     }
 }

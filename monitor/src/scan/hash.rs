@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustix::fs::{Mode, OFlags, Stat, fstat, openat};
 use sha2::{Digest, Sha256};
 
+pub use super::links::Links;
+
 /// Measured on /usr: 128 KiB reads cost a quarter of the kernel time of 256 KiB ones (the
 /// destination stays in L2, where the hash then reads it).
 const BUF_SIZE: usize = 128 * 1024;
@@ -46,6 +48,10 @@ pub enum HashError {
     Replaced(&'static str),
     #[error("scan aborted")]
     Aborted,
+    /// Not a failure: the file is at least `Ask::later_from` bytes and is to be read later.
+    /// Its size (bytes) and identity, for the caller to order and group what it left.
+    #[error("left for later ({size} bytes)")]
+    Later { size: u64, dev: u64, ino: u64 },
 }
 
 /// Opens `name` in `dir` for reading, with O_NOATIME where the kernel allows it.
@@ -67,7 +73,7 @@ pub fn hash_file(
     max: Option<u64>,
     abort: &AtomicBool,
 ) -> Result<Hashed, HashError> {
-    hash_file_known(dir, name, max, abort, None)
+    hash_file_with(dir, name, &Ask::new(max, abort))
 }
 
 /// A file's content as last hashed, with the status it had then. Every write to a file's
@@ -87,8 +93,22 @@ pub struct KnownContent {
 }
 
 impl KnownContent {
+    /// The content `sha256` of a file whose status is `st`.
     #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
-    fn describes(&self, st: &Stat) -> bool {
+    pub fn of(st: &Stat, sha256: [u8; 32]) -> KnownContent {
+        KnownContent {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size.max(0) as u64,
+            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
+            sha256,
+        }
+    }
+
+    /// Whether `st` is the status this content was hashed at.
+    #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+    pub(super) fn describes(&self, st: &Stat) -> bool {
         st.st_dev as u64 == self.dev
             && st.st_ino as u64 == self.ino
             && st.st_size.max(0) as u64 == self.size
@@ -97,23 +117,55 @@ impl KnownContent {
     }
 }
 
-/// As `hash_file`, but a file whose open descriptor's status is the one `known` recorded is
-/// not read: its known digest is returned (`hashed_bytes` 0). A directory listed again because
-/// a name changed in it thus never rereads a large unchanged file in it.
-pub fn hash_file_known(
-    dir: impl AsFd,
-    name: &CStr,
-    max: Option<u64>,
-    abort: &AtomicBool,
-    known: Option<&KnownContent>,
-) -> Result<Hashed, HashError> {
+/// How one file is hashed, and what spares reading it.
+#[derive(Clone, Copy)]
+pub struct Ask<'a> {
+    /// Files larger than this (bytes) are recorded without a digest.
+    pub max: Option<u64>,
+    /// Set when the scan is cancelled: a long read stops (`HashError::Aborted`).
+    pub abort: &'a AtomicBool,
+    /// The content the caller recorded for this path: returned, not read, while the open
+    /// descriptor's status is the one it describes.
+    pub known: Option<&'a KnownContent>,
+    /// Contents hashed earlier in this scan, by inode: another hard link to a file already
+    /// read is not read again.
+    pub links: Option<&'a Links>,
+    /// Files of at least this many bytes are not read now: `HashError::Later` gives their
+    /// size, for the caller to read them once the small ones are done (largest first).
+    pub later_from: Option<u64>,
+}
+
+impl<'a> Ask<'a> {
+    /// Hash whatever is found, up to `max` bytes.
+    pub fn new(max: Option<u64>, abort: &'a AtomicBool) -> Ask<'a> {
+        Ask {
+            max,
+            abort,
+            known: None,
+            links: None,
+            later_from: None,
+        }
+    }
+}
+
+/// As `hash_file`, but a file whose open descriptor's status is one `ask` knows the content
+/// of (`Ask::known`, `Ask::links`) is not read: that digest is returned (`hashed_bytes` 0). A
+/// directory listed again because a name changed in it thus never rereads a large unchanged
+/// file in it, and the thirteen names of one Mesa driver are read once.
+pub fn hash_file_with(dir: impl AsFd, name: &CStr, ask: &Ask<'_>) -> Result<Hashed, HashError> {
     let fd = open_regular(dir, name).map_err(HashError::Open)?;
     let mut before = fstat(&fd).map_err(|e| HashError::Read(e.into()))?;
     let kind = crate::baseline::entry::FileKind::from_mode(before.st_mode as u32);
     if kind != crate::baseline::entry::FileKind::Regular {
         return Err(HashError::Replaced(kind.as_str()));
     }
-    if let Some(k) = known.filter(|k| k.describes(&before)) {
+    let linked = || ask.links.and_then(|l| l.get(&before));
+    if let Some(k) = ask
+        .known
+        .filter(|k| k.describes(&before))
+        .copied()
+        .or_else(linked)
+    {
         return Ok(Hashed {
             stat: before,
             fd,
@@ -123,7 +175,7 @@ pub fn hash_file_known(
         });
     }
     let size = before.st_size.max(0) as u64;
-    if max.is_some_and(|max| size > max) {
+    if ask.max.is_some_and(|max| size > max) {
         return Ok(Hashed {
             stat: before,
             fd,
@@ -132,18 +184,29 @@ pub fn hash_file_known(
             hashed_bytes: 0,
         });
     }
+    if ask.later_from.is_some_and(|from| size >= from) {
+        #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
+        return Err(HashError::Later {
+            size,
+            dev: before.st_dev as u64,
+            ino: before.st_ino as u64,
+        });
+    }
     if size > BUF_SIZE as u64 {
         let _ = rustix::fs::fadvise(&fd, 0, None, rustix::fs::Advice::Sequential);
     }
     let mut attempt = 0;
     let mut hashed_bytes = 0;
     loop {
-        let (sha256, read) = hash_prefix(&fd, &before, abort)?;
+        let (sha256, read) = hash_prefix(&fd, &before, ask.abort)?;
         hashed_bytes += read;
         let after = fstat(&fd).map_err(|e| HashError::Read(e.into()))?;
         attempt += 1;
         let stable = same_content_state(&before, &after);
         if stable || attempt == ATTEMPTS {
+            if stable && let Some(links) = ask.links {
+                links.put(&after, sha256);
+            }
             return Ok(Hashed {
                 stat: after,
                 fd,
@@ -289,6 +352,13 @@ mod tests {
 
     static NEVER: AtomicBool = AtomicBool::new(false);
 
+    fn with_known(known: &KnownContent) -> Ask<'_> {
+        Ask {
+            known: Some(known),
+            ..Ask::new(None, &NEVER)
+        }
+    }
+
     /// A file of `len` bytes holding `data` extents (offset, bytes) and holes elsewhere.
     fn sparse(dir: &std::path::Path, name: &str, len: u64, data: &[(u64, &[u8])]) -> std::path::PathBuf {
         let path = dir.join(name);
@@ -397,19 +467,11 @@ mod tests {
         let path = sparse(dir.path(), "f", 1 << 20, &[(0, &[9u8; 100][..])]);
         let first = hashed(&path);
         let st = first.stat;
-        #[allow(clippy::unnecessary_cast)]
-        let known = KnownContent {
-            dev: st.st_dev as u64,
-            ino: st.st_ino as u64,
-            size: st.st_size as u64,
-            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
-            ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
-            sha256: [0xee; 32],
-        };
+        let known = KnownContent::of(&st, [0xee; 32]);
         let d = std::fs::File::open(dir.path()).unwrap();
         let name = std::ffi::CString::new("f").unwrap();
         // Unchanged: the known digest (deliberately not the real one), nothing read.
-        let h = hash_file_known(&d, &name, None, &NEVER, Some(&known)).unwrap();
+        let h = hash_file_with(&d, &name, &with_known(&known)).unwrap();
         assert_eq!((h.sha256, h.hashed_bytes), (Some([0xee; 32]), 0));
         // Any write changes ctime: hashed again, for real.
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -419,14 +481,14 @@ mod tests {
             5,
         )
         .unwrap();
-        let h = hash_file_known(&d, &name, None, &NEVER, Some(&known)).unwrap();
+        let h = hash_file_with(&d, &name, &with_known(&known)).unwrap();
         let plain: [u8; 32] = Sha256::digest(std::fs::read(&path).unwrap()).into();
         assert_eq!(h.sha256, Some(plain));
         assert_eq!(h.hashed_bytes, 1 << 20);
         // Another inode under the name: hashed.
         std::fs::remove_file(&path).unwrap();
         sparse(dir.path(), "f", 1 << 20, &[(0, &[9u8; 100][..])]);
-        let h = hash_file_known(&d, &name, None, &NEVER, Some(&known)).unwrap();
+        let h = hash_file_with(&d, &name, &with_known(&known)).unwrap();
         assert_ne!(h.sha256, Some([0xee; 32]));
     }
 

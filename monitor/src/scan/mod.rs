@@ -10,6 +10,7 @@ pub use crate::fstype;
 pub mod hash;
 pub mod identity;
 mod item;
+mod links;
 pub mod long_paths;
 pub mod mounts;
 pub mod names;

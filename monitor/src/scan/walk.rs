@@ -19,7 +19,9 @@ use super::{flags, guarded, hash, identity, mounts, xattr};
 use crate::fstype;
 use crate::paths::join;
 
+mod files;
 mod hung;
+mod later;
 mod reach;
 
 /// Items travel in batches: one channel operation (and at most one wake-up) per batch.
@@ -54,12 +56,15 @@ pub(super) fn run(
         progress,
         abort,
         known,
+        links: hash::Links::default(),
+        later: later::Later::default(),
         mounts: mounts::mount_points(),
         hangable: guarded::hangable_mounts(),
     };
     match pool {
         Ok(pool) => {
             pool.scope(|s| walker.walk_all(s, root, targets));
+            walker.hash_later(&pool);
             pool.broadcast(|_| walker.flush());
         }
         Err(e) => walker.subtree_problem(b"/".to_vec(), format!("cannot start hashing threads: {e}")),
@@ -85,6 +90,10 @@ struct Walker<'a> {
     abort: Arc<AtomicBool>,
     /// Files whose content is known while their status is unchanged, by path.
     known: HashMap<Vec<u8>, hash::KnownContent>,
+    /// Contents of files with several names, hashed in this scan.
+    links: hash::Links,
+    /// Large files set aside until the walk is over.
+    later: later::Later,
     /// Mount points (`mounts`): stat'ed only with a deadline.
     mounts: std::collections::HashSet<Vec<u8>>,
     /// Mount points of filesystems that can hang (`guarded`): everything below one is asked
@@ -283,7 +292,7 @@ impl<'a> Walker<'a> {
         let kind = FileKind::from_mode(st.st_mode as u32);
         match kind {
             FileKind::Regular => {
-                return s.spawn(move |_| self.hash_job(node.parent, node.name, node.logical));
+                return s.spawn(move |_| self.hash_job(node.parent, node.name, node.logical, true));
             }
             // Opened inside the job, so a directory with a million subdirectories holds
             // pending jobs, not a million descriptors.
@@ -473,72 +482,12 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn hash_files(&self, dir: DirFd, files: Vec<(CString, Vec<u8>)>) {
-        for (name, logical) in files {
-            self.hash_job(dir.clone(), name, logical);
-        }
-    }
-
     /// A nested watch (same policy, validated) walks its own subtree with its own excludes.
     fn is_other_watch_root(&self, watch: &Watch, path: &[u8]) -> bool {
         self.settings
             .watches
             .iter()
             .any(|w| w.path != watch.path && w.path.as_os_str().as_bytes() == path)
-    }
-
-    fn hash_job(&self, parent: DirFd, name: CString, logical: Vec<u8>) {
-        if self.abort.load(Ordering::Relaxed) {
-            return;
-        }
-        if self.guarded(&logical) {
-            return self.hash_job_guarded(parent, name, logical);
-        }
-        match hash::hash_file_known(
-            parent.as_fd(),
-            name.as_c_str(),
-            self.settings.max_file_size,
-            &self.abort,
-            self.known.get(&logical),
-        ) {
-            Ok(h) => {
-                let xattrs = xattr::read_fd(&h.fd).unwrap_or_else(|e| {
-                    self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
-                    Vec::new()
-                });
-                // What was read, not the size: a file over the cap was not hashed at all.
-                self.progress.bytes.fetch_add(h.hashed_bytes, Ordering::Relaxed);
-                let flags = self.flags_of(&h.fd, &logical);
-                let ids = (identity::birth_fd(&h.fd), identity::generation_fd(&h.fd));
-                let entry = self.entry_from(&h.stat, logical, h.sha256, None, xattrs, flags, ids);
-                self.send(if h.sha256.is_none() {
-                    ScanItem::MetadataOnly(entry)
-                } else if h.unstable {
-                    ScanItem::Unstable(entry)
-                } else {
-                    ScanItem::Entry(entry)
-                });
-            }
-            Err(hash::HashError::Open(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(hash::HashError::Aborted) => {}
-            Err(e) => {
-                // Record what stat says so the file is not reported deleted; content is unknown.
-                if let Ok(st) = statat(parent.as_fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                    let xattrs = self.xattrs_at(&parent, &name, &logical);
-                    let birth = identity::birth_at(parent.as_fd(), name.as_c_str());
-                    self.send(ScanItem::Entry(self.entry_from(
-                        &st,
-                        logical.clone(),
-                        None,
-                        None,
-                        xattrs,
-                        None,
-                        (birth, None),
-                    )));
-                }
-                self.problem(logical, e.to_string());
-            }
-        }
     }
 
     /// The inode flags of an open regular file or directory; a failure other than "not

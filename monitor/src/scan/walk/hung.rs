@@ -50,7 +50,7 @@ impl<'a> Walker<'a> {
         #[allow(clippy::unnecessary_cast)] // stat field widths differ between architectures
         let kind = FileKind::from_mode(st.st_mode as u32);
         match kind {
-            FileKind::Regular => s.spawn(move |_| self.hash_job(node.parent, node.name, node.logical)),
+            FileKind::Regular => s.spawn(move |_| self.hash_job(node.parent, node.name, node.logical, true)),
             FileKind::Directory => s.spawn(move |s| self.dir_job(s, node)),
             _ => {
                 let (parent, name) = (node.parent.clone(), node.name.clone());
@@ -186,7 +186,11 @@ impl<'a> Walker<'a> {
         let known = self.known.get(&logical).copied();
         let bytes = size.min(max.unwrap_or(u64::MAX));
         let read = guarded::call_reading(&self.hangable, &logical, bytes, move || {
-            let h = hash::hash_file_known(&*parent, name.as_c_str(), max, &abort, known.as_ref())?;
+            let ask = hash::Ask {
+                known: known.as_ref(),
+                ..hash::Ask::new(max, &abort)
+            };
+            let h = hash::hash_file_with(&*parent, name.as_c_str(), &ask)?;
             let xattrs = xattr::read_fd(&h.fd);
             let flags = flags::read_fd(&h.fd);
             let ids = (identity::birth_fd(&h.fd), identity::generation_fd(&h.fd));
