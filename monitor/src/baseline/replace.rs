@@ -14,10 +14,10 @@ use super::sealed::{encode_entry, write_seal, write_seal_from};
 /// and its index, as allocated) so that the commit need not read every entry back to seal it.
 /// An entry costs [`SLOT_BYTES`] (16) of index plus its encoding: 83 to 131 bytes, then its
 /// path, link target and extended attributes; /usr's 138k entries took 196 bytes each (27 MB).
-/// Past the cap the arena is dropped and the commit reads the entries back, as `accept` does:
-/// 256 MiB keeps over a million such entries without the readback, and bounds what a tree of
-/// long names can make `init` hold.
-pub(super) const SEAL_ARENA_CAP: usize = 256 << 20;
+/// Past the cap the arena is dropped and the commit reads the entries back, as `accept` does.
+/// 64 MiB keeps /usr twice over; a baseline of a million entries reads back instead, so that
+/// `init` of a large tree stays small (it peaks at the cap, then frees it).
+pub(super) const SEAL_ARENA_CAP: usize = 64 << 20;
 
 /// Bytes of index per entry kept in the arena.
 const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
