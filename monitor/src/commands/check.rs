@@ -90,10 +90,7 @@ fn in_child(f: impl FnOnce() -> u8) -> u8 {
             let mut code = [EXIT_ERROR];
             // read_exact: retried when a signal interrupts it; end of file when the child died.
             let said = std::io::Read::read_exact(&mut read_end, &mut code);
-            let mut status = 0;
-            // SAFETY: waitpid(2) on our own child; WNOHANG never blocks (a stuck child is left
-            // to init).
-            let reaped = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) } == child;
+            let (reaped, status) = reap(child, CHILD_EXIT_WAIT);
             match said {
                 Ok(()) => code[0],
                 // Died without saying (killed, crashed): an error.
@@ -107,6 +104,27 @@ fn in_child(f: impl FnOnce() -> u8) -> u8 {
                     EXIT_ERROR
                 }
             }
+        }
+    }
+}
+
+/// How long the parent waits for the child to end once it said its status. It is ending then
+/// (`_exit`), so its CPU time and peak memory count as the command's (getrusage(2),
+/// RUSAGE_CHILDREN: only a reaped child counts); one stuck on a mount is left to init.
+const CHILD_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits up to `wait` for `child` to end: whether it was reaped, and its wait status.
+fn reap(child: libc::pid_t, wait: std::time::Duration) -> (bool, libc::c_int) {
+    let deadline = std::time::Instant::now() + wait;
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid(2) on our own child; WNOHANG never blocks.
+        match unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) } {
+            0 if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
+            0 => return (false, status),
+            pid => return (pid == child, status),
         }
     }
 }
@@ -347,5 +365,46 @@ fn status(cmp: &Comparison) -> u8 {
         EXIT_ERROR
     } else {
         EXIT_CLEAN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reap;
+    use std::time::{Duration, Instant};
+
+    /// A child that sleeps `ms` then exits with `code`, forked without running any Rust in it.
+    fn child(ms: u32, code: i32) -> libc::pid_t {
+        // SAFETY: fork(2); the child only calls usleep(3) and _exit(2), both async-signal-safe.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                libc::usleep(ms * 1000);
+                libc::_exit(code)
+            },
+            pid => {
+                assert!(pid > 0, "fork failed");
+                pid
+            }
+        }
+    }
+
+    #[test]
+    fn a_child_that_is_ending_is_reaped_and_one_that_is_not_is_left() {
+        // Ending a little after it said its status: waited for, so its usage counts.
+        let (reaped, status) = reap(child(50, 3), Duration::from_secs(2));
+        assert!(reaped);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 3);
+
+        // Not ending (stuck): given up on at the deadline, then reaped here.
+        let pid = child(1000, 0);
+        let started = Instant::now();
+        let (reaped, _) = reap(pid, Duration::from_millis(100));
+        assert!(!reaped);
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(reap(pid, Duration::from_secs(5)).0);
     }
 }
