@@ -42,14 +42,7 @@ impl Walker<'_> {
                 self.progress.bytes.fetch_add(h.hashed_bytes, Ordering::Relaxed);
                 let flags = self.flags_of(&h.fd, &logical);
                 let ids = (identity::birth_fd(&h.fd), identity::generation_fd(&h.fd));
-                let entry = self.entry_from(&h.stat, logical, h.sha256, None, xattrs, flags, ids);
-                self.send(if h.sha256.is_none() {
-                    ScanItem::MetadataOnly(entry)
-                } else if h.unstable {
-                    ScanItem::Unstable(entry)
-                } else {
-                    ScanItem::Entry(entry)
-                });
+                self.send_hashed(&h, logical, xattrs, flags, ids);
             }
             Err(hash::HashError::Open(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(hash::HashError::Aborted) => {}
@@ -78,6 +71,26 @@ impl Walker<'_> {
                 self.problem(logical, e.to_string());
             }
         }
+    }
+
+    /// Records a hashed file: without a digest (over the size cap), as unstable (changed
+    /// during every read), or plainly. The guarded path (`hung.rs`) records the same way.
+    pub(super) fn send_hashed(
+        &self,
+        h: &hash::Hashed,
+        logical: Vec<u8>,
+        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+        flags: Option<u32>,
+        ids: (Option<i64>, Option<u32>),
+    ) {
+        let entry = self.entry_from(&h.stat, logical, h.sha256, None, xattrs, flags, ids);
+        self.send(if h.sha256.is_none() {
+            ScanItem::MetadataOnly(entry)
+        } else if h.unstable {
+            ScanItem::Unstable(entry)
+        } else {
+            ScanItem::Entry(entry)
+        });
     }
 
     /// Reads the large files set aside during the walk, largest first, on every thread of

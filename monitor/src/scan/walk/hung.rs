@@ -204,14 +204,7 @@ impl<'a> Walker<'a> {
                 self.progress
                     .bytes
                     .fetch_add(h.hashed_bytes, std::sync::atomic::Ordering::Relaxed);
-                let entry = self.entry_from(&h.stat, logical, h.sha256, None, xattrs, flags, ids);
-                self.send(if h.sha256.is_none() {
-                    ScanItem::MetadataOnly(entry)
-                } else if h.unstable {
-                    ScanItem::Unstable(entry)
-                } else {
-                    ScanItem::Entry(entry)
-                });
+                self.send_hashed(&h, logical, xattrs, flags, ids);
             }
             Ok(Err(hash::HashError::Open(e))) if e.kind() == std::io::ErrorKind::NotFound => {}
             Ok(Err(hash::HashError::Aborted)) => {}
