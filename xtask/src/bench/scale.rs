@@ -149,7 +149,7 @@ pub(super) fn run(sizes: &[Count], dir: &Path, opts: Options) -> anyhow::Result<
             made.bytes as f64 / (1u64 << 30) as f64,
             started.elapsed().as_secs_f64()
         );
-        let bench = Bench::new(work.path(), fimd.clone(), &tree, &[])?;
+        let bench = Bench::new(work.path(), fimd.clone(), &tree, &[], aide)?;
         let init = bench.pair(
             runs,
             &format!("init-{files}"),
