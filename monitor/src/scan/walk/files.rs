@@ -38,8 +38,6 @@ impl Walker<'_> {
                     self.problem(logical.clone(), format!("cannot read extended attributes: {e}"));
                     Vec::new()
                 });
-                // What was read, not the size: a file over the cap was not hashed at all.
-                self.progress.bytes.fetch_add(h.hashed_bytes, Ordering::Relaxed);
                 let flags = self.flags_of(&h.fd, &logical);
                 let ids = (identity::birth_fd(&h.fd), identity::generation_fd(&h.fd));
                 self.send_hashed(&h, logical, xattrs, flags, ids);
@@ -74,7 +72,8 @@ impl Walker<'_> {
     }
 
     /// Records a hashed file: without a digest (over the size cap), as unstable (changed
-    /// during every read), or plainly. The guarded path (`hung.rs`) records the same way.
+    /// during every read), or plainly; and counts the bytes it read. The guarded path
+    /// (`hung.rs`) records the same way.
     pub(super) fn send_hashed(
         &self,
         h: &hash::Hashed,
@@ -83,6 +82,8 @@ impl Walker<'_> {
         flags: Option<u32>,
         ids: (Option<i64>, Option<u32>),
     ) {
+        // What was read, not the size: a file over the cap was not hashed at all.
+        self.progress.bytes.fetch_add(h.hashed_bytes, Ordering::Relaxed);
         let entry = self.entry_from(&h.stat, logical, h.sha256, None, xattrs, flags, ids);
         self.send(if h.sha256.is_none() {
             ScanItem::MetadataOnly(entry)

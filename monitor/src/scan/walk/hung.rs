@@ -201,9 +201,6 @@ impl<'a> Walker<'a> {
             Ok(Ok((h, xattrs, flags, ids))) => {
                 let xattrs = self.xattrs_or_problem(xattrs, &logical);
                 let flags = self.flags_or_problem(flags, &logical);
-                self.progress
-                    .bytes
-                    .fetch_add(h.hashed_bytes, std::sync::atomic::Ordering::Relaxed);
                 self.send_hashed(&h, logical, xattrs, flags, ids);
             }
             Ok(Err(hash::HashError::Open(e))) if e.kind() == std::io::ErrorKind::NotFound => {}
